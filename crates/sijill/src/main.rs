@@ -1,1 +1,60 @@
-fn main() {}
+//! `sijill`: the Sijill national digital health platform.
+//!
+//! Commands: `serve` (the FHIR server), `import` (load FHIR files), `export` (NDJSON per
+//! resource type). Every command that touches the store takes `--data-dir`.
+
+mod export;
+mod import;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use sijill_store::sqlite::SqliteStore;
+use sijill_store::Store;
+
+/// Sijill: one national health record, reachable from every facility.
+#[derive(Parser, Debug)]
+#[command(name = "sijill", version, about)]
+struct Cli {
+    /// Directory that holds the embedded database.
+    #[arg(long, global = true, env = "SIJILL_DATA_DIR", default_value = "./sijill-data")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the FHIR server.
+    Serve(serve::ServeArgs),
+    /// Load FHIR JSON files, Bundles and NDJSON into the store.
+    Import(import::ImportArgs),
+    /// Write every current resource as NDJSON, one file per resource type.
+    Export(export::ExportArgs),
+}
+
+/// Opens the store of the data directory.
+fn open_store(data_dir: &std::path::Path) -> Result<Arc<dyn Store>, String> {
+    SqliteStore::open(data_dir)
+        .map(|s| Arc::new(s) as Arc<dyn Store>)
+        .map_err(|e| format!("cannot open the store in {}: {e}", data_dir.display()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(&cli.data_dir, args),
+        Command::Import(args) => import::run(&cli.data_dir, args),
+        Command::Export(args) => export::run(&cli.data_dir, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("sijill: {message}");
+            ExitCode::from(1)
+        }
+    }
+}

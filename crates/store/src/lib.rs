@@ -1,1 +1,167 @@
-//! Storage.
+//! Versioned FHIR resource storage.
+//!
+//! The [`Store`] trait is what the API layer talks to; [`sqlite::SqliteStore`] is the
+//! embedded backend. Every write happens inside a unit of work ([`Store::write`]) that is
+//! one ACID transaction: either every change in it is committed, or none is.
+//!
+//! Resources are kept as the exact JSON bytes that are served. Every create, update and
+//! delete adds a version; nothing is overwritten.
+
+pub mod index;
+pub mod query;
+pub mod sqlite;
+pub mod time_fmt;
+
+use std::sync::Arc;
+
+pub use query::{Criterion, SearchQuery};
+pub use time_fmt::{now_instant, parse_instant};
+
+/// One stored version of a resource.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Resource type, e.g. `Patient`.
+    pub resource_type: String,
+    /// Logical id.
+    pub id: String,
+    /// Version number, starting at 1.
+    pub version: u64,
+    /// When this version was written (FHIR instant, UTC, milliseconds).
+    pub last_updated: String,
+    /// True for the version that records a delete (it has no body).
+    pub deleted: bool,
+    /// The resource JSON exactly as served (empty for a delete).
+    pub body: Arc<[u8]>,
+}
+
+/// The outcome of reading the current version of a resource.
+#[derive(Debug, Clone)]
+pub enum Current {
+    /// The resource exists.
+    Found(Stored),
+    /// The resource's newest version is a delete.
+    Deleted(Stored),
+    /// The resource never existed.
+    NotFound,
+}
+
+/// Errors of the store. None of them leaves a partial write behind.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `If-Match` named another version than the current one.
+    #[error("version conflict: expected version {expected}, current version is {current}")]
+    VersionConflict {
+        /// The version the client expected.
+        expected: u64,
+        /// The current version (0 when the resource does not exist).
+        current: u64,
+    },
+    /// The request is not acceptable (bad id, unsupported search, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// A conditional operation matched more than one resource.
+    #[error("{0}")]
+    MultipleMatches(String),
+    /// A resource that the operation needs does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// Result alias of the store.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Which resources a history request covers.
+#[derive(Debug, Clone)]
+pub enum HistoryScope {
+    /// Every resource on the server.
+    System,
+    /// Every resource of one type.
+    Type(String),
+    /// One resource.
+    Instance(String, String),
+}
+
+/// A page of history, newest first.
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    /// Which resources.
+    pub scope: HistoryScope,
+    /// Only versions written at or after this instant.
+    pub since: Option<String>,
+    /// Page size.
+    pub count: usize,
+    /// Only versions older than this change sequence number (for the next page).
+    pub before_seq: Option<i64>,
+    /// Only versions written at or before this sequence number (keeps paging stable while
+    /// new writes arrive).
+    pub at_or_before_seq: Option<i64>,
+}
+
+/// A page of history: versions newest first, and the cursor for the next page.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// The versions, newest first.
+    pub entries: Vec<Stored>,
+    /// Pass as `before_seq` to get the next page; None on the last page.
+    pub next_before_seq: Option<i64>,
+    /// The newest sequence number covered (to pin later pages).
+    pub snapshot_seq: i64,
+    /// Total number of versions matching (without paging).
+    pub total: u64,
+}
+
+/// The changes one unit of work may make, and the reads it may do inside it.
+pub trait StoreTx {
+    /// Creates a resource with a new version 1. `id` is server-assigned when None.
+    fn create(&mut self, resource_type: &str, body: serde_json::Value, id: Option<&str>) -> Result<Stored>;
+    /// Writes a new version of a resource (creating it when it does not exist).
+    /// `if_match` enforces the current version. Returns the stored version and whether
+    /// it was created.
+    fn update(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        body: serde_json::Value,
+        if_match: Option<u64>,
+    ) -> Result<(Stored, bool)>;
+    /// Records a delete as a new version. Returns the delete version, or None when there
+    /// was nothing to delete.
+    fn delete(&mut self, resource_type: &str, id: &str, if_match: Option<u64>) -> Result<Option<Stored>>;
+    /// The current version of a resource, seen from inside the unit of work.
+    fn read(&mut self, resource_type: &str, id: &str) -> Result<Current>;
+    /// Ids of the current, not deleted resources of a type that match the query.
+    fn search_ids(&mut self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>>;
+}
+
+/// A store of versioned resources.
+pub trait Store: Send + Sync {
+    /// Runs `work` in one ACID transaction: committed when it returns Ok, rolled back
+    /// otherwise.
+    fn write(&self, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()>;
+    /// The current version of a resource.
+    fn read(&self, resource_type: &str, id: &str) -> Result<Current>;
+    /// One version of a resource.
+    fn vread(&self, resource_type: &str, id: &str, version: u64) -> Result<Option<Stored>>;
+    /// A page of history.
+    fn history(&self, query: &HistoryQuery) -> Result<HistoryPage>;
+    /// The current, not deleted resources of a type matching a query, in id order after
+    /// `after_id`, at most `limit`. Also returns the total count of matches.
+    fn search(&self, resource_type: &str, query: &SearchQuery, after_id: Option<&str>, limit: usize)
+        -> Result<(Vec<Stored>, u64)>;
+    /// Calls `sink` with every current resource of a type (all types when None), in
+    /// storage order, streaming from the database.
+    fn export(&self, resource_type: Option<&str>, sink: &mut dyn FnMut(&Stored) -> Result<()>) -> Result<()>;
+    /// Number of current, not deleted resources per type.
+    fn counts(&self) -> Result<Vec<(String, u64)>>;
+    /// Checks that the store answers (readiness).
+    fn ping(&self) -> Result<()>;
+}

@@ -1,0 +1,358 @@
+//! The FHIR engine: one request in, one response out, independent of HTTP.
+//!
+//! The HTTP layer, the Bundle processor and `sijill import` all call [`Engine::execute`]
+//! (or [`Engine::execute_in`] inside a transaction). Routing lives here; each interaction
+//! lives in its own module under `interactions/`.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use serde_json::Value;
+use sijill_fhir::definitions;
+use sijill_store::{Store, StoreError, StoreTx};
+
+use crate::context::RequestContext;
+use crate::error::{FhirError, FhirResult};
+use crate::interactions::{bundle, capabilities, create, delete, history, patch, read, search, update};
+
+/// The HTTP method of a FHIR interaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET (and HEAD).
+    Get,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+    /// PATCH.
+    Patch,
+    /// DELETE.
+    Delete,
+}
+
+impl Method {
+    /// Parses a method name as used in `Bundle.entry.request.method`.
+    pub fn parse(s: &str) -> Option<Method> {
+        Some(match s {
+            "GET" | "HEAD" => Method::Get,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "PATCH" => Method::Patch,
+            "DELETE" => Method::Delete,
+            _ => return None,
+        })
+    }
+
+    /// The method's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// Conditional request headers (or their Bundle.entry.request equivalents).
+#[derive(Debug, Clone, Default)]
+pub struct Conditions {
+    /// `If-Match: W/"n"`.
+    pub if_match: Option<String>,
+    /// `If-None-Match: W/"n"` (read).
+    pub if_none_match: Option<String>,
+    /// `If-Modified-Since` (read), an HTTP date.
+    pub if_modified_since: Option<String>,
+    /// `If-None-Exist: query` (conditional create).
+    pub if_none_exist: Option<String>,
+}
+
+/// The body of a request.
+#[derive(Debug, Clone)]
+pub enum RequestBody {
+    /// No body.
+    None,
+    /// A FHIR resource.
+    Resource(Value),
+    /// A JSON Patch document.
+    JsonPatch(Value),
+}
+
+/// One FHIR interaction request, independent of HTTP.
+#[derive(Debug, Clone)]
+pub struct FhirRequest {
+    /// Method.
+    pub method: Method,
+    /// Path below the FHIR base, without leading slash: `Patient/1/_history/2`.
+    pub path: String,
+    /// Query parameters, decoded, in order.
+    pub query: Vec<(String, String)>,
+    /// Conditional headers.
+    pub conditions: Conditions,
+    /// Body.
+    pub body: RequestBody,
+}
+
+/// The body of a response.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// Nothing.
+    None,
+    /// Stored resource bytes, served as they are.
+    Stored(Arc<[u8]>),
+    /// A resource built for this response (Bundle, OperationOutcome, CapabilityStatement).
+    Json(Value),
+    /// Pre-serialised JSON bytes built for this response (Bundles with stored entries).
+    Bytes(Vec<u8>),
+}
+
+/// One FHIR interaction response.
+#[derive(Debug, Clone)]
+pub struct FhirResponse {
+    /// Status.
+    pub status: StatusCode,
+    /// `Location` (absolute URL of the version written).
+    pub location: Option<String>,
+    /// Version for `ETag: W/"n"`.
+    pub version: Option<u64>,
+    /// `Last-Modified`, as a stored instant.
+    pub last_modified: Option<String>,
+    /// Body.
+    pub payload: Payload,
+}
+
+impl FhirResponse {
+    /// A response with a status and a body, no headers.
+    pub fn new(status: StatusCode, payload: Payload) -> Self {
+        FhirResponse { status, location: None, version: None, last_modified: None, payload }
+    }
+}
+
+/// Where a request path points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `` (the base: Bundle POST, system search).
+    System,
+    /// `metadata`.
+    Metadata,
+    /// `_history`.
+    SystemHistory,
+    /// `Type`.
+    Type(String),
+    /// `Type/_search`.
+    TypeSearch(String),
+    /// `Type/_history`.
+    TypeHistory(String),
+    /// `Type/id`.
+    Instance(String, String),
+    /// `Type/id/_history`.
+    InstanceHistory(String, String),
+    /// `Type/id/_history/vid`.
+    Version(String, String, String),
+}
+
+impl Route {
+    /// Parses a path below the FHIR base. Unknown resource types are 404.
+    pub fn parse(path: &str) -> FhirResult<Route> {
+        let path = path.trim_matches('/');
+        let parts: Vec<&str> = if path.is_empty() { Vec::new() } else { path.split('/').collect() };
+        let route = match parts.as_slice() {
+            [] => return Ok(Route::System),
+            ["metadata"] => return Ok(Route::Metadata),
+            ["_history"] => return Ok(Route::SystemHistory),
+            [t, ..] if !definitions::is_resource_type(t) => {
+                return Err(FhirError::not_found(format!("Unknown resource type '{}'", truncate(t))))
+            }
+            [t] => Route::Type(t.to_string()),
+            [t, "_search"] => Route::TypeSearch(t.to_string()),
+            [t, "_history"] => Route::TypeHistory(t.to_string()),
+            [t, id] => Route::Instance(t.to_string(), id.to_string()),
+            [t, id, "_history"] => Route::InstanceHistory(t.to_string(), id.to_string()),
+            [t, id, "_history", v] => Route::Version(t.to_string(), id.to_string(), v.to_string()),
+            _ => return Err(FhirError::not_found(format!("No FHIR interaction at '{}'", truncate(path)))),
+        };
+        Ok(route)
+    }
+}
+
+/// Shortens untrusted text before it is echoed in an error message.
+pub fn truncate(s: &str) -> String {
+    if s.chars().count() > 80 {
+        format!("{}…", s.chars().take(80).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+/// How an interaction reaches the store: on its own (its own transaction for a write), or
+/// as an entry of a transaction Bundle.
+pub enum Exec<'a> {
+    /// Standalone: writes get their own transaction.
+    Standalone,
+    /// Inside a running transaction.
+    InTx(&'a mut dyn StoreTx),
+}
+
+/// Limits that protect the server from hostile input.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+    /// Deepest accepted JSON nesting.
+    pub max_depth: usize,
+    /// Most entries in one Bundle.
+    pub max_bundle_entries: usize,
+    /// Largest page size.
+    pub max_count: usize,
+    /// Default page size.
+    pub default_count: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 16 * 1024 * 1024,
+            max_depth: 100,
+            max_bundle_entries: 100_000,
+            max_count: 1000,
+            default_count: 50,
+        }
+    }
+}
+
+/// The engine: the store, the server's base URL and its limits.
+#[derive(Clone)]
+pub struct Engine {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Absolute base URL of the FHIR endpoint, without trailing slash (`http://host/fhir`).
+    pub base_url: String,
+    /// Input limits.
+    pub limits: Limits,
+}
+
+impl Engine {
+    /// A new engine.
+    pub fn new(store: Arc<dyn Store>, base_url: impl Into<String>, limits: Limits) -> Self {
+        Engine { store, base_url: base_url.into().trim_end_matches('/').to_string(), limits }
+    }
+
+    /// Runs one interaction on its own.
+    pub fn execute(&self, ctx: &RequestContext, req: FhirRequest) -> FhirResult<FhirResponse> {
+        let route = Route::parse(&req.path)?;
+        if route == Route::System && req.method == Method::Post {
+            return bundle::process(self, ctx, req);
+        }
+        self.dispatch(ctx, Exec::Standalone, route, req)
+    }
+
+    /// Runs one interaction as part of a running transaction.
+    pub fn execute_in(&self, ctx: &RequestContext, tx: &mut dyn StoreTx, req: FhirRequest) -> FhirResult<FhirResponse> {
+        let route = Route::parse(&req.path)?;
+        if route == Route::System {
+            return Err(FhirError::bad_request("A Bundle entry cannot address the server base"));
+        }
+        self.dispatch(ctx, Exec::InTx(tx), route, req)
+    }
+
+    fn dispatch(&self, ctx: &RequestContext, exec: Exec<'_>, route: Route, req: FhirRequest) -> FhirResult<FhirResponse> {
+        let _ = ctx; // access control and audit (their own issues) decide here.
+        use Method::*;
+        match (req.method, route) {
+            (Get, Route::Metadata) => Ok(capabilities::capability_statement(self)),
+            (Get, Route::Instance(t, id)) => read::read(self, exec, &t, &id, &req.conditions),
+            (Get, Route::Version(t, id, v)) => read::vread(self, &t, &id, &v),
+            (Get, Route::Type(t)) | (Post, Route::TypeSearch(t)) => search::search(self, exec, &t, &req.query),
+            (Get, Route::SystemHistory) => history::history(self, sijill_store::HistoryScope::System, &req.query),
+            (Get, Route::TypeHistory(t)) => history::history(self, sijill_store::HistoryScope::Type(t), &req.query),
+            (Get, Route::InstanceHistory(t, id)) => {
+                history::history(self, sijill_store::HistoryScope::Instance(t, id), &req.query)
+            }
+            (Post, Route::Type(t)) => create::create(self, exec, &t, req),
+            (Put, Route::Instance(t, id)) => update::update(self, exec, &t, Some(&id), req),
+            (Put, Route::Type(t)) => update::update(self, exec, &t, None, req),
+            (Patch, Route::Instance(t, id)) => patch::patch(self, exec, &t, Some(&id), req),
+            (Patch, Route::Type(t)) => patch::patch(self, exec, &t, None, req),
+            (Delete, Route::Instance(t, id)) => delete::delete(self, exec, &t, Some(&id), req),
+            (Delete, Route::Type(t)) => delete::delete(self, exec, &t, None, req),
+            (m, r) => Err(FhirError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "not-supported",
+                format!("{} is not supported on {}", m.as_str(), route_name(&r)),
+            )),
+        }
+    }
+
+    /// Runs `work` in a write transaction: standalone requests get a new one, Bundle
+    /// entries use the Bundle's. A FhirError from `work` rolls the transaction back.
+    pub fn with_tx<T>(
+        &self,
+        exec: Exec<'_>,
+        work: impl FnOnce(&mut dyn StoreTx) -> FhirResult<T>,
+    ) -> FhirResult<T> {
+        match exec {
+            Exec::InTx(tx) => work(tx),
+            Exec::Standalone => {
+                let mut work = Some(work);
+                let mut out = None;
+                let mut failure = None;
+                let result = self.store.write(&mut |tx| {
+                    let Some(work) = work.take() else {
+                        return Err(StoreError::Database("unit of work ran twice".into()));
+                    };
+                    match work(tx) {
+                        Ok(v) => {
+                            out = Some(v);
+                            Ok(())
+                        }
+                        Err(e) => {
+                            failure = Some(e);
+                            Err(StoreError::Invalid("rolled back".into()))
+                        }
+                    }
+                });
+                match (result, failure, out) {
+                    (_, Some(e), _) => Err(e),
+                    (Err(e), None, _) => Err(e.into()),
+                    (Ok(()), None, Some(v)) => Ok(v),
+                    (Ok(()), None, None) => Err(FhirError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "exception",
+                        "the write produced no result",
+                    )),
+                }
+            }
+        }
+    }
+
+    /// The absolute URL of a version: `{base}/Type/id/_history/v`.
+    pub fn version_url(&self, resource_type: &str, id: &str, version: u64) -> String {
+        format!("{}/{resource_type}/{id}/_history/{version}", self.base_url)
+    }
+}
+
+fn route_name(route: &Route) -> &'static str {
+    match route {
+        Route::System => "the server base",
+        Route::Metadata => "metadata",
+        Route::SystemHistory | Route::TypeHistory(_) | Route::InstanceHistory(..) => "a history",
+        Route::Type(_) | Route::TypeSearch(_) => "a resource type",
+        Route::Instance(..) => "a resource instance",
+        Route::Version(..) => "a resource version",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(Route::parse("").unwrap(), Route::System);
+        assert_eq!(Route::parse("Patient/1/_history/2").unwrap(), Route::Version("Patient".into(), "1".into(), "2".into()));
+        assert_eq!(Route::parse("Patient/_history").unwrap(), Route::TypeHistory("Patient".into()));
+        assert_eq!(Route::parse("Foo/1").unwrap_err().status, StatusCode::NOT_FOUND);
+        assert_eq!(Route::parse("Patient/1/x/y/z").unwrap_err().status, StatusCode::NOT_FOUND);
+    }
+}

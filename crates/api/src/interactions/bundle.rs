@@ -1,0 +1,361 @@
+//! batch and transaction Bundles (POST to the server base).
+//!
+//! A transaction is all or nothing: every entry runs inside one store transaction, in the
+//! order the specification gives (DELETE, POST, PUT/PATCH, GET). `urn:uuid:`/`urn:oid:`
+//! fullUrls get their ids before anything is written, and every reference to them —
+//! at any depth, extensions included — is rewritten; conditional references
+//! (`Patient?identifier=…`) are resolved to the one resource they match. A batch runs each
+//! entry on its own and reports each outcome.
+
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use sijill_fhir::outcome::operation_outcome;
+use sijill_fhir::references::rewrite_references;
+use sijill_store::{SearchQuery, StoreTx};
+
+use super::{checked_resource, conditional_query, multiple_matches, parse_query_string, resource_response};
+use crate::bundle_writer::{BundleWriter, EntryResource};
+use crate::context::RequestContext;
+use crate::engine::{truncate, Conditions, Engine, Exec, FhirRequest, FhirResponse, Method, Payload, RequestBody};
+use crate::error::{FhirError, FhirResult};
+
+/// One parsed Bundle entry.
+struct Entry {
+    index: usize,
+    full_url: Option<String>,
+    method: Method,
+    resource_type: Option<String>,
+    request: FhirRequest,
+}
+
+/// Processes a batch or transaction Bundle.
+pub fn process(engine: &Engine, ctx: &RequestContext, req: FhirRequest) -> FhirResult<FhirResponse> {
+    let RequestBody::Resource(bundle) = req.body else {
+        return Err(FhirError::bad_request("POST to the server base needs a batch or transaction Bundle"));
+    };
+    if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+        return Err(FhirError::bad_request("POST to the server base needs a Bundle resource"));
+    }
+    let kind = bundle.get("type").and_then(Value::as_str).unwrap_or("");
+    let entries = match bundle.get("entry") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items.clone(),
+        Some(_) => return Err(FhirError::bad_request("Bundle.entry must be an array")),
+    };
+    if entries.len() > engine.limits.max_bundle_entries {
+        return Err(FhirError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-costly",
+            format!("A Bundle may have at most {} entries", engine.limits.max_bundle_entries),
+        ));
+    }
+    match kind {
+        "transaction" => transaction(engine, ctx, entries),
+        "batch" => Ok(batch(engine, ctx, entries)),
+        other => Err(FhirError::bad_request(format!(
+            "Bundle.type must be 'transaction' or 'batch' to be processed, not '{}'",
+            truncate(other)
+        ))),
+    }
+}
+
+/// Adds the entry's position to an error.
+fn at_entry(index: usize, mut e: FhirError) -> FhirError {
+    for issue in &mut e.issues {
+        issue.diagnostics = format!("Bundle.entry[{index}]: {}", issue.diagnostics);
+        if issue.expression.is_empty() {
+            issue.expression = format!("Bundle.entry[{index}]");
+        } else if let Some(rest) = issue.expression.split_once('.').map(|(_, r)| r.to_string()) {
+            issue.expression = format!("Bundle.entry[{index}].resource.{rest}");
+        }
+    }
+    e
+}
+
+fn parse_entry(engine: &Engine, index: usize, entry: Value) -> FhirResult<Entry> {
+    let Value::Object(mut entry) = entry else {
+        return Err(FhirError::bad_request("a Bundle entry must be an object"));
+    };
+    let request = match entry.remove("request") {
+        Some(Value::Object(r)) => r,
+        _ => return Err(FhirError::bad_request("entry.request (method and url) is required")),
+    };
+    let text = |name: &str| request.get(name).and_then(Value::as_str).map(str::to_string);
+    let method = text("method")
+        .as_deref()
+        .and_then(Method::parse)
+        .ok_or_else(|| FhirError::bad_request("entry.request.method must be GET, HEAD, POST, PUT, PATCH or DELETE"))?;
+    let url = text("url").ok_or_else(|| FhirError::bad_request("entry.request.url is required"))?;
+    let url = url.strip_prefix(&engine.base_url).unwrap_or(&url).trim_start_matches('/').to_string();
+    let (path, query) = match url.split_once('?') {
+        Some((p, q)) => (p.to_string(), parse_query_string(q)),
+        None => (url.clone(), Vec::new()),
+    };
+    let resource_type = path.split('/').next().filter(|s| !s.is_empty()).map(str::to_string);
+    let body = match (method, entry.remove("resource")) {
+        (Method::Patch, Some(binary)) => RequestBody::JsonPatch(patch_from_binary(&binary)?),
+        (_, Some(resource)) => RequestBody::Resource(resource),
+        (_, None) => RequestBody::None,
+    };
+    let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_string);
+    Ok(Entry {
+        index,
+        full_url,
+        method,
+        resource_type,
+        request: FhirRequest {
+            method,
+            path,
+            query,
+            conditions: Conditions {
+                if_match: text("ifMatch"),
+                if_none_match: text("ifNoneMatch"),
+                if_modified_since: text("ifModifiedSince"),
+                if_none_exist: text("ifNoneExist"),
+            },
+            body,
+        },
+    })
+}
+
+/// A PATCH entry carries its JSON Patch as a Binary resource (base64 data).
+fn patch_from_binary(binary: &Value) -> FhirResult<Value> {
+    let data = binary
+        .get("data")
+        .and_then(Value::as_str)
+        .filter(|_| binary.get("resourceType").and_then(Value::as_str) == Some("Binary"))
+        .ok_or_else(|| FhirError::bad_request("a PATCH entry needs a Binary resource holding a JSON Patch"))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|_| FhirError::bad_request("the Binary of a PATCH entry is not base64"))?;
+    serde_json::from_slice(&bytes).map_err(|e| FhirError::bad_request(format!("the JSON Patch is not JSON: {e}")))
+}
+
+/// Processing order of the specification: DELETE, POST, PUT/PATCH, GET.
+fn order(method: Method) -> u8 {
+    match method {
+        Method::Delete => 0,
+        Method::Post => 1,
+        Method::Put | Method::Patch => 2,
+        Method::Get => 3,
+    }
+}
+
+/// Resolves one reference: a fullUrl of this Bundle, or a conditional reference.
+fn resolve_reference(
+    tx: &mut dyn StoreTx,
+    ids: &HashMap<String, String>,
+    cache: &mut HashMap<String, String>,
+    reference: &str,
+) -> FhirResult<Option<String>> {
+    if let Some(local) = ids.get(reference) {
+        return Ok(Some(local.clone()));
+    }
+    let Some((ty, q)) = reference.split_once('?') else {
+        if reference.starts_with("urn:uuid:") || reference.starts_with("urn:oid:") {
+            return Err(FhirError::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("reference '{}' names no entry of this Bundle", truncate(reference)),
+            ));
+        }
+        return Ok(None);
+    };
+    if let Some(found) = cache.get(reference) {
+        return Ok(Some(found.clone()));
+    }
+    let query: SearchQuery = conditional_query(ty, &parse_query_string(q))?;
+    let found = match tx.search_ids(ty, &query, 2)?.as_slice() {
+        [id] => format!("{ty}/{id}"),
+        [] => {
+            return Err(FhirError::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("conditional reference '{}' matches no resource", truncate(reference)),
+            ))
+        }
+        _ => return Err(multiple_matches(ty)),
+    };
+    cache.insert(reference.to_string(), found.clone());
+    Ok(Some(found))
+}
+
+/// Rewrites every reference of a request body; the first failure is returned.
+fn rewrite_body(
+    tx: &mut dyn StoreTx,
+    ids: &HashMap<String, String>,
+    cache: &mut HashMap<String, String>,
+    body: &mut RequestBody,
+) -> FhirResult<()> {
+    let RequestBody::Resource(resource) = body else { return Ok(()) };
+    let mut failure = None;
+    rewrite_references(resource, &mut |r| {
+        if failure.is_some() {
+            return None;
+        }
+        match resolve_reference(tx, ids, cache, r) {
+            Ok(found) => found,
+            Err(e) => {
+                failure = Some(e);
+                None
+            }
+        }
+    });
+    failure.map_or(Ok(()), Err)
+}
+
+fn response_members(status: StatusCode, r: &FhirResponse, outcome: Option<Value>) -> Vec<(&'static str, Value)> {
+    let mut response = json!({"status": status_line(status)});
+    if let Some(location) = &r.location {
+        response["location"] = json!(location);
+    }
+    if let Some(v) = r.version {
+        response["etag"] = json!(format!("W/\"{v}\""));
+    }
+    if let Some(lm) = &r.last_modified {
+        response["lastModified"] = json!(lm);
+    }
+    if let Some(oo) = outcome {
+        response["outcome"] = oo;
+    }
+    vec![("response", response)]
+}
+
+fn status_line(status: StatusCode) -> String {
+    format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""))
+}
+
+fn transaction(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirResult<FhirResponse> {
+    let mut entries = Vec::with_capacity(raw.len());
+    for (i, e) in raw.into_iter().enumerate() {
+        let mut entry = parse_entry(engine, i, e).map_err(|e| at_entry(i, e))?;
+        // POSTs are validated here, outside the write lock; other methods validate when run.
+        if entry.method == Method::Post {
+            let rt = entry.resource_type.clone().unwrap_or_default();
+            let body = std::mem::replace(&mut entry.request.body, RequestBody::None);
+            let resource = checked_resource(body, &rt, None).map_err(|e| at_entry(i, e))?;
+            entry.request.body = RequestBody::Resource(resource);
+        }
+        entries.push(entry);
+    }
+    // Ids for new resources, so references to them can be rewritten before any write.
+    let mut ids: HashMap<String, String> = HashMap::new();
+    let mut new_ids: HashMap<usize, String> = HashMap::new();
+    for e in &entries {
+        let Some(rt) = &e.resource_type else { continue };
+        match e.method {
+            Method::Post => {
+                let id = uuid::Uuid::new_v4().to_string();
+                if let Some(full_url) = &e.full_url {
+                    ids.insert(full_url.clone(), format!("{rt}/{id}"));
+                }
+                new_ids.insert(e.index, id);
+            }
+            Method::Put => {
+                if let (Some(full_url), Some(id)) = (&e.full_url, e.request.path.split('/').nth(1)) {
+                    ids.insert(full_url.clone(), format!("{rt}/{id}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut by_order: Vec<usize> = (0..entries.len()).collect();
+    by_order.sort_by_key(|&i| order(entries[i].method));
+    let mut results: Vec<Option<FhirResponse>> = vec![None; entries.len()];
+    engine.with_tx(Exec::Standalone, |tx| {
+        let mut cache = HashMap::new();
+        // Conditional creates that find their resource point their fullUrl at it.
+        let mut existing: HashMap<usize, String> = HashMap::new();
+        for e in entries.iter().filter(|e| e.method == Method::Post) {
+            let (Some(q), Some(rt)) = (&e.request.conditions.if_none_exist, &e.resource_type) else { continue };
+            let query = conditional_query(rt, &parse_query_string(q.trim_start_matches('?'))).map_err(|x| at_entry(e.index, x))?;
+            match tx.search_ids(rt, &query, 2)?.as_slice() {
+                [] => {}
+                [id] => {
+                    if let Some(full_url) = &e.full_url {
+                        ids.insert(full_url.clone(), format!("{rt}/{id}"));
+                    }
+                    existing.insert(e.index, id.clone());
+                }
+                _ => return Err(at_entry(e.index, multiple_matches(rt))),
+            }
+        }
+        for &i in &by_order {
+            let e = &mut entries[i];
+            rewrite_body(tx, &ids, &mut cache, &mut e.request.body).map_err(|x| at_entry(i, x))?;
+            let response = if e.method == Method::Post {
+                let rt = e.resource_type.clone().unwrap_or_default();
+                if let Some(id) = existing.get(&i) {
+                    match tx.read(&rt, id)? {
+                        sijill_store::Current::Found(s) => resource_response(engine, StatusCode::OK, &s),
+                        _ => return Err(at_entry(i, FhirError::not_found("matched resource disappeared"))),
+                    }
+                } else {
+                    let RequestBody::Resource(resource) = std::mem::replace(&mut e.request.body, RequestBody::None) else {
+                        return Err(at_entry(i, FhirError::bad_request("POST entry without resource")));
+                    };
+                    let stored = tx.create(&rt, resource, new_ids.get(&i).map(String::as_str))?;
+                    resource_response(engine, StatusCode::CREATED, &stored)
+                }
+            } else {
+                let request = e.request.clone();
+                engine.execute_in(ctx, tx, request).map_err(|x| at_entry(i, x))?
+            };
+            results[i] = Some(response);
+        }
+        Ok(())
+    })?;
+    let mut writer = BundleWriter::new("transaction-response", None, &[]);
+    for (e, r) in entries.iter().zip(results) {
+        let Some(r) = r else { continue };
+        let resource = match (&e.method, &r.payload) {
+            (Method::Get, Payload::Stored(b)) => EntryResource::Raw(b),
+            (Method::Get, Payload::Bytes(b)) => EntryResource::Raw(b),
+            _ => EntryResource::None,
+        };
+        let full_url = r.location.as_deref().and_then(|l| l.split("/_history/").next()).map(str::to_string);
+        writer.entry(full_url.as_deref(), resource, &response_members(r.status, &r, None));
+    }
+    Ok(FhirResponse::new(StatusCode::OK, Payload::Bytes(writer.finish())))
+}
+
+fn batch(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirResponse {
+    let mut writer = BundleWriter::new("batch-response", None, &[]);
+    let no_ids = HashMap::new();
+    for (i, e) in raw.into_iter().enumerate() {
+        let result = parse_entry(engine, i, e).and_then(|mut entry| {
+            if entry.method == Method::Get {
+                return engine.execute(ctx, entry.request);
+            }
+            engine.with_tx(Exec::Standalone, |tx| {
+                let mut cache = HashMap::new();
+                rewrite_body(tx, &no_ids, &mut cache, &mut entry.request.body)?;
+                engine.execute_in(ctx, tx, entry.request)
+            })
+        });
+        match result {
+            Ok(r) => {
+                let resource = match &r.payload {
+                    Payload::Stored(b) => EntryResource::Raw(b),
+                    Payload::Bytes(b) => EntryResource::Raw(b),
+                    _ => EntryResource::None,
+                };
+                let full_url = r.location.as_deref().and_then(|l| l.split("/_history/").next()).map(str::to_string);
+                let status = r.status;
+                let members = response_members(status, &r, None);
+                writer.entry(full_url.as_deref(), resource, &members);
+            }
+            Err(e) => {
+                let e = at_entry(i, e);
+                let outcome = operation_outcome(&e.issues);
+                let members = response_members(e.status, &FhirResponse::new(e.status, Payload::None), Some(outcome));
+                writer.entry(None, EntryResource::None, &members);
+            }
+        }
+    }
+    FhirResponse::new(StatusCode::OK, Payload::Bytes(writer.finish()))
+}
+

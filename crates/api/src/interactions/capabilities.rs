@@ -1,0 +1,69 @@
+//! GET `metadata`: the CapabilityStatement, generated from what the engine and the index
+//! actually support, so it cannot drift from the code.
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+use sijill_fhir::definitions::{self, SearchParamType};
+use sijill_store::index;
+
+use crate::engine::{Engine, FhirResponse, Payload};
+
+/// The interactions every resource type supports.
+const TYPE_INTERACTIONS: &[&str] =
+    &["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"];
+
+fn type_code(kind: SearchParamType) -> &'static str {
+    match kind {
+        SearchParamType::Number => "number",
+        SearchParamType::Date => "date",
+        SearchParamType::String => "string",
+        SearchParamType::Token => "token",
+        SearchParamType::Reference => "reference",
+        SearchParamType::Composite => "composite",
+        SearchParamType::Quantity => "quantity",
+        SearchParamType::Uri => "uri",
+        SearchParamType::Special => "special",
+    }
+}
+
+/// Builds the CapabilityStatement.
+pub fn capability_statement(engine: &Engine) -> FhirResponse {
+    let resources: Vec<Value> = definitions::resource_types()
+        .map(|rt| {
+            let mut params = vec![json!({"name": "_id", "type": "token"})];
+            if let Some(indexed) = index::params_for(rt) {
+                params.extend(indexed.values().map(|p| json!({"name": p.code, "type": type_code(p.kind)})));
+            }
+            json!({
+                "type": rt,
+                "interaction": TYPE_INTERACTIONS.iter().map(|c| json!({"code": c})).collect::<Vec<_>>(),
+                "versioning": "versioned-update",
+                "readHistory": true,
+                "updateCreate": true,
+                "conditionalCreate": true,
+                "conditionalRead": "full-support",
+                "conditionalUpdate": true,
+                "conditionalDelete": "single",
+                "searchParam": params,
+            })
+        })
+        .collect();
+    let statement = json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-23",
+        "publisher": "Sijill",
+        "kind": "instance",
+        "software": {"name": "Sijill", "version": env!("CARGO_PKG_VERSION")},
+        "implementation": {"description": "Sijill national digital health platform", "url": engine.base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+        }],
+    });
+    FhirResponse::new(StatusCode::OK, Payload::Json(statement))
+}

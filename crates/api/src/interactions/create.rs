@@ -1,0 +1,37 @@
+//! create (POST `Type`), with conditional create (`If-None-Exist`).
+
+use axum::http::StatusCode;
+use sijill_store::Current;
+
+use super::{checked_resource, conditional_query, matching_ids, multiple_matches, parse_query_string, resource_response};
+use crate::engine::{Engine, Exec, FhirRequest, FhirResponse};
+use crate::error::{FhirError, FhirResult};
+
+/// POST `Type`: a new resource with a server-assigned id (an id in the body is ignored).
+pub fn create(engine: &Engine, exec: Exec<'_>, resource_type: &str, req: FhirRequest) -> FhirResult<FhirResponse> {
+    let resource = checked_resource(req.body, resource_type, None)?;
+    let condition = match &req.conditions.if_none_exist {
+        Some(q) => Some(conditional_query(resource_type, &parse_query_string(q.trim_start_matches('?')))?),
+        None => None,
+    };
+    engine.with_tx(exec, |tx| {
+        if let Some(query) = &condition {
+            match matching_ids(tx, resource_type, query)?.as_slice() {
+                [] => {}
+                [id] => {
+                    return match tx.read(resource_type, id)? {
+                        Current::Found(stored) => {
+                            let mut response = resource_response(engine, StatusCode::OK, &stored);
+                            response.location = Some(engine.version_url(resource_type, id, stored.version));
+                            Ok(response)
+                        }
+                        _ => Err(FhirError::not_found("the matching resource disappeared")),
+                    };
+                }
+                _ => return Err(multiple_matches(resource_type)),
+            }
+        }
+        let stored = tx.create(resource_type, resource, None)?;
+        Ok(resource_response(engine, StatusCode::CREATED, &stored))
+    })
+}

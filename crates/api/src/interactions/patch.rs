@@ -1,0 +1,68 @@
+//! patch (PATCH `Type/id` or `Type?criteria`) with JSON Patch (RFC 6902).
+//! The patched resource is validated like any update and written as a new version.
+
+use axum::http::StatusCode;
+use serde_json::Value;
+use sijill_store::Current;
+
+use super::{checked_resource, conditional_query, matching_ids, multiple_matches, parse_version, resource_response};
+use crate::engine::{truncate, Engine, Exec, FhirRequest, FhirResponse, RequestBody};
+use crate::error::{FhirError, FhirResult};
+
+/// PATCH a resource with a JSON Patch document.
+pub fn patch(
+    engine: &Engine,
+    exec: Exec<'_>,
+    resource_type: &str,
+    id: Option<&str>,
+    req: FhirRequest,
+) -> FhirResult<FhirResponse> {
+    let RequestBody::JsonPatch(document) = req.body else {
+        return Err(FhirError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-supported",
+            "PATCH needs a JSON Patch document (Content-Type: application/json-patch+json)",
+        ));
+    };
+    let operations: json_patch::Patch = serde_json::from_value(document)
+        .map_err(|e| FhirError::bad_request(format!("The JSON Patch document is not valid: {e}")))?;
+    let if_match = req.conditions.if_match.as_deref().map(parse_version).transpose()?;
+    let query = match id {
+        Some(_) => None,
+        None => Some(conditional_query(resource_type, &req.query)?),
+    };
+    engine.with_tx(exec, |tx| {
+        let target = match (id, &query) {
+            (Some(id), _) => id.to_string(),
+            (None, Some(q)) => match matching_ids(tx, resource_type, q)?.as_slice() {
+                [found] => found.clone(),
+                [] => return Err(FhirError::not_found(format!("No {resource_type} matches the criteria"))),
+                _ => return Err(multiple_matches(resource_type)),
+            },
+            (None, None) => return Err(FhirError::bad_request("PATCH needs an id or criteria")),
+        };
+        let current = match tx.read(resource_type, &target)? {
+            Current::Found(stored) => stored,
+            Current::Deleted(_) => {
+                return Err(FhirError::new(StatusCode::GONE, "deleted", format!("{resource_type}/{} was deleted", truncate(&target))))
+            }
+            Current::NotFound => return Err(FhirError::not_found(format!("{resource_type}/{} does not exist", truncate(&target)))),
+        };
+        if let Some(expected) = if_match {
+            if expected != current.version {
+                return Err(FhirError::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    "conflict",
+                    format!("version conflict: expected version {expected}, current version is {}", current.version),
+                ));
+            }
+        }
+        let mut resource: Value = serde_json::from_slice(&current.body)
+            .map_err(|e| FhirError::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", e.to_string()))?;
+        json_patch::patch(&mut resource, &operations)
+            .map_err(|e| FhirError::new(StatusCode::UNPROCESSABLE_ENTITY, "processing", format!("The patch cannot be applied: {e}")))?;
+        let resource = checked_resource(RequestBody::Resource(resource), resource_type, Some(&target))?;
+        let (stored, _) = tx.update(resource_type, &target, resource, Some(current.version))?;
+        Ok(resource_response(engine, StatusCode::OK, &stored))
+    })
+}

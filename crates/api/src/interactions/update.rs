@@ -1,0 +1,54 @@
+//! update (PUT `Type/id`, create-on-update with a client id) and conditional update
+//! (PUT `Type?criteria`).
+
+use axum::http::StatusCode;
+
+use super::{checked_resource, conditional_query, matching_ids, multiple_matches, parse_version, resource_response};
+use crate::engine::{truncate, Engine, Exec, FhirRequest, FhirResponse};
+use crate::error::{FhirError, FhirResult};
+
+/// PUT `Type/id` (id given) or PUT `Type?criteria` (id None).
+pub fn update(
+    engine: &Engine,
+    exec: Exec<'_>,
+    resource_type: &str,
+    id: Option<&str>,
+    req: FhirRequest,
+) -> FhirResult<FhirResponse> {
+    let if_match = req.conditions.if_match.as_deref().map(parse_version).transpose()?;
+    match id {
+        Some(id) => {
+            let resource = checked_resource(req.body, resource_type, Some(id))?;
+            engine.with_tx(exec, |tx| {
+                let (stored, created) = tx.update(resource_type, id, resource, if_match)?;
+                let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+                Ok(resource_response(engine, status, &stored))
+            })
+        }
+        None => {
+            let query = conditional_query(resource_type, &req.query)?;
+            let resource = checked_resource(req.body, resource_type, None)?;
+            let body_id = resource.get("id").and_then(|v| v.as_str()).map(str::to_string);
+            engine.with_tx(exec, |tx| {
+                let target = match matching_ids(tx, resource_type, &query)?.as_slice() {
+                    [] => None,
+                    [found] => Some(found.clone()),
+                    _ => return Err(multiple_matches(resource_type)),
+                };
+                let (stored, created) = match (target, body_id) {
+                    (Some(found), Some(body_id)) if found != body_id => {
+                        return Err(FhirError::bad_request(format!(
+                            "The criteria match {resource_type}/{found} but the body has id '{}'",
+                            truncate(&body_id)
+                        )))
+                    }
+                    (Some(found), _) => tx.update(resource_type, &found, resource, if_match)?,
+                    (None, Some(body_id)) => tx.update(resource_type, &body_id, resource, if_match)?,
+                    (None, None) => (tx.create(resource_type, resource, None)?, true),
+                };
+                let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+                Ok(resource_response(engine, status, &stored))
+            })
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Search index extraction from the official SearchParameter definitions.
+//!
+//! This first version understands the expression forms that make up most R4 search
+//! parameters — element paths, unions (`|`), `where(resolve() is Type)` and `as Type` —
+//! for token, string, reference and uri parameters. A parameter whose expression uses
+//! anything else, or whose type is not yet indexed (date, number, quantity, composite),
+//! is reported by [`unsupported_params`] and is refused in queries: never silently wrong.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
+
+use serde_json::Value;
+use sijill_fhir::definitions::{self, SearchParamType};
+
+/// One step of a path expression, with an optional type restriction.
+#[derive(Debug, Clone)]
+struct PathExpr {
+    /// Element names after the resource type.
+    segments: Vec<String>,
+    /// `as Type` on the last element (choice types).
+    as_type: Option<String>,
+    /// `where(resolve() is Type)`: keep only references to that type.
+    reference_target: Option<String>,
+}
+
+/// A search parameter that Sijill indexes for a resource type.
+#[derive(Debug, Clone)]
+pub struct IndexedParam {
+    /// The parameter's code.
+    pub code: &'static str,
+    /// Its type.
+    pub kind: SearchParamType,
+    /// Target resource types of a reference parameter.
+    pub targets: &'static [&'static str],
+    paths: Vec<PathExpr>,
+}
+
+/// One extracted index value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexRow {
+    /// The parameter's code.
+    pub param: &'static str,
+    /// Token system (or reference type), when there is one.
+    pub system: Option<String>,
+    /// The normalised value (strings are lower-cased, accents removed).
+    pub value: String,
+    /// For string parameters: the value as written (for `:exact`).
+    pub exact: Option<String>,
+}
+
+struct Registry {
+    by_type: HashMap<&'static str, BTreeMap<&'static str, IndexedParam>>,
+    unsupported: Vec<(String, &'static str, String)>,
+}
+
+static REGISTRY: LazyLock<Registry> = LazyLock::new(build_registry);
+
+fn build_registry() -> Registry {
+    let mut by_type: HashMap<&'static str, BTreeMap<&'static str, IndexedParam>> = HashMap::new();
+    let mut unsupported = Vec::new();
+    for rt in definitions::resource_types() {
+        let entry = by_type.entry(rt).or_default();
+        for def in definitions::search_params_for(rt) {
+            if def.code == "_id" {
+                continue; // answered from the resource table itself
+            }
+            let supported_kind = matches!(
+                def.kind,
+                SearchParamType::Token | SearchParamType::String | SearchParamType::Reference | SearchParamType::Uri
+            );
+            let paths = def.expression.and_then(|e| parse_expression(e, rt));
+            match (supported_kind, paths) {
+                (true, Some(paths)) if !paths.is_empty() => {
+                    entry.insert(def.code, IndexedParam { code: def.code, kind: def.kind, targets: def.targets, paths });
+                }
+                (true, Some(_)) => {}
+                (supported, _) => {
+                    let why = if supported { "expression not understood yet" } else { "parameter type not indexed yet" };
+                    unsupported.push((rt.to_string(), def.code, why.to_string()));
+                }
+            }
+        }
+    }
+    Registry { by_type, unsupported }
+}
+
+/// Parses the parts of `expression` that apply to `resource_type`. None when a part
+/// that applies uses a form this version does not understand.
+fn parse_expression(expression: &str, resource_type: &str) -> Option<Vec<PathExpr>> {
+    let mut out = Vec::new();
+    for part in expression.split(" | ") {
+        let mut part = part.trim();
+        if part.starts_with('(') && part.ends_with(')') {
+            part = &part[1..part.len() - 1];
+        }
+        let (path, as_type) = match part.split_once(" as ") {
+            Some((p, t)) => (p.trim(), Some(t.trim().to_string())),
+            None => (part, None),
+        };
+        let (path, reference_target) = match path.split_once(".where(resolve() is ") {
+            Some((p, rest)) => (p, Some(rest.trim_end_matches(')').to_string())),
+            None => (path, None),
+        };
+        let (path, as_type) = match path.split_once(".as(") {
+            Some((p, t)) => (p, Some(t.trim_end_matches(')').to_string())),
+            None => (path, as_type),
+        };
+        let mut segments = path.split('.');
+        let root = segments.next()?;
+        if root != resource_type && root != "Resource" && root != "DomainResource" {
+            continue;
+        }
+        let segments: Vec<String> = segments.map(str::to_string).collect();
+        if segments.is_empty()
+            || segments.iter().any(|s| !s.chars().all(|c| c.is_ascii_alphanumeric()))
+            || as_type.as_deref().is_some_and(|t| !t.chars().all(|c| c.is_ascii_alphanumeric()))
+        {
+            return None;
+        }
+        out.push(PathExpr { segments, as_type, reference_target });
+    }
+    Some(out)
+}
+
+/// The parameters indexed for a resource type, by code.
+pub fn params_for(resource_type: &str) -> Option<&'static BTreeMap<&'static str, IndexedParam>> {
+    REGISTRY.by_type.get(resource_type)
+}
+
+/// One indexed parameter of a resource type.
+pub fn param(resource_type: &str, code: &str) -> Option<&'static IndexedParam> {
+    params_for(resource_type)?.get(code)
+}
+
+/// (resource type, parameter, reason) of every parameter of the specification that is not
+/// indexed, for the startup log.
+pub fn unsupported_params() -> &'static [(String, &'static str, String)] {
+    &REGISTRY.unsupported
+}
+
+/// Normalises a string for string search: lower case, common Latin accents removed.
+pub fn normalize_string(s: &str) -> String {
+    s.chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| match c {
+            'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' => 'a',
+            'ç' => 'c',
+            'è' | 'é' | 'ê' | 'ë' => 'e',
+            'ì' | 'í' | 'î' | 'ï' => 'i',
+            'ñ' => 'n',
+            'ò' | 'ó' | 'ô' | 'õ' | 'ö' => 'o',
+            'ù' | 'ú' | 'û' | 'ü' => 'u',
+            'ý' | 'ÿ' => 'y',
+            other => other,
+        })
+        .collect()
+}
+
+/// Extracts every index row of a resource.
+pub fn extract(resource_type: &str, resource: &Value) -> Vec<IndexRow> {
+    let mut rows = Vec::new();
+    let Some(params) = params_for(resource_type) else {
+        return rows;
+    };
+    for p in params.values() {
+        for path in &p.paths {
+            let mut nodes = vec![resource];
+            for (i, seg) in path.segments.iter().enumerate() {
+                let last = i + 1 == path.segments.len();
+                let mut next = Vec::new();
+                for node in nodes {
+                    let Value::Object(map) = node else { continue };
+                    let found = match (last, &path.as_type) {
+                        (true, Some(t)) => map.get(&format!("{seg}{t}")).or_else(|| map.get(seg.as_str())),
+                        _ => map.get(seg.as_str()).or_else(|| choice_value(map, seg)),
+                    };
+                    match found {
+                        Some(Value::Array(items)) => next.extend(items.iter()),
+                        Some(v) => next.push(v),
+                        None => {}
+                    }
+                }
+                nodes = next;
+            }
+            for node in nodes {
+                values_of(p, path, node, &mut rows);
+            }
+        }
+    }
+    rows.sort_by(|a, b| (a.param, &a.system, &a.value).cmp(&(b.param, &b.system, &b.value)));
+    rows.dedup();
+    rows
+}
+
+/// For a choice element named without its type (`value`), the property `valueX`.
+fn choice_value<'a>(map: &'a serde_json::Map<String, Value>, stem: &str) -> Option<&'a Value> {
+    map.iter()
+        .find(|(k, _)| k.len() > stem.len() && k.starts_with(stem) && k[stem.len()..].starts_with(|c: char| c.is_ascii_uppercase()))
+        .map(|(_, v)| v)
+}
+
+fn values_of(p: &IndexedParam, path: &PathExpr, node: &Value, rows: &mut Vec<IndexRow>) {
+    let mut push_exact = |system: Option<&str>, value: &str, exact: Option<&str>| {
+        if !value.is_empty() {
+            rows.push(IndexRow {
+                param: p.code,
+                system: system.map(str::to_string),
+                value: value.to_string(),
+                exact: exact.map(str::to_string),
+            });
+        }
+    };
+    match p.kind {
+        SearchParamType::Token => match node {
+            Value::String(s) => push_exact(None, s, None),
+            Value::Bool(b) => push_exact(None, if *b { "true" } else { "false" }, None),
+            Value::Object(m) => {
+                let codings: Vec<&Value> = match m.get("coding") {
+                    Some(Value::Array(c)) => c.iter().collect(),
+                    _ => vec![node],
+                };
+                for c in codings {
+                    let system = c.get("system").and_then(Value::as_str);
+                    if let Some(code) = c.get("code").and_then(Value::as_str) {
+                        push_exact(system, code, None);
+                    } else if let Some(value) = c.get("value").and_then(Value::as_str) {
+                        push_exact(system, value, None);
+                    }
+                }
+            }
+            _ => {}
+        },
+        SearchParamType::String => {
+            let mut strings = Vec::new();
+            collect_strings(node, &mut strings);
+            for s in strings {
+                push_exact(None, &normalize_string(s), Some(s));
+            }
+        }
+        SearchParamType::Uri => {
+            if let Value::String(s) = node {
+                push_exact(None, s, None);
+            }
+        }
+        SearchParamType::Reference => {
+            let Some(reference) = node.get("reference").and_then(Value::as_str) else { return };
+            let (ty, id) = match reference.rsplit_once('/') {
+                Some((before, id)) => (before.rsplit('/').next().unwrap_or(before), id),
+                None => return,
+            };
+            if let Some(target) = &path.reference_target {
+                if ty != target {
+                    return;
+                }
+            }
+            if definitions::is_resource_type(ty) {
+                push_exact(Some(ty), id, None);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The searchable strings of a string-typed node (HumanName and Address parts included).
+fn collect_strings<'a>(node: &'a Value, out: &mut Vec<&'a str>) {
+    match node {
+        Value::String(s) => out.push(s),
+        Value::Array(items) => items.iter().for_each(|i| collect_strings(i, out)),
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k != "extension" && k != "id" && k != "use" && k != "period" {
+                    collect_strings(v, out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn extracts_tokens_strings_and_references() {
+        let patient = json!({
+            "resourceType": "Patient",
+            "identifier": [{"system": "urn:ma:cnie", "value": "AB12345"}],
+            "name": [{"family": "Benali", "given": ["Hélène"]}],
+            "gender": "female",
+            "generalPractitioner": [{"reference": "Practitioner/p1"}]
+        });
+        let rows = extract("Patient", &patient);
+        let has = |p: &str, s: Option<&str>, v: &str| {
+            rows.iter().any(|r| r.param == p && r.system.as_deref() == s && r.value == v)
+        };
+        assert!(has("identifier", Some("urn:ma:cnie"), "AB12345"));
+        assert!(has("gender", None, "female"));
+        assert!(has("family", None, "benali"));
+        assert!(has("given", None, "helene"));
+        assert!(has("name", None, "helene"));
+        assert!(has("general-practitioner", Some("Practitioner"), "p1"));
+    }
+
+    #[test]
+    fn respects_reference_targets_and_choices() {
+        let obs = json!({
+            "resourceType": "Observation",
+            "subject": {"reference": "Group/g1"},
+            "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+            "valueCodeableConcept": {"coding": [{"system": "s", "code": "pos"}]}
+        });
+        let rows = extract("Observation", &obs);
+        assert!(!rows.iter().any(|r| r.param == "patient"));
+        assert!(rows.iter().any(|r| r.param == "subject" && r.value == "g1"));
+        assert!(rows.iter().any(|r| r.param == "code" && r.value == "4548-4"));
+        assert!(rows.iter().any(|r| r.param == "value-concept" && r.value == "pos"));
+    }
+
+    #[test]
+    fn unsupported_parameters_are_listed_not_guessed() {
+        assert!(param("Patient", "birthdate").is_none());
+        assert!(unsupported_params().iter().any(|(t, c, _)| t == "Patient" && *c == "birthdate"));
+        assert!(param("Patient", "identifier").is_some());
+    }
+}

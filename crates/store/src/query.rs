@@ -1,0 +1,205 @@
+//! Search criteria: parsed and checked against what the index supports, before any SQL.
+
+use sijill_fhir::definitions::{self, SearchParamType};
+
+use crate::index::{self, normalize_string};
+use crate::{Result, StoreError};
+
+/// Most values one parameter may list (comma-separated OR).
+const MAX_VALUES: usize = 100;
+
+/// One value of a criterion, already normalised for its parameter type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    /// `_id`.
+    Id(String),
+    /// Token `code`, `system|code`, `|code` (system must be absent), `system|`.
+    Token {
+        /// None: any system; Some(""): no system; Some(s): that system.
+        system: Option<String>,
+        /// None: any code of the system.
+        code: Option<String>,
+    },
+    /// String, starts-with on the normalised form, or exact.
+    String {
+        /// The normalised (or exact) value.
+        value: String,
+        /// `:exact` (case- and accent-sensitive equality)?
+        exact: bool,
+    },
+    /// Reference to `Type/id` (type None: any type).
+    Reference {
+        /// The target type when known.
+        resource_type: Option<String>,
+        /// The target id.
+        id: String,
+    },
+    /// URI equality.
+    Uri(String),
+}
+
+/// One parameter of a query: the values are alternatives (OR).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Criterion {
+    /// The parameter's code.
+    pub param: String,
+    /// The alternatives.
+    pub values: Vec<Match>,
+    /// `:not` on a token: none of the values may match.
+    pub negated: bool,
+}
+
+/// A query: every criterion must hold (AND).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchQuery {
+    /// The criteria.
+    pub criteria: Vec<Criterion>,
+}
+
+impl SearchQuery {
+    /// Parses `(name, value)` pairs for `resource_type`. Parameters that control the result
+    /// (`_count`, `_sort`, ...) must be removed by the caller first. Unknown or unsupported
+    /// parameters and modifiers are errors that name the parameter.
+    pub fn parse(resource_type: &str, pairs: &[(String, String)]) -> Result<SearchQuery> {
+        let mut criteria = Vec::new();
+        for (name, raw) in pairs {
+            let (code, modifier) = match name.split_once(':') {
+                Some((c, m)) => (c, Some(m)),
+                None => (name.as_str(), None),
+            };
+            let values = split_values(raw);
+            if values.len() > MAX_VALUES {
+                return Err(StoreError::Invalid(format!("Search parameter '{name}' lists more than {MAX_VALUES} values")));
+            }
+            if values.iter().any(String::is_empty) {
+                return Err(StoreError::Invalid(format!("Search parameter '{name}' has an empty value")));
+            }
+            if code == "_id" {
+                if modifier.is_some() {
+                    return Err(unsupported_modifier(name));
+                }
+                criteria.push(Criterion {
+                    param: code.to_string(),
+                    values: values.into_iter().map(Match::Id).collect(),
+                    negated: false,
+                });
+                continue;
+            }
+            let Some(p) = index::param(resource_type, code) else {
+                let known = definitions::search_params_for(resource_type).any(|d| d.code == code);
+                return Err(StoreError::Invalid(if known {
+                    format!("Search parameter '{code}' of {resource_type} is not supported by this server yet")
+                } else {
+                    format!("Unknown search parameter '{code}' for resource type {resource_type}")
+                }));
+            };
+            let mut negated = false;
+            let mut parsed = Vec::with_capacity(values.len());
+            for v in values {
+                parsed.push(match (p.kind, modifier) {
+                    (SearchParamType::Token, None | Some("not")) => {
+                        negated = modifier.is_some();
+                        parse_token(&v)
+                    }
+                    (SearchParamType::String, None) => Match::String { value: normalize_string(&v), exact: false },
+                    (SearchParamType::String, Some("exact")) => Match::String { value: v, exact: true },
+                    (SearchParamType::Uri, None) => Match::Uri(v),
+                    (SearchParamType::Reference, None) => parse_reference(&v, None, p.targets)?,
+                    (SearchParamType::Reference, Some(ty)) if definitions::is_resource_type(ty) => {
+                        parse_reference(&v, Some(ty), p.targets)?
+                    }
+                    _ => return Err(unsupported_modifier(name)),
+                });
+            }
+            criteria.push(Criterion { param: code.to_string(), values: parsed, negated });
+        }
+        Ok(SearchQuery { criteria })
+    }
+}
+
+fn unsupported_modifier(name: &str) -> StoreError {
+    StoreError::Invalid(format!("Modifier in search parameter '{name}' is not supported"))
+}
+
+/// Splits a parameter value on unescaped commas and removes the `\` escapes.
+fn split_values(raw: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    if let Some(last) = out.last_mut() {
+                        last.push(n);
+                    }
+                }
+            }
+            ',' => out.push(String::new()),
+            c => {
+                if let Some(last) = out.last_mut() {
+                    last.push(c);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn parse_token(v: &str) -> Match {
+    match v.split_once('|') {
+        None => Match::Token { system: None, code: Some(v.to_string()) },
+        Some((system, "")) => Match::Token { system: Some(system.to_string()), code: None },
+        Some((system, code)) => Match::Token { system: Some(system.to_string()), code: Some(code.to_string()) },
+    }
+}
+
+fn parse_reference(v: &str, modifier_type: Option<&str>, targets: &[&str]) -> Result<Match> {
+    let parts: Vec<&str> = v.trim_end_matches('/').rsplit('/').collect();
+    let (ty, id) = match parts.as_slice() {
+        [id] => (modifier_type.map(str::to_string), *id),
+        [id, ty, ..] if definitions::is_resource_type(ty) => (Some(ty.to_string()), *id),
+        _ => return Err(StoreError::Invalid(format!("Reference search value '{v}' is not Type/id, id or a URL"))),
+    };
+    let ty = ty.or_else(|| (targets.len() == 1).then(|| targets[0].to_string()));
+    Ok(Match::Reference { resource_type: ty, id: id.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(rt: &str, pairs: &[(&str, &str)]) -> Result<SearchQuery> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        SearchQuery::parse(rt, &pairs)
+    }
+
+    #[test]
+    fn parses_tokens_with_escapes() {
+        let query = q("Patient", &[("identifier", "urn:x|A\\,1,B")]).unwrap();
+        assert_eq!(
+            query.criteria[0].values,
+            vec![
+                Match::Token { system: Some("urn:x".into()), code: Some("A,1".into()) },
+                Match::Token { system: None, code: Some("B".into()) }
+            ]
+        );
+    }
+
+    #[test]
+    fn names_unknown_and_unsupported_parameters() {
+        let e = q("Patient", &[("shoe-size", "42")]).unwrap_err().to_string();
+        assert!(e.contains("shoe-size"), "{e}");
+        let e = q("Patient", &[("birthdate", "2020")]).unwrap_err().to_string();
+        assert!(e.contains("not supported"), "{e}");
+        let e = q("Patient", &[("name:fuzzy", "x")]).unwrap_err().to_string();
+        assert!(e.contains("name:fuzzy"), "{e}");
+        assert!(q("Patient", &[("name", "")]).is_err());
+    }
+
+    #[test]
+    fn parses_references() {
+        let query = q("Observation", &[("subject", "http://x/fhir/Patient/123"), ("patient", "9")]).unwrap();
+        assert_eq!(query.criteria[0].values[0], Match::Reference { resource_type: Some("Patient".into()), id: "123".into() });
+        assert_eq!(query.criteria[1].values[0], Match::Reference { resource_type: Some("Patient".into()), id: "9".into() });
+    }
+}
