@@ -48,9 +48,9 @@ async fn shutdown_signal() {
 pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
     let filter = EnvFilter::try_from_env("SIJILL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     if args.log_format == "json" {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt().json().with_writer(std::io::stderr).with_env_filter(filter).init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).init();
     }
     let store = crate::open_store(data_dir)?;
     let unsupported = sijill_store::index::unsupported_params();
@@ -58,9 +58,7 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
     for (rt, code, why) in unsupported {
         tracing::debug!(resource_type = %rt, param = code, reason = %why, "search parameter not indexed");
     }
-    let base_url = args.base_url.unwrap_or_else(|| format!("http://{}/fhir", args.listen));
     let limits = Limits { max_body_bytes: args.max_body_bytes, ..Limits::default() };
-    let engine = Engine::new(store, base_url.clone(), limits);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -70,6 +68,8 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
+        let base_url = args.base_url.unwrap_or_else(|| format!("http://{local}/fhir"));
+        let engine = Engine::new(store, base_url.clone(), limits);
         tracing::info!(address = %local, base_url = %base_url, data_dir = %data_dir.display(), "Sijill is serving FHIR R4");
         println!("Sijill listening on http://{local} (FHIR base {base_url})");
         sijill_api::serve(listener, engine, shutdown_signal()).await.map_err(|e| e.to_string())

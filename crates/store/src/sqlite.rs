@@ -206,6 +206,31 @@ fn search_sql(resource_type: &str, query: &SearchQuery, after_id: Option<&str>) 
     (sql, args)
 }
 
+/// Puts `resourceType`, `id` and `meta` (with the server's versionId and lastUpdated)
+/// first, followed by the rest of the resource in its original order.
+fn with_server_meta(
+    mut map: serde_json::Map<String, Value>,
+    id: &str,
+    version: u64,
+    last_updated: &str,
+) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::with_capacity(map.len() + 2);
+    if let Some(rt) = map.remove("resourceType") {
+        out.insert("resourceType".into(), rt);
+    }
+    out.insert("id".into(), Value::String(id.to_string()));
+    map.remove("id");
+    let mut meta = match map.remove("meta") {
+        Some(Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    meta.insert("versionId".into(), Value::String(version.to_string()));
+    meta.insert("lastUpdated".into(), Value::String(last_updated.to_string()));
+    out.insert("meta".into(), Value::Object(meta));
+    out.extend(map);
+    out
+}
+
 /// The writer's view inside one transaction.
 struct SqliteTx<'c> {
     conn: &'c Connection,
@@ -229,15 +254,7 @@ impl SqliteTx<'_> {
                 let Value::Object(map) = &mut body else {
                     return Err(StoreError::Invalid("a resource must be a JSON object".into()));
                 };
-                map.insert("id".into(), Value::String(id.to_string()));
-                let meta = map.entry("meta").or_insert_with(|| Value::Object(Default::default()));
-                if !meta.is_object() {
-                    *meta = Value::Object(Default::default());
-                }
-                if let Value::Object(meta) = meta {
-                    meta.insert("versionId".into(), Value::String(version.to_string()));
-                    meta.insert("lastUpdated".into(), Value::String(last_updated.clone()));
-                }
+                let body = Value::Object(with_server_meta(std::mem::take(map), id, version, &last_updated));
                 let rows = extract(resource_type, &body);
                 let bytes = serde_json::to_vec(&body).map_err(|e| StoreError::Invalid(e.to_string()))?;
                 (bytes, rows)

@@ -11,6 +11,13 @@ use crate::bundle_writer::{BundleWriter, EntryResource};
 use crate::engine::{truncate, Engine, Exec, FhirResponse, Payload};
 use crate::error::{FhirError, FhirResult};
 
+/// Result and special parameters of the specification that this version does not
+/// implement yet; they are refused by name rather than ignored.
+const RESULT_PARAMS: &[&str] = &[
+    "_sort", "_include", "_revinclude", "_summary", "_elements", "_contained", "_containedType", "_has", "_list",
+    "_text", "_content", "_query", "_filter",
+];
+
 /// Most parameters one search may carry.
 const MAX_PARAMS: usize = 50;
 
@@ -27,7 +34,7 @@ pub fn search(engine: &Engine, exec: Exec<'_>, resource_type: &str, params: &[(S
             "_count" => count = parse_count(value, engine.limits.max_count)?,
             "_cursor" => cursor = Some(value.clone()),
             "_format" | "_total" => {}
-            n if n.starts_with('_') && n != "_id" => {
+            n if RESULT_PARAMS.contains(&n.split(':').next().unwrap_or(n)) => {
                 return Err(FhirError::bad_request(format!(
                     "Search parameter '{}' is not supported by this server yet",
                     truncate(n)

@@ -1,0 +1,162 @@
+//! Test harness: runs the real `sijill` binary on a free loopback port with its own
+//! temporary data directory, and talks to it over HTTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use serde_json::Value;
+
+/// The path of the binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_sijill")
+}
+
+/// A running server.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT/fhir`
+    pub base: String,
+    /// `http://127.0.0.1:PORT`
+    pub root: String,
+    /// The data directory.
+    pub dir: tempfile::TempDir,
+    client: Client,
+}
+
+impl Server {
+    /// Starts a server with an empty data directory.
+    pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `serve` arguments.
+    pub fn start_with(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, extra)
+    }
+
+    /// Starts a server on an existing data directory.
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        let mut child = Command::new(binary())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("SIJILL_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sijill");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read address");
+        let root = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        Server {
+            child,
+            base: format!("{root}/fhir"),
+            root,
+            dir,
+            client: Client::builder().timeout(std::time::Duration::from_secs(120)).build().expect("client"),
+        }
+    }
+
+    /// A request to a path below the FHIR base (`Patient/1`) or an absolute URL.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        let url = if path.starts_with("http") { path.to_string() } else { format!("{}/{}", self.base, path) };
+        self.client.request(method, url)
+    }
+
+    /// GET.
+    pub fn get(&self, path: &str) -> Response {
+        self.request(reqwest::Method::GET, path).send().expect("GET")
+    }
+
+    /// POST a FHIR JSON body.
+    pub fn post(&self, path: &str, body: &Value) -> Response {
+        self.request(reqwest::Method::POST, path)
+            .header("content-type", "application/fhir+json")
+            .body(body.to_string())
+            .send()
+            .expect("POST")
+    }
+
+    /// PUT a FHIR JSON body.
+    pub fn put(&self, path: &str, body: &Value) -> Response {
+        self.request(reqwest::Method::PUT, path)
+            .header("content-type", "application/fhir+json")
+            .body(body.to_string())
+            .send()
+            .expect("PUT")
+    }
+
+    /// DELETE.
+    pub fn delete(&self, path: &str) -> Response {
+        self.request(reqwest::Method::DELETE, path).send().expect("DELETE")
+    }
+
+    /// Creates a resource and returns its id.
+    pub fn create(&self, body: &Value) -> String {
+        let rt = body["resourceType"].as_str().expect("resourceType");
+        let r = self.post(rt, body);
+        assert_eq!(r.status(), 201, "create {rt}");
+        json(r)["id"].as_str().expect("id").to_string()
+    }
+
+    /// Sends SIGTERM and waits for the process to end.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let status = self.child.wait().expect("wait");
+        status
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The JSON body of a response.
+pub fn json(r: Response) -> Value {
+    let text = r.text().expect("body");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Asserts an error response: the status and an OperationOutcome whose text contains
+/// `needle` (in diagnostics or expression).
+pub fn assert_outcome(r: Response, status: u16, needle: &str) -> Value {
+    assert_eq!(r.status().as_u16(), status, "status");
+    assert!(
+        r.headers()["content-type"].to_str().unwrap_or("").starts_with("application/fhir+json"),
+        "content type"
+    );
+    let body = json(r);
+    assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+    assert!(body.to_string().contains(needle), "{needle:?} not in {body}");
+    body
+}
+
+/// Runs `sijill --data-dir DIR ARGS...`.
+pub fn sijill(dir: &Path, args: &[&str]) -> Output {
+    Command::new(binary()).arg("--data-dir").arg(dir).args(args).output().expect("run sijill")
+}
+
+/// The unpacked official R4 package (definitions/fetch.sh puts it there).
+pub fn package_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../definitions/package");
+    assert!(dir.is_dir(), "{} is missing: run definitions/fetch.sh first", dir.display());
+    dir
+}
