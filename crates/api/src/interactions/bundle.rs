@@ -16,7 +16,7 @@ use sijill_fhir::outcome::operation_outcome;
 use sijill_fhir::references::rewrite_references;
 use sijill_store::{SearchQuery, StoreTx};
 
-use super::{checked_resource, conditional_query, multiple_matches, parse_query_string, resource_response};
+use super::{checked_resource, conditional_query, if_none_exist_query, multiple_matches, parse_query_string, resource_response};
 use crate::bundle_writer::{BundleWriter, EntryResource};
 use crate::context::RequestContext;
 use crate::engine::{truncate, Conditions, Engine, Exec, FhirRequest, FhirResponse, Method, Payload, RequestBody};
@@ -89,7 +89,7 @@ fn parse_entry(engine: &Engine, index: usize, entry: Value) -> FhirResult<Entry>
         .and_then(Method::parse)
         .ok_or_else(|| FhirError::bad_request("entry.request.method must be GET, HEAD, POST, PUT, PATCH or DELETE"))?;
     let url = text("url").ok_or_else(|| FhirError::bad_request("entry.request.url is required"))?;
-    let url = url.strip_prefix(&engine.base_url).unwrap_or(&url).trim_start_matches('/').to_string();
+    let url = relative_url(&engine.base_url, &url);
     let (path, query) = match url.split_once('?') {
         Some((p, q)) => (p.to_string(), parse_query_string(q)),
         None => (url.clone(), Vec::new()),
@@ -119,6 +119,38 @@ fn parse_entry(engine: &Engine, index: usize, entry: Value) -> FhirResult<Entry>
             body,
         },
     })
+}
+
+/// The entry URL relative to the server base. An absolute URL of another server (as in
+/// Bundles prepared elsewhere) is taken from its first resource-type segment on.
+fn relative_url(base: &str, url: &str) -> String {
+    if let Some(rest) = url.strip_prefix(base) {
+        return rest.trim_start_matches('/').to_string();
+    }
+    if url.contains("://") {
+        let (path, query) = url.split_once('?').map_or((url, None), |(p, q)| (p, Some(q)));
+        let segments: Vec<&str> = path.split('/').collect();
+        if let Some(i) = segments.iter().position(|s| sijill_fhir::definitions::is_resource_type(s)) {
+            let mut out = segments[i..].join("/");
+            if let Some(q) = query {
+                out.push('?');
+                out.push_str(q);
+            }
+            return out;
+        }
+    }
+    url.trim_start_matches('/').to_string()
+}
+
+/// `Type/id` at the end of a RESTful URL (`http://host/fhir/Patient/1` → `Patient/1`).
+fn restful_tail(url: &str) -> Option<String> {
+    if url.starts_with("urn:") {
+        return None;
+    }
+    let mut parts = url.rsplit('/');
+    let id = parts.next()?;
+    let ty = parts.next()?;
+    sijill_fhir::definitions::is_resource_type(ty).then(|| format!("{ty}/{id}"))
 }
 
 /// A PATCH entry carries its JSON Patch as a Binary resource (base64 data).
@@ -251,6 +283,10 @@ fn transaction(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirRe
                 let id = uuid::Uuid::new_v4().to_string();
                 if let Some(full_url) = &e.full_url {
                     ids.insert(full_url.clone(), format!("{rt}/{id}"));
+                    // A RESTful fullUrl is also referred to in its relative form `Type/id`.
+                    if let Some(relative) = restful_tail(full_url) {
+                        ids.insert(relative, format!("{rt}/{id}"));
+                    }
                 }
                 new_ids.insert(e.index, id);
             }
@@ -271,7 +307,7 @@ fn transaction(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirRe
         let mut existing: HashMap<usize, String> = HashMap::new();
         for e in entries.iter().filter(|e| e.method == Method::Post) {
             let (Some(q), Some(rt)) = (&e.request.conditions.if_none_exist, &e.resource_type) else { continue };
-            let query = conditional_query(rt, &parse_query_string(q.trim_start_matches('?'))).map_err(|x| at_entry(e.index, x))?;
+            let query = conditional_query(rt, &if_none_exist_query(q)).map_err(|x| at_entry(e.index, x))?;
             match tx.search_ids(rt, &query, 2)?.as_slice() {
                 [] => {}
                 [id] => {

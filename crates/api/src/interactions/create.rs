@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use sijill_store::Current;
 
-use super::{checked_resource, conditional_query, matching_ids, multiple_matches, parse_query_string, resource_response};
+use super::{checked_resource, conditional_query, if_none_exist_query, matching_ids, multiple_matches, resource_response};
 use crate::engine::{Engine, Exec, FhirRequest, FhirResponse};
 use crate::error::{FhirError, FhirResult};
 
@@ -11,7 +11,7 @@ use crate::error::{FhirError, FhirResult};
 pub fn create(engine: &Engine, exec: Exec<'_>, resource_type: &str, req: FhirRequest) -> FhirResult<FhirResponse> {
     let resource = checked_resource(req.body, resource_type, None)?;
     let condition = match &req.conditions.if_none_exist {
-        Some(q) => Some(conditional_query(resource_type, &parse_query_string(q.trim_start_matches('?')))?),
+        Some(q) => Some(conditional_query(resource_type, &if_none_exist_query(q))?),
         None => None,
     };
     engine.with_tx(exec, |tx| {

@@ -92,6 +92,12 @@ pub fn parse_query_string(q: &str) -> Vec<(String, String)> {
     form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
 }
 
+/// The criteria of `If-None-Exist` / `ifNoneExist`: a query string, tolerating a leading
+/// `?` or `Type?` as some clients send.
+pub fn if_none_exist_query(q: &str) -> Vec<(String, String)> {
+    parse_query_string(q.split_once('?').map_or(q, |(_, rest)| rest))
+}
+
 /// The ids of at most two resources matching conditional criteria (two is enough to know
 /// there is more than one).
 pub fn matching_ids(tx: &mut dyn StoreTx, resource_type: &str, query: &SearchQuery) -> FhirResult<Vec<String>> {
