@@ -52,10 +52,18 @@ pub fn parse_json(bytes: &[u8], max_depth: usize) -> FhirResult<Value> {
         ));
     }
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        FhirError::new(StatusCode::BAD_REQUEST, "structure", format!("The body is not valid JSON: {e}"))
+        FhirError::new(
+            StatusCode::BAD_REQUEST,
+            "structure",
+            format!("The body is not valid JSON: {e}"),
+        )
     })?;
     if !value.is_object() {
-        return Err(FhirError::new(StatusCode::BAD_REQUEST, "structure", "The body must be a JSON object"));
+        return Err(FhirError::new(
+            StatusCode::BAD_REQUEST,
+            "structure",
+            "The body must be a JSON object",
+        ));
     }
     Ok(value)
 }

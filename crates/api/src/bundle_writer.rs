@@ -74,9 +74,11 @@ impl BundleWriter {
         }
         for (name, value) in members {
             sep(&mut self.buf);
-            self.buf.extend_from_slice(&serde_json::to_vec(name).unwrap_or_default());
+            self.buf
+                .extend_from_slice(&serde_json::to_vec(name).unwrap_or_default());
             self.buf.push(b':');
-            self.buf.extend_from_slice(&serde_json::to_vec(value).unwrap_or_default());
+            self.buf
+                .extend_from_slice(&serde_json::to_vec(value).unwrap_or_default());
         }
         self.buf.push(b'}');
     }
@@ -101,7 +103,11 @@ mod tests {
     #[test]
     fn builds_valid_json() {
         let mut w = BundleWriter::new("searchset", Some(2), &[("self", "http://x/fhir/Patient".into())]);
-        w.entry(Some("http://x/fhir/Patient/1"), EntryResource::Raw(br#"{"resourceType":"Patient","id":"1"}"#), &[("search", json!({"mode": "match"}))]);
+        w.entry(
+            Some("http://x/fhir/Patient/1"),
+            EntryResource::Raw(br#"{"resourceType":"Patient","id":"1"}"#),
+            &[("search", json!({"mode": "match"}))],
+        );
         w.entry(None, EntryResource::None, &[("response", json!({"status": "204"}))]);
         let v: Value = serde_json::from_slice(&w.finish()).unwrap();
         assert_eq!(v["total"], 2);

@@ -125,7 +125,13 @@ pub struct FhirResponse {
 impl FhirResponse {
     /// A response with a status and a body, no headers.
     pub fn new(status: StatusCode, payload: Payload) -> Self {
-        FhirResponse { status, location: None, version: None, last_modified: None, payload }
+        FhirResponse {
+            status,
+            location: None,
+            version: None,
+            last_modified: None,
+            payload,
+        }
     }
 }
 
@@ -156,7 +162,11 @@ impl Route {
     /// Parses a path below the FHIR base. Unknown resource types are 404.
     pub fn parse(path: &str) -> FhirResult<Route> {
         let path = path.trim_matches('/');
-        let parts: Vec<&str> = if path.is_empty() { Vec::new() } else { path.split('/').collect() };
+        let parts: Vec<&str> = if path.is_empty() {
+            Vec::new()
+        } else {
+            path.split('/').collect()
+        };
         let route = match parts.as_slice() {
             [] => return Ok(Route::System),
             ["metadata"] => return Ok(Route::Metadata),
@@ -170,7 +180,12 @@ impl Route {
             [t, id] => Route::Instance(t.to_string(), id.to_string()),
             [t, id, "_history"] => Route::InstanceHistory(t.to_string(), id.to_string()),
             [t, id, "_history", v] => Route::Version(t.to_string(), id.to_string(), v.to_string()),
-            _ => return Err(FhirError::not_found(format!("No FHIR interaction at '{}'", truncate(path)))),
+            _ => {
+                return Err(FhirError::not_found(format!(
+                    "No FHIR interaction at '{}'",
+                    truncate(path)
+                )))
+            }
         };
         Ok(route)
     }
@@ -235,7 +250,11 @@ pub struct Engine {
 impl Engine {
     /// A new engine.
     pub fn new(store: Arc<dyn Store>, base_url: impl Into<String>, limits: Limits) -> Self {
-        Engine { store, base_url: base_url.into().trim_end_matches('/').to_string(), limits }
+        Engine {
+            store,
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+            limits,
+        }
     }
 
     /// Runs one interaction on its own.
@@ -256,7 +275,13 @@ impl Engine {
         self.dispatch(ctx, Exec::InTx(tx), route, req)
     }
 
-    fn dispatch(&self, ctx: &RequestContext, exec: Exec<'_>, route: Route, req: FhirRequest) -> FhirResult<FhirResponse> {
+    fn dispatch(
+        &self,
+        ctx: &RequestContext,
+        exec: Exec<'_>,
+        route: Route,
+        req: FhirRequest,
+    ) -> FhirResult<FhirResponse> {
         let _ = ctx; // access control and audit (their own issues) decide here.
         use Method::*;
         match (req.method, route) {
@@ -286,11 +311,7 @@ impl Engine {
 
     /// Runs `work` in a write transaction: standalone requests get a new one, Bundle
     /// entries use the Bundle's. A FhirError from `work` rolls the transaction back.
-    pub fn with_tx<T>(
-        &self,
-        exec: Exec<'_>,
-        work: impl FnOnce(&mut dyn StoreTx) -> FhirResult<T>,
-    ) -> FhirResult<T> {
+    pub fn with_tx<T>(&self, exec: Exec<'_>, work: impl FnOnce(&mut dyn StoreTx) -> FhirResult<T>) -> FhirResult<T> {
         match exec {
             Exec::InTx(tx) => work(tx),
             Exec::Standalone => {
@@ -350,9 +371,18 @@ mod tests {
     #[test]
     fn routes() {
         assert_eq!(Route::parse("").unwrap(), Route::System);
-        assert_eq!(Route::parse("Patient/1/_history/2").unwrap(), Route::Version("Patient".into(), "1".into(), "2".into()));
-        assert_eq!(Route::parse("Patient/_history").unwrap(), Route::TypeHistory("Patient".into()));
+        assert_eq!(
+            Route::parse("Patient/1/_history/2").unwrap(),
+            Route::Version("Patient".into(), "1".into(), "2".into())
+        );
+        assert_eq!(
+            Route::parse("Patient/_history").unwrap(),
+            Route::TypeHistory("Patient".into())
+        );
         assert_eq!(Route::parse("Foo/1").unwrap_err().status, StatusCode::NOT_FOUND);
-        assert_eq!(Route::parse("Patient/1/x/y/z").unwrap_err().status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            Route::parse("Patient/1/x/y/z").unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
     }
 }

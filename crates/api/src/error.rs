@@ -16,7 +16,10 @@ pub struct FhirError {
 impl FhirError {
     /// An error with one issue.
     pub fn new(status: StatusCode, code: &'static str, diagnostics: impl Into<String>) -> Self {
-        FhirError { status, issues: vec![Issue::error(code, "", diagnostics)] }
+        FhirError {
+            status,
+            issues: vec![Issue::error(code, "", diagnostics)],
+        }
     }
 
     /// 400 with an `invalid` issue.
@@ -40,11 +43,17 @@ impl From<StoreError> for FhirError {
         match &e {
             StoreError::VersionConflict { .. } => Self::new(StatusCode::PRECONDITION_FAILED, "conflict", e.to_string()),
             StoreError::Invalid(_) => Self::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()),
-            StoreError::MultipleMatches(_) => Self::new(StatusCode::PRECONDITION_FAILED, "multiple-matches", e.to_string()),
+            StoreError::MultipleMatches(_) => {
+                Self::new(StatusCode::PRECONDITION_FAILED, "multiple-matches", e.to_string())
+            }
             StoreError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not-found", e.to_string()),
             StoreError::Database(_) => {
                 tracing::error!(error = %e, "store failure");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", "The store failed; the change was not made")
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "exception",
+                    "The store failed; the change was not made",
+                )
             }
         }
     }

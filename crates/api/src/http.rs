@@ -44,22 +44,29 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(health))
         .route("/metrics", get(metrics))
-        .fallback(|| async {
-            error_response(&FhirError::not_found("Nothing here: the FHIR API is at /fhir"))
-        })
+        .fallback(|| async { error_response(&FhirError::not_found("Nothing here: the FHIR API is at /fhir")) })
         .with_state(state)
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     let store = state.engine.store.clone();
-    let ready = tokio::task::spawn_blocking(move || store.ping().is_ok()).await.unwrap_or(false);
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let ready = tokio::task::spawn_blocking(move || store.ping().is_ok())
+        .await
+        .unwrap_or(false);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, axum::Json(json!({"live": true, "ready": ready}))).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -68,9 +75,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 fn error_response(e: &FhirError) -> Response {
     let body = serde_json::to_vec(&operation_outcome(&e.issues)).unwrap_or_default();
     let mut response = (e.status, body).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
     if e.status == StatusCode::METHOD_NOT_ALLOWED {
-        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE"));
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE"));
     }
     response
 }
@@ -129,31 +140,48 @@ fn build_request(
     body: &Bytes,
 ) -> Result<FhirRequest, FhirError> {
     let method = Method::parse(method.as_str()).ok_or_else(|| {
-        FhirError::new(StatusCode::METHOD_NOT_ALLOWED, "not-supported", format!("HTTP method {method} is not supported"))
+        FhirError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not-supported",
+            format!("HTTP method {method} is not supported"),
+        )
     })?;
-    let path = uri.path().trim_start_matches("/fhir").trim_start_matches('/').to_string();
+    let path = uri
+        .path()
+        .trim_start_matches("/fhir")
+        .trim_start_matches('/')
+        .to_string();
     let mut query = uri.query().map(parse_query_string).unwrap_or_default();
     if query.len() > 1000 {
         return Err(FhirError::bad_request("Too many query parameters"));
     }
     if let Some((_, f)) = query.iter().find(|(k, _)| k == "_format") {
         if f.contains("xml") {
-            return Err(FhirError::new(StatusCode::NOT_ACCEPTABLE, "not-supported", "Only JSON is supported (_format)"));
+            return Err(FhirError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                "not-supported",
+                "Only JSON is supported (_format)",
+            ));
         }
     }
-    let content_type = header_text(headers, header::CONTENT_TYPE).unwrap_or_default().to_ascii_lowercase();
+    let content_type = header_text(headers, header::CONTENT_TYPE)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let media = content_type.split(';').next().unwrap_or("").trim().to_string();
     let body = if body.is_empty() || matches!(method, Method::Get | Method::Delete) {
         RequestBody::None
     } else if media == "application/x-www-form-urlencoded" && path.ends_with("_search") {
-        query.extend(parse_query_string(std::str::from_utf8(body).map_err(|_| FhirError::bad_request("form body is not UTF-8"))?));
+        query.extend(parse_query_string(
+            std::str::from_utf8(body).map_err(|_| FhirError::bad_request("form body is not UTF-8"))?,
+        ));
         RequestBody::None
     } else {
         let parsed = || parse_json(body, engine.limits.max_depth);
         match media.as_str() {
-            "application/json-patch+json" => RequestBody::JsonPatch(serde_json::from_slice(body).map_err(|e| {
-                FhirError::bad_request(format!("The JSON Patch body is not valid JSON: {e}"))
-            })?),
+            "application/json-patch+json" => RequestBody::JsonPatch(
+                serde_json::from_slice(body)
+                    .map_err(|e| FhirError::bad_request(format!("The JSON Patch body is not valid JSON: {e}")))?,
+            ),
             "application/fhir+json" | "application/json" | "" => RequestBody::Resource(parsed()?),
             other => {
                 return Err(FhirError::new(
@@ -194,7 +222,10 @@ async fn fhir(State(state): State<Arc<AppState>>, request: axum::extract::Reques
         )),
         Ok(bytes) => build_request(&state.engine, &method, &uri, &headers, &bytes),
     };
-    let interaction = result.as_ref().map(|r| interaction_name(r.method, &r.path)).unwrap_or("unknown");
+    let interaction = result
+        .as_ref()
+        .map(|r| interaction_name(r.method, &r.path))
+        .unwrap_or("unknown");
     let prefer = prefer_return(&headers);
     let response = match result {
         Err(e) => error_response(&e),
@@ -204,7 +235,9 @@ async fn fhir(State(state): State<Arc<AppState>>, request: axum::extract::Reques
             let ctx2 = ctx.clone();
             let engine_started = Instant::now();
             let outcome = tokio::task::spawn_blocking(move || engine_state.engine.execute(&ctx2, request)).await;
-            state.metrics.record_engine(interaction, engine_started.elapsed().as_secs_f64());
+            state
+                .metrics
+                .record_engine(interaction, engine_started.elapsed().as_secs_f64());
             match outcome {
                 Ok(Ok(r)) => success_response(r, if is_write { prefer } else { Return::Representation }),
                 Ok(Err(e)) => error_response(&e),
@@ -247,7 +280,10 @@ fn success_response(r: FhirResponse, prefer: Return) -> Response {
     if has_body {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
     }
-    if let Some(v) = r.version.and_then(|v| HeaderValue::from_str(&format!("W/\"{v}\"")).ok()) {
+    if let Some(v) = r
+        .version
+        .and_then(|v| HeaderValue::from_str(&format!("W/\"{v}\"")).ok())
+    {
         h.insert(header::ETAG, v);
     }
     if let Some(v) = r

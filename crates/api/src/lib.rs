@@ -27,7 +27,10 @@ pub async fn serve(
     engine: Engine,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = Arc::new(AppState { engine, metrics: metrics::Metrics::default() });
+    let state = Arc::new(AppState {
+        engine,
+        metrics: metrics::Metrics::default(),
+    });
     let app = http::router(state);
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)

@@ -41,24 +41,48 @@ impl Default for Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         let engine = Family::<InteractionLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
-        registry.register("sijill_http_requests", "HTTP requests by FHIR interaction and status", requests.clone());
-        registry.register("sijill_http_request_seconds", "HTTP request latency by FHIR interaction and status", latency.clone());
-        registry.register("sijill_engine_seconds", "Time in the engine (validation and store) by FHIR interaction", engine.clone());
-        Metrics { registry, requests, latency, engine }
+        registry.register(
+            "sijill_http_requests",
+            "HTTP requests by FHIR interaction and status",
+            requests.clone(),
+        );
+        registry.register(
+            "sijill_http_request_seconds",
+            "HTTP request latency by FHIR interaction and status",
+            latency.clone(),
+        );
+        registry.register(
+            "sijill_engine_seconds",
+            "Time in the engine (validation and store) by FHIR interaction",
+            engine.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            engine,
+        }
     }
 }
 
 impl Metrics {
     /// Records one finished request.
     pub fn record_request(&self, interaction: &str, status: u16, seconds: f64) {
-        let labels = RequestLabels { interaction: interaction.to_string(), status };
+        let labels = RequestLabels {
+            interaction: interaction.to_string(),
+            status,
+        };
         self.requests.get_or_create(&labels).inc();
         self.latency.get_or_create(&labels).observe(seconds);
     }
 
     /// Records time spent in the engine.
     pub fn record_engine(&self, interaction: &str, seconds: f64) {
-        self.engine.get_or_create(&InteractionLabels { interaction: interaction.to_string() }).observe(seconds);
+        self.engine
+            .get_or_create(&InteractionLabels {
+                interaction: interaction.to_string(),
+            })
+            .observe(seconds);
     }
 
     /// The Prometheus text exposition.

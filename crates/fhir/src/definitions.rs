@@ -156,7 +156,7 @@ mod generated {
 
 pub use generated::search_params::SEARCH_PARAMS;
 pub use generated::types::TYPES;
-pub use generated::value_sets::VALUE_SETS;
+pub use generated::value_sets::{UNEXPANDED_VALUE_SETS, VALUE_SETS};
 
 struct Index {
     types: HashMap<&'static str, &'static TypeDef>,

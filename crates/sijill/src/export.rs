@@ -41,7 +41,9 @@ pub fn run(data_dir: &Path, args: ExportArgs) -> Result<ExitCode, String> {
                 files.insert(s.resource_type.clone(), BufWriter::new(f));
             }
             if let Some(w) = files.get_mut(&s.resource_type) {
-                w.write_all(&s.body).and_then(|_| w.write_all(b"\n")).map_err(|e| StoreError::Database(e.to_string()))?;
+                w.write_all(&s.body)
+                    .and_then(|_| w.write_all(b"\n"))
+                    .map_err(|e| StoreError::Database(e.to_string()))?;
             }
             bar.inc(1);
             Ok(())

@@ -59,9 +59,7 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
             for entry in entries.flatten() {
                 stack.push(entry.path());
             }
-        } else if paths.contains(&p)
-            || p.extension().is_some_and(|e| e == "json" || e == "ndjson")
-        {
+        } else if paths.contains(&p) || p.extension().is_some_and(|e| e == "json" || e == "ndjson") {
             out.push(p);
         }
     }
@@ -72,7 +70,13 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 fn message(e: &FhirError) -> String {
     e.issues
         .iter()
-        .map(|i| if i.expression.is_empty() { i.diagnostics.clone() } else { format!("{} ({})", i.diagnostics, i.expression) })
+        .map(|i| {
+            if i.expression.is_empty() {
+                i.diagnostics.clone()
+            } else {
+                format!("{} ({})", i.diagnostics, i.expression)
+            }
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -156,7 +160,11 @@ fn import_file(engine: &Engine, ctx: &RequestContext, file: &Path, tally: &Tally
             }
         }
         Some(_) => {
-            let entries = value.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
+            let entries = value
+                .get("entry")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             let resources = entries
                 .into_iter()
                 .enumerate()
@@ -171,8 +179,16 @@ fn import_file(engine: &Engine, ctx: &RequestContext, file: &Path, tally: &Tally
 /// Counts the written entries of a batch/transaction response and reports failed ones.
 fn count_bundle_response(file: &Path, payload: &Payload, tally: &Tally) {
     let Payload::Bytes(bytes) = payload else { return };
-    let Ok(bundle) = serde_json::from_slice::<Value>(bytes) else { return };
-    for (i, entry) in bundle.get("entry").and_then(Value::as_array).into_iter().flatten().enumerate() {
+    let Ok(bundle) = serde_json::from_slice::<Value>(bytes) else {
+        return;
+    };
+    for (i, entry) in bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let status = entry.pointer("/response/status").and_then(Value::as_str).unwrap_or("");
         if status.starts_with('2') {
             tally.resources.fetch_add(1, Ordering::Relaxed);
@@ -200,7 +216,10 @@ pub fn run(data_dir: &Path, args: ImportArgs) -> Result<ExitCode, String> {
     );
     let started = Instant::now();
     let next = AtomicU64::new(0);
-    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)).max(1);
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+        .max(1);
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| loop {
@@ -229,5 +248,9 @@ pub fn run(data_dir: &Path, args: ImportArgs) -> Result<ExitCode, String> {
         files.len(),
         resources as f64 / seconds.max(0.001)
     );
-    Ok(if errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }

@@ -48,17 +48,30 @@ async fn shutdown_signal() {
 pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
     let filter = EnvFilter::try_from_env("SIJILL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     if args.log_format == "json" {
-        tracing_subscriber::fmt().json().with_writer(std::io::stderr).with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init();
     } else {
-        tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init();
     }
     let store = crate::open_store(data_dir)?;
     let unsupported = sijill_store::index::unsupported_params();
-    tracing::info!(count = unsupported.len(), "search parameters not indexed yet (left out of the CapabilityStatement)");
+    tracing::info!(
+        count = unsupported.len(),
+        "search parameters not indexed yet (left out of the CapabilityStatement)"
+    );
     for (rt, code, why) in unsupported {
         tracing::debug!(resource_type = %rt, param = code, reason = %why, "search parameter not indexed");
     }
-    let limits = Limits { max_body_bytes: args.max_body_bytes, ..Limits::default() };
+    let limits = Limits {
+        max_body_bytes: args.max_body_bytes,
+        ..Limits::default()
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -55,27 +55,55 @@ fn transaction_resolves_urn_references_everywhere() {
         assert!(e["response"]["location"].as_str().unwrap().contains("/_history/1"));
     }
     let patient_url = entries[0]["response"]["location"].as_str().unwrap();
-    let patient_ref = patient_url.split("/fhir/").nth(1).unwrap().split("/_history").next().unwrap().to_string();
+    let patient_ref = patient_url
+        .split("/fhir/")
+        .nth(1)
+        .unwrap()
+        .split("/_history")
+        .next()
+        .unwrap()
+        .to_string();
     let obs = json(s.get(entries[1]["response"]["location"].as_str().unwrap()));
     assert_eq!(obs["subject"]["reference"], patient_ref);
     assert_eq!(obs["extension"][0]["valueReference"]["reference"], patient_ref);
-    assert_eq!(obs["component"][0]["extension"][0]["valueReference"]["reference"], patient_ref);
+    assert_eq!(
+        obs["component"][0]["extension"][0]["valueReference"]["reference"],
+        patient_ref
+    );
     let enc = json(s.get(entries[2]["response"]["location"].as_str().unwrap()));
-    assert!(enc["subject"]["reference"].as_str().unwrap().starts_with("Observation/"));
+    assert!(enc["subject"]["reference"]
+        .as_str()
+        .unwrap()
+        .starts_with("Observation/"));
 }
 
 #[test]
 fn transaction_is_all_or_nothing() {
     let s = Server::start();
     let bundle = transaction(vec![
-        entry("urn:uuid:a", json!({"resourceType": "Patient", "name": [{"family": "Good"}]}), "POST", "Patient"),
-        entry("urn:uuid:b", json!({"resourceType": "Patient", "gender": "unknown-gender"}), "POST", "Patient"),
+        entry(
+            "urn:uuid:a",
+            json!({"resourceType": "Patient", "name": [{"family": "Good"}]}),
+            "POST",
+            "Patient",
+        ),
+        entry(
+            "urn:uuid:b",
+            json!({"resourceType": "Patient", "gender": "unknown-gender"}),
+            "POST",
+            "Patient",
+        ),
     ]);
     let body = assert_outcome(s.post("", &bundle), 400, "Bundle.entry[1]");
     assert!(body.to_string().contains("gender"), "{body}");
     // A failure found while writing (If-Match on a missing resource) also rolls back.
     let bundle = transaction(vec![
-        entry("urn:uuid:a", json!({"resourceType": "Patient", "name": [{"family": "Good"}]}), "POST", "Patient"),
+        entry(
+            "urn:uuid:a",
+            json!({"resourceType": "Patient", "name": [{"family": "Good"}]}),
+            "POST",
+            "Patient",
+        ),
         json!({"resource": {"resourceType": "Patient", "id": "x1"}, "request": {"method": "PUT", "url": "Patient/x1", "ifMatch": "W/\"3\""}}),
     ]);
     assert_outcome(s.post("", &bundle), 412, "Bundle.entry[1]");
@@ -101,7 +129,12 @@ fn transaction_processes_in_specification_order() {
     let bundle = transaction(vec![
         json!({"request": {"method": "GET", "url": "Patient/p1"}}),
         json!({"resource": p, "request": {"method": "PUT", "url": "Patient/p1"}}),
-        entry("urn:uuid:n", json!({"resourceType": "Patient", "name": [{"family": "Posted"}]}), "POST", "Patient"),
+        entry(
+            "urn:uuid:n",
+            json!({"resourceType": "Patient", "name": [{"family": "Posted"}]}),
+            "POST",
+            "Patient",
+        ),
         json!({"request": {"method": "DELETE", "url": "Patient?identifier=urn:s|gone"}}),
     ]);
     let r = json(s.post("", &bundle));
@@ -126,7 +159,10 @@ fn conditional_references_and_conditional_creates_in_bundles() {
     assert_eq!(r["entry"][0]["response"]["status"], "201 Created");
     assert_eq!(r["entry"][1]["response"]["status"], "200 OK");
     assert_eq!(json(s.get("Organization"))["total"], 1);
-    let org_id = json(s.get("Organization"))["entry"][0]["resource"]["id"].as_str().unwrap().to_string();
+    let org_id = json(s.get("Organization"))["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let bundle = transaction(vec![entry(
         "urn:uuid:p",
         json!({"resourceType": "Patient", "managingOrganization": {"reference": "Organization?identifier=urn:ma:facility|CHU-RABAT"}}),
@@ -159,8 +195,22 @@ fn batch_reports_each_entry_on_its_own() {
     assert_eq!(r.status(), 200);
     let r = json(r);
     assert_eq!(r["type"], "batch-response");
-    let statuses: Vec<_> = r["entry"].as_array().unwrap().iter().map(|e| e["response"]["status"].as_str().unwrap().to_string()).collect();
-    assert_eq!(statuses, vec!["201 Created", "400 Bad Request", "404 Not Found", "400 Bad Request", "201 Created"]);
+    let statuses: Vec<_> = r["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            "201 Created",
+            "400 Bad Request",
+            "404 Not Found",
+            "400 Bad Request",
+            "201 Created"
+        ]
+    );
     assert_eq!(r["entry"][1]["response"]["outcome"]["resourceType"], "OperationOutcome");
     assert_eq!(json(s.get("Patient"))["total"], 2);
 }
@@ -183,7 +233,11 @@ fn patch_entries_carry_a_binary() {
 #[test]
 fn bundles_of_the_wrong_kind_are_refused() {
     let s = Server::start();
-    assert_outcome(s.post("", &json!({"resourceType": "Bundle", "type": "collection"})), 400, "collection");
+    assert_outcome(
+        s.post("", &json!({"resourceType": "Bundle", "type": "collection"})),
+        400,
+        "collection",
+    );
     assert_outcome(s.post("", &json!({"resourceType": "Patient"})), 400, "Bundle");
     assert_outcome(s.post("", &json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": {"resourceType": "Patient"}}]})), 400, "request");
     let empty = json(s.post("", &json!({"resourceType": "Bundle", "type": "transaction"})));

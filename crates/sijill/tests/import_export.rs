@@ -57,16 +57,29 @@ fn import_reports_bad_files_and_loads_the_rest() {
         .join("\n"),
     );
     write(input.path(), "d-broken.json", "{\"resourceType\": ");
-    write(input.path(), "e-invalid.json", &json!({"resourceType": "Patient", "birthDate": "1990-13-45"}).to_string());
+    write(
+        input.path(),
+        "e-invalid.json",
+        &json!({"resourceType": "Patient", "birthDate": "1990-13-45"}).to_string(),
+    );
     write(input.path(), "notes.txt", "ignored: not a FHIR file extension");
     let out = sijill(data.path(), &["import", input.path().to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
-    assert!(stderr.contains("d-broken.json") && stderr.contains("not valid JSON"), "{stderr}");
-    assert!(stderr.contains("e-invalid.json") && stderr.contains("birthDate"), "{stderr}");
+    assert!(
+        stderr.contains("d-broken.json") && stderr.contains("not valid JSON"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("e-invalid.json") && stderr.contains("birthDate"),
+        "{stderr}"
+    );
     assert!(stderr.contains("c-lines.ndjson: line 2"), "{stderr}");
-    assert!(stderr.contains("c-lines.ndjson: line 3") && stderr.contains("gender"), "{stderr}");
+    assert!(
+        stderr.contains("c-lines.ndjson: line 3") && stderr.contains("gender"),
+        "{stderr}"
+    );
     assert!(stdout.contains("imported 6 resources from 5 files"), "{stdout}");
     assert!(stdout.contains("4 errors"), "{stdout}");
 
@@ -75,12 +88,19 @@ fn import_reports_bad_files_and_loads_the_rest() {
     assert_eq!(resources["Practitioner"].len(), 2);
     assert_eq!(resources["Organization"][0]["id"], "chu-oran");
     let patient_id = resources["Patient"][0]["id"].as_str().unwrap();
-    assert_eq!(resources["Observation"][0]["subject"]["reference"], format!("Patient/{patient_id}"));
+    assert_eq!(
+        resources["Observation"][0]["subject"]["reference"],
+        format!("Patient/{patient_id}")
+    );
 
     // The export loads into a fresh store and exports the same again.
     let again = tempfile::tempdir().unwrap();
     let export_dir = data.path().join("round-trip");
-    assert!(sijill(data.path(), &["export", "--output", export_dir.to_str().unwrap()]).status.success());
+    assert!(
+        sijill(data.path(), &["export", "--output", export_dir.to_str().unwrap()])
+            .status
+            .success()
+    );
     let out = sijill(again.path(), &["import", export_dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let reloaded = exported(again.path());
@@ -101,13 +121,26 @@ fn synthea_bundles_import_with_conditional_references() {
         panic!("{} is missing", shared.display());
     }
     let input = tempfile::tempdir().unwrap();
-    let mut files: Vec<_> = std::fs::read_dir(&shared).unwrap().flatten().map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&shared)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     files.sort();
-    let chosen: Vec<_> = files.iter().filter(|p| p.to_string_lossy().ends_with(".json.bz2")).take(5).collect();
+    let chosen: Vec<_> = files
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".json.bz2"))
+        .take(5)
+        .collect();
     let mut expected = 0;
     for f in &chosen {
         let out = Command::new("bunzip2").arg("-c").arg(f).output().expect("bunzip2");
-        let name = f.file_name().unwrap().to_string_lossy().trim_end_matches(".bz2").to_string();
+        let name = f
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .trim_end_matches(".bz2")
+            .to_string();
         let bundle: Value = serde_json::from_slice(&out.stdout).unwrap();
         expected += bundle["entry"].as_array().unwrap().len();
         std::fs::write(input.path().join(name), out.stdout).unwrap();
@@ -125,12 +158,29 @@ fn synthea_bundles_import_with_conditional_references() {
     let out = sijill(data.path(), &["import", input.path().to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains(&format!("imported {expected} resources")), "{stdout} (expected {expected})");
+    assert!(
+        stdout.contains(&format!("imported {expected} resources")),
+        "{stdout} (expected {expected})"
+    );
     let resources = exported(data.path());
-    let text = resources.values().flatten().map(|r| r.to_string()).collect::<Vec<_>>().join("\n");
-    assert!(!text.contains("\"reference\":\"urn:uuid:"), "unresolved urn:uuid reference");
-    assert!(!text.contains("\"reference\":\"Organization?"), "unresolved conditional reference");
-    assert!(!text.contains("\"reference\":\"Practitioner?"), "unresolved conditional reference");
+    let text = resources
+        .values()
+        .flatten()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        !text.contains("\"reference\":\"urn:uuid:"),
+        "unresolved urn:uuid reference"
+    );
+    assert!(
+        !text.contains("\"reference\":\"Organization?"),
+        "unresolved conditional reference"
+    );
+    assert!(
+        !text.contains("\"reference\":\"Practitioner?"),
+        "unresolved conditional reference"
+    );
 }
 
 #[test]
@@ -173,12 +223,17 @@ fn a_killed_import_keeps_whole_transactions_only() {
     }
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
-    assert!(!status.success(), "the import finished before it was killed; make it bigger");
+    assert!(
+        !status.success(),
+        "the import finished before it was killed; make it bigger"
+    );
     let resources = exported(data.path());
     let observations = resources.get("Observation").cloned().unwrap_or_default();
     let mut per_bundle: HashMap<String, usize> = HashMap::new();
     for o in &observations {
-        *per_bundle.entry(o["identifier"][0]["value"].as_str().unwrap().to_string()).or_default() += 1;
+        *per_bundle
+            .entry(o["identifier"][0]["value"].as_str().unwrap().to_string())
+            .or_default() += 1;
     }
     assert!(!per_bundle.is_empty(), "nothing was committed before the kill");
     assert!(per_bundle.len() < BUNDLES, "everything was committed before the kill");

@@ -26,7 +26,11 @@ fn without_server_meta(mut v: Value) -> Value {
 
 fn examples() -> Vec<(String, Value)> {
     let mut out = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(package_dir()).unwrap().flatten().map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(package_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     files.sort();
     for path in files {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
@@ -67,19 +71,25 @@ fn every_example_is_accepted_and_read_back_unchanged() {
         accepted += 1;
         let created = json(r);
         let read = json(s.get(&format!("{rt}/{}", created["id"].as_str().unwrap())));
-        assert_eq!(without_server_meta(read), without_server_meta(example.clone()), "{name} changed");
+        assert_eq!(
+            without_server_meta(read),
+            without_server_meta(example.clone()),
+            "{name} changed"
+        );
     }
     let known_owned: BTreeSet<String> = known.iter().map(|s| s.to_string()).collect();
-    assert_eq!(rejected, known_owned, "rejected examples differ from the known-invalid list");
+    assert_eq!(
+        rejected, known_owned,
+        "rejected examples differ from the known-invalid list"
+    );
     eprintln!("{accepted} examples accepted, {} known invalid", rejected.len());
 }
 
 #[test]
 fn transaction_and_batch_examples_run() {
     let s = Server::start();
-    let bundle = |name: &str| -> Value {
-        serde_json::from_slice(&std::fs::read(package_dir().join(name)).unwrap()).unwrap()
-    };
+    let bundle =
+        |name: &str| -> Value { serde_json::from_slice(&std::fs::read(package_dir().join(name)).unwrap()).unwrap() };
     // Transactions whose entries stand on their own succeed entirely.
     for name in ["Bundle-hla-1.json", "Bundle-ussg-fht.json", "Bundle-xds.json"] {
         let r = s.post("", &bundle(name));
@@ -99,11 +109,17 @@ fn transaction_and_batch_examples_run() {
     assert!(outcome.to_string().contains("Bundle.entry[7]"), "{outcome}");
     assert_eq!(json(s.get("_history?_count=0"))["total"], before);
     // Batches answer every entry.
-    for name in ["Bundle-bundle-request-medsallergies.json", "Bundle-bundle-request-simplesummary.json"] {
+    for name in [
+        "Bundle-bundle-request-medsallergies.json",
+        "Bundle-bundle-request-simplesummary.json",
+    ] {
         let b = bundle(name);
         let r = s.post("", &b);
         assert_eq!(r.status(), 200, "{name}");
         let response = json(r);
-        assert_eq!(response["entry"].as_array().unwrap().len(), b["entry"].as_array().unwrap().len());
+        assert_eq!(
+            response["entry"].as_array().unwrap().len(),
+            b["entry"].as_array().unwrap().len()
+        );
     }
 }

@@ -24,7 +24,10 @@ fn create_read_vread_update_delete_and_history() {
     assert_eq!(r.headers()["etag"], "W/\"1\"");
     assert!(r.headers().contains_key("last-modified"));
     let location = r.headers()["location"].to_str().unwrap().to_string();
-    assert!(location.starts_with(&format!("{}/Patient/", s.base)) && location.ends_with("/_history/1"), "{location}");
+    assert!(
+        location.starts_with(&format!("{}/Patient/", s.base)) && location.ends_with("/_history/1"),
+        "{location}"
+    );
     let created = json(r);
     let id = created["id"].as_str().unwrap().to_string();
     assert_eq!(created["meta"]["versionId"], "1");
@@ -40,8 +43,14 @@ fn create_read_vread_update_delete_and_history() {
     let r = s.put(&format!("Patient/{id}"), &changed);
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["etag"], "W/\"2\"");
-    assert_eq!(json(s.get(&format!("Patient/{id}")))["name"][0]["family"], "Benali-Idrissi");
-    assert_eq!(json(s.get(&format!("Patient/{id}/_history/1")))["name"][0]["family"], "Benali");
+    assert_eq!(
+        json(s.get(&format!("Patient/{id}")))["name"][0]["family"],
+        "Benali-Idrissi"
+    );
+    assert_eq!(
+        json(s.get(&format!("Patient/{id}/_history/1")))["name"][0]["family"],
+        "Benali"
+    );
     assert_eq!(s.get(&format!("Patient/{id}/_history/9")).status(), 404);
 
     let r = s.delete(&format!("Patient/{id}"));
@@ -53,7 +62,12 @@ fn create_read_vread_update_delete_and_history() {
     let history = json(s.get(&format!("Patient/{id}/_history")));
     assert_eq!(history["type"], "history");
     assert_eq!(history["total"], 3);
-    let methods: Vec<_> = history["entry"].as_array().unwrap().iter().map(|e| e["request"]["method"].clone()).collect();
+    let methods: Vec<_> = history["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["request"]["method"].clone())
+        .collect();
     assert_eq!(methods, vec![json!("DELETE"), json!("PUT"), json!("POST")]);
     assert!(history["entry"][0].get("resource").is_none());
     assert_eq!(history["entry"][1]["resource"]["meta"]["versionId"], "2");
@@ -105,9 +119,17 @@ fn optimistic_locking_with_if_match() {
         .send()
         .unwrap();
     assert_eq!(ok.status(), 200);
-    let stale_delete = s.request(Method::DELETE, &format!("Patient/{id}")).header("if-match", "W/\"1\"").send().unwrap();
+    let stale_delete = s
+        .request(Method::DELETE, &format!("Patient/{id}"))
+        .header("if-match", "W/\"1\"")
+        .send()
+        .unwrap();
     assert_eq!(stale_delete.status(), 412);
-    let garbage = s.request(Method::DELETE, &format!("Patient/{id}")).header("if-match", "banana").send().unwrap();
+    let garbage = s
+        .request(Method::DELETE, &format!("Patient/{id}"))
+        .header("if-match", "banana")
+        .send()
+        .unwrap();
     assert_outcome(garbage, 400, "banana");
 }
 
@@ -115,15 +137,31 @@ fn optimistic_locking_with_if_match() {
 fn conditional_read() {
     let s = Server::start();
     let id = s.create(&patient("Tazi"));
-    let r = s.request(Method::GET, &format!("Patient/{id}")).header("if-none-match", "W/\"1\"").send().unwrap();
+    let r = s
+        .request(Method::GET, &format!("Patient/{id}"))
+        .header("if-none-match", "W/\"1\"")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 304);
-    let r = s.request(Method::GET, &format!("Patient/{id}")).header("if-none-match", "W/\"0\"").send().unwrap();
+    let r = s
+        .request(Method::GET, &format!("Patient/{id}"))
+        .header("if-none-match", "W/\"0\"")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     let future = "Fri, 01 Jan 2100 00:00:00 GMT";
-    let r = s.request(Method::GET, &format!("Patient/{id}")).header("if-modified-since", future).send().unwrap();
+    let r = s
+        .request(Method::GET, &format!("Patient/{id}"))
+        .header("if-modified-since", future)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 304);
     let past = "Mon, 01 Jan 2001 00:00:00 GMT";
-    let r = s.request(Method::GET, &format!("Patient/{id}")).header("if-modified-since", past).send().unwrap();
+    let r = s
+        .request(Method::GET, &format!("Patient/{id}"))
+        .header("if-modified-since", past)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -158,7 +196,11 @@ fn conditional_create_update_and_delete() {
     // Two matches: 412 for update, create and delete.
     s.create(&patient("Twin"));
     s.create(&patient("Twin"));
-    assert_outcome(s.put("Patient?identifier=ID-Twin", &patient("Twin")), 412, "more than one");
+    assert_outcome(
+        s.put("Patient?identifier=ID-Twin", &patient("Twin")),
+        412,
+        "more than one",
+    );
     assert_outcome(s.delete("Patient?identifier=ID-Twin"), 412, "more than one");
     assert_eq!(json(s.get("Patient?identifier=ID-Twin"))["total"], 2);
 
@@ -182,7 +224,10 @@ fn json_patch() {
         }
         r.send().unwrap()
     };
-    let r = patch(json!([{"op": "replace", "path": "/name/0/family", "value": "El Fassi"}, {"op": "add", "path": "/active", "value": true}]), Some("W/\"1\""));
+    let r = patch(
+        json!([{"op": "replace", "path": "/name/0/family", "value": "El Fassi"}, {"op": "add", "path": "/active", "value": true}]),
+        Some("W/\"1\""),
+    );
     assert_eq!(r.status(), 200);
     let body = json(r);
     assert_eq!(body["name"][0]["family"], "El Fassi");
@@ -234,7 +279,15 @@ fn type_and_system_history_with_paging_and_since() {
     let page1 = json(s.get("Patient/_history?_count=2"));
     assert_eq!(page1["total"], 5);
     assert_eq!(page1["entry"].as_array().unwrap().len(), 2);
-    let next = page1["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"].as_str().unwrap().to_string();
+    let next = page1["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // A write between pages does not shift the following pages.
     s.create(&patient("Late"));
     let page2 = json(s.get(&next));
@@ -254,21 +307,67 @@ fn type_and_system_history_with_paging_and_since() {
 fn bad_input_is_refused_cleanly_and_changes_nothing() {
     let s = Server::start();
     let post_raw = |ct: &str, body: Vec<u8>| {
-        s.request(Method::POST, "Patient").header("content-type", ct).body(body).send().unwrap()
+        s.request(Method::POST, "Patient")
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .unwrap()
     };
-    assert_outcome(post_raw("application/fhir+json", b"{\"resourceType\": \"Patient\",".to_vec()), 400, "not valid JSON");
+    assert_outcome(
+        post_raw("application/fhir+json", b"{\"resourceType\": \"Patient\",".to_vec()),
+        400,
+        "not valid JSON",
+    );
     assert_outcome(post_raw("application/fhir+json", b"[1,2]".to_vec()), 400, "JSON object");
     assert_outcome(post_raw("application/fhir+json", b"".to_vec()), 400, "needs a resource");
-    assert_outcome(post_raw("application/fhir+json", vec![b'{', b'"', 0xff, 0xfe, b'"', b'}']), 400, "UTF-8");
-    assert_outcome(post_raw("application/fhir+xml", b"<Patient/>".to_vec()), 415, "not supported");
-    let deep = format!("{{\"resourceType\":\"Patient\",\"x\":{}{}}}", "[".repeat(5000), "]".repeat(5000));
-    assert_outcome(post_raw("application/fhir+json", deep.into_bytes()), 400, "nested deeper");
-    let huge = format!("{{\"resourceType\":\"Patient\",\"text\":\"{}\"}}", "a".repeat(17 * 1024 * 1024));
+    assert_outcome(
+        post_raw("application/fhir+json", vec![b'{', b'"', 0xff, 0xfe, b'"', b'}']),
+        400,
+        "UTF-8",
+    );
+    assert_outcome(
+        post_raw("application/fhir+xml", b"<Patient/>".to_vec()),
+        415,
+        "not supported",
+    );
+    let deep = format!(
+        "{{\"resourceType\":\"Patient\",\"x\":{}{}}}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    assert_outcome(
+        post_raw("application/fhir+json", deep.into_bytes()),
+        400,
+        "nested deeper",
+    );
+    let huge = format!(
+        "{{\"resourceType\":\"Patient\",\"text\":\"{}\"}}",
+        "a".repeat(17 * 1024 * 1024)
+    );
     assert_outcome(post_raw("application/fhir+json", huge.into_bytes()), 413, "larger than");
-    assert_outcome(s.post("Patient", &json!({"resourceType": "Patient", "shoeSize": 42})), 400, "shoeSize");
-    assert_outcome(s.post("Patient", &json!({"resourceType": "Patient", "birthDate": 1990})), 400, "Patient.birthDate");
-    assert_outcome(s.post("Patient", &json!({"resourceType": "Patient", "gender": "woman"})), 400, "Patient.gender");
-    assert_outcome(s.post("Observation", &json!({"resourceType": "Observation", "code": {"text": "x"}})), 400, "Observation.status");
+    assert_outcome(
+        s.post("Patient", &json!({"resourceType": "Patient", "shoeSize": 42})),
+        400,
+        "shoeSize",
+    );
+    assert_outcome(
+        s.post("Patient", &json!({"resourceType": "Patient", "birthDate": 1990})),
+        400,
+        "Patient.birthDate",
+    );
+    assert_outcome(
+        s.post("Patient", &json!({"resourceType": "Patient", "gender": "woman"})),
+        400,
+        "Patient.gender",
+    );
+    assert_outcome(
+        s.post(
+            "Observation",
+            &json!({"resourceType": "Observation", "code": {"text": "x"}}),
+        ),
+        400,
+        "Observation.status",
+    );
     assert_outcome(s.post("Patient", &json!({"name": []})), 400, "resourceType");
     assert_outcome(s.post("Unicorn", &patient("X")), 404, "Unicorn");
     assert_outcome(s.get("Unicorn/1"), 404, "Unicorn");
@@ -292,14 +391,24 @@ fn capability_statement_lists_what_is_supported() {
     let resources = cs["rest"][0]["resource"].as_array().unwrap();
     assert_eq!(resources.len(), 146);
     let patient = resources.iter().find(|r| r["type"] == "Patient").unwrap();
-    let params: Vec<&str> = patient["searchParam"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let params: Vec<&str> = patient["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert!(params.contains(&"identifier"));
     // Every listed parameter really works.
     for p in &params {
         let r = s.get(&format!("Patient?{p}=x"));
         assert_eq!(r.status(), 200, "{p}");
     }
-    let system: Vec<_> = cs["rest"][0]["interaction"].as_array().unwrap().iter().map(|i| i["code"].clone()).collect();
+    let system: Vec<_> = cs["rest"][0]["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].clone())
+        .collect();
     assert!(system.contains(&json!("transaction")) && system.contains(&json!("batch")));
 }
 
@@ -310,8 +419,14 @@ fn health_metrics_and_graceful_shutdown() {
     assert_eq!(health.status(), 200);
     assert_eq!(json(health)["ready"], true);
     s.create(&patient("Metric"));
-    let metrics = reqwest::blocking::get(format!("{}/metrics", s.root)).unwrap().text().unwrap();
-    assert!(metrics.contains("sijill_http_requests_total{interaction=\"create\",status=\"201\"} 1"), "{metrics}");
+    let metrics = reqwest::blocking::get(format!("{}/metrics", s.root))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("sijill_http_requests_total{interaction=\"create\",status=\"201\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("sijill_engine_seconds"), "{metrics}");
     let status = s.terminate();
     assert!(status.success(), "{status:?}");

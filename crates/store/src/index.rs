@@ -35,6 +35,18 @@ pub struct IndexedParam {
     paths: Vec<PathExpr>,
 }
 
+impl IndexedParam {
+    /// The one resource type this parameter can point to on this resource type, when
+    /// there is exactly one (from its targets, or from `where(resolve() is Type)`).
+    pub fn single_target(&self) -> Option<&str> {
+        let mut restricted = self.paths.iter().map(|p| p.reference_target.as_deref());
+        match restricted.next() {
+            Some(Some(first)) if restricted.all(|t| t == Some(first)) => Some(first),
+            _ => (self.targets.len() == 1).then(|| self.targets[0]),
+        }
+    }
+}
+
 /// One extracted index value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexRow {
@@ -71,11 +83,23 @@ fn build_registry() -> Registry {
             let paths = def.expression.and_then(|e| parse_expression(e, rt));
             match (supported_kind, paths) {
                 (true, Some(paths)) if !paths.is_empty() => {
-                    entry.insert(def.code, IndexedParam { code: def.code, kind: def.kind, targets: def.targets, paths });
+                    entry.insert(
+                        def.code,
+                        IndexedParam {
+                            code: def.code,
+                            kind: def.kind,
+                            targets: def.targets,
+                            paths,
+                        },
+                    );
                 }
                 (true, Some(_)) => {}
                 (supported, _) => {
-                    let why = if supported { "expression not understood yet" } else { "parameter type not indexed yet" };
+                    let why = if supported {
+                        "expression not understood yet"
+                    } else {
+                        "parameter type not indexed yet"
+                    };
                     unsupported.push((rt.to_string(), def.code, why.to_string()));
                 }
             }
@@ -113,11 +137,17 @@ fn parse_expression(expression: &str, resource_type: &str) -> Option<Vec<PathExp
         let segments: Vec<String> = segments.map(str::to_string).collect();
         if segments.is_empty()
             || segments.iter().any(|s| !s.chars().all(|c| c.is_ascii_alphanumeric()))
-            || as_type.as_deref().is_some_and(|t| !t.chars().all(|c| c.is_ascii_alphanumeric()))
+            || as_type
+                .as_deref()
+                .is_some_and(|t| !t.chars().all(|c| c.is_ascii_alphanumeric()))
         {
             return None;
         }
-        out.push(PathExpr { segments, as_type, reference_target });
+        out.push(PathExpr {
+            segments,
+            as_type,
+            reference_target,
+        });
     }
     Some(out)
 }
@@ -195,7 +225,9 @@ pub fn extract(resource_type: &str, resource: &Value) -> Vec<IndexRow> {
 /// For a choice element named without its type (`value`), the property `valueX`.
 fn choice_value<'a>(map: &'a serde_json::Map<String, Value>, stem: &str) -> Option<&'a Value> {
     map.iter()
-        .find(|(k, _)| k.len() > stem.len() && k.starts_with(stem) && k[stem.len()..].starts_with(|c: char| c.is_ascii_uppercase()))
+        .find(|(k, _)| {
+            k.len() > stem.len() && k.starts_with(stem) && k[stem.len()..].starts_with(|c: char| c.is_ascii_uppercase())
+        })
         .map(|(_, v)| v)
 }
 
@@ -243,7 +275,9 @@ fn values_of(p: &IndexedParam, path: &PathExpr, node: &Value, rows: &mut Vec<Ind
             }
         }
         SearchParamType::Reference => {
-            let Some(reference) = node.get("reference").and_then(Value::as_str) else { return };
+            let Some(reference) = node.get("reference").and_then(Value::as_str) else {
+                return;
+            };
             let (ty, id) = match reference.rsplit_once('/') {
                 Some((before, id)) => (before.rsplit('/').next().unwrap_or(before), id),
                 None => return,
@@ -293,7 +327,8 @@ mod tests {
         });
         let rows = extract("Patient", &patient);
         let has = |p: &str, s: Option<&str>, v: &str| {
-            rows.iter().any(|r| r.param == p && r.system.as_deref() == s && r.value == v)
+            rows.iter()
+                .any(|r| r.param == p && r.system.as_deref() == s && r.value == v)
         };
         assert!(has("identifier", Some("urn:ma:cnie"), "AB12345"));
         assert!(has("gender", None, "female"));
@@ -321,7 +356,9 @@ mod tests {
     #[test]
     fn unsupported_parameters_are_listed_not_guessed() {
         assert!(param("Patient", "birthdate").is_none());
-        assert!(unsupported_params().iter().any(|(t, c, _)| t == "Patient" && *c == "birthdate"));
+        assert!(unsupported_params()
+            .iter()
+            .any(|(t, c, _)| t == "Patient" && *c == "birthdate"));
         assert!(param("Patient", "identifier").is_some());
     }
 }

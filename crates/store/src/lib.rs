@@ -155,8 +155,13 @@ pub trait Store: Send + Sync {
     fn history(&self, query: &HistoryQuery) -> Result<HistoryPage>;
     /// The current, not deleted resources of a type matching a query, in id order after
     /// `after_id`, at most `limit`. Also returns the total count of matches.
-    fn search(&self, resource_type: &str, query: &SearchQuery, after_id: Option<&str>, limit: usize)
-        -> Result<(Vec<Stored>, u64)>;
+    fn search(
+        &self,
+        resource_type: &str,
+        query: &SearchQuery,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Stored>, u64)>;
     /// Calls `sink` with every current resource of a type (all types when None), in
     /// storage order, streaming from the database.
     fn export(&self, resource_type: Option<&str>, sink: &mut dyn FnMut(&Stored) -> Result<()>) -> Result<()>;

@@ -69,10 +69,14 @@ impl SearchQuery {
             };
             let values = split_values(raw);
             if values.len() > MAX_VALUES {
-                return Err(StoreError::Invalid(format!("Search parameter '{name}' lists more than {MAX_VALUES} values")));
+                return Err(StoreError::Invalid(format!(
+                    "Search parameter '{name}' lists more than {MAX_VALUES} values"
+                )));
             }
             if values.iter().any(String::is_empty) {
-                return Err(StoreError::Invalid(format!("Search parameter '{name}' has an empty value")));
+                return Err(StoreError::Invalid(format!(
+                    "Search parameter '{name}' has an empty value"
+                )));
             }
             if code == "_id" {
                 if modifier.is_some() {
@@ -101,17 +105,24 @@ impl SearchQuery {
                         negated = modifier.is_some();
                         parse_token(&v)
                     }
-                    (SearchParamType::String, None) => Match::String { value: normalize_string(&v), exact: false },
+                    (SearchParamType::String, None) => Match::String {
+                        value: normalize_string(&v),
+                        exact: false,
+                    },
                     (SearchParamType::String, Some("exact")) => Match::String { value: v, exact: true },
                     (SearchParamType::Uri, None) => Match::Uri(v),
-                    (SearchParamType::Reference, None) => parse_reference(&v, None, p.targets)?,
+                    (SearchParamType::Reference, None) => parse_reference(&v, None, p.single_target())?,
                     (SearchParamType::Reference, Some(ty)) if definitions::is_resource_type(ty) => {
-                        parse_reference(&v, Some(ty), p.targets)?
+                        parse_reference(&v, Some(ty), p.single_target())?
                     }
                     _ => return Err(unsupported_modifier(name)),
                 });
             }
-            criteria.push(Criterion { param: code.to_string(), values: parsed, negated });
+            criteria.push(Criterion {
+                param: code.to_string(),
+                values: parsed,
+                negated,
+            });
         }
         Ok(SearchQuery { criteria })
     }
@@ -147,21 +158,37 @@ fn split_values(raw: &str) -> Vec<String> {
 
 fn parse_token(v: &str) -> Match {
     match v.split_once('|') {
-        None => Match::Token { system: None, code: Some(v.to_string()) },
-        Some((system, "")) => Match::Token { system: Some(system.to_string()), code: None },
-        Some((system, code)) => Match::Token { system: Some(system.to_string()), code: Some(code.to_string()) },
+        None => Match::Token {
+            system: None,
+            code: Some(v.to_string()),
+        },
+        Some((system, "")) => Match::Token {
+            system: Some(system.to_string()),
+            code: None,
+        },
+        Some((system, code)) => Match::Token {
+            system: Some(system.to_string()),
+            code: Some(code.to_string()),
+        },
     }
 }
 
-fn parse_reference(v: &str, modifier_type: Option<&str>, targets: &[&str]) -> Result<Match> {
+fn parse_reference(v: &str, modifier_type: Option<&str>, single_target: Option<&str>) -> Result<Match> {
     let parts: Vec<&str> = v.trim_end_matches('/').rsplit('/').collect();
     let (ty, id) = match parts.as_slice() {
         [id] => (modifier_type.map(str::to_string), *id),
         [id, ty, ..] if definitions::is_resource_type(ty) => (Some(ty.to_string()), *id),
-        _ => return Err(StoreError::Invalid(format!("Reference search value '{v}' is not Type/id, id or a URL"))),
+        _ => {
+            return Err(StoreError::Invalid(format!(
+                "Reference search value '{v}' is not Type/id, id or a URL"
+            )))
+        }
     };
-    let ty = ty.or_else(|| (targets.len() == 1).then(|| targets[0].to_string()));
-    Ok(Match::Reference { resource_type: ty, id: id.to_string() })
+    let ty = ty.or_else(|| single_target.map(str::to_string));
+    Ok(Match::Reference {
+        resource_type: ty,
+        id: id.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -179,8 +206,14 @@ mod tests {
         assert_eq!(
             query.criteria[0].values,
             vec![
-                Match::Token { system: Some("urn:x".into()), code: Some("A,1".into()) },
-                Match::Token { system: None, code: Some("B".into()) }
+                Match::Token {
+                    system: Some("urn:x".into()),
+                    code: Some("A,1".into())
+                },
+                Match::Token {
+                    system: None,
+                    code: Some("B".into())
+                }
             ]
         );
     }
@@ -198,8 +231,24 @@ mod tests {
 
     #[test]
     fn parses_references() {
-        let query = q("Observation", &[("subject", "http://x/fhir/Patient/123"), ("patient", "9")]).unwrap();
-        assert_eq!(query.criteria[0].values[0], Match::Reference { resource_type: Some("Patient".into()), id: "123".into() });
-        assert_eq!(query.criteria[1].values[0], Match::Reference { resource_type: Some("Patient".into()), id: "9".into() });
+        let query = q(
+            "Observation",
+            &[("subject", "http://x/fhir/Patient/123"), ("patient", "9")],
+        )
+        .unwrap();
+        assert_eq!(
+            query.criteria[0].values[0],
+            Match::Reference {
+                resource_type: Some("Patient".into()),
+                id: "123".into()
+            }
+        );
+        assert_eq!(
+            query.criteria[1].values[0],
+            Match::Reference {
+                resource_type: Some("Patient".into()),
+                id: "9".into()
+            }
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! versions. One writer connection (WAL mode, so readers never wait for it) and a small
 //! pool of reader connections.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,46 +24,88 @@ use crate::{
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE resources (
+    rid     INTEGER PRIMARY KEY,
+    type    TEXT    NOT NULL,
+    id      TEXT    NOT NULL,
+    version INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    UNIQUE (type, id)
+);
 CREATE TABLE resource_versions (
     seq          INTEGER PRIMARY KEY,
+    rid          INTEGER NOT NULL,
     type         TEXT    NOT NULL,
     id           TEXT    NOT NULL,
     version      INTEGER NOT NULL,
     last_updated TEXT    NOT NULL,
     deleted      INTEGER NOT NULL,
-    body         BLOB    NOT NULL,
-    UNIQUE (type, id, version)
+    body         BLOB    NOT NULL
 );
+CREATE UNIQUE INDEX resource_versions_rid ON resource_versions (rid, version);
 CREATE INDEX resource_versions_type ON resource_versions (type, seq);
 CREATE INDEX resource_versions_time ON resource_versions (last_updated);
-CREATE TABLE resources (
-    type    TEXT    NOT NULL,
-    id      TEXT    NOT NULL,
-    version INTEGER NOT NULL,
-    seq     INTEGER NOT NULL,
-    deleted INTEGER NOT NULL,
-    PRIMARY KEY (type, id)
-) WITHOUT ROWID;
-CREATE TABLE search_index (
-    type   TEXT NOT NULL,
-    id     TEXT NOT NULL,
-    param  TEXT NOT NULL,
-    system TEXT,
-    value  TEXT NOT NULL,
-    exact  TEXT
+CREATE TABLE index_params (
+    key  INTEGER PRIMARY KEY,
+    type TEXT NOT NULL,
+    code TEXT NOT NULL,
+    UNIQUE (type, code)
 );
-CREATE INDEX search_index_lookup ON search_index (type, param, value, system);
-CREATE INDEX search_index_owner ON search_index (type, id);
+CREATE TABLE search_index (
+    param  INTEGER NOT NULL,
+    value  TEXT    NOT NULL,
+    system TEXT    NOT NULL,
+    rid    INTEGER NOT NULL,
+    exact  TEXT    NOT NULL,
+    PRIMARY KEY (param, value, system, rid, exact)
+) WITHOUT ROWID;
+CREATE INDEX search_index_rid ON search_index (rid);
 "#];
 
 /// The file name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "sijill.db";
+
+/// Integer keys of the indexed (resource type, parameter) pairs, fixed when the store opens.
+type ParamKeys = HashMap<(&'static str, &'static str), i64>;
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    param_keys: ParamKeys,
+}
+
+/// Gives every indexed (type, parameter) pair its integer key, adding new pairs.
+fn load_param_keys(conn: &mut Connection) -> Result<ParamKeys> {
+    let tx = conn.transaction()?;
+    let mut keys = HashMap::new();
+    {
+        let mut insert = tx.prepare("INSERT OR IGNORE INTO index_params (type, code) VALUES (?1, ?2)")?;
+        let mut select = tx.prepare("SELECT key FROM index_params WHERE type = ?1 AND code = ?2")?;
+        for rt in sijill_fhir::definitions::resource_types() {
+            for code in crate::index::params_for(rt).into_iter().flat_map(|p| p.keys()) {
+                insert.execute(params![rt, code])?;
+                let key: i64 = select.query_row(params![rt, code], |r| r.get(0))?;
+                keys.insert((rt, *code), key);
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(keys)
+}
+
+/// The key of an indexed parameter (-1, which matches nothing, when it is not indexed).
+fn param_key(keys: &ParamKeys, resource_type: &str, code: &str) -> i64 {
+    sijill_fhir::definitions::type_def(resource_type)
+        .and_then(|t| {
+            crate::index::params_for(t.name)?
+                .get_key_value(code)
+                .map(|(c, _)| (t.name, *c))
+        })
+        .and_then(|k| keys.get(&k))
+        .copied()
+        .unwrap_or(-1)
 }
 
 fn open_connection(path: &Path) -> Result<Connection> {
@@ -85,8 +128,15 @@ impl SqliteStore {
             .map_err(|e| StoreError::Database(format!("cannot create data directory {}: {e}", data_dir.display())))?;
         let path = data_dir.join(DATABASE_FILE);
         let mut writer = open_connection(&path)?;
+        writer.execute_batch("PRAGMA wal_autocheckpoint = 16384;")?;
         migrate(&mut writer)?;
-        Ok(SqliteStore { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
+        let param_keys = load_param_keys(&mut writer)?;
+        Ok(SqliteStore {
+            path,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            param_keys,
+        })
     }
 
     /// Runs `f` with a reader connection from the pool.
@@ -138,7 +188,7 @@ fn stored_from_row(row: &Row<'_>) -> rusqlite::Result<Stored> {
 
 fn read_current(conn: &Connection, resource_type: &str, id: &str) -> Result<Current> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.seq = r.seq
+        "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
          WHERE r.type = ?1 AND r.id = ?2"
     ))?;
     let found = stmt.query_row(params![resource_type, id], stored_from_row).optional()?;
@@ -150,7 +200,12 @@ fn read_current(conn: &Connection, resource_type: &str, id: &str) -> Result<Curr
 }
 
 /// Builds the WHERE clause of a search over `resources r` (current versions).
-fn search_sql(resource_type: &str, query: &SearchQuery, after_id: Option<&str>) -> (String, Vec<SqlValue>) {
+fn search_sql(
+    keys: &ParamKeys,
+    resource_type: &str,
+    query: &SearchQuery,
+    after_id: Option<&str>,
+) -> (String, Vec<SqlValue>) {
     let mut sql = String::from("r.type = ? AND r.deleted = 0");
     let mut args: Vec<SqlValue> = vec![resource_type.to_string().into()];
     if let Some(after) = after_id {
@@ -174,32 +229,48 @@ fn search_sql(resource_type: &str, query: &SearchQuery, after_id: Option<&str>) 
         let mut alternatives = Vec::new();
         for m in &c.values {
             let (clause, values): (&str, Vec<String>) = match m {
-                Match::Token { system: None, code: Some(code) } => ("s.value = ?", vec![code.clone()]),
-                Match::Token { system: Some(s), code: Some(code) } if s.is_empty() => {
-                    ("s.value = ? AND s.system IS NULL", vec![code.clone()])
-                }
-                Match::Token { system: Some(s), code: Some(code) } => {
-                    ("s.value = ? AND s.system = ?", vec![code.clone(), s.clone()])
-                }
-                Match::Token { system: Some(s), code: None } => ("s.system = ?", vec![s.clone()]),
-                Match::Token { system: None, code: None } => ("1", vec![]),
-                Match::String { value, exact: false } => {
-                    ("s.value >= ? AND s.value < ?", vec![value.clone(), format!("{value}\u{10FFFF}")])
-                }
+                Match::Token {
+                    system: None,
+                    code: Some(code),
+                } => ("s.value = ?", vec![code.clone()]),
+                Match::Token {
+                    system: Some(s),
+                    code: Some(code),
+                } if s.is_empty() => ("s.value = ? AND s.system = ''", vec![code.clone()]),
+                Match::Token {
+                    system: Some(s),
+                    code: Some(code),
+                } => ("s.value = ? AND s.system = ?", vec![code.clone(), s.clone()]),
+                Match::Token {
+                    system: Some(s),
+                    code: None,
+                } => ("s.system = ?", vec![s.clone()]),
+                Match::Token {
+                    system: None,
+                    code: None,
+                } => ("1", vec![]),
+                Match::String { value, exact: false } => (
+                    "s.value >= ? AND s.value < ?",
+                    vec![value.clone(), format!("{value}\u{10FFFF}")],
+                ),
                 Match::String { value, exact: true } => ("s.exact = ?", vec![value.clone()]),
-                Match::Reference { resource_type: Some(t), id } => {
-                    ("s.value = ? AND s.system = ?", vec![id.clone(), t.clone()])
-                }
-                Match::Reference { resource_type: None, id } => ("s.value = ?", vec![id.clone()]),
+                Match::Reference {
+                    resource_type: Some(t),
+                    id,
+                } => ("s.value = ? AND s.system = ?", vec![id.clone(), t.clone()]),
+                Match::Reference {
+                    resource_type: None,
+                    id,
+                } => ("s.value = ?", vec![id.clone()]),
                 Match::Uri(u) | Match::Id(u) => ("s.value = ?", vec![u.clone()]),
             };
             alternatives.push(format!("({clause})"));
             args.extend(values.into_iter().map(SqlValue::from));
         }
-        let exists = if c.negated { "NOT EXISTS" } else { "EXISTS" };
+        let membership = if c.negated { "NOT IN" } else { "IN" };
+        let key = param_key(keys, resource_type, &c.param);
         sql.push_str(&format!(
-            " AND {exists} (SELECT 1 FROM search_index s WHERE s.type = r.type AND s.id = r.id AND s.param = '{}' AND ({}))",
-            c.param.replace('\'', ""),
+            " AND r.rid {membership} (SELECT s.rid FROM search_index s WHERE s.param = {key} AND ({}))",
             alternatives.join(" OR ")
         ));
     }
@@ -234,6 +305,14 @@ fn with_server_meta(
 /// The writer's view inside one transaction.
 struct SqliteTx<'c> {
     conn: &'c Connection,
+    keys: &'c ParamKeys,
+}
+
+/// The current version of a resource: its row id, version and whether it is deleted.
+struct CurrentRow {
+    rid: i64,
+    version: u64,
+    deleted: bool,
 }
 
 impl SqliteTx<'_> {
@@ -245,7 +324,7 @@ impl SqliteTx<'_> {
         id: &str,
         version: u64,
         body: Option<Value>,
-        replaces_existing: bool,
+        existing: Option<&CurrentRow>,
     ) -> Result<Stored> {
         let last_updated = now_instant();
         let deleted = body.is_none();
@@ -261,31 +340,50 @@ impl SqliteTx<'_> {
             }
             None => (Vec::new(), Vec::new()),
         };
+        let rid = match existing {
+            Some(current) => {
+                self.conn
+                    .prepare_cached("UPDATE resources SET version = ?1, deleted = ?2 WHERE rid = ?3")?
+                    .execute(params![version as i64, deleted as i64, current.rid])?;
+                self.conn
+                    .prepare_cached("DELETE FROM search_index WHERE rid = ?1")?
+                    .execute(params![current.rid])?;
+                current.rid
+            }
+            None => {
+                self.conn
+                    .prepare_cached("INSERT INTO resources (type, id, version, deleted) VALUES (?1, ?2, ?3, ?4)")?
+                    .execute(params![resource_type, id, version as i64, deleted as i64])?;
+                self.conn.last_insert_rowid()
+            }
+        };
         self.conn
             .prepare_cached(
-                "INSERT INTO resource_versions (type, id, version, last_updated, deleted, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO resource_versions (rid, type, id, version, last_updated, deleted, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![resource_type, id, version as i64, last_updated, deleted as i64, bytes])?;
-        let seq = self.conn.last_insert_rowid();
-        self.conn
-            .prepare_cached(
-                "INSERT INTO resources (type, id, version, seq, deleted) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (type, id) DO UPDATE SET version = excluded.version, seq = excluded.seq,
-                 deleted = excluded.deleted",
-            )?
-            .execute(params![resource_type, id, version as i64, seq, deleted as i64])?;
-        if replaces_existing {
-            self.conn
-                .prepare_cached("DELETE FROM search_index WHERE type = ?1 AND id = ?2")?
-                .execute(params![resource_type, id])?;
-        }
+            .execute(params![
+                rid,
+                resource_type,
+                id,
+                version as i64,
+                last_updated,
+                deleted as i64,
+                bytes
+            ])?;
         if !rows.is_empty() {
             let mut insert = self.conn.prepare_cached(
-                "INSERT INTO search_index (type, id, param, system, value, exact) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO search_index (param, value, system, rid, exact) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for row in &rows {
-                insert.execute(params![resource_type, id, row.param, row.system, row.value, row.exact])?;
+                let key = param_key(self.keys, resource_type, row.param);
+                insert.execute(params![
+                    key,
+                    row.value,
+                    row.system.as_deref().unwrap_or(""),
+                    rid,
+                    row.exact.as_deref().unwrap_or("")
+                ])?;
             }
         }
         Ok(Stored {
@@ -298,10 +396,18 @@ impl SqliteTx<'_> {
         })
     }
 
-    fn current_version(&mut self, resource_type: &str, id: &str) -> Result<Option<(u64, bool)>> {
-        let mut stmt = self.conn.prepare_cached("SELECT version, deleted FROM resources WHERE type = ?1 AND id = ?2")?;
+    fn current_version(&mut self, resource_type: &str, id: &str) -> Result<Option<CurrentRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT rid, version, deleted FROM resources WHERE type = ?1 AND id = ?2")?;
         Ok(stmt
-            .query_row(params![resource_type, id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? != 0)))
+            .query_row(params![resource_type, id], |r| {
+                Ok(CurrentRow {
+                    rid: r.get(0)?,
+                    version: r.get::<_, i64>(1)? as u64,
+                    deleted: r.get::<_, i64>(2)? != 0,
+                })
+            })
             .optional()?)
     }
 }
@@ -310,7 +416,9 @@ fn check_id(id: &str) -> Result<()> {
     if is_valid_id(id) {
         Ok(())
     } else {
-        Err(StoreError::Invalid(format!("'{id}' is not a valid resource id ([A-Za-z0-9-.]{{1,64}})")))
+        Err(StoreError::Invalid(format!(
+            "'{id}' is not a valid resource id ([A-Za-z0-9-.]{{1,64}})"
+        )))
     }
 }
 
@@ -326,36 +434,48 @@ impl StoreTx for SqliteTx<'_> {
             }
             None => uuid::Uuid::new_v4().to_string(),
         };
-        self.put_version(resource_type, &id, 1, Some(body), false)
+        self.put_version(resource_type, &id, 1, Some(body), None)
     }
 
     fn update(&mut self, resource_type: &str, id: &str, body: Value, if_match: Option<u64>) -> Result<(Stored, bool)> {
         check_id(id)?;
         let current = self.current_version(resource_type, id)?;
         if let Some(expected) = if_match {
-            let actual = current.map(|(v, _)| v).unwrap_or(0);
+            let actual = current.as_ref().map(|c| c.version).unwrap_or(0);
             if actual != expected {
-                return Err(StoreError::VersionConflict { expected, current: actual });
+                return Err(StoreError::VersionConflict {
+                    expected,
+                    current: actual,
+                });
             }
         }
-        let (version, existed) = match current {
-            Some((v, deleted)) => (v + 1, !deleted),
+        let (version, existed) = match &current {
+            Some(c) => (c.version + 1, !c.deleted),
             None => (1, false),
         };
-        let stored = self.put_version(resource_type, id, version, Some(body), current.is_some())?;
+        let stored = self.put_version(resource_type, id, version, Some(body), current.as_ref())?;
         Ok((stored, !existed))
     }
 
     fn delete(&mut self, resource_type: &str, id: &str, if_match: Option<u64>) -> Result<Option<Stored>> {
         let current = self.current_version(resource_type, id)?;
         if let Some(expected) = if_match {
-            let actual = current.map(|(v, _)| v).unwrap_or(0);
+            let actual = current.as_ref().map(|c| c.version).unwrap_or(0);
             if actual != expected {
-                return Err(StoreError::VersionConflict { expected, current: actual });
+                return Err(StoreError::VersionConflict {
+                    expected,
+                    current: actual,
+                });
             }
         }
         match current {
-            Some((v, false)) => Ok(Some(self.put_version(resource_type, id, v + 1, None, true)?)),
+            Some(c) if !c.deleted => Ok(Some(self.put_version(
+                resource_type,
+                id,
+                c.version + 1,
+                None,
+                Some(&c),
+            )?)),
             _ => Ok(None),
         }
     }
@@ -365,9 +485,13 @@ impl StoreTx for SqliteTx<'_> {
     }
 
     fn search_ids(&mut self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {
-        let (clause, args) = search_sql(resource_type, query, None);
-        let mut stmt = self.conn.prepare(&format!("SELECT r.id FROM resources r WHERE {clause} ORDER BY r.id LIMIT {limit}"))?;
-        let ids = stmt.query_map(params_from_iter(args), |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+        let (clause, args) = search_sql(self.keys, resource_type, query, None);
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT r.id FROM resources r WHERE {clause} ORDER BY r.id LIMIT {limit}"
+        ))?;
+        let ids = stmt
+            .query_map(params_from_iter(args), |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
         Ok(ids)
     }
 }
@@ -377,7 +501,10 @@ impl Store for SqliteStore {
         let mut conn = self.writer.lock();
         let tx = conn.transaction()?;
         {
-            let mut stx = SqliteTx { conn: &tx };
+            let mut stx = SqliteTx {
+                conn: &tx,
+                keys: &self.param_keys,
+            };
             work(&mut stx)?;
         }
         tx.commit()?;
@@ -393,7 +520,9 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {VERSION_COLUMNS} FROM resource_versions v WHERE v.type = ?1 AND v.id = ?2 AND v.version = ?3"
             ))?;
-            Ok(stmt.query_row(params![resource_type, id, version as i64], stored_from_row).optional()?)
+            Ok(stmt
+                .query_row(params![resource_type, id, version as i64], stored_from_row)
+                .optional()?)
         })
     }
 
@@ -437,7 +566,9 @@ impl Store for SqliteStore {
                 q.count + 1
             ))?;
             let mut rows = stmt
-                .query_map(params_from_iter(args.iter()), |r| Ok((stored_from_row(r)?, r.get::<_, i64>(6)?)))?
+                .query_map(params_from_iter(args.iter()), |r| {
+                    Ok((stored_from_row(r)?, r.get::<_, i64>(6)?))
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let next_before_seq = if rows.len() > q.count {
                 rows.truncate(q.count);
@@ -462,18 +593,20 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<(Vec<Stored>, u64)> {
         self.with_reader(|c| {
-            let (clause, args) = search_sql(resource_type, query, None);
+            let (clause, args) = search_sql(&self.param_keys, resource_type, query, None);
             let total: i64 = c.query_row(
                 &format!("SELECT count(*) FROM resources r WHERE {clause}"),
                 params_from_iter(args.iter()),
                 |r| r.get(0),
             )?;
-            let (clause, args) = search_sql(resource_type, query, after_id);
+            let (clause, args) = search_sql(&self.param_keys, resource_type, query, after_id);
             let mut stmt = c.prepare(&format!(
-                "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.seq = r.seq
+                "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
                  WHERE {clause} ORDER BY r.id LIMIT {limit}"
             ))?;
-            let found = stmt.query_map(params_from_iter(args), stored_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let found = stmt
+                .query_map(params_from_iter(args), stored_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((found, total as u64))
         })
     }
@@ -481,7 +614,7 @@ impl Store for SqliteStore {
     fn export(&self, resource_type: Option<&str>, sink: &mut dyn FnMut(&Stored) -> Result<()>) -> Result<()> {
         self.with_reader(|c| {
             let sql = format!(
-                "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.seq = r.seq
+                "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
                  WHERE r.deleted = 0 AND (?1 IS NULL OR r.type = ?1) ORDER BY r.type, r.id"
             );
             let mut stmt = c.prepare(&sql)?;
@@ -506,5 +639,157 @@ impl Store for SqliteStore {
 
     fn ping(&self) -> Result<()> {
         self.with_reader(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    fn query(rt: &str, pairs: &[(&str, &str)]) -> SearchQuery {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        SearchQuery::parse(rt, &pairs).unwrap()
+    }
+
+    #[test]
+    fn versions_history_and_index_follow_every_write() {
+        let (_dir, store) = store();
+        let mut id = String::new();
+        store
+            .write(&mut |tx| {
+                let s = tx.create("Patient", json!({"resourceType": "Patient", "gender": "female"}), None)?;
+                id = s.id.clone();
+                Ok(())
+            })
+            .unwrap();
+        let female = query("Patient", &[("gender", "female")]);
+        assert_eq!(store.search("Patient", &female, None, 10).unwrap().1, 1);
+        store
+            .write(&mut |tx| {
+                let (s, created) = tx.update(
+                    "Patient",
+                    &id,
+                    json!({"resourceType": "Patient", "gender": "male"}),
+                    Some(1),
+                )?;
+                assert_eq!((s.version, created), (2, false));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.search("Patient", &female, None, 10).unwrap().1, 0);
+        assert_eq!(
+            store
+                .search("Patient", &query("Patient", &[("gender", "male")]), None, 10)
+                .unwrap()
+                .1,
+            1
+        );
+        let conflict = store.write(&mut |tx| {
+            tx.update("Patient", &id, json!({"resourceType": "Patient"}), Some(1))?;
+            Ok(())
+        });
+        assert!(matches!(
+            conflict,
+            Err(StoreError::VersionConflict {
+                expected: 1,
+                current: 2
+            })
+        ));
+        store
+            .write(&mut |tx| {
+                assert!(tx.delete("Patient", &id, None)?.is_some());
+                assert!(tx.delete("Patient", &id, None)?.is_none());
+                Ok(())
+            })
+            .unwrap();
+        assert!(matches!(store.read("Patient", &id).unwrap(), Current::Deleted(_)));
+        assert_eq!(
+            store
+                .search("Patient", &query("Patient", &[("gender", "male")]), None, 10)
+                .unwrap()
+                .1,
+            0
+        );
+        let old = store.vread("Patient", &id, 1).unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&old.body).contains("female"));
+        let page = store
+            .history(&HistoryQuery {
+                scope: HistoryScope::Instance("Patient".into(), id.clone()),
+                since: None,
+                count: 10,
+                before_seq: None,
+                at_or_before_seq: None,
+            })
+            .unwrap();
+        assert_eq!(
+            page.entries.iter().map(|s| s.version).collect::<Vec<_>>(),
+            vec![3, 2, 1]
+        );
+    }
+
+    #[test]
+    fn a_failed_unit_of_work_leaves_nothing() {
+        let (_dir, store) = store();
+        let result = store.write(&mut |tx| {
+            tx.create("Patient", json!({"resourceType": "Patient"}), Some("p1"))?;
+            Err(StoreError::Invalid("stop".into()))
+        });
+        assert!(result.is_err());
+        assert!(matches!(store.read("Patient", "p1").unwrap(), Current::NotFound));
+        assert!(store.counts().unwrap().is_empty());
+    }
+
+    #[test]
+    fn token_and_string_matching() {
+        let (_dir, store) = store();
+        store
+            .write(&mut |tx| {
+                tx.create(
+                    "Patient",
+                    json!({"resourceType": "Patient", "identifier": [{"system": "urn:a", "value": "1"}],
+                           "name": [{"family": "Éloufir"}]}),
+                    Some("a"),
+                )?;
+                tx.create(
+                    "Patient",
+                    json!({"resourceType": "Patient", "identifier": [{"value": "1"}]}),
+                    Some("b"),
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        let ids = |pairs: &[(&str, &str)]| -> Vec<String> {
+            store
+                .search("Patient", &query("Patient", pairs), None, 10)
+                .unwrap()
+                .0
+                .into_iter()
+                .map(|s| s.id)
+                .collect()
+        };
+        assert_eq!(ids(&[("identifier", "1")]), vec!["a", "b"]);
+        assert_eq!(ids(&[("identifier", "urn:a|1")]), vec!["a"]);
+        assert_eq!(ids(&[("identifier", "|1")]), vec!["b"]);
+        assert_eq!(ids(&[("identifier", "urn:a|")]), vec!["a"]);
+        assert_eq!(ids(&[("identifier:not", "urn:a|1")]), vec!["b"]);
+        assert_eq!(ids(&[("family", "elou")]), vec!["a"]);
+        assert_eq!(ids(&[("family:exact", "Éloufir")]), vec!["a"]);
+        assert!(ids(&[("family:exact", "eloufir")]).is_empty());
+        assert_eq!(ids(&[("_id", "b,zz")]), vec!["b"]);
+        assert_eq!(
+            store
+                .search("Patient", &query("Patient", &[]), Some("a"), 10)
+                .unwrap()
+                .0
+                .len(),
+            1
+        );
     }
 }

@@ -9,7 +9,9 @@ const STORED: &[time::format_description::FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
 fn format(t: OffsetDateTime) -> String {
-    t.to_offset(UtcOffset::UTC).format(STORED).unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_string())
+    t.to_offset(UtcOffset::UTC)
+        .format(STORED)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_string())
 }
 
 /// The current time in the stored format.
@@ -35,9 +37,7 @@ pub fn parse_instant(s: &str) -> Option<String> {
 /// Converts a stored instant to the RFC 7231 form used by `Last-Modified`.
 pub fn to_http_date(stored: &str) -> Option<String> {
     let t = OffsetDateTime::parse(stored, &Rfc3339).ok()?;
-    let f = format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
+    let f = format_description!("[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT");
     t.format(f).ok()
 }
 
@@ -50,9 +50,15 @@ mod tests {
         let a = now_instant();
         assert_eq!(a.len(), 24);
         assert!(a.ends_with('Z'));
-        assert_eq!(parse_instant("2024-01-02T03:04:05+02:00").unwrap(), "2024-01-02T01:04:05.000Z");
+        assert_eq!(
+            parse_instant("2024-01-02T03:04:05+02:00").unwrap(),
+            "2024-01-02T01:04:05.000Z"
+        );
         assert_eq!(parse_instant("2024").unwrap(), "2024-01-01T00:00:00.000Z");
         assert!(parse_instant("yesterday").is_none());
-        assert_eq!(to_http_date("2024-01-02T01:04:05.000Z").unwrap(), "Tue, 02 Jan 2024 01:04:05 GMT");
+        assert_eq!(
+            to_http_date("2024-01-02T01:04:05.000Z").unwrap(),
+            "Tue, 02 Jan 2024 01:04:05 GMT"
+        );
     }
 }

@@ -16,7 +16,9 @@ use sijill_fhir::outcome::operation_outcome;
 use sijill_fhir::references::rewrite_references;
 use sijill_store::{SearchQuery, StoreTx};
 
-use super::{checked_resource, conditional_query, if_none_exist_query, multiple_matches, parse_query_string, resource_response};
+use super::{
+    checked_resource, conditional_query, if_none_exist_query, multiple_matches, parse_query_string, resource_response,
+};
 use crate::bundle_writer::{BundleWriter, EntryResource};
 use crate::context::RequestContext;
 use crate::engine::{truncate, Conditions, Engine, Exec, FhirRequest, FhirResponse, Method, Payload, RequestBody};
@@ -34,10 +36,14 @@ struct Entry {
 /// Processes a batch or transaction Bundle.
 pub fn process(engine: &Engine, ctx: &RequestContext, req: FhirRequest) -> FhirResult<FhirResponse> {
     let RequestBody::Resource(bundle) = req.body else {
-        return Err(FhirError::bad_request("POST to the server base needs a batch or transaction Bundle"));
+        return Err(FhirError::bad_request(
+            "POST to the server base needs a batch or transaction Bundle",
+        ));
     };
     if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
-        return Err(FhirError::bad_request("POST to the server base needs a Bundle resource"));
+        return Err(FhirError::bad_request(
+            "POST to the server base needs a Bundle resource",
+        ));
     }
     let kind = bundle.get("type").and_then(Value::as_str).unwrap_or("");
     let entries = match bundle.get("entry") {
@@ -130,7 +136,10 @@ fn relative_url(base: &str, url: &str) -> String {
     if url.contains("://") {
         let (path, query) = url.split_once('?').map_or((url, None), |(p, q)| (p, Some(q)));
         let segments: Vec<&str> = path.split('/').collect();
-        if let Some(i) = segments.iter().position(|s| sijill_fhir::definitions::is_resource_type(s)) {
+        if let Some(i) = segments
+            .iter()
+            .position(|s| sijill_fhir::definitions::is_resource_type(s))
+        {
             let mut out = segments[i..].join("/");
             if let Some(q) = query {
                 out.push('?');
@@ -222,7 +231,9 @@ fn rewrite_body(
     cache: &mut HashMap<String, String>,
     body: &mut RequestBody,
 ) -> FhirResult<()> {
-    let RequestBody::Resource(resource) = body else { return Ok(()) };
+    let RequestBody::Resource(resource) = body else {
+        return Ok(());
+    };
     let mut failure = None;
     rewrite_references(resource, &mut |r| {
         if failure.is_some() {
@@ -306,7 +317,9 @@ fn transaction(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirRe
         // Conditional creates that find their resource point their fullUrl at it.
         let mut existing: HashMap<usize, String> = HashMap::new();
         for e in entries.iter().filter(|e| e.method == Method::Post) {
-            let (Some(q), Some(rt)) = (&e.request.conditions.if_none_exist, &e.resource_type) else { continue };
+            let (Some(q), Some(rt)) = (&e.request.conditions.if_none_exist, &e.resource_type) else {
+                continue;
+            };
             let query = conditional_query(rt, &if_none_exist_query(q)).map_err(|x| at_entry(e.index, x))?;
             match tx.search_ids(rt, &query, 2)?.as_slice() {
                 [] => {}
@@ -330,7 +343,8 @@ fn transaction(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirRe
                         _ => return Err(at_entry(i, FhirError::not_found("matched resource disappeared"))),
                     }
                 } else {
-                    let RequestBody::Resource(resource) = std::mem::replace(&mut e.request.body, RequestBody::None) else {
+                    let RequestBody::Resource(resource) = std::mem::replace(&mut e.request.body, RequestBody::None)
+                    else {
                         return Err(at_entry(i, FhirError::bad_request("POST entry without resource")));
                     };
                     let stored = tx.create(&rt, resource, new_ids.get(&i).map(String::as_str))?;
@@ -352,7 +366,11 @@ fn transaction(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirRe
             (Method::Get, Payload::Bytes(b)) => EntryResource::Raw(b),
             _ => EntryResource::None,
         };
-        let full_url = r.location.as_deref().and_then(|l| l.split("/_history/").next()).map(str::to_string);
+        let full_url = r
+            .location
+            .as_deref()
+            .and_then(|l| l.split("/_history/").next())
+            .map(str::to_string);
         writer.entry(full_url.as_deref(), resource, &response_members(r.status, &r, None));
     }
     Ok(FhirResponse::new(StatusCode::OK, Payload::Bytes(writer.finish())))
@@ -379,7 +397,11 @@ fn batch(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirResponse
                     Payload::Bytes(b) => EntryResource::Raw(b),
                     _ => EntryResource::None,
                 };
-                let full_url = r.location.as_deref().and_then(|l| l.split("/_history/").next()).map(str::to_string);
+                let full_url = r
+                    .location
+                    .as_deref()
+                    .and_then(|l| l.split("/_history/").next())
+                    .map(str::to_string);
                 let status = r.status;
                 let members = response_members(status, &r, None);
                 writer.entry(full_url.as_deref(), resource, &members);
@@ -394,4 +416,3 @@ fn batch(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirResponse
     }
     FhirResponse::new(StatusCode::OK, Payload::Bytes(writer.finish()))
 }
-

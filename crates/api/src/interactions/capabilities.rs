@@ -9,8 +9,17 @@ use sijill_store::index;
 use crate::engine::{Engine, FhirResponse, Payload};
 
 /// The interactions every resource type supports.
-const TYPE_INTERACTIONS: &[&str] =
-    &["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"];
+const TYPE_INTERACTIONS: &[&str] = &[
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+];
 
 fn type_code(kind: SearchParamType) -> &'static str {
     match kind {
@@ -32,7 +41,11 @@ pub fn capability_statement(engine: &Engine) -> FhirResponse {
         .map(|rt| {
             let mut params = vec![json!({"name": "_id", "type": "token"})];
             if let Some(indexed) = index::params_for(rt) {
-                params.extend(indexed.values().map(|p| json!({"name": p.code, "type": type_code(p.kind)})));
+                params.extend(
+                    indexed
+                        .values()
+                        .map(|p| json!({"name": p.code, "type": type_code(p.kind)})),
+                );
             }
             json!({
                 "type": rt,

@@ -3,7 +3,9 @@
 use axum::http::StatusCode;
 use sijill_store::Current;
 
-use super::{checked_resource, conditional_query, if_none_exist_query, matching_ids, multiple_matches, resource_response};
+use super::{
+    checked_resource, conditional_query, if_none_exist_query, matching_ids, multiple_matches, resource_response,
+};
 use crate::engine::{Engine, Exec, FhirRequest, FhirResponse};
 use crate::error::{FhirError, FhirResult};
 

@@ -12,7 +12,13 @@ use crate::error::{FhirError, FhirResult};
 
 /// GET `[Type/[id/]]_history`.
 pub fn history(engine: &Engine, scope: HistoryScope, params: &[(String, String)]) -> FhirResult<FhirResponse> {
-    let mut query = HistoryQuery { scope, since: None, count: engine.limits.default_count, before_seq: None, at_or_before_seq: None };
+    let mut query = HistoryQuery {
+        scope,
+        since: None,
+        count: engine.limits.default_count,
+        before_seq: None,
+        at_or_before_seq: None,
+    };
     for (name, value) in params {
         match name.as_str() {
             "_count" => query.count = parse_count(value, engine.limits.max_count)?,
@@ -50,7 +56,13 @@ pub fn history(engine: &Engine, scope: HistoryScope, params: &[(String, String)]
     }
     let mut links = vec![("self", format!("{}/{path}?{base_params}", engine.base_url))];
     if let Some(next) = page.next_before_seq {
-        links.push(("next", format!("{}/{path}?{base_params}&_cursor={next}.{}", engine.base_url, page.snapshot_seq)));
+        links.push((
+            "next",
+            format!(
+                "{}/{path}?{base_params}&_cursor={next}.{}",
+                engine.base_url, page.snapshot_seq
+            ),
+        ));
     }
     let mut writer = BundleWriter::new("history", Some(page.total), &links);
     for s in &page.entries {
@@ -61,13 +73,20 @@ pub fn history(engine: &Engine, scope: HistoryScope, params: &[(String, String)]
         } else {
             ("PUT", format!("{}/{}", s.resource_type, s.id), "200")
         };
-        let resource = if s.deleted { EntryResource::None } else { EntryResource::Raw(&s.body) };
+        let resource = if s.deleted {
+            EntryResource::None
+        } else {
+            EntryResource::Raw(&s.body)
+        };
         writer.entry(
             Some(&format!("{}/{}/{}", engine.base_url, s.resource_type, s.id)),
             resource,
             &[
                 ("request", json!({"method": method, "url": url})),
-                ("response", json!({"status": status, "etag": format!("W/\"{}\"", s.version), "lastModified": s.last_updated})),
+                (
+                    "response",
+                    json!({"status": status, "etag": format!("W/\"{}\"", s.version), "lastModified": s.last_updated}),
+                ),
             ],
         );
     }

@@ -13,7 +13,7 @@ pub mod update;
 use axum::http::StatusCode;
 use serde_json::Value;
 use sijill_fhir::validate::validate_resource;
-use sijill_store::{SearchQuery, Stored, StoreTx};
+use sijill_store::{SearchQuery, StoreTx, Stored};
 
 use crate::engine::{truncate, Engine, FhirResponse, Payload, RequestBody};
 use crate::error::{FhirError, FhirResult};
@@ -25,7 +25,11 @@ pub fn resource_response(engine: &Engine, status: StatusCode, stored: &Stored) -
         location: Some(engine.version_url(&stored.resource_type, &stored.id, stored.version)),
         version: Some(stored.version),
         last_modified: Some(stored.last_updated.clone()),
-        payload: if stored.deleted { Payload::None } else { Payload::Stored(stored.body.clone()) },
+        payload: if stored.deleted {
+            Payload::None
+        } else {
+            Payload::Stored(stored.body.clone())
+        },
     }
 }
 
@@ -44,7 +48,9 @@ pub fn checked_resource(body: RequestBody, resource_type: &str, expected_id: Opt
         }
     };
     let Some(actual) = resource.get("resourceType").and_then(Value::as_str) else {
-        return Err(FhirError::bad_request("The body is not a FHIR resource: resourceType is missing"));
+        return Err(FhirError::bad_request(
+            "The body is not a FHIR resource: resourceType is missing",
+        ));
     };
     if actual != resource_type {
         return Err(FhirError::bad_request(format!(
@@ -62,12 +68,19 @@ pub fn checked_resource(body: RequestBody, resource_type: &str, expected_id: Opt
                     truncate(expected)
                 )))
             }
-            None => return Err(FhirError::bad_request("An update needs the resource id in the body (Resource.id)")),
+            None => {
+                return Err(FhirError::bad_request(
+                    "An update needs the resource id in the body (Resource.id)",
+                ))
+            }
         }
     }
     let issues = validate_resource(&resource);
     if !issues.is_empty() {
-        return Err(FhirError { status: StatusCode::BAD_REQUEST, issues });
+        return Err(FhirError {
+            status: StatusCode::BAD_REQUEST,
+            issues,
+        });
     }
     Ok(resource)
 }
@@ -75,21 +88,29 @@ pub fn checked_resource(body: RequestBody, resource_type: &str, expected_id: Opt
 /// Parses an ETag or version value: `W/"3"`, `"3"` or `3`.
 pub fn parse_version(s: &str) -> FhirResult<u64> {
     let t = s.trim().trim_start_matches("W/").trim_matches('"');
-    t.parse::<u64>()
-        .map_err(|_| FhirError::bad_request(format!("'{}' is not a resource version (expected W/\"n\")", truncate(s))))
+    t.parse::<u64>().map_err(|_| {
+        FhirError::bad_request(format!(
+            "'{}' is not a resource version (expected W/\"n\")",
+            truncate(s)
+        ))
+    })
 }
 
 /// Parses the criteria of a conditional interaction (`identifier=x&active=true`).
 pub fn conditional_query(resource_type: &str, pairs: &[(String, String)]) -> FhirResult<SearchQuery> {
     if pairs.is_empty() {
-        return Err(FhirError::bad_request("A conditional interaction needs search criteria"));
+        return Err(FhirError::bad_request(
+            "A conditional interaction needs search criteria",
+        ));
     }
     Ok(SearchQuery::parse(resource_type, pairs)?)
 }
 
 /// Parses a query string such as `identifier=a|b&name=x` into decoded pairs.
 pub fn parse_query_string(q: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    form_urlencoded::parse(q.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
 
 /// The criteria of `If-None-Exist` / `ifNoneExist`: a query string, tolerating a leading

@@ -44,23 +44,40 @@ pub fn patch(
         let current = match tx.read(resource_type, &target)? {
             Current::Found(stored) => stored,
             Current::Deleted(_) => {
-                return Err(FhirError::new(StatusCode::GONE, "deleted", format!("{resource_type}/{} was deleted", truncate(&target))))
+                return Err(FhirError::new(
+                    StatusCode::GONE,
+                    "deleted",
+                    format!("{resource_type}/{} was deleted", truncate(&target)),
+                ))
             }
-            Current::NotFound => return Err(FhirError::not_found(format!("{resource_type}/{} does not exist", truncate(&target)))),
+            Current::NotFound => {
+                return Err(FhirError::not_found(format!(
+                    "{resource_type}/{} does not exist",
+                    truncate(&target)
+                )))
+            }
         };
         if let Some(expected) = if_match {
             if expected != current.version {
                 return Err(FhirError::new(
                     StatusCode::PRECONDITION_FAILED,
                     "conflict",
-                    format!("version conflict: expected version {expected}, current version is {}", current.version),
+                    format!(
+                        "version conflict: expected version {expected}, current version is {}",
+                        current.version
+                    ),
                 ));
             }
         }
         let mut resource: Value = serde_json::from_slice(&current.body)
             .map_err(|e| FhirError::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", e.to_string()))?;
-        json_patch::patch(&mut resource, &operations)
-            .map_err(|e| FhirError::new(StatusCode::UNPROCESSABLE_ENTITY, "processing", format!("The patch cannot be applied: {e}")))?;
+        json_patch::patch(&mut resource, &operations).map_err(|e| {
+            FhirError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "processing",
+                format!("The patch cannot be applied: {e}"),
+            )
+        })?;
         let resource = checked_resource(RequestBody::Resource(resource), resource_type, Some(&target))?;
         let (stored, _) = tx.update(resource_type, &target, resource, Some(current.version))?;
         Ok(resource_response(engine, StatusCode::OK, &stored))

@@ -8,7 +8,13 @@ use crate::engine::{truncate, Conditions, Engine, Exec, FhirResponse, Payload};
 use crate::error::{FhirError, FhirResult};
 
 /// GET `Type/id`.
-pub fn read(engine: &Engine, exec: Exec<'_>, resource_type: &str, id: &str, conditions: &Conditions) -> FhirResult<FhirResponse> {
+pub fn read(
+    engine: &Engine,
+    exec: Exec<'_>,
+    resource_type: &str,
+    id: &str,
+    conditions: &Conditions,
+) -> FhirResult<FhirResponse> {
     let current = match exec {
         Exec::Standalone => engine.store.read(resource_type, id)?,
         Exec::InTx(tx) => tx.read(resource_type, id)?,
@@ -26,7 +32,10 @@ pub fn read(engine: &Engine, exec: Exec<'_>, resource_type: &str, id: &str, cond
             Ok(response)
         }
         Current::Deleted(stored) => Err(gone(resource_type, id, &stored)),
-        Current::NotFound => Err(FhirError::not_found(format!("{resource_type}/{} does not exist", truncate(id)))),
+        Current::NotFound => Err(FhirError::not_found(format!(
+            "{resource_type}/{} does not exist",
+            truncate(id)
+        ))),
     }
 }
 
@@ -51,7 +60,11 @@ fn gone(resource_type: &str, id: &str, stored: &Stored) -> FhirError {
     FhirError::new(
         StatusCode::GONE,
         "deleted",
-        format!("{resource_type}/{} was deleted (version {})", truncate(id), stored.version),
+        format!(
+            "{resource_type}/{} was deleted (version {})",
+            truncate(id),
+            stored.version
+        ),
     )
 }
 

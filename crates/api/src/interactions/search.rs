@@ -14,17 +14,35 @@ use crate::error::{FhirError, FhirResult};
 /// Result and special parameters of the specification that this version does not
 /// implement yet; they are refused by name rather than ignored.
 const RESULT_PARAMS: &[&str] = &[
-    "_sort", "_include", "_revinclude", "_summary", "_elements", "_contained", "_containedType", "_has", "_list",
-    "_text", "_content", "_query", "_filter",
+    "_sort",
+    "_include",
+    "_revinclude",
+    "_summary",
+    "_elements",
+    "_contained",
+    "_containedType",
+    "_has",
+    "_list",
+    "_text",
+    "_content",
+    "_query",
+    "_filter",
 ];
 
 /// Most parameters one search may carry.
 const MAX_PARAMS: usize = 50;
 
 /// Searches `resource_type`.
-pub fn search(engine: &Engine, exec: Exec<'_>, resource_type: &str, params: &[(String, String)]) -> FhirResult<FhirResponse> {
+pub fn search(
+    engine: &Engine,
+    exec: Exec<'_>,
+    resource_type: &str,
+    params: &[(String, String)],
+) -> FhirResult<FhirResponse> {
     if params.len() > MAX_PARAMS {
-        return Err(FhirError::bad_request(format!("A search may have at most {MAX_PARAMS} parameters")));
+        return Err(FhirError::bad_request(format!(
+            "A search may have at most {MAX_PARAMS} parameters"
+        )));
     }
     let mut count = engine.limits.default_count;
     let mut cursor: Option<String> = None;
@@ -58,8 +76,14 @@ pub fn search(engine: &Engine, exec: Exec<'_>, resource_type: &str, params: &[(S
             (found, total)
         }
     };
-    let encoded: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(criteria.iter()).finish();
-    let self_url = format!("{}/{resource_type}?{encoded}{}_count={count}", engine.base_url, if encoded.is_empty() { "" } else { "&" });
+    let encoded: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(criteria.iter())
+        .finish();
+    let self_url = format!(
+        "{}/{resource_type}?{encoded}{}_count={count}",
+        engine.base_url,
+        if encoded.is_empty() { "" } else { "&" }
+    );
     let mut links = vec![("self", self_url.clone())];
     if found.len() == count && count > 0 {
         if let Some(last) = found.last() {

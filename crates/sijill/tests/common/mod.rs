@@ -63,13 +63,20 @@ impl Server {
             base: format!("{root}/fhir"),
             root,
             dir,
-            client: Client::builder().timeout(std::time::Duration::from_secs(120)).build().expect("client"),
+            client: Client::builder()
+                .timeout(std::time::Duration::from_secs(120))
+                .build()
+                .expect("client"),
         }
     }
 
     /// A request to a path below the FHIR base (`Patient/1`) or an absolute URL.
     pub fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
-        let url = if path.starts_with("http") { path.to_string() } else { format!("{}/{}", self.base, path) };
+        let url = if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}/{}", self.base, path)
+        };
         self.client.request(method, url)
     }
 
@@ -111,9 +118,11 @@ impl Server {
 
     /// Sends SIGTERM and waits for the process to end.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let status = self.child.wait().expect("wait");
-        status
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().expect("wait")
     }
 
     /// The process id.
@@ -140,7 +149,10 @@ pub fn json(r: Response) -> Value {
 pub fn assert_outcome(r: Response, status: u16, needle: &str) -> Value {
     assert_eq!(r.status().as_u16(), status, "status");
     assert!(
-        r.headers()["content-type"].to_str().unwrap_or("").starts_with("application/fhir+json"),
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("application/fhir+json"),
         "content type"
     );
     let body = json(r);
@@ -151,12 +163,21 @@ pub fn assert_outcome(r: Response, status: u16, needle: &str) -> Value {
 
 /// Runs `sijill --data-dir DIR ARGS...`.
 pub fn sijill(dir: &Path, args: &[&str]) -> Output {
-    Command::new(binary()).arg("--data-dir").arg(dir).args(args).output().expect("run sijill")
+    Command::new(binary())
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run sijill")
 }
 
 /// The unpacked official R4 package (definitions/fetch.sh puts it there).
 pub fn package_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../definitions/package");
-    assert!(dir.is_dir(), "{} is missing: run definitions/fetch.sh first", dir.display());
+    assert!(
+        dir.is_dir(),
+        "{} is missing: run definitions/fetch.sh first",
+        dir.display()
+    );
     dir
 }
