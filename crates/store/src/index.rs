@@ -168,6 +168,27 @@ pub fn unsupported_params() -> &'static [(String, &'static str, String)] {
     &REGISTRY.unsupported
 }
 
+/// Bump when extraction code changes in a way the definitions do not show; stores rebuild
+/// their index when the fingerprint changes.
+const EXTRACTION_RULES_VERSION: u32 = 1;
+
+/// A stable fingerprint (FNV-1a) of the extraction rules: every indexed parameter with its
+/// type and paths, and [`EXTRACTION_RULES_VERSION`].
+pub fn fingerprint() -> String {
+    let mut text = format!("v{EXTRACTION_RULES_VERSION}");
+    let mut types: Vec<_> = REGISTRY.by_type.iter().collect();
+    types.sort_by_key(|(t, _)| **t);
+    for (ty, params) in types {
+        for p in params.values() {
+            text.push_str(&format!("|{ty}.{}:{:?}:{:?}", p.code, p.kind, p.paths));
+        }
+    }
+    let hash = text
+        .bytes()
+        .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    format!("{hash:016x}")
+}
+
 /// Normalises a string for string search: lower case, common Latin accents removed.
 pub fn normalize_string(s: &str) -> String {
     s.chars()

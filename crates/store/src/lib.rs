@@ -140,6 +140,85 @@ pub trait StoreTx {
     fn read(&mut self, resource_type: &str, id: &str) -> Result<Current>;
     /// Ids of the current, not deleted resources of a type that match the query.
     fn search_ids(&mut self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>>;
+    /// Inserts a new resource prepared outside the transaction (version 1).
+    fn insert_prepared(&mut self, prepared: PreparedResource) -> Result<Stored>;
+}
+
+/// A new resource made ready for storage — server meta set, serialised, index rows
+/// extracted — before the write transaction starts, so that the writer only inserts.
+#[derive(Debug, Clone)]
+pub struct PreparedResource {
+    /// Resource type.
+    pub resource_type: String,
+    /// The id it will have.
+    pub id: String,
+    /// Its lastUpdated.
+    pub last_updated: String,
+    /// The bytes to store and serve.
+    pub bytes: Vec<u8>,
+    /// Its search index rows.
+    pub rows: Vec<index::IndexRow>,
+}
+
+/// Sets `id`, `meta.versionId` and `meta.lastUpdated` on a resource (putting
+/// `resourceType`, `id` and `meta` first), serialises it and extracts its index rows.
+pub fn prepare_version(
+    resource_type: &str,
+    id: &str,
+    version: u64,
+    body: serde_json::Value,
+    last_updated: &str,
+) -> Result<(Vec<u8>, Vec<index::IndexRow>)> {
+    let serde_json::Value::Object(map) = body else {
+        return Err(StoreError::Invalid("a resource must be a JSON object".into()));
+    };
+    let body = serde_json::Value::Object(with_server_meta(map, id, version, last_updated));
+    let rows = index::extract(resource_type, &body);
+    let bytes = serde_json::to_vec(&body).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    Ok((bytes, rows))
+}
+
+/// Prepares a new resource (version 1) with the given id.
+pub fn prepare_new(
+    resource_type: &str,
+    id: &str,
+    body: serde_json::Value,
+    last_updated: &str,
+) -> Result<PreparedResource> {
+    let (bytes, rows) = prepare_version(resource_type, id, 1, body, last_updated)?;
+    Ok(PreparedResource {
+        resource_type: resource_type.to_string(),
+        id: id.to_string(),
+        last_updated: last_updated.to_string(),
+        bytes,
+        rows,
+    })
+}
+
+/// Puts `resourceType`, `id` and `meta` (with the server's versionId and lastUpdated)
+/// first, followed by the rest of the resource in its original order.
+fn with_server_meta(
+    mut map: serde_json::Map<String, serde_json::Value>,
+    id: &str,
+    version: u64,
+    last_updated: &str,
+) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::Value;
+    let mut out = serde_json::Map::with_capacity(map.len() + 2);
+    if let Some(rt) = map.remove("resourceType") {
+        out.insert("resourceType".into(), rt);
+    }
+    out.insert("id".into(), Value::String(id.to_string()));
+    map.remove("id");
+    let mut meta = match map.remove("meta") {
+        Some(Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    meta.insert("versionId".into(), Value::String(version.to_string()));
+    meta.insert("lastUpdated".into(), Value::String(last_updated.to_string()));
+    out.insert("meta".into(), Value::Object(meta));
+    out.extend(map);
+    out
 }
 
 /// A store of versioned resources.
@@ -153,6 +232,8 @@ pub trait Store: Send + Sync {
     fn vread(&self, resource_type: &str, id: &str, version: u64) -> Result<Option<Stored>>;
     /// A page of history.
     fn history(&self, query: &HistoryQuery) -> Result<HistoryPage>;
+    /// Ids of the current, not deleted resources of a type matching a query (at most `limit`).
+    fn search_ids(&self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>>;
     /// The current, not deleted resources of a type matching a query, in id order after
     /// `after_id`, at most `limit`. Also returns the total count of matches.
     fn search(

@@ -16,10 +16,11 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::Value;
 use sijill_fhir::primitives::is_valid_id;
 
-use crate::index::extract;
+use crate::index::IndexRow;
 use crate::query::{Match, SearchQuery};
 use crate::{
-    now_instant, Current, HistoryPage, HistoryQuery, HistoryScope, Result, Store, StoreError, StoreTx, Stored,
+    now_instant, prepare_version, Current, HistoryPage, HistoryQuery, HistoryScope, PreparedResource, Result, Store,
+    StoreError, StoreTx, Stored,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -59,7 +60,10 @@ CREATE TABLE search_index (
     exact  TEXT    NOT NULL,
     PRIMARY KEY (param, value, system, rid, exact)
 ) WITHOUT ROWID;
-CREATE INDEX search_index_rid ON search_index (rid);
+CREATE TABLE store_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 "#];
 
 /// The file name of the database inside the data directory.
@@ -74,6 +78,50 @@ pub struct SqliteStore {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     param_keys: ParamKeys,
+    /// Held for its Drop: stops the checkpoint thread with the store.
+    _checkpointer: Checkpointer,
+}
+
+/// Copies the write-ahead log into the database file on its own thread, so that the
+/// writer never waits for that copy (and its fsync) while it holds the write lock.
+struct Checkpointer {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: PathBuf) -> Result<Checkpointer> {
+        let conn = open_connection(&path)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || loop {
+                match stopped.recv_timeout(std::time::Duration::from_millis(500)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => break,
+                }
+                let big = std::fs::metadata(&wal).map(|m| m.len() > 1 << 30).unwrap_or(false);
+                let mode = if big { "TRUNCATE" } else { "PASSIVE" };
+                if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "checkpoint failed; will retry");
+                }
+            })
+            .map_err(|e| StoreError::Database(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Checkpointer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Gives every indexed (type, parameter) pair its integer key, adding new pairs.
@@ -111,7 +159,8 @@ fn param_key(keys: &ParamKeys, resource_type: &str, code: &str) -> i64 {
 fn open_connection(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL;
+        "PRAGMA page_size = 8192;
+         PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
          PRAGMA busy_timeout = 10000;
          PRAGMA cache_size = -65536;
@@ -128,14 +177,17 @@ impl SqliteStore {
             .map_err(|e| StoreError::Database(format!("cannot create data directory {}: {e}", data_dir.display())))?;
         let path = data_dir.join(DATABASE_FILE);
         let mut writer = open_connection(&path)?;
-        writer.execute_batch("PRAGMA wal_autocheckpoint = 16384;")?;
+        writer.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -262144;")?;
         migrate(&mut writer)?;
         let param_keys = load_param_keys(&mut writer)?;
+        rebuild_index_if_needed(&mut writer, &param_keys)?;
+        let checkpointer = Checkpointer::start(path.clone())?;
         Ok(SqliteStore {
             path,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             param_keys,
+            _checkpointer: checkpointer,
         })
     }
 
@@ -277,29 +329,71 @@ fn search_sql(
     (sql, args)
 }
 
-/// Puts `resourceType`, `id` and `meta` (with the server's versionId and lastUpdated)
-/// first, followed by the rest of the resource in its original order.
-fn with_server_meta(
-    mut map: serde_json::Map<String, Value>,
-    id: &str,
-    version: u64,
-    last_updated: &str,
-) -> serde_json::Map<String, Value> {
-    let mut out = serde_json::Map::with_capacity(map.len() + 2);
-    if let Some(rt) = map.remove("resourceType") {
-        out.insert("resourceType".into(), rt);
+/// Inserts the index rows of one resource.
+fn insert_index_rows(
+    conn: &Connection,
+    keys: &ParamKeys,
+    resource_type: &str,
+    rid: i64,
+    rows: &[IndexRow],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
     }
-    out.insert("id".into(), Value::String(id.to_string()));
-    map.remove("id");
-    let mut meta = match map.remove("meta") {
-        Some(Value::Object(m)) => m,
-        _ => serde_json::Map::new(),
-    };
-    meta.insert("versionId".into(), Value::String(version.to_string()));
-    meta.insert("lastUpdated".into(), Value::String(last_updated.to_string()));
-    out.insert("meta".into(), Value::Object(meta));
-    out.extend(map);
-    out
+    let mut insert = conn.prepare_cached(
+        "INSERT OR IGNORE INTO search_index (param, value, system, rid, exact) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for row in rows {
+        insert.execute(params![
+            param_key(keys, resource_type, row.param),
+            row.value,
+            row.system.as_deref().unwrap_or(""),
+            rid,
+            row.exact.as_deref().unwrap_or("")
+        ])?;
+    }
+    Ok(())
+}
+
+/// Rebuilds the search index from the current versions when the extraction rules differ
+/// from those that built it (or it was never recorded). Runs inside one transaction.
+fn rebuild_index_if_needed(conn: &mut Connection, keys: &ParamKeys) -> Result<()> {
+    let fingerprint = crate::index::fingerprint();
+    let recorded: Option<String> = conn
+        .query_row(
+            "SELECT value FROM store_meta WHERE key = 'index_fingerprint'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if recorded.as_deref() == Some(fingerprint.as_str()) {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let count: i64 = tx.query_row("SELECT count(*) FROM resources WHERE deleted = 0", [], |r| r.get(0))?;
+    if count > 0 {
+        tracing::warn!(resources = count, "search index rules changed: rebuilding the index");
+    }
+    tx.execute("DELETE FROM search_index", [])?;
+    {
+        let mut stmt = tx.prepare(
+            "SELECT r.rid, r.type, v.body FROM resources r
+             JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.deleted = 0",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let (rid, ty, body): (i64, String, Vec<u8>) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            let value: Value = serde_json::from_slice(&body).map_err(|e| StoreError::Database(e.to_string()))?;
+            insert_index_rows(&tx, keys, &ty, rid, &crate::index::extract(&ty, &value))?;
+        }
+    }
+    tx.execute(
+        "INSERT INTO store_meta (key, value) VALUES ('index_fingerprint', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![fingerprint],
+    )?;
+    tx.commit()?;
+    Ok(())
 }
 
 /// The writer's view inside one transaction.
@@ -327,27 +421,32 @@ impl SqliteTx<'_> {
         existing: Option<&CurrentRow>,
     ) -> Result<Stored> {
         let last_updated = now_instant();
-        let deleted = body.is_none();
         let (bytes, rows) = match body {
-            Some(mut body) => {
-                let Value::Object(map) = &mut body else {
-                    return Err(StoreError::Invalid("a resource must be a JSON object".into()));
-                };
-                let body = Value::Object(with_server_meta(std::mem::take(map), id, version, &last_updated));
-                let rows = extract(resource_type, &body);
-                let bytes = serde_json::to_vec(&body).map_err(|e| StoreError::Invalid(e.to_string()))?;
-                (bytes, rows)
-            }
+            Some(body) => prepare_version(resource_type, id, version, body, &last_updated)?,
             None => (Vec::new(), Vec::new()),
         };
+        self.write_version(resource_type, id, version, last_updated, bytes, rows, existing)
+    }
+
+    /// Writes a prepared version: the current pointer, the version row and the index rows.
+    #[allow(clippy::too_many_arguments)]
+    fn write_version(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        version: u64,
+        last_updated: String,
+        bytes: Vec<u8>,
+        rows: Vec<IndexRow>,
+        existing: Option<&CurrentRow>,
+    ) -> Result<Stored> {
+        let deleted = bytes.is_empty();
         let rid = match existing {
             Some(current) => {
                 self.conn
                     .prepare_cached("UPDATE resources SET version = ?1, deleted = ?2 WHERE rid = ?3")?
                     .execute(params![version as i64, deleted as i64, current.rid])?;
-                self.conn
-                    .prepare_cached("DELETE FROM search_index WHERE rid = ?1")?
-                    .execute(params![current.rid])?;
+                self.remove_index_rows(resource_type, current)?;
                 current.rid
             }
             None => {
@@ -371,21 +470,7 @@ impl SqliteTx<'_> {
                 deleted as i64,
                 bytes
             ])?;
-        if !rows.is_empty() {
-            let mut insert = self.conn.prepare_cached(
-                "INSERT OR IGNORE INTO search_index (param, value, system, rid, exact) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for row in &rows {
-                let key = param_key(self.keys, resource_type, row.param);
-                insert.execute(params![
-                    key,
-                    row.value,
-                    row.system.as_deref().unwrap_or(""),
-                    rid,
-                    row.exact.as_deref().unwrap_or("")
-                ])?;
-            }
-        }
+        insert_index_rows(self.conn, self.keys, resource_type, rid, &rows)?;
         Ok(Stored {
             resource_type: resource_type.to_string(),
             id: id.to_string(),
@@ -394,6 +479,33 @@ impl SqliteTx<'_> {
             deleted,
             body: Arc::from(bytes),
         })
+    }
+
+    /// Removes the index rows of the current version. They are found by extracting them
+    /// again from its body: extraction is deterministic, and the store rebuilds the whole
+    /// index when the extraction rules change (see [`SqliteStore::open`]).
+    fn remove_index_rows(&mut self, resource_type: &str, current: &CurrentRow) -> Result<()> {
+        if current.deleted {
+            return Ok(());
+        }
+        let body: Vec<u8> = self
+            .conn
+            .prepare_cached("SELECT body FROM resource_versions WHERE rid = ?1 AND version = ?2")?
+            .query_row(params![current.rid, current.version as i64], |r| r.get(0))?;
+        let old: Value = serde_json::from_slice(&body).map_err(|e| StoreError::Database(e.to_string()))?;
+        let mut delete = self.conn.prepare_cached(
+            "DELETE FROM search_index WHERE param = ?1 AND value = ?2 AND system = ?3 AND rid = ?4 AND exact = ?5",
+        )?;
+        for row in crate::index::extract(resource_type, &old) {
+            delete.execute(params![
+                param_key(self.keys, resource_type, row.param),
+                row.value,
+                row.system.as_deref().unwrap_or(""),
+                current.rid,
+                row.exact.as_deref().unwrap_or("")
+            ])?;
+        }
+        Ok(())
     }
 
     fn current_version(&mut self, resource_type: &str, id: &str) -> Result<Option<CurrentRow>> {
@@ -485,21 +597,48 @@ impl StoreTx for SqliteTx<'_> {
     }
 
     fn search_ids(&mut self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {
-        let (clause, args) = search_sql(self.keys, resource_type, query, None);
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT r.id FROM resources r WHERE {clause} ORDER BY r.id LIMIT {limit}"
-        ))?;
-        let ids = stmt
-            .query_map(params_from_iter(args), |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
-        Ok(ids)
+        search_ids(self.conn, self.keys, resource_type, query, limit)
+    }
+
+    fn insert_prepared(&mut self, p: PreparedResource) -> Result<Stored> {
+        check_id(&p.id)?;
+        if self.current_version(&p.resource_type, &p.id)?.is_some() {
+            return Err(StoreError::Invalid(format!(
+                "{}/{} already exists",
+                p.resource_type, p.id
+            )));
+        }
+        self.write_version(&p.resource_type, &p.id, 1, p.last_updated, p.bytes, p.rows, None)
     }
 }
 
+fn search_ids(
+    conn: &Connection,
+    keys: &ParamKeys,
+    resource_type: &str,
+    query: &SearchQuery,
+    limit: usize,
+) -> Result<Vec<String>> {
+    let (clause, args) = search_sql(keys, resource_type, query, None);
+    let mut stmt = conn.prepare(&format!(
+        "SELECT r.id FROM resources r WHERE {clause} ORDER BY r.id LIMIT {limit}"
+    ))?;
+    let ids = stmt
+        .query_map(params_from_iter(args), |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(ids)
+}
+
 impl Store for SqliteStore {
+    fn search_ids(&self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {
+        self.with_reader(|c| search_ids(c, &self.param_keys, resource_type, query, limit))
+    }
+
     fn write(&self, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
         let mut conn = self.writer.lock();
-        let tx = conn.transaction()?;
+        // IMMEDIATE takes the write lock at once, so the transaction never has to upgrade
+        // a read snapshot that a checkpoint has moved on from.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             let mut stx = SqliteTx {
                 conn: &tx,

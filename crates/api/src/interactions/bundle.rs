@@ -185,9 +185,13 @@ fn order(method: Method) -> u8 {
     }
 }
 
+/// Finds the ids matching a query (at most `limit`): through the running transaction, or
+/// through the store before the transaction starts.
+type Finder<'a> = dyn FnMut(&str, &SearchQuery, usize) -> FhirResult<Vec<String>> + 'a;
+
 /// Resolves one reference: a fullUrl of this Bundle, or a conditional reference.
 fn resolve_reference(
-    tx: &mut dyn StoreTx,
+    find: &mut Finder<'_>,
     ids: &HashMap<String, String>,
     cache: &mut HashMap<String, String>,
     reference: &str,
@@ -209,7 +213,7 @@ fn resolve_reference(
         return Ok(Some(found.clone()));
     }
     let query: SearchQuery = conditional_query(ty, &parse_query_string(q))?;
-    let found = match tx.search_ids(ty, &query, 2)?.as_slice() {
+    let found = match find(ty, &query, 2)?.as_slice() {
         [id] => format!("{ty}/{id}"),
         [] => {
             return Err(FhirError::new(
@@ -226,7 +230,7 @@ fn resolve_reference(
 
 /// Rewrites every reference of a request body; the first failure is returned.
 fn rewrite_body(
-    tx: &mut dyn StoreTx,
+    find: &mut Finder<'_>,
     ids: &HashMap<String, String>,
     cache: &mut HashMap<String, String>,
     body: &mut RequestBody,
@@ -239,7 +243,7 @@ fn rewrite_body(
         if failure.is_some() {
             return None;
         }
-        match resolve_reference(tx, ids, cache, r) {
+        match resolve_reference(find, ids, cache, r) {
             Ok(found) => found,
             Err(e) => {
                 failure = Some(e);
@@ -248,6 +252,24 @@ fn rewrite_body(
         }
     });
     failure.map_or(Ok(()), Err)
+}
+
+/// A finder that searches inside the running transaction.
+fn tx_finder(tx: &mut dyn StoreTx) -> impl FnMut(&str, &SearchQuery, usize) -> FhirResult<Vec<String>> + '_ {
+    move |ty, q, limit| Ok(tx.search_ids(ty, q, limit)?)
+}
+
+/// The 409 of a transaction whose conditional parts changed between preparation and write.
+fn changed_meanwhile(index: usize) -> FhirError {
+    at_entry(
+        index,
+        FhirError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the resources matched by a conditional reference or ifNoneExist changed while the transaction was \
+             prepared; send it again",
+        ),
+    )
 }
 
 fn response_members(status: StatusCode, r: &FhirResponse, outcome: Option<Value>) -> Vec<(&'static str, Value)> {
@@ -309,49 +331,84 @@ fn transaction(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirRe
             _ => {}
         }
     }
+    // Outside the write lock: resolve conditional creates and references with a reader,
+    // rewrite the references of new resources and prepare their stored form. Inside the
+    // lock only the checks that these answers still hold and the inserts remain.
+    let mut store_finder = |ty: &str, q: &SearchQuery, limit: usize| -> FhirResult<Vec<String>> {
+        Ok(engine.store.search_ids(ty, q, limit)?)
+    };
+    let mut conditions: Vec<(usize, String, SearchQuery, Vec<String>)> = Vec::new();
+    let mut existing: HashMap<usize, String> = HashMap::new();
+    for e in entries.iter().filter(|e| e.method == Method::Post) {
+        let (Some(q), Some(rt)) = (&e.request.conditions.if_none_exist, &e.resource_type) else {
+            continue;
+        };
+        let query = conditional_query(rt, &if_none_exist_query(q)).map_err(|x| at_entry(e.index, x))?;
+        let found = store_finder(rt, &query, 2)?;
+        match found.as_slice() {
+            [] => {}
+            [id] => {
+                if let Some(full_url) = &e.full_url {
+                    ids.insert(full_url.clone(), format!("{rt}/{id}"));
+                }
+                existing.insert(e.index, id.clone());
+            }
+            _ => return Err(at_entry(e.index, multiple_matches(rt))),
+        }
+        conditions.push((e.index, rt.clone(), query, found));
+    }
+    let last_updated = sijill_store::now_instant();
+    let mut cache = HashMap::new();
+    let mut prepared: HashMap<usize, sijill_store::PreparedResource> = HashMap::new();
+    for e in entries
+        .iter_mut()
+        .filter(|e| e.method == Method::Post && !existing.contains_key(&e.index))
+    {
+        let i = e.index;
+        rewrite_body(&mut store_finder, &ids, &mut cache, &mut e.request.body).map_err(|x| at_entry(i, x))?;
+        let RequestBody::Resource(resource) = std::mem::replace(&mut e.request.body, RequestBody::None) else {
+            return Err(at_entry(i, FhirError::bad_request("POST entry without resource")));
+        };
+        let rt = e.resource_type.clone().unwrap_or_default();
+        let id = new_ids.get(&i).cloned().unwrap_or_default();
+        prepared.insert(i, sijill_store::prepare_new(&rt, &id, resource, &last_updated)?);
+    }
+    let resolved_before: Vec<(String, String)> = cache.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let mut by_order: Vec<usize> = (0..entries.len()).collect();
     by_order.sort_by_key(|&i| order(entries[i].method));
     let mut results: Vec<Option<FhirResponse>> = vec![None; entries.len()];
     engine.with_tx(Exec::Standalone, |tx| {
-        let mut cache = HashMap::new();
-        // Conditional creates that find their resource point their fullUrl at it.
-        let mut existing: HashMap<usize, String> = HashMap::new();
-        for e in entries.iter().filter(|e| e.method == Method::Post) {
-            let (Some(q), Some(rt)) = (&e.request.conditions.if_none_exist, &e.resource_type) else {
-                continue;
-            };
-            let query = conditional_query(rt, &if_none_exist_query(q)).map_err(|x| at_entry(e.index, x))?;
-            match tx.search_ids(rt, &query, 2)?.as_slice() {
-                [] => {}
-                [id] => {
-                    if let Some(full_url) = &e.full_url {
-                        ids.insert(full_url.clone(), format!("{rt}/{id}"));
-                    }
-                    existing.insert(e.index, id.clone());
-                }
-                _ => return Err(at_entry(e.index, multiple_matches(rt))),
+        for (index, rt, query, found) in &conditions {
+            if tx.search_ids(rt, query, 2)? != *found {
+                return Err(changed_meanwhile(*index));
+            }
+        }
+        for (reference, target) in &resolved_before {
+            let mut check = HashMap::new();
+            let now = resolve_reference(&mut tx_finder(tx), &HashMap::new(), &mut check, reference)
+                .ok()
+                .flatten();
+            if now.as_ref() != Some(target) {
+                return Err(changed_meanwhile(0));
             }
         }
         for &i in &by_order {
             let e = &mut entries[i];
-            rewrite_body(tx, &ids, &mut cache, &mut e.request.body).map_err(|x| at_entry(i, x))?;
-            let response = if e.method == Method::Post {
+            let response = if let Some(ready) = prepared.remove(&i) {
+                resource_response(engine, StatusCode::CREATED, &tx.insert_prepared(ready)?)
+            } else if let Some(id) = existing.get(&i) {
                 let rt = e.resource_type.clone().unwrap_or_default();
-                if let Some(id) = existing.get(&i) {
-                    match tx.read(&rt, id)? {
-                        sijill_store::Current::Found(s) => resource_response(engine, StatusCode::OK, &s),
-                        _ => return Err(at_entry(i, FhirError::not_found("matched resource disappeared"))),
-                    }
-                } else {
-                    let RequestBody::Resource(resource) = std::mem::replace(&mut e.request.body, RequestBody::None)
-                    else {
-                        return Err(at_entry(i, FhirError::bad_request("POST entry without resource")));
-                    };
-                    let stored = tx.create(&rt, resource, new_ids.get(&i).map(String::as_str))?;
-                    resource_response(engine, StatusCode::CREATED, &stored)
+                match tx.read(&rt, id)? {
+                    sijill_store::Current::Found(s) => resource_response(engine, StatusCode::OK, &s),
+                    _ => return Err(changed_meanwhile(i)),
                 }
             } else {
-                let request = e.request.clone();
+                rewrite_body(&mut tx_finder(tx), &ids, &mut cache, &mut e.request.body).map_err(|x| at_entry(i, x))?;
+                let request = std::mem::replace(&mut e.request.body, RequestBody::None);
+                let request = FhirRequest {
+                    body: request,
+                    ..e.request.clone()
+                };
                 engine.execute_in(ctx, tx, request).map_err(|x| at_entry(i, x))?
             };
             results[i] = Some(response);
@@ -386,7 +443,7 @@ fn batch(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirResponse
             }
             engine.with_tx(Exec::Standalone, |tx| {
                 let mut cache = HashMap::new();
-                rewrite_body(tx, &no_ids, &mut cache, &mut entry.request.body)?;
+                rewrite_body(&mut tx_finder(tx), &no_ids, &mut cache, &mut entry.request.body)?;
                 engine.execute_in(ctx, tx, entry.request)
             })
         });
