@@ -414,7 +414,7 @@ fn capability_statement_lists_what_is_supported() {
 
 #[test]
 fn health_metrics_and_graceful_shutdown() {
-    let s = Server::start();
+    let mut s = Server::start();
     let health = reqwest::blocking::get(format!("{}/health", s.root)).unwrap();
     assert_eq!(health.status(), 200);
     assert_eq!(json(health)["ready"], true);
@@ -430,4 +430,39 @@ fn health_metrics_and_graceful_shutdown() {
     assert!(metrics.contains("sijill_engine_seconds"), "{metrics}");
     let status = s.terminate();
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn shutdown_finishes_requests_in_flight() {
+    let mut s = Server::start();
+    let entries: Vec<serde_json::Value> = (0..10_000)
+        .map(|i| {
+            json!({"fullUrl": format!("urn:uuid:{i}"), "resource": patient(&format!("F{i}")),
+                   "request": {"method": "POST", "url": "Patient"}})
+        })
+        .collect();
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    let base = s.base.clone();
+    let dir = s.dir.path().to_path_buf();
+    let in_flight = std::thread::spawn(move || {
+        reqwest::blocking::Client::new()
+            .post(&base)
+            .header("content-type", "application/fhir+json")
+            .body(bundle.to_string())
+            .send()
+            .map(|r| r.status().as_u16())
+    });
+    // Give the request time to arrive, then ask the server to stop.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(in_flight.join().unwrap().expect("response"), 200);
+    // Everything the finished request wrote is there after a restart.
+    let out = common::sijill(&dir, &["export", "--output", dir.join("out").to_str().unwrap()]);
+    assert!(out.status.success());
+    let lines = std::fs::read_to_string(dir.join("out/Patient.ndjson"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(lines, 10_000);
 }

@@ -939,15 +939,22 @@ mod tests {
             let store = SqliteStore::open(dir.path()).unwrap();
             store
                 .write(&mut |tx| {
-                    tx.create("Patient", json!({"resourceType": "Patient", "gender": "other"}), Some("p"))?;
+                    tx.create(
+                        "Patient",
+                        json!({"resourceType": "Patient", "gender": "other"}),
+                        Some("p"),
+                    )?;
                     Ok(())
                 })
                 .unwrap();
             let conn = store.writer.lock();
-            conn.execute_batch("DELETE FROM search_index; UPDATE store_meta SET value = 'old'").unwrap();
+            conn.execute_batch("DELETE FROM search_index; UPDATE store_meta SET value = 'old'")
+                .unwrap();
         }
         let store = SqliteStore::open(dir.path()).unwrap();
-        let (found, _) = store.search("Patient", &query("Patient", &[("gender", "other")]), None, 10).unwrap();
+        let (found, _) = store
+            .search("Patient", &query("Patient", &[("gender", "other")]), None, 10)
+            .unwrap();
         assert_eq!(found.len(), 1);
     }
 }

@@ -117,7 +117,7 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for the process to end.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
