@@ -78,6 +78,12 @@ fn error_response(e: &FhirError) -> Response {
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    if e.status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the body was not read: the connection cannot carry another request.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if e.status == StatusCode::METHOD_NOT_ALLOWED {
         response
             .headers_mut()

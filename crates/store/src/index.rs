@@ -58,6 +58,9 @@ pub struct IndexRow {
     pub value: String,
     /// For string parameters: the value as written (for `:exact`).
     pub exact: Option<String>,
+    /// For date parameters: the first and last millisecond the value covers (stored
+    /// instant format); `value` is then empty.
+    pub range: Option<(String, String)>,
 }
 
 struct Registry {
@@ -78,7 +81,11 @@ fn build_registry() -> Registry {
             }
             let supported_kind = matches!(
                 def.kind,
-                SearchParamType::Token | SearchParamType::String | SearchParamType::Reference | SearchParamType::Uri
+                SearchParamType::Token
+                    | SearchParamType::String
+                    | SearchParamType::Reference
+                    | SearchParamType::Uri
+                    | SearchParamType::Date
             );
             let paths = def.expression.and_then(|e| parse_expression(e, rt));
             match (supported_kind, paths) {
@@ -170,7 +177,7 @@ pub fn unsupported_params() -> &'static [(String, &'static str, String)] {
 
 /// Bump when extraction code changes in a way the definitions do not show; stores rebuild
 /// their index when the fingerprint changes.
-const EXTRACTION_RULES_VERSION: u32 = 1;
+const EXTRACTION_RULES_VERSION: u32 = 2;
 
 /// A stable fingerprint (FNV-1a) of the extraction rules: every indexed parameter with its
 /// type and paths, and [`EXTRACTION_RULES_VERSION`].
@@ -260,6 +267,7 @@ fn values_of(p: &IndexedParam, path: &PathExpr, node: &Value, rows: &mut Vec<Ind
                 system: system.map(str::to_string),
                 value: value.to_string(),
                 exact: exact.map(str::to_string),
+                range: None,
             });
         }
     };
@@ -295,6 +303,18 @@ fn values_of(p: &IndexedParam, path: &PathExpr, node: &Value, rows: &mut Vec<Ind
                 push_exact(None, s, None);
             }
         }
+        SearchParamType::Date => {
+            let events = node.get("event").and_then(Value::as_array).into_iter().flatten();
+            for range in std::iter::once(node).chain(events).filter_map(date_range_of) {
+                rows.push(IndexRow {
+                    param: p.code,
+                    system: None,
+                    value: String::new(),
+                    exact: None,
+                    range: Some(range),
+                });
+            }
+        }
         SearchParamType::Reference => {
             let Some(reference) = node.get("reference").and_then(Value::as_str) else {
                 return;
@@ -313,6 +333,32 @@ fn values_of(p: &IndexedParam, path: &PathExpr, node: &Value, rows: &mut Vec<Ind
             }
         }
         _ => {}
+    }
+}
+
+/// Lowest and highest stored instants, for open-ended periods.
+const DATE_MIN: &str = "0000-01-01T00:00:00.000Z";
+const DATE_MAX: &str = "9999-12-31T23:59:59.999Z";
+
+/// The range a date, dateTime, instant or Period covers.
+fn date_range_of(node: &Value) -> Option<(String, String)> {
+    match node {
+        Value::String(s) => crate::time_fmt::date_range(s),
+        Value::Object(m) if m.contains_key("start") || m.contains_key("end") => {
+            let start = m
+                .get("start")
+                .and_then(Value::as_str)
+                .and_then(crate::time_fmt::date_range);
+            let end = m
+                .get("end")
+                .and_then(Value::as_str)
+                .and_then(crate::time_fmt::date_range);
+            Some((
+                start.map_or_else(|| DATE_MIN.to_string(), |r| r.0),
+                end.map_or_else(|| DATE_MAX.to_string(), |r| r.1),
+            ))
+        }
+        _ => None,
     }
 }
 
@@ -376,10 +422,24 @@ mod tests {
 
     #[test]
     fn unsupported_parameters_are_listed_not_guessed() {
-        assert!(param("Patient", "birthdate").is_none());
+        assert!(param("Observation", "value-quantity").is_none());
         assert!(unsupported_params()
             .iter()
-            .any(|(t, c, _)| t == "Patient" && *c == "birthdate"));
+            .any(|(t, c, _)| t == "Observation" && *c == "value-quantity"));
         assert!(param("Patient", "identifier").is_some());
+    }
+
+    #[test]
+    fn extracts_date_ranges_from_dates_periods_and_choices() {
+        let enc = json!({"resourceType": "Encounter", "period": {"start": "2024-03-01T10:00:00Z"}});
+        let rows = extract("Encounter", &enc);
+        let date = rows.iter().find(|r| r.param == "date").unwrap();
+        assert_eq!(date.range, Some(("2024-03-01T10:00:00.000Z".into(), DATE_MAX.into())));
+        let obs = json!({"resourceType": "Observation", "effectiveDateTime": "2024-03", "status": "final"});
+        let rows = extract("Observation", &obs);
+        let date = rows.iter().find(|r| r.param == "date").unwrap();
+        assert_eq!(date.range.as_ref().unwrap().1, "2024-03-31T23:59:59.999Z");
+        let patient = json!({"resourceType": "Patient", "birthDate": "1990-04-12"});
+        assert!(extract("Patient", &patient).iter().any(|r| r.param == "birthdate"));
     }
 }

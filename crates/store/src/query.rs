@@ -36,6 +36,39 @@ pub enum Match {
     },
     /// URI equality.
     Uri(String),
+    /// A date with a comparison prefix; `low`/`high` are the first and last millisecond the
+    /// searched value covers.
+    Date {
+        /// eq, ne, gt, lt, ge, le, sa, eb or ap.
+        prefix: DatePrefix,
+        /// First millisecond.
+        low: String,
+        /// Last millisecond.
+        high: String,
+    },
+}
+
+/// The comparison prefixes of date search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatePrefix {
+    /// The value's range lies within the searched range.
+    Eq,
+    /// Not eq.
+    Ne,
+    /// The value's range goes beyond the end of the searched range.
+    Gt,
+    /// The value's range starts before the searched range.
+    Lt,
+    /// gt or eq.
+    Ge,
+    /// lt or eq.
+    Le,
+    /// Starts after the searched range.
+    Sa,
+    /// Ends before the searched range.
+    Eb,
+    /// Overlaps the searched range widened by 10% of its distance from now.
+    Ap,
 }
 
 /// One parameter of a query: the values are alternatives (OR).
@@ -111,6 +144,7 @@ impl SearchQuery {
                     },
                     (SearchParamType::String, Some("exact")) => Match::String { value: v, exact: true },
                     (SearchParamType::Uri, None) => Match::Uri(v),
+                    (SearchParamType::Date, None) => parse_date(name, &v)?,
                     (SearchParamType::Reference, None) => parse_reference(&v, None, p.single_target())?,
                     (SearchParamType::Reference, Some(ty)) if definitions::is_resource_type(ty) => {
                         parse_reference(&v, Some(ty), p.single_target())?
@@ -154,6 +188,55 @@ fn split_values(raw: &str) -> Vec<String> {
         }
     }
     out
+}
+
+fn parse_date(name: &str, v: &str) -> Result<Match> {
+    let prefixes = [
+        ("eq", DatePrefix::Eq),
+        ("ne", DatePrefix::Ne),
+        ("gt", DatePrefix::Gt),
+        ("lt", DatePrefix::Lt),
+        ("ge", DatePrefix::Ge),
+        ("le", DatePrefix::Le),
+        ("sa", DatePrefix::Sa),
+        ("eb", DatePrefix::Eb),
+        ("ap", DatePrefix::Ap),
+    ];
+    let (prefix, rest) = prefixes
+        .iter()
+        .find_map(|(p, k)| v.strip_prefix(p).map(|rest| (*k, rest)))
+        .unwrap_or((DatePrefix::Eq, v));
+    let (low, high) = crate::time_fmt::date_range(rest).ok_or_else(|| {
+        StoreError::Invalid(format!(
+            "Search parameter '{name}': '{}' is not a date (YYYY, YYYY-MM, YYYY-MM-DD or a dateTime, optionally \
+             after a prefix such as ge)",
+            v.chars().take(60).collect::<String>()
+        ))
+    })?;
+    let (low, high) = if prefix == DatePrefix::Ap {
+        widen_by_distance_from_now(&low, &high)
+    } else {
+        (low, high)
+    };
+    Ok(Match::Date { prefix, low, high })
+}
+
+/// `ap`: the searched range widened on both sides by 10% of its distance from now.
+fn widen_by_distance_from_now(low: &str, high: &str) -> (String, String) {
+    use time::format_description::well_known::Rfc3339;
+    use time::OffsetDateTime;
+    let parse = |s: &str| OffsetDateTime::parse(s, &Rfc3339).ok();
+    let (Some(l), Some(h)) = (parse(low), parse(high)) else {
+        return (low.to_string(), high.to_string());
+    };
+    let now = OffsetDateTime::now_utc();
+    let distance = |t: OffsetDateTime| -> time::Duration { (now - t).abs() };
+    let gap = distance(l).max(distance(h)) / 10;
+    let stored = |t: OffsetDateTime| t.format(&Rfc3339).ok().and_then(|s| crate::parse_instant(&s));
+    match (stored(l - gap), stored(h + gap)) {
+        (Some(a), Some(b)) => (a, b),
+        _ => (low.to_string(), high.to_string()),
+    }
 }
 
 fn parse_token(v: &str) -> Match {
@@ -222,11 +305,41 @@ mod tests {
     fn names_unknown_and_unsupported_parameters() {
         let e = q("Patient", &[("shoe-size", "42")]).unwrap_err().to_string();
         assert!(e.contains("shoe-size"), "{e}");
-        let e = q("Patient", &[("birthdate", "2020")]).unwrap_err().to_string();
+        let e = q("Observation", &[("value-quantity", "5")]).unwrap_err().to_string();
         assert!(e.contains("not supported"), "{e}");
         let e = q("Patient", &[("name:fuzzy", "x")]).unwrap_err().to_string();
         assert!(e.contains("name:fuzzy"), "{e}");
         assert!(q("Patient", &[("name", "")]).is_err());
+    }
+
+    #[test]
+    fn parses_dates_with_prefixes() {
+        let query = q("Patient", &[("birthdate", "ge1990-04"), ("birthdate", "2000")]).unwrap();
+        assert_eq!(
+            query.criteria[0].values[0],
+            Match::Date {
+                prefix: DatePrefix::Ge,
+                low: "1990-04-01T00:00:00.000Z".into(),
+                high: "1990-04-30T23:59:59.999Z".into()
+            }
+        );
+        assert!(matches!(
+            query.criteria[1].values[0],
+            Match::Date {
+                prefix: DatePrefix::Eq,
+                ..
+            }
+        ));
+        let e = q("Patient", &[("birthdate", "gtyesterday")]).unwrap_err().to_string();
+        assert!(e.contains("birthdate") && e.contains("not a date"), "{e}");
+        let ap = q("Patient", &[("birthdate", "ap2000")]).unwrap();
+        let Match::Date { low, high, .. } = &ap.criteria[0].values[0] else {
+            panic!("not a date")
+        };
+        assert!(
+            low.as_str() < "2000-01-01" && high.as_str() > "2000-12-31",
+            "{low} {high}"
+        );
     }
 
     #[test]

@@ -17,14 +17,15 @@ use serde_json::Value;
 use sijill_fhir::primitives::is_valid_id;
 
 use crate::index::IndexRow;
-use crate::query::{Match, SearchQuery};
+use crate::query::{DatePrefix, Match, SearchQuery};
 use crate::{
     now_instant, prepare_version, Current, HistoryPage, HistoryQuery, HistoryScope, PreparedResource, Result, Store,
     StoreError, StoreTx, Stored,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE resources (
     rid     INTEGER PRIMARY KEY,
     type    TEXT    NOT NULL,
@@ -64,7 +65,17 @@ CREATE TABLE store_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE search_date (
+    param INTEGER NOT NULL,
+    low   TEXT    NOT NULL,
+    high  TEXT    NOT NULL,
+    rid   INTEGER NOT NULL,
+    PRIMARY KEY (param, low, high, rid)
+) WITHOUT ROWID;
+"#,
+];
 
 /// The file name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "sijill.db";
@@ -315,19 +326,66 @@ fn search_sql(
                     id,
                 } => ("s.value = ?", vec![id.clone()]),
                 Match::Uri(u) | Match::Id(u) => ("s.value = ?", vec![u.clone()]),
+                Match::Date { prefix, low, high } => {
+                    let (clause, n) = date_clause(*prefix);
+                    let mut bound = Vec::new();
+                    for i in 0..n {
+                        bound.push(if DATE_BINDS[*prefix as usize][i] {
+                            high.clone()
+                        } else {
+                            low.clone()
+                        });
+                    }
+                    (clause, bound)
+                }
             };
             alternatives.push(format!("({clause})"));
             args.extend(values.into_iter().map(SqlValue::from));
         }
         let membership = if c.negated { "NOT IN" } else { "IN" };
         let key = param_key(keys, resource_type, &c.param);
+        let table = if matches!(c.values.first(), Some(Match::Date { .. })) {
+            "search_date"
+        } else {
+            "search_index"
+        };
         sql.push_str(&format!(
-            " AND r.rid {membership} (SELECT s.rid FROM search_index s WHERE s.param = {key} AND ({}))",
+            " AND r.rid {membership} (SELECT s.rid FROM {table} s WHERE s.param = {key} AND ({}))",
             alternatives.join(" OR ")
         ));
     }
     (sql, args)
 }
+
+/// The SQL condition on a date row `s` (columns low, high) for a prefix, and how many
+/// values it binds; [`DATE_BINDS`] says which of them is the searched high bound.
+fn date_clause(prefix: DatePrefix) -> (&'static str, usize) {
+    match prefix {
+        DatePrefix::Eq => ("s.low >= ? AND s.high <= ?", 2),
+        DatePrefix::Ne => ("NOT (s.low >= ? AND s.high <= ?)", 2),
+        DatePrefix::Gt => ("s.high > ?", 1),
+        DatePrefix::Lt => ("s.low < ?", 1),
+        DatePrefix::Ge => ("s.high > ? OR (s.low >= ? AND s.high <= ?)", 3),
+        DatePrefix::Le => ("s.low < ? OR (s.low >= ? AND s.high <= ?)", 3),
+        DatePrefix::Sa => ("s.low > ?", 1),
+        DatePrefix::Eb => ("s.high < ?", 1),
+        DatePrefix::Ap => ("s.low <= ? AND s.high >= ?", 2),
+    }
+}
+
+/// For each prefix (in `DatePrefix` order), whether each bound value is the searched high
+/// (true) or low (false) bound.
+const DATE_BINDS: [&[bool]; 9] = [
+    &[false, true],        // eq
+    &[false, true],        // ne
+    &[true],               // gt
+    &[false],              // lt
+    &[true, false, true],  // ge
+    &[false, false, true], // le
+    &[true],               // sa
+    &[false],              // eb
+    &[true, false],        // ap
+];
 
 /// Inserts the index rows of one resource.
 fn insert_index_rows(
@@ -343,7 +401,13 @@ fn insert_index_rows(
     let mut insert = conn.prepare_cached(
         "INSERT OR IGNORE INTO search_index (param, value, system, rid, exact) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
+    let mut insert_date =
+        conn.prepare_cached("INSERT OR IGNORE INTO search_date (param, low, high, rid) VALUES (?1, ?2, ?3, ?4)")?;
     for row in rows {
+        if let Some((low, high)) = &row.range {
+            insert_date.execute(params![param_key(keys, resource_type, row.param), low, high, rid])?;
+            continue;
+        }
         insert.execute(params![
             param_key(keys, resource_type, row.param),
             row.value,
@@ -375,6 +439,7 @@ fn rebuild_index_if_needed(conn: &mut Connection, keys: &ParamKeys) -> Result<()
         tracing::warn!(resources = count, "search index rules changed: rebuilding the index");
     }
     tx.execute("DELETE FROM search_index", [])?;
+    tx.execute("DELETE FROM search_date", [])?;
     {
         let mut stmt = tx.prepare(
             "SELECT r.rid, r.type, v.body FROM resources r
@@ -496,7 +561,19 @@ impl SqliteTx<'_> {
         let mut delete = self.conn.prepare_cached(
             "DELETE FROM search_index WHERE param = ?1 AND value = ?2 AND system = ?3 AND rid = ?4 AND exact = ?5",
         )?;
+        let mut delete_date = self
+            .conn
+            .prepare_cached("DELETE FROM search_date WHERE param = ?1 AND low = ?2 AND high = ?3 AND rid = ?4")?;
         for row in crate::index::extract(resource_type, &old) {
+            if let Some((low, high)) = &row.range {
+                delete_date.execute(params![
+                    param_key(self.keys, resource_type, row.param),
+                    low,
+                    high,
+                    current.rid
+                ])?;
+                continue;
+            }
             delete.execute(params![
                 param_key(self.keys, resource_type, row.param),
                 row.value,
@@ -956,5 +1033,49 @@ mod tests {
             .search("Patient", &query("Patient", &[("gender", "other")]), None, 10)
             .unwrap();
         assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn date_prefixes_follow_the_specification() {
+        let (_dir, store) = store();
+        store
+            .write(&mut |tx| {
+                for (id, birth) in [
+                    ("y1989", "1989-12-31"),
+                    ("y1990a", "1990-01-01"),
+                    ("y1990b", "1990-06"),
+                    ("y1991", "1991"),
+                ] {
+                    tx.create(
+                        "Patient",
+                        json!({"resourceType": "Patient", "birthDate": birth}),
+                        Some(id),
+                    )?;
+                }
+                tx.create("Patient", json!({"resourceType": "Patient"}), Some("none"))?;
+                Ok(())
+            })
+            .unwrap();
+        let ids = |v: &str| -> Vec<String> {
+            let q = query("Patient", &[("birthdate", v)]);
+            store
+                .search("Patient", &q, None, 10)
+                .unwrap()
+                .0
+                .into_iter()
+                .map(|s| s.id)
+                .collect()
+        };
+        assert_eq!(ids("1990"), vec!["y1990a", "y1990b"]);
+        assert_eq!(ids("eq1990-06"), vec!["y1990b"]);
+        assert_eq!(ids("ne1990"), vec!["y1989", "y1991"]);
+        assert_eq!(ids("gt1990"), vec!["y1991"]);
+        assert_eq!(ids("ge1990"), vec!["y1990a", "y1990b", "y1991"]);
+        assert_eq!(ids("lt1990"), vec!["y1989"]);
+        assert_eq!(ids("le1990-01-01"), vec!["y1989", "y1990a"]);
+        assert_eq!(ids("sa1990-01-01"), vec!["y1990b", "y1991"]);
+        assert_eq!(ids("eb1990-06-15"), vec!["y1989", "y1990a"]);
+        assert_eq!(ids("1990-01-01T00:00:00Z"), Vec::<String>::new());
+        assert!(ids("ap1990-03").contains(&"y1990b".to_string()));
     }
 }

@@ -34,6 +34,82 @@ pub fn parse_instant(s: &str) -> Option<String> {
     OffsetDateTime::parse(&padded, &Rfc3339).ok().map(format)
 }
 
+/// The first and last millisecond (stored format) of the period a FHIR date, dateTime or
+/// instant denotes, at its precision: `2024` is the whole year, `2024-02` the month,
+/// `2024-02-10` the day, `2024-02-10T08:30` the minute, seconds the second, and a value
+/// with fractions that exact millisecond. A time without zone is taken as UTC.
+pub fn date_range(s: &str) -> Option<(String, String)> {
+    use time::{Date, Month, PrimitiveDateTime, Time};
+    let (date_part, time_part) = match s.split_once('T') {
+        Some((d, t)) => (d, Some(t)),
+        None => (s, None),
+    };
+    let mut fields = date_part.split('-');
+    let year: i32 = fields.next().filter(|y| y.len() == 4)?.parse().ok()?;
+    let month: Option<u8> = match fields.next() {
+        Some(m) if m.len() == 2 => Some(m.parse().ok()?),
+        Some(_) => return None,
+        None => None,
+    };
+    let day: Option<u8> = match fields.next() {
+        Some(d) if d.len() == 2 => Some(d.parse().ok()?),
+        Some(_) => return None,
+        None => None,
+    };
+    if fields.next().is_some() || (time_part.is_some() && day.is_none()) {
+        return None;
+    }
+    let start_month = Month::try_from(month.unwrap_or(1)).ok()?;
+    let start = Date::from_calendar_date(year, start_month, day.unwrap_or(1)).ok()?;
+    let Some(time_text) = time_part else {
+        let end = match (month, day) {
+            (_, Some(_)) => start,
+            (Some(_), None) => Date::from_calendar_date(year, start_month, start_month.length(year)).ok()?,
+            (None, None) => Date::from_calendar_date(year, Month::December, 31).ok()?,
+        };
+        let low = PrimitiveDateTime::new(start, Time::MIDNIGHT).assume_utc();
+        let high = PrimitiveDateTime::new(end, Time::from_hms_milli(23, 59, 59, 999).ok()?).assume_utc();
+        return Some((format(low), format(high)));
+    };
+    // Split the zone off: Z, +hh:mm or -hh:mm.
+    let (clock, zone) = if let Some(c) = time_text.strip_suffix('Z') {
+        (c, "+00:00")
+    } else if time_text.len() > 6 && matches!(time_text.as_bytes()[time_text.len() - 6], b'+' | b'-') {
+        time_text.split_at(time_text.len() - 6)
+    } else {
+        (time_text, "+00:00")
+    };
+    let zone_sign = if zone.starts_with('-') { -1 } else { 1 };
+    let (zh, zm) = zone.get(1..)?.split_once(':')?;
+    let offset = time::UtcOffset::from_hms(
+        zone_sign * zh.parse::<i8>().ok()?,
+        zone_sign * zm.parse::<i8>().ok()?,
+        0,
+    )
+    .ok()?;
+    let mut parts = clock.split(':');
+    let hour: u8 = parts.next()?.parse().ok()?;
+    let minute: u8 = parts.next()?.parse().ok()?;
+    let (second, millis, span_ms): (u8, u16, i64) = match parts.next() {
+        None => (0, 0, 60_000 - 1),
+        Some(sec) => match sec.split_once('.') {
+            None => (sec.parse().ok()?, 0, 999),
+            Some((whole, frac)) if !frac.is_empty() && frac.chars().all(|c| c.is_ascii_digit()) => {
+                let ms: u16 = format!("{frac:0<3}")[..3].parse().ok()?;
+                (whole.parse().ok()?, ms, 0)
+            }
+            Some(_) => return None,
+        },
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    let low =
+        PrimitiveDateTime::new(start, Time::from_hms_milli(hour, minute, second, millis).ok()?).assume_offset(offset);
+    let high = low + time::Duration::milliseconds(span_ms);
+    Some((format(low), format(high)))
+}
+
 /// Converts a stored instant to the RFC 7231 form used by `Last-Modified`.
 pub fn to_http_date(stored: &str) -> Option<String> {
     let t = OffsetDateTime::parse(stored, &Rfc3339).ok()?;
