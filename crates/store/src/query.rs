@@ -36,6 +36,8 @@ pub enum Match {
     },
     /// URI equality.
     Uri(String),
+    /// `:missing=true` (no value at all) or `:missing=false` (some value).
+    Missing(bool),
     /// A date with a comparison prefix; `low`/`high` are the first and last millisecond the
     /// searched value covers.
     Date {
@@ -80,6 +82,8 @@ pub struct Criterion {
     pub values: Vec<Match>,
     /// `:not` on a token: none of the values may match.
     pub negated: bool,
+    /// The parameter's type (decides where its index rows live).
+    pub kind: SearchParamType,
 }
 
 /// A query: every criterion must hold (AND).
@@ -119,6 +123,7 @@ impl SearchQuery {
                     param: code.to_string(),
                     values: values.into_iter().map(Match::Id).collect(),
                     negated: false,
+                    kind: SearchParamType::Token,
                 });
                 continue;
             }
@@ -134,6 +139,15 @@ impl SearchQuery {
             let mut parsed = Vec::with_capacity(values.len());
             for v in values {
                 parsed.push(match (p.kind, modifier) {
+                    (_, Some("missing")) => match v.as_str() {
+                        "true" => Match::Missing(true),
+                        "false" => Match::Missing(false),
+                        _ => {
+                            return Err(StoreError::Invalid(format!(
+                                "Search parameter '{name}' takes true or false"
+                            )))
+                        }
+                    },
                     (SearchParamType::Token, None | Some("not")) => {
                         negated = modifier.is_some();
                         parse_token(&v)
@@ -156,6 +170,7 @@ impl SearchQuery {
                 param: code.to_string(),
                 values: parsed,
                 negated,
+                kind: p.kind,
             });
         }
         Ok(SearchQuery { criteria })

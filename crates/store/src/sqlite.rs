@@ -22,6 +22,7 @@ use crate::{
     now_instant, prepare_version, Current, HistoryPage, HistoryQuery, HistoryScope, PreparedResource, Result, Store,
     StoreError, StoreTx, Stored,
 };
+use sijill_fhir::definitions::SearchParamType;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -289,6 +290,19 @@ fn search_sql(
             args.extend(ids.into_iter().map(|i| SqlValue::from(i.to_string())));
             continue;
         }
+        let key = param_key(keys, resource_type, &c.param);
+        let table = if c.kind == SearchParamType::Date {
+            "search_date"
+        } else {
+            "search_index"
+        };
+        if let Some(Match::Missing(missing)) = c.values.first() {
+            let membership = if *missing { "NOT IN" } else { "IN" };
+            sql.push_str(&format!(
+                " AND r.rid {membership} (SELECT s.rid FROM {table} s WHERE s.param = {key})"
+            ));
+            continue;
+        }
         let mut alternatives = Vec::new();
         for m in &c.values {
             let (clause, values): (&str, Vec<String>) = match m {
@@ -326,6 +340,7 @@ fn search_sql(
                     id,
                 } => ("s.value = ?", vec![id.clone()]),
                 Match::Uri(u) | Match::Id(u) => ("s.value = ?", vec![u.clone()]),
+                Match::Missing(_) => ("0", vec![]),
                 Match::Date { prefix, low, high } => {
                     let (clause, n) = date_clause(*prefix);
                     let mut bound = Vec::new();
@@ -343,12 +358,6 @@ fn search_sql(
             args.extend(values.into_iter().map(SqlValue::from));
         }
         let membership = if c.negated { "NOT IN" } else { "IN" };
-        let key = param_key(keys, resource_type, &c.param);
-        let table = if matches!(c.values.first(), Some(Match::Date { .. })) {
-            "search_date"
-        } else {
-            "search_index"
-        };
         sql.push_str(&format!(
             " AND r.rid {membership} (SELECT s.rid FROM {table} s WHERE s.param = {key} AND ({}))",
             alternatives.join(" OR ")
@@ -1077,5 +1086,19 @@ mod tests {
         assert_eq!(ids("eb1990-06-15"), vec!["y1989", "y1990a"]);
         assert_eq!(ids("1990-01-01T00:00:00Z"), Vec::<String>::new());
         assert!(ids("ap1990-03").contains(&"y1990b".to_string()));
+        let missing = |v: &str| -> Vec<String> {
+            let q = query("Patient", &[("birthdate:missing", v)]);
+            store
+                .search("Patient", &q, None, 10)
+                .unwrap()
+                .0
+                .into_iter()
+                .map(|s| s.id)
+                .collect()
+        };
+        assert_eq!(missing("true"), vec!["none"]);
+        assert_eq!(missing("false").len(), 4);
+        let q = query("Patient", &[("gender:missing", "true")]);
+        assert_eq!(store.search("Patient", &q, None, 10).unwrap().1, 5);
     }
 }

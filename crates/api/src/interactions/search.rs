@@ -1,10 +1,16 @@
-//! search on a resource type (GET `Type?…` and POST `Type/_search`). This version answers
-//! the parameters the index supports (see `sijill_store::index`); the rest are refused
-//! with an OperationOutcome that names them.
+//! search on a resource type (GET `Type?…` and POST `Type/_search`).
+//!
+//! Criteria are the parameters the index supports (see `sijill_store::index`); the result
+//! parameters `_count`, `_total`, `_summary` (count, data, false), `_elements`,
+//! `_include` and `_revinclude` (with `:iterate`) shape the Bundle. Anything else is
+//! refused with an OperationOutcome that names it.
+
+use std::collections::HashSet;
 
 use axum::http::StatusCode;
-use serde_json::json;
-use sijill_store::{Current, SearchQuery};
+use serde_json::{json, Value};
+use sijill_fhir::definitions::{self, SearchParamType};
+use sijill_store::{index, Current, SearchQuery, Stored};
 
 use super::history::parse_count;
 use crate::bundle_writer::{BundleWriter, EntryResource};
@@ -13,12 +19,8 @@ use crate::error::{FhirError, FhirResult};
 
 /// Result and special parameters of the specification that this version does not
 /// implement yet; they are refused by name rather than ignored.
-const RESULT_PARAMS: &[&str] = &[
+const NOT_YET: &[&str] = &[
     "_sort",
-    "_include",
-    "_revinclude",
-    "_summary",
-    "_elements",
     "_contained",
     "_containedType",
     "_has",
@@ -31,6 +33,127 @@ const RESULT_PARAMS: &[&str] = &[
 
 /// Most parameters one search may carry.
 const MAX_PARAMS: usize = 50;
+/// Most resources `_include`/`_revinclude` add to one page.
+const MAX_INCLUDED: usize = 1000;
+/// Most rounds of `:iterate`.
+const MAX_ITERATIONS: usize = 3;
+
+/// One `_include` or `_revinclude`: `Source:param[:Target]`, or `*`.
+#[derive(Debug, Clone)]
+struct Include {
+    source: String,
+    param: Option<String>,
+    target: Option<String>,
+    iterate: bool,
+}
+
+/// What the client asked for beyond the criteria.
+#[derive(Debug, Default)]
+struct Shape {
+    count: Option<usize>,
+    cursor: Option<String>,
+    summary_count: bool,
+    summary_data: bool,
+    total: bool,
+    elements: Option<Vec<String>>,
+    includes: Vec<Include>,
+    revincludes: Vec<Include>,
+    /// The result parameters as given, to repeat them in paging links.
+    echo: Vec<(String, String)>,
+}
+
+fn parse_include(name: &str, value: &str) -> FhirResult<Include> {
+    let iterate = name.ends_with(":iterate") || name.ends_with(":recurse");
+    if value == "*" {
+        return Ok(Include {
+            source: "*".into(),
+            param: None,
+            target: None,
+            iterate,
+        });
+    }
+    let parts: Vec<&str> = value.split(':').collect();
+    let bad = || FhirError::bad_request(format!("{name} '{}' is not Source:parameter[:Target]", truncate(value)));
+    let (source, param, target) = match parts.as_slice() {
+        [s, p] => (*s, *p, None),
+        [s, p, t] => (*s, *p, Some(*t)),
+        _ => return Err(bad()),
+    };
+    let is_reference = index::param(source, param).is_some_and(|p| p.kind == SearchParamType::Reference);
+    if !definitions::is_resource_type(source) || !is_reference {
+        return Err(bad());
+    }
+    if target.is_some_and(|t| !definitions::is_resource_type(t)) {
+        return Err(bad());
+    }
+    Ok(Include {
+        source: source.into(),
+        param: Some(param.into()),
+        target: target.map(str::to_string),
+        iterate,
+    })
+}
+
+fn parse_shape(params: &[(String, String)], max_count: usize) -> FhirResult<(Shape, Vec<(String, String)>)> {
+    let mut shape = Shape {
+        total: true,
+        ..Shape::default()
+    };
+    let mut criteria = Vec::new();
+    for (name, value) in params {
+        let base = name.split(':').next().unwrap_or(name);
+        let mut echo = true;
+        match base {
+            "_count" => shape.count = Some(parse_count(value, max_count)?),
+            "_cursor" => {
+                shape.cursor = Some(value.clone());
+                echo = false;
+            }
+            "_format" => {}
+            "_total" => match value.as_str() {
+                "none" => shape.total = false,
+                "estimate" | "accurate" => shape.total = true,
+                _ => return Err(FhirError::bad_request("_total must be none, estimate or accurate")),
+            },
+            "_summary" => match value.as_str() {
+                "count" => shape.summary_count = true,
+                "data" => shape.summary_data = true,
+                "false" => {}
+                _ => {
+                    return Err(FhirError::bad_request(format!(
+                        "_summary={} is not supported yet (count, data and false are)",
+                        truncate(value)
+                    )))
+                }
+            },
+            "_elements" => {
+                shape.elements = Some(
+                    value
+                        .split(',')
+                        .map(|e| e.trim().to_string())
+                        .filter(|e| !e.is_empty())
+                        .collect(),
+                )
+            }
+            "_include" => shape.includes.push(parse_include(name, value)?),
+            "_revinclude" => shape.revincludes.push(parse_include(name, value)?),
+            n if NOT_YET.contains(&n) => {
+                return Err(FhirError::bad_request(format!(
+                    "Search parameter '{}' is not supported by this server yet",
+                    truncate(name)
+                )))
+            }
+            _ => {
+                criteria.push((name.clone(), value.clone()));
+                echo = false;
+            }
+        }
+        if echo {
+            shape.echo.push((name.clone(), value.clone()));
+        }
+    }
+    Ok((shape, criteria))
+}
 
 /// Searches `resource_type`.
 pub fn search(
@@ -44,26 +167,17 @@ pub fn search(
             "A search may have at most {MAX_PARAMS} parameters"
         )));
     }
-    let mut count = engine.limits.default_count;
-    let mut cursor: Option<String> = None;
-    let mut criteria = Vec::new();
-    for (name, value) in params {
-        match name.as_str() {
-            "_count" => count = parse_count(value, engine.limits.max_count)?,
-            "_cursor" => cursor = Some(value.clone()),
-            "_format" | "_total" => {}
-            n if RESULT_PARAMS.contains(&n.split(':').next().unwrap_or(n)) => {
-                return Err(FhirError::bad_request(format!(
-                    "Search parameter '{}' is not supported by this server yet",
-                    truncate(n)
-                )))
-            }
-            _ => criteria.push((name.clone(), value.clone())),
-        }
-    }
+    let (shape, criteria) = parse_shape(params, engine.limits.max_count)?;
+    let count = if shape.summary_count {
+        0
+    } else {
+        shape.count.unwrap_or(engine.limits.default_count)
+    };
     let query = SearchQuery::parse(resource_type, &criteria)?;
     let (found, total) = match exec {
-        Exec::Standalone => engine.store.search(resource_type, &query, cursor.as_deref(), count)?,
+        Exec::Standalone => engine
+            .store
+            .search(resource_type, &query, shape.cursor.as_deref(), count)?,
         Exec::InTx(tx) => {
             let ids = tx.search_ids(resource_type, &query, count)?;
             let mut found = Vec::with_capacity(ids.len());
@@ -76,8 +190,11 @@ pub fn search(
             (found, total)
         }
     };
+    let included = included_resources(engine, &shape, &found)?;
+    let mut all_params = criteria.clone();
+    all_params.extend(shape.echo.iter().filter(|(n, _)| n != "_count").cloned());
     let encoded: String = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(criteria.iter())
+        .extend_pairs(all_params.iter())
         .finish();
     let self_url = format!(
         "{}/{resource_type}?{encoded}{}_count={count}",
@@ -90,13 +207,113 @@ pub fn search(
             links.push(("next", format!("{self_url}&_cursor={}", last.id)));
         }
     }
-    let mut writer = BundleWriter::new("searchset", Some(total), &links);
-    for s in &found {
-        writer.entry(
-            Some(&format!("{}/{}/{}", engine.base_url, s.resource_type, s.id)),
-            EntryResource::Raw(&s.body),
-            &[("search", json!({"mode": "match"}))],
-        );
+    let mut writer = BundleWriter::new("searchset", shape.total.then_some(total), &links);
+    for (s, mode) in found
+        .iter()
+        .map(|s| (s, "match"))
+        .chain(included.iter().map(|s| (s, "include")))
+    {
+        let url = format!("{}/{}/{}", engine.base_url, s.resource_type, s.id);
+        let search = [("search", json!({"mode": mode}))];
+        match shaped(&shape, s)? {
+            Some(v) => writer.entry(Some(&url), EntryResource::Json(&v), &search),
+            None => writer.entry(Some(&url), EntryResource::Raw(&s.body), &search),
+        }
     }
     Ok(FhirResponse::new(StatusCode::OK, Payload::Bytes(writer.finish())))
+}
+
+/// The resource as `_summary=data` / `_elements` want it, or None to serve it as stored.
+fn shaped(shape: &Shape, s: &Stored) -> FhirResult<Option<Value>> {
+    if !shape.summary_data && shape.elements.is_none() {
+        return Ok(None);
+    }
+    let mut v: Value = serde_json::from_slice(&s.body)
+        .map_err(|e| FhirError::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", e.to_string()))?;
+    let Value::Object(map) = &mut v else { return Ok(None) };
+    if shape.summary_data {
+        map.remove("text");
+    }
+    if let Some(keep) = &shape.elements {
+        map.retain(|k, _| matches!(k.as_str(), "resourceType" | "id" | "meta") || keep.iter().any(|e| e == k));
+    }
+    let meta = map.entry("meta").or_insert_with(|| json!({}));
+    if let Value::Object(meta) = meta {
+        let tags = meta.entry("tag").or_insert_with(|| json!([]));
+        if let Value::Array(tags) = tags {
+            tags.push(json!({
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+                "code": "SUBSETTED"
+            }));
+        }
+    }
+    Ok(Some(v))
+}
+
+/// The resources `_include` and `_revinclude` add, without duplicates or matches.
+fn included_resources(engine: &Engine, shape: &Shape, found: &[Stored]) -> FhirResult<Vec<Stored>> {
+    let mut seen: HashSet<(String, String)> = found.iter().map(|s| (s.resource_type.clone(), s.id.clone())).collect();
+    let mut out: Vec<Stored> = Vec::new();
+    let mut frontier: Vec<Stored> = found.to_vec();
+    for round in 0..=MAX_ITERATIONS {
+        let mut next = Vec::new();
+        let active = |i: &&Include| round == 0 || i.iterate;
+        for inc in shape.includes.iter().filter(active) {
+            for s in &frontier {
+                for (ty, id) in references_of(s, inc) {
+                    if out.len() >= MAX_INCLUDED || !seen.insert((ty.clone(), id.clone())) {
+                        continue;
+                    }
+                    if let Current::Found(r) = engine.store.read(&ty, &id)? {
+                        next.push(r);
+                    }
+                }
+            }
+        }
+        for inc in shape.revincludes.iter().filter(active) {
+            let (Some(param), false) = (&inc.param, frontier.is_empty()) else {
+                continue;
+            };
+            for chunk in frontier.chunks(50) {
+                let targets: Vec<String> = chunk
+                    .iter()
+                    .filter(|s| inc.target.as_ref().is_none_or(|t| *t == s.resource_type))
+                    .map(|s| format!("{}/{}", s.resource_type, s.id))
+                    .collect();
+                if targets.is_empty() {
+                    continue;
+                }
+                let query = SearchQuery::parse(&inc.source, &[(param.clone(), targets.join(","))])?;
+                let (referring, _) = engine.store.search(&inc.source, &query, None, MAX_INCLUDED)?;
+                for r in referring {
+                    if out.len() + next.len() < MAX_INCLUDED && seen.insert((r.resource_type.clone(), r.id.clone())) {
+                        next.push(r);
+                    }
+                }
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        out.extend(next.iter().cloned());
+        frontier = next;
+    }
+    Ok(out)
+}
+
+/// The (type, id) targets of a resource's references that an `_include` names.
+fn references_of(s: &Stored, inc: &Include) -> Vec<(String, String)> {
+    if inc.source != "*" && inc.source != s.resource_type {
+        return Vec::new();
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&s.body) else {
+        return Vec::new();
+    };
+    index::extract(&s.resource_type, &body)
+        .into_iter()
+        .filter(|row| index::param(&s.resource_type, row.param).is_some_and(|p| p.kind == SearchParamType::Reference))
+        .filter(|row| inc.param.as_deref().is_none_or(|p| p == row.param))
+        .filter_map(|row| Some((row.system?, row.value)))
+        .filter(|(ty, _)| inc.target.as_ref().is_none_or(|t| t == ty))
+        .collect()
 }

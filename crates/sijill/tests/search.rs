@@ -1,0 +1,133 @@
+//! Black-box tests of search over HTTP: criteria, modifiers and result parameters.
+
+mod common;
+
+use common::{assert_outcome, json, Server};
+use serde_json::{json, Value};
+
+fn ids_by_mode(bundle: &Value, mode: &str) -> Vec<String> {
+    let mut v: Vec<String> = bundle["entry"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|x| x["search"]["mode"] == mode)
+                .map(|x| {
+                    format!(
+                        "{}/{}",
+                        x["resource"]["resourceType"].as_str().unwrap(),
+                        x["resource"]["id"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A patient with a practitioner and two observations.
+fn population(s: &Server) -> (String, String, String, String) {
+    let dr = s.create(&json!({"resourceType": "Practitioner", "name": [{"family": "Haddad"}]}));
+    let p = s.create(
+        &json!({"resourceType": "Patient", "name": [{"family": "Saidi"}], "gender": "male",
+                             "generalPractitioner": [{"reference": format!("Practitioner/{dr}")}]}),
+    );
+    let obs = |code: &str| {
+        s.create(&json!({"resourceType": "Observation", "status": "final",
+                         "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                         "subject": {"reference": format!("Patient/{p}")}, "effectiveDateTime": "2024-05-02"}))
+    };
+    let o1 = obs("4548-4");
+    let o2 = obs("8480-6");
+    (dr, p, o1, o2)
+}
+
+#[test]
+fn include_and_revinclude() {
+    let s = Server::start();
+    let (dr, p, o1, o2) = population(&s);
+    let b = json(s.get("Observation?code=http://loinc.org|4548-4&_include=Observation:subject"));
+    assert_eq!(ids_by_mode(&b, "match"), vec![format!("Observation/{o1}")]);
+    assert_eq!(ids_by_mode(&b, "include"), vec![format!("Patient/{p}")]);
+    assert_eq!(b["total"], 1);
+    // :iterate follows the included patient to its practitioner.
+    let b = json(
+        s.get("Observation?code=4548-4&_include=Observation:subject&_include:iterate=Patient:general-practitioner"),
+    );
+    assert_eq!(
+        ids_by_mode(&b, "include"),
+        vec![format!("Patient/{p}"), format!("Practitioner/{dr}")]
+    );
+    let b = json(s.get(&format!("Patient?_id={p}&_revinclude=Observation:subject")));
+    assert_eq!(ids_by_mode(&b, "include"), {
+        let mut v = vec![format!("Observation/{o1}"), format!("Observation/{o2}")];
+        v.sort();
+        v
+    });
+    let b = json(s.get(&format!("Patient?_id={p}&_include=*")));
+    assert_eq!(ids_by_mode(&b, "include"), vec![format!("Practitioner/{dr}")]);
+    assert_outcome(s.get("Patient?_include=Patient:name"), 400, "_include");
+    assert_outcome(s.get("Patient?_include=Nothing"), 400, "_include");
+}
+
+#[test]
+fn summary_elements_total_and_missing() {
+    let s = Server::start();
+    let (_dr, p, _o1, _o2) = population(&s);
+    let b = json(s.get("Observation?_summary=count"));
+    assert_eq!(b["total"], 2);
+    assert!(b.get("entry").is_none());
+    let b = json(s.get("Observation?_total=none"));
+    assert!(b.get("total").is_none());
+    assert_eq!(b["entry"].as_array().unwrap().len(), 2);
+    let b = json(s.get(&format!("Patient?_id={p}&_elements=gender")));
+    let r = &b["entry"][0]["resource"];
+    assert_eq!(r["gender"], "male");
+    assert!(r.get("name").is_none());
+    assert_eq!(r["meta"]["tag"][0]["code"], "SUBSETTED");
+    s.create(&json!({"resourceType": "Patient"}));
+    assert_eq!(json(s.get("Patient?gender:missing=true"))["total"], 1);
+    assert_eq!(json(s.get("Patient?gender:missing=false"))["total"], 1);
+    assert_outcome(s.get("Patient?gender:missing=maybe"), 400, "gender");
+    assert_outcome(s.get("Patient?_summary=true"), 400, "_summary");
+    assert_outcome(s.get("Patient?_sort=name"), 400, "_sort");
+}
+
+#[test]
+fn paging_is_stable_and_post_search_matches_get() {
+    let s = Server::start();
+    for i in 0..7 {
+        s.create(&json!({"resourceType": "Patient", "gender": "female", "name": [{"family": format!("F{i}")}]}));
+    }
+    let mut seen = Vec::new();
+    let mut url = "Patient?gender=female&_count=3".to_string();
+    for _ in 0..5 {
+        let b = json(s.get(&url));
+        assert_eq!(b["total"], 7);
+        seen.extend(ids_by_mode(&b, "match"));
+        match b["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next") {
+            Some(next) => url = next["url"].as_str().unwrap().to_string(),
+            None => break,
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 7);
+    let post = s
+        .request(reqwest::Method::POST, "Patient/_search")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("gender=female&_count=100")
+        .send()
+        .unwrap();
+    assert_eq!(json(post)["total"], 7);
+    let hostile = format!(
+        "Patient?{}",
+        (0..60).map(|i| format!("name=x{i}")).collect::<Vec<_>>().join("&")
+    );
+    assert_outcome(s.get(&hostile), 400, "at most");
+    let many = format!(
+        "Patient?name={}",
+        (0..200).map(|i| format!("x{i}")).collect::<Vec<_>>().join(",")
+    );
+    assert_outcome(s.get(&many), 400, "more than");
+}
