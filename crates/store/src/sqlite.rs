@@ -108,15 +108,15 @@ impl Checkpointer {
         let wal = PathBuf::from(format!("{}-wal", path.display()));
         let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || loop {
-                match stopped.recv_timeout(std::time::Duration::from_millis(500)) {
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                    _ => break,
-                }
-                let big = std::fs::metadata(&wal).map(|m| m.len() > 1 << 30).unwrap_or(false);
-                let mode = if big { "TRUNCATE" } else { "PASSIVE" };
-                if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "checkpoint failed; will retry");
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(std::time::Duration::from_millis(500))
+                {
+                    let big = std::fs::metadata(&wal).map(|m| m.len() > 1 << 30).unwrap_or(false);
+                    let mode = if big { "TRUNCATE" } else { "PASSIVE" };
+                    if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+                        tracing::warn!(error = %e, "checkpoint failed; will retry");
+                    }
                 }
             })
             .map_err(|e| StoreError::Database(format!("cannot start the checkpoint thread: {e}")))?;
@@ -342,16 +342,14 @@ fn search_sql(
                 Match::Uri(u) | Match::Id(u) => ("s.value = ?", vec![u.clone()]),
                 Match::Missing(_) => ("0", vec![]),
                 Match::Date { prefix, low, high } => {
-                    let (clause, n) = date_clause(*prefix);
-                    let mut bound = Vec::new();
-                    for i in 0..n {
-                        bound.push(if DATE_BINDS[*prefix as usize][i] {
-                            high.clone()
-                        } else {
-                            low.clone()
-                        });
-                    }
-                    (clause, bound)
+                    let (clause, binds) = date_clause(*prefix);
+                    (
+                        clause,
+                        binds
+                            .iter()
+                            .map(|is_high| if *is_high { high.clone() } else { low.clone() })
+                            .collect(),
+                    )
                 }
             };
             alternatives.push(format!("({clause})"));
@@ -366,35 +364,21 @@ fn search_sql(
     (sql, args)
 }
 
-/// The SQL condition on a date row `s` (columns low, high) for a prefix, and how many
-/// values it binds; [`DATE_BINDS`] says which of them is the searched high bound.
-fn date_clause(prefix: DatePrefix) -> (&'static str, usize) {
+/// The SQL condition on a date row `s` (columns low, high) for a prefix, and for each
+/// value it binds whether that is the searched high bound (true) or low bound (false).
+fn date_clause(prefix: DatePrefix) -> (&'static str, &'static [bool]) {
     match prefix {
-        DatePrefix::Eq => ("s.low >= ? AND s.high <= ?", 2),
-        DatePrefix::Ne => ("NOT (s.low >= ? AND s.high <= ?)", 2),
-        DatePrefix::Gt => ("s.high > ?", 1),
-        DatePrefix::Lt => ("s.low < ?", 1),
-        DatePrefix::Ge => ("s.high > ? OR (s.low >= ? AND s.high <= ?)", 3),
-        DatePrefix::Le => ("s.low < ? OR (s.low >= ? AND s.high <= ?)", 3),
-        DatePrefix::Sa => ("s.low > ?", 1),
-        DatePrefix::Eb => ("s.high < ?", 1),
-        DatePrefix::Ap => ("s.low <= ? AND s.high >= ?", 2),
+        DatePrefix::Eq => ("s.low >= ? AND s.high <= ?", &[false, true]),
+        DatePrefix::Ne => ("NOT (s.low >= ? AND s.high <= ?)", &[false, true]),
+        DatePrefix::Gt => ("s.high > ?", &[true]),
+        DatePrefix::Lt => ("s.low < ?", &[false]),
+        DatePrefix::Ge => ("s.high > ? OR (s.low >= ? AND s.high <= ?)", &[true, false, true]),
+        DatePrefix::Le => ("s.low < ? OR (s.low >= ? AND s.high <= ?)", &[false, false, true]),
+        DatePrefix::Sa => ("s.low > ?", &[true]),
+        DatePrefix::Eb => ("s.high < ?", &[false]),
+        DatePrefix::Ap => ("s.low <= ? AND s.high >= ?", &[true, false]),
     }
 }
-
-/// For each prefix (in `DatePrefix` order), whether each bound value is the searched high
-/// (true) or low (false) bound.
-const DATE_BINDS: [&[bool]; 9] = [
-    &[false, true],        // eq
-    &[false, true],        // ne
-    &[true],               // gt
-    &[false],              // lt
-    &[true, false, true],  // ge
-    &[false, false, true], // le
-    &[true],               // sa
-    &[false],              // eb
-    &[true, false],        // ap
-];
 
 /// Inserts the index rows of one resource.
 fn insert_index_rows(
