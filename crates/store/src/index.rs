@@ -48,7 +48,7 @@ impl IndexedParam {
 }
 
 /// One extracted index value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IndexRow {
     /// The parameter's code.
     pub param: &'static str,
@@ -61,6 +61,10 @@ pub struct IndexRow {
     /// For date parameters: the first and last millisecond the value covers (stored
     /// instant format); `value` is then empty.
     pub range: Option<(String, String)>,
+    /// For number and quantity parameters: the lowest and highest value (equal for a
+    /// plain number; a Range gives both). `system` and `value` then hold the unit's system
+    /// and code (quantities only).
+    pub number: Option<(f64, f64)>,
 }
 
 struct Registry {
@@ -86,6 +90,8 @@ fn build_registry() -> Registry {
                     | SearchParamType::Reference
                     | SearchParamType::Uri
                     | SearchParamType::Date
+                    | SearchParamType::Number
+                    | SearchParamType::Quantity
             );
             let paths = def.expression.and_then(|e| parse_expression(e, rt));
             match (supported_kind, paths) {
@@ -177,7 +183,7 @@ pub fn unsupported_params() -> &'static [(String, &'static str, String)] {
 
 /// Bump when extraction code changes in a way the definitions do not show; stores rebuild
 /// their index when the fingerprint changes.
-const EXTRACTION_RULES_VERSION: u32 = 2;
+const EXTRACTION_RULES_VERSION: u32 = 3;
 
 /// A stable fingerprint (FNV-1a) of the extraction rules: every indexed parameter with its
 /// type and paths, and [`EXTRACTION_RULES_VERSION`].
@@ -268,6 +274,7 @@ fn values_of(p: &IndexedParam, path: &PathExpr, node: &Value, rows: &mut Vec<Ind
                 value: value.to_string(),
                 exact: exact.map(str::to_string),
                 range: None,
+                number: None,
             });
         }
     };
@@ -303,6 +310,18 @@ fn values_of(p: &IndexedParam, path: &PathExpr, node: &Value, rows: &mut Vec<Ind
                 push_exact(None, s, None);
             }
         }
+        SearchParamType::Number | SearchParamType::Quantity => {
+            if let Some((low, high, system, code)) = number_of(node) {
+                rows.push(IndexRow {
+                    param: p.code,
+                    system,
+                    value: code.unwrap_or_default(),
+                    exact: None,
+                    range: None,
+                    number: Some((low, high)),
+                });
+            }
+        }
         SearchParamType::Date => {
             let events = node.get("event").and_then(Value::as_array).into_iter().flatten();
             for range in std::iter::once(node).chain(events).filter_map(date_range_of) {
@@ -312,6 +331,7 @@ fn values_of(p: &IndexedParam, path: &PathExpr, node: &Value, rows: &mut Vec<Ind
                     value: String::new(),
                     exact: None,
                     range: Some(range),
+                    number: None,
                 });
             }
         }
@@ -333,6 +353,35 @@ fn values_of(p: &IndexedParam, path: &PathExpr, node: &Value, rows: &mut Vec<Ind
             }
         }
         _ => {}
+    }
+}
+
+/// The numeric range, unit system and unit code of a number, Quantity or Range.
+fn number_of(node: &Value) -> Option<(f64, f64, Option<String>, Option<String>)> {
+    let text = |v: Option<&Value>, k: &str| v.and_then(|q| q.get(k)).and_then(Value::as_str).map(str::to_string);
+    match node {
+        Value::Number(n) => n.as_f64().map(|v| (v, v, None, None)),
+        Value::Object(m) if m.contains_key("value") => {
+            let v = m.get("value").and_then(Value::as_f64)?;
+            let code = text(Some(node), "code").or_else(|| text(Some(node), "unit"));
+            Some((v, v, text(Some(node), "system"), code))
+        }
+        Value::Object(m) if m.contains_key("low") || m.contains_key("high") => {
+            let low = m
+                .get("low")
+                .and_then(|q| q.get("value"))
+                .and_then(Value::as_f64)
+                .unwrap_or(f64::MIN);
+            let high = m
+                .get("high")
+                .and_then(|q| q.get("value"))
+                .and_then(Value::as_f64)
+                .unwrap_or(f64::MAX);
+            let unit = m.get("low").or_else(|| m.get("high"));
+            let code = text(unit, "code").or_else(|| text(unit, "unit"));
+            Some((low, high, text(unit, "system"), code))
+        }
+        _ => None,
     }
 }
 
@@ -422,10 +471,10 @@ mod tests {
 
     #[test]
     fn unsupported_parameters_are_listed_not_guessed() {
-        assert!(param("Observation", "value-quantity").is_none());
+        assert!(param("Observation", "code-value-quantity").is_none());
         assert!(unsupported_params()
             .iter()
-            .any(|(t, c, _)| t == "Observation" && *c == "value-quantity"));
+            .any(|(t, c, _)| t == "Observation" && *c == "code-value-quantity"));
         assert!(param("Patient", "identifier").is_some());
     }
 

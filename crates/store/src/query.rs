@@ -9,7 +9,7 @@ use crate::{Result, StoreError};
 const MAX_VALUES: usize = 100;
 
 /// One value of a criterion, already normalised for its parameter type.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Match {
     /// `_id`.
     Id(String),
@@ -36,13 +36,29 @@ pub enum Match {
     },
     /// URI equality.
     Uri(String),
+    /// A number or quantity with a prefix: `low`/`high` are the bounds the value's
+    /// precision implies (`5.4` → 5.35 … 5.45), `value` the number as written.
+    Number {
+        /// The comparison.
+        prefix: Prefix,
+        /// The number as written.
+        value: f64,
+        /// Lower bound implied by its precision.
+        low: f64,
+        /// Upper bound implied by its precision.
+        high: f64,
+        /// Unit system (quantities: `system|code`).
+        system: Option<String>,
+        /// Unit code (matches a code or, without system, a unit).
+        code: Option<String>,
+    },
     /// `:missing=true` (no value at all) or `:missing=false` (some value).
     Missing(bool),
     /// A date with a comparison prefix; `low`/`high` are the first and last millisecond the
     /// searched value covers.
     Date {
         /// eq, ne, gt, lt, ge, le, sa, eb or ap.
-        prefix: DatePrefix,
+        prefix: Prefix,
         /// First millisecond.
         low: String,
         /// Last millisecond.
@@ -50,9 +66,9 @@ pub enum Match {
     },
 }
 
-/// The comparison prefixes of date search.
+/// The comparison prefixes of date, number and quantity search.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DatePrefix {
+pub enum Prefix {
     /// The value's range lies within the searched range.
     Eq,
     /// Not eq.
@@ -74,7 +90,7 @@ pub enum DatePrefix {
 }
 
 /// One parameter of a query: the values are alternatives (OR).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Criterion {
     /// The parameter's code.
     pub param: String,
@@ -87,7 +103,7 @@ pub struct Criterion {
 }
 
 /// A query: every criterion must hold (AND).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SearchQuery {
     /// The criteria.
     pub criteria: Vec<Criterion>,
@@ -159,6 +175,8 @@ impl SearchQuery {
                     (SearchParamType::String, Some("exact")) => Match::String { value: v, exact: true },
                     (SearchParamType::Uri, None) => Match::Uri(v),
                     (SearchParamType::Date, None) => parse_date(name, &v)?,
+                    (SearchParamType::Number, None) => parse_number(name, &v, false)?,
+                    (SearchParamType::Quantity, None) => parse_number(name, &v, true)?,
                     (SearchParamType::Reference, None) => parse_reference(&v, None, p.single_target())?,
                     (SearchParamType::Reference, Some(ty)) if definitions::is_resource_type(ty) => {
                         parse_reference(&v, Some(ty), p.single_target())?
@@ -205,22 +223,66 @@ fn split_values(raw: &str) -> Vec<String> {
     out
 }
 
-fn parse_date(name: &str, v: &str) -> Result<Match> {
-    let prefixes = [
-        ("eq", DatePrefix::Eq),
-        ("ne", DatePrefix::Ne),
-        ("gt", DatePrefix::Gt),
-        ("lt", DatePrefix::Lt),
-        ("ge", DatePrefix::Ge),
-        ("le", DatePrefix::Le),
-        ("sa", DatePrefix::Sa),
-        ("eb", DatePrefix::Eb),
-        ("ap", DatePrefix::Ap),
+/// The prefix at the start of a value, and the rest.
+fn split_prefix(v: &str) -> (Prefix, &str) {
+    const PREFIXES: [(&str, Prefix); 9] = [
+        ("eq", Prefix::Eq),
+        ("ne", Prefix::Ne),
+        ("gt", Prefix::Gt),
+        ("lt", Prefix::Lt),
+        ("ge", Prefix::Ge),
+        ("le", Prefix::Le),
+        ("sa", Prefix::Sa),
+        ("eb", Prefix::Eb),
+        ("ap", Prefix::Ap),
     ];
-    let (prefix, rest) = prefixes
+    PREFIXES
         .iter()
         .find_map(|(p, k)| v.strip_prefix(p).map(|rest| (*k, rest)))
-        .unwrap_or((DatePrefix::Eq, v));
+        .unwrap_or((Prefix::Eq, v))
+}
+
+fn parse_number(name: &str, v: &str, quantity: bool) -> Result<Match> {
+    let (prefix, rest) = split_prefix(v);
+    let mut parts = rest.splitn(3, '|');
+    let number = parts.next().unwrap_or("");
+    let (system, code) = match (quantity, parts.next(), parts.next()) {
+        (true, Some(system), Some(code)) => (
+            (!system.is_empty()).then(|| system.to_string()),
+            (!code.is_empty()).then(|| code.to_string()),
+        ),
+        (_, None, None) => (None, None),
+        _ => {
+            return Err(StoreError::Invalid(format!(
+                "Search parameter '{name}' takes [prefix]number{}",
+                if quantity { "[|system|code]" } else { "" }
+            )))
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && !number.contains(['e', 'E']) && number.len() <= 40)
+        .ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "Search parameter '{name}': '{}' is not a number",
+                number.chars().take(40).collect::<String>()
+            ))
+        })?;
+    let decimals = number.split_once('.').map_or(0, |(_, d)| d.len()) as i32;
+    let half = 0.5 * 10f64.powi(-decimals);
+    Ok(Match::Number {
+        prefix,
+        value,
+        low: value - half,
+        high: value + half,
+        system,
+        code,
+    })
+}
+
+fn parse_date(name: &str, v: &str) -> Result<Match> {
+    let (prefix, rest) = split_prefix(v);
     let (low, high) = crate::time_fmt::date_range(rest).ok_or_else(|| {
         StoreError::Invalid(format!(
             "Search parameter '{name}': '{}' is not a date (YYYY, YYYY-MM, YYYY-MM-DD or a dateTime, optionally \
@@ -228,7 +290,7 @@ fn parse_date(name: &str, v: &str) -> Result<Match> {
             v.chars().take(60).collect::<String>()
         ))
     })?;
-    let (low, high) = if prefix == DatePrefix::Ap {
+    let (low, high) = if prefix == Prefix::Ap {
         widen_by_distance_from_now(&low, &high)
     } else {
         (low, high)
@@ -320,7 +382,9 @@ mod tests {
     fn names_unknown_and_unsupported_parameters() {
         let e = q("Patient", &[("shoe-size", "42")]).unwrap_err().to_string();
         assert!(e.contains("shoe-size"), "{e}");
-        let e = q("Observation", &[("value-quantity", "5")]).unwrap_err().to_string();
+        let e = q("Observation", &[("code-value-quantity", "5")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not supported"), "{e}");
         let e = q("Patient", &[("name:fuzzy", "x")]).unwrap_err().to_string();
         assert!(e.contains("name:fuzzy"), "{e}");
@@ -333,17 +397,14 @@ mod tests {
         assert_eq!(
             query.criteria[0].values[0],
             Match::Date {
-                prefix: DatePrefix::Ge,
+                prefix: Prefix::Ge,
                 low: "1990-04-01T00:00:00.000Z".into(),
                 high: "1990-04-30T23:59:59.999Z".into()
             }
         );
         assert!(matches!(
             query.criteria[1].values[0],
-            Match::Date {
-                prefix: DatePrefix::Eq,
-                ..
-            }
+            Match::Date { prefix: Prefix::Eq, .. }
         ));
         let e = q("Patient", &[("birthdate", "gtyesterday")]).unwrap_err().to_string();
         assert!(e.contains("birthdate") && e.contains("not a date"), "{e}");

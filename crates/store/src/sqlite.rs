@@ -17,7 +17,7 @@ use serde_json::Value;
 use sijill_fhir::primitives::is_valid_id;
 
 use crate::index::IndexRow;
-use crate::query::{DatePrefix, Match, SearchQuery};
+use crate::query::{Match, Prefix, SearchQuery};
 use crate::{
     now_instant, prepare_version, Current, HistoryPage, HistoryQuery, HistoryScope, PreparedResource, Result, Store,
     StoreError, StoreTx, Stored,
@@ -74,6 +74,17 @@ CREATE TABLE search_date (
     high  TEXT    NOT NULL,
     rid   INTEGER NOT NULL,
     PRIMARY KEY (param, low, high, rid)
+) WITHOUT ROWID;
+"#,
+    r#"
+CREATE TABLE search_number (
+    param  INTEGER NOT NULL,
+    low    REAL    NOT NULL,
+    high   REAL    NOT NULL,
+    system TEXT    NOT NULL,
+    code   TEXT    NOT NULL,
+    rid    INTEGER NOT NULL,
+    PRIMARY KEY (param, low, high, system, code, rid)
 ) WITHOUT ROWID;
 "#,
 ];
@@ -291,10 +302,10 @@ fn search_sql(
             continue;
         }
         let key = param_key(keys, resource_type, &c.param);
-        let table = if c.kind == SearchParamType::Date {
-            "search_date"
-        } else {
-            "search_index"
+        let table = match c.kind {
+            SearchParamType::Date => "search_date",
+            SearchParamType::Number | SearchParamType::Quantity => "search_number",
+            _ => "search_index",
         };
         if let Some(Match::Missing(missing)) = c.values.first() {
             let membership = if *missing { "NOT IN" } else { "IN" };
@@ -341,6 +352,40 @@ fn search_sql(
                 } => ("s.value = ?", vec![id.clone()]),
                 Match::Uri(u) | Match::Id(u) => ("s.value = ?", vec![u.clone()]),
                 Match::Missing(_) => ("0", vec![]),
+                Match::Number {
+                    prefix,
+                    value,
+                    low,
+                    high,
+                    system,
+                    code,
+                } => {
+                    let (clause, binds) = number_clause(*prefix);
+                    let mut bound: Vec<SqlValue> = binds
+                        .iter()
+                        .map(|b| {
+                            SqlValue::Real(match b {
+                                NumberBound::Value => *value,
+                                NumberBound::Low => *low,
+                                NumberBound::High => *high,
+                                NumberBound::ApproxLow => value - value.abs() * 0.1,
+                                NumberBound::ApproxHigh => value + value.abs() * 0.1,
+                            })
+                        })
+                        .collect();
+                    let mut clause = format!("({clause})");
+                    if let Some(system) = system {
+                        clause.push_str(" AND s.system = ?");
+                        bound.push(SqlValue::Text(system.clone()));
+                    }
+                    if let Some(code) = code {
+                        clause.push_str(" AND s.code = ?");
+                        bound.push(SqlValue::Text(code.clone()));
+                    }
+                    alternatives.push(format!("({clause})"));
+                    args.extend(bound);
+                    continue;
+                }
                 Match::Date { prefix, low, high } => {
                     let (clause, binds) = date_clause(*prefix);
                     (
@@ -366,17 +411,41 @@ fn search_sql(
 
 /// The SQL condition on a date row `s` (columns low, high) for a prefix, and for each
 /// value it binds whether that is the searched high bound (true) or low bound (false).
-fn date_clause(prefix: DatePrefix) -> (&'static str, &'static [bool]) {
+fn date_clause(prefix: Prefix) -> (&'static str, &'static [bool]) {
     match prefix {
-        DatePrefix::Eq => ("s.low >= ? AND s.high <= ?", &[false, true]),
-        DatePrefix::Ne => ("NOT (s.low >= ? AND s.high <= ?)", &[false, true]),
-        DatePrefix::Gt => ("s.high > ?", &[true]),
-        DatePrefix::Lt => ("s.low < ?", &[false]),
-        DatePrefix::Ge => ("s.high > ? OR (s.low >= ? AND s.high <= ?)", &[true, false, true]),
-        DatePrefix::Le => ("s.low < ? OR (s.low >= ? AND s.high <= ?)", &[false, false, true]),
-        DatePrefix::Sa => ("s.low > ?", &[true]),
-        DatePrefix::Eb => ("s.high < ?", &[false]),
-        DatePrefix::Ap => ("s.low <= ? AND s.high >= ?", &[true, false]),
+        Prefix::Eq => ("s.low >= ? AND s.high <= ?", &[false, true]),
+        Prefix::Ne => ("NOT (s.low >= ? AND s.high <= ?)", &[false, true]),
+        Prefix::Gt => ("s.high > ?", &[true]),
+        Prefix::Lt => ("s.low < ?", &[false]),
+        Prefix::Ge => ("s.high > ? OR (s.low >= ? AND s.high <= ?)", &[true, false, true]),
+        Prefix::Le => ("s.low < ? OR (s.low >= ? AND s.high <= ?)", &[false, false, true]),
+        Prefix::Sa => ("s.low > ?", &[true]),
+        Prefix::Eb => ("s.high < ?", &[false]),
+        Prefix::Ap => ("s.low <= ? AND s.high >= ?", &[true, false]),
+    }
+}
+
+/// Which searched number a placeholder of a number clause binds.
+enum NumberBound {
+    Value,
+    Low,
+    High,
+    ApproxLow,
+    ApproxHigh,
+}
+
+/// The SQL condition on a number row `s` (columns low, high) for a prefix, and what each
+/// placeholder binds. `eq` honours the precision of the searched value.
+fn number_clause(prefix: Prefix) -> (&'static str, &'static [NumberBound]) {
+    use NumberBound::*;
+    match prefix {
+        Prefix::Eq => ("s.low >= ? AND s.high < ?", &[Low, High]),
+        Prefix::Ne => ("NOT (s.low >= ? AND s.high < ?)", &[Low, High]),
+        Prefix::Gt | Prefix::Sa => ("s.high > ?", &[Value]),
+        Prefix::Lt | Prefix::Eb => ("s.low < ?", &[Value]),
+        Prefix::Ge => ("s.high >= ?", &[Value]),
+        Prefix::Le => ("s.low <= ?", &[Value]),
+        Prefix::Ap => ("s.high >= ? AND s.low <= ?", &[ApproxLow, ApproxHigh]),
     }
 }
 
@@ -396,7 +465,22 @@ fn insert_index_rows(
     )?;
     let mut insert_date =
         conn.prepare_cached("INSERT OR IGNORE INTO search_date (param, low, high, rid) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut insert_number = conn.prepare_cached(
+        "INSERT OR IGNORE INTO search_number (param, low, high, system, code, rid) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
     for row in rows {
+        if let Some((low, high)) = row.number {
+            let system = row.system.as_deref().unwrap_or("");
+            insert_number.execute(params![
+                param_key(keys, resource_type, row.param),
+                low,
+                high,
+                system,
+                row.value,
+                rid
+            ])?;
+            continue;
+        }
         if let Some((low, high)) = &row.range {
             insert_date.execute(params![param_key(keys, resource_type, row.param), low, high, rid])?;
             continue;
@@ -433,6 +517,7 @@ fn rebuild_index_if_needed(conn: &mut Connection, keys: &ParamKeys) -> Result<()
     }
     tx.execute("DELETE FROM search_index", [])?;
     tx.execute("DELETE FROM search_date", [])?;
+    tx.execute("DELETE FROM search_number", [])?;
     {
         let mut stmt = tx.prepare(
             "SELECT r.rid, r.type, v.body FROM resources r
@@ -557,7 +642,16 @@ impl SqliteTx<'_> {
         let mut delete_date = self
             .conn
             .prepare_cached("DELETE FROM search_date WHERE param = ?1 AND low = ?2 AND high = ?3 AND rid = ?4")?;
+        let mut delete_number = self.conn.prepare_cached(
+            "DELETE FROM search_number WHERE param = ?1 AND low = ?2 AND high = ?3 AND system = ?4 AND code = ?5 AND rid = ?6",
+        )?;
         for row in crate::index::extract(resource_type, &old) {
+            if let Some((low, high)) = row.number {
+                let key = param_key(self.keys, resource_type, row.param);
+                let system = row.system.as_deref().unwrap_or("");
+                delete_number.execute(params![key, low, high, system, row.value, current.rid])?;
+                continue;
+            }
             if let Some((low, high)) = &row.range {
                 delete_date.execute(params![
                     param_key(self.keys, resource_type, row.param),
@@ -1084,5 +1178,49 @@ mod tests {
         assert_eq!(missing("false").len(), 4);
         let q = query("Patient", &[("gender:missing", "true")]);
         assert_eq!(store.search("Patient", &q, None, 10).unwrap().1, 5);
+    }
+
+    #[test]
+    fn numbers_and_quantities_honour_precision_prefixes_and_units() {
+        let (_dir, store) = store();
+        store
+            .write(&mut |tx| {
+                for (id, value, code) in [
+                    ("a", 5.4, "%"),
+                    ("b", 5.46, "%"),
+                    ("c", 120.0, "mm[Hg]"),
+                    ("d", 7.0, "mmol/L"),
+                ] {
+                    tx.create(
+                        "Observation",
+                        json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                               "valueQuantity": {"value": value, "system": "http://unitsofmeasure.org", "code": code}}),
+                        Some(id),
+                    )?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let ids = |v: &str| -> Vec<String> {
+            let q = query("Observation", &[("value-quantity", v)]);
+            store
+                .search("Observation", &q, None, 10)
+                .unwrap()
+                .0
+                .into_iter()
+                .map(|s| s.id)
+                .collect()
+        };
+        assert_eq!(ids("5.4"), vec!["a"]);
+        assert_eq!(ids("5"), vec!["a", "b"]);
+        assert_eq!(ids("5.5"), vec!["b"]);
+        assert_eq!(ids("gt100"), vec!["c"]);
+        assert_eq!(ids("le7"), vec!["a", "b", "d"]);
+        assert_eq!(ids("ge7||mmol/L"), vec!["d"]);
+        assert_eq!(ids("lt200|http://unitsofmeasure.org|mm[Hg]"), vec!["c"]);
+        assert_eq!(ids("ap5.3"), vec!["a", "b"]);
+        assert_eq!(ids("ne5.4").len(), 3);
+        let bad = SearchQuery::parse("Observation", &[("value-quantity".into(), "lots".into())]);
+        assert!(bad.is_err());
     }
 }
