@@ -152,8 +152,10 @@ pub struct PreparedResource {
     pub resource_type: String,
     /// The id it will have.
     pub id: String,
-    /// Its lastUpdated.
+    /// The placeholder lastUpdated in `bytes`; the store writes its own stamp over it.
     pub last_updated: String,
+    /// Byte offset of the placeholder lastUpdated in `bytes`.
+    pub stamp_at: usize,
     /// The bytes to store and serve.
     pub bytes: Vec<u8>,
     /// Its search index rows.
@@ -186,10 +188,17 @@ pub fn prepare_new(
     last_updated: &str,
 ) -> Result<PreparedResource> {
     let (bytes, rows) = prepare_version(resource_type, id, 1, body, last_updated)?;
+    let needle = format!("\"lastUpdated\":\"{last_updated}\"");
+    let stamp_at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+        .map(|p| p + needle.len() - last_updated.len() - 1)
+        .ok_or_else(|| StoreError::Database("serialised resource has no lastUpdated".into()))?;
     Ok(PreparedResource {
         resource_type: resource_type.to_string(),
         id: id.to_string(),
         last_updated: last_updated.to_string(),
+        stamp_at,
         bytes,
         rows,
     })

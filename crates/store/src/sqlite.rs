@@ -87,6 +87,11 @@ CREATE TABLE search_number (
     PRIMARY KEY (param, low, high, system, code, rid)
 ) WITHOUT ROWID;
 "#,
+    r#"
+CREATE INDEX search_index_rid ON search_index (rid);
+CREATE INDEX search_date_rid ON search_date (rid);
+CREATE INDEX search_number_rid ON search_number (rid);
+"#,
 ];
 
 /// The file name of the database inside the data directory.
@@ -98,8 +103,10 @@ type ParamKeys = HashMap<(&'static str, &'static str), i64>;
 /// The embedded SQLite store.
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
+    /// Readers in use, and the signal that one came back.
+    readers_in_use: (Mutex<usize>, parking_lot::Condvar),
     param_keys: ParamKeys,
     /// Held for its Drop: stops the checkpoint thread with the store.
     _checkpointer: Checkpointer,
@@ -115,6 +122,8 @@ struct Checkpointer {
 impl Checkpointer {
     fn start(path: PathBuf) -> Result<Checkpointer> {
         let conn = open_connection(&path)?;
+        // Never wait for the writer: a busy checkpoint is simply tried again later.
+        conn.busy_timeout(std::time::Duration::ZERO)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let wal = PathBuf::from(format!("{}-wal", path.display()));
         let thread = std::thread::Builder::new()
@@ -146,6 +155,15 @@ impl Drop for Checkpointer {
         }
     }
 }
+
+/// The writer connection and the newest lastUpdated it committed (stamps never go back).
+struct Writer {
+    conn: Connection,
+    last_stamp: String,
+}
+
+/// Most reader connections open at once; further readers wait for one.
+const MAX_READERS: usize = 8;
 
 /// Gives every indexed (type, parameter) pair its integer key, adding new pairs.
 fn load_param_keys(conn: &mut Connection) -> Result<ParamKeys> {
@@ -182,10 +200,10 @@ fn param_key(keys: &ParamKeys, resource_type: &str, code: &str) -> i64 {
 fn open_connection(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.execute_batch(
-        "PRAGMA page_size = 8192;
+        "PRAGMA busy_timeout = 10000;
+         PRAGMA page_size = 8192;
          PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = NORMAL;
-         PRAGMA busy_timeout = 10000;
+         PRAGMA synchronous = FULL;
          PRAGMA cache_size = -65536;
          PRAGMA temp_store = MEMORY;
          PRAGMA mmap_size = 268435456;",
@@ -207,25 +225,47 @@ impl SqliteStore {
         let checkpointer = Checkpointer::start(path.clone())?;
         Ok(SqliteStore {
             path,
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Writer {
+                conn: writer,
+                last_stamp: String::new(),
+            }),
             readers: Mutex::new(Vec::new()),
+            readers_in_use: (Mutex::new(0), parking_lot::Condvar::new()),
             param_keys,
             _checkpointer: checkpointer,
         })
     }
 
     /// Runs `f` with a reader connection from the pool.
+    /// At most [`MAX_READERS`] run at once; the others wait for a free one.
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        {
+            let (count, freed) = &self.readers_in_use;
+            let mut in_use = count.lock();
+            while *in_use >= MAX_READERS {
+                freed.wait(&mut in_use);
+            }
+            *in_use += 1;
+        }
+        let release = || {
+            let (count, freed) = &self.readers_in_use;
+            *count.lock() -= 1;
+            freed.notify_one();
+        };
         let conn = self.readers.lock().pop();
         let conn = match conn {
             Some(c) => c,
-            None => open_connection(&self.path)?,
+            None => match open_connection(&self.path) {
+                Ok(c) => c,
+                Err(e) => {
+                    release();
+                    return Err(e);
+                }
+            },
         };
         let out = f(&conn);
-        let mut pool = self.readers.lock();
-        if pool.len() < 8 {
-            pool.push(conn);
-        }
+        self.readers.lock().push(conn);
+        release();
         out
     }
 }
@@ -543,6 +583,8 @@ fn rebuild_index_if_needed(conn: &mut Connection, keys: &ParamKeys) -> Result<()
 struct SqliteTx<'c> {
     conn: &'c Connection,
     keys: &'c ParamKeys,
+    /// The lastUpdated of every version this transaction writes.
+    stamp: &'c str,
 }
 
 /// The current version of a resource: its row id, version and whether it is deleted.
@@ -563,7 +605,7 @@ impl SqliteTx<'_> {
         body: Option<Value>,
         existing: Option<&CurrentRow>,
     ) -> Result<Stored> {
-        let last_updated = now_instant();
+        let last_updated = self.stamp.to_string();
         let (bytes, rows) = match body {
             Some(body) => prepare_version(resource_type, id, version, body, &last_updated)?,
             None => (Vec::new(), Vec::new()),
@@ -589,7 +631,7 @@ impl SqliteTx<'_> {
                 self.conn
                     .prepare_cached("UPDATE resources SET version = ?1, deleted = ?2 WHERE rid = ?3")?
                     .execute(params![version as i64, deleted as i64, current.rid])?;
-                self.remove_index_rows(resource_type, current)?;
+                self.remove_index_rows(current)?;
                 current.rid
             }
             None => {
@@ -624,50 +666,12 @@ impl SqliteTx<'_> {
         })
     }
 
-    /// Removes the index rows of the current version. They are found by extracting them
-    /// again from its body: extraction is deterministic, and the store rebuilds the whole
-    /// index when the extraction rules change (see [`SqliteStore::open`]).
-    fn remove_index_rows(&mut self, resource_type: &str, current: &CurrentRow) -> Result<()> {
-        if current.deleted {
-            return Ok(());
-        }
-        let body: Vec<u8> = self
-            .conn
-            .prepare_cached("SELECT body FROM resource_versions WHERE rid = ?1 AND version = ?2")?
-            .query_row(params![current.rid, current.version as i64], |r| r.get(0))?;
-        let old: Value = serde_json::from_slice(&body).map_err(|e| StoreError::Database(e.to_string()))?;
-        let mut delete = self.conn.prepare_cached(
-            "DELETE FROM search_index WHERE param = ?1 AND value = ?2 AND system = ?3 AND rid = ?4 AND exact = ?5",
-        )?;
-        let mut delete_date = self
-            .conn
-            .prepare_cached("DELETE FROM search_date WHERE param = ?1 AND low = ?2 AND high = ?3 AND rid = ?4")?;
-        let mut delete_number = self.conn.prepare_cached(
-            "DELETE FROM search_number WHERE param = ?1 AND low = ?2 AND high = ?3 AND system = ?4 AND code = ?5 AND rid = ?6",
-        )?;
-        for row in crate::index::extract(resource_type, &old) {
-            if let Some((low, high)) = row.number {
-                let key = param_key(self.keys, resource_type, row.param);
-                let system = row.system.as_deref().unwrap_or("");
-                delete_number.execute(params![key, low, high, system, row.value, current.rid])?;
-                continue;
-            }
-            if let Some((low, high)) = &row.range {
-                delete_date.execute(params![
-                    param_key(self.keys, resource_type, row.param),
-                    low,
-                    high,
-                    current.rid
-                ])?;
-                continue;
-            }
-            delete.execute(params![
-                param_key(self.keys, resource_type, row.param),
-                row.value,
-                row.system.as_deref().unwrap_or(""),
-                current.rid,
-                row.exact.as_deref().unwrap_or("")
-            ])?;
+    /// Removes every index row of a resource (by its row id).
+    fn remove_index_rows(&mut self, current: &CurrentRow) -> Result<()> {
+        for table in ["search_index", "search_date", "search_number"] {
+            self.conn
+                .prepare_cached(&format!("DELETE FROM {table} WHERE rid = ?1"))?
+                .execute(params![current.rid])?;
         }
         Ok(())
     }
@@ -772,7 +776,18 @@ impl StoreTx for SqliteTx<'_> {
                 p.resource_type, p.id
             )));
         }
-        self.write_version(&p.resource_type, &p.id, 1, p.last_updated, p.bytes, p.rows, None)
+        let mut bytes = p.bytes;
+        // Stamp the transaction's lastUpdated over the placeholder the preparation left.
+        let slot = bytes.get_mut(p.stamp_at..p.stamp_at + self.stamp.len());
+        match slot {
+            Some(slot) if p.last_updated.len() == self.stamp.len() => slot.copy_from_slice(self.stamp.as_bytes()),
+            _ => {
+                return Err(StoreError::Database(
+                    "prepared resource without a lastUpdated slot".into(),
+                ))
+            }
+        }
+        self.write_version(&p.resource_type, &p.id, 1, self.stamp.to_string(), bytes, p.rows, None)
     }
 }
 
@@ -799,18 +814,25 @@ impl Store for SqliteStore {
     }
 
     fn write(&self, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
-        let mut conn = self.writer.lock();
+        let mut writer = self.writer.lock();
+        // One lastUpdated for the whole transaction, taken under the lock and never
+        // earlier than the last commit: `_since` polling misses nothing.
+        let stamp = std::cmp::max(now_instant(), writer.last_stamp.clone());
         // IMMEDIATE takes the write lock at once, so the transaction never has to upgrade
         // a read snapshot that a checkpoint has moved on from.
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = writer
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             let mut stx = SqliteTx {
                 conn: &tx,
                 keys: &self.param_keys,
+                stamp: &stamp,
             };
             work(&mut stx)?;
         }
         tx.commit()?;
+        writer.last_stamp = stamp;
         Ok(())
     }
 
@@ -1111,8 +1133,10 @@ mod tests {
                     Ok(())
                 })
                 .unwrap();
-            let conn = store.writer.lock();
-            conn.execute_batch("DELETE FROM search_index; UPDATE store_meta SET value = 'old'")
+            let writer = store.writer.lock();
+            writer
+                .conn
+                .execute_batch("DELETE FROM search_index; UPDATE store_meta SET value = 'old'")
                 .unwrap();
         }
         let store = SqliteStore::open(dir.path()).unwrap();
@@ -1222,5 +1246,43 @@ mod tests {
         assert_eq!(ids("ne5.4").len(), 3);
         let bad = SearchQuery::parse("Observation", &[("value-quantity".into(), "lots".into())]);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn a_transaction_has_one_stamp_and_stamps_never_go_back() {
+        let (_dir, store) = store();
+        let early = crate::prepare_new(
+            "Patient",
+            "p1",
+            json!({"resourceType": "Patient"}),
+            "2000-01-01T00:00:00.000Z",
+        )
+        .unwrap();
+        let mut stamps = Vec::new();
+        store
+            .write(&mut |tx| {
+                let a = tx.insert_prepared(early.clone())?;
+                let b = tx.create("Patient", json!({"resourceType": "Patient"}), None)?;
+                for s in [&a, &b] {
+                    let body: Value = serde_json::from_slice(&s.body).unwrap();
+                    assert_eq!(body["meta"]["lastUpdated"], s.last_updated.as_str());
+                }
+                stamps.push(a.last_updated.clone());
+                stamps.push(b.last_updated.clone());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(stamps[0], stamps[1]);
+        assert!(stamps[0].as_str() > "2000-01-01T00:00:00.000Z");
+        store
+            .write(&mut |tx| {
+                stamps.push(
+                    tx.create("Patient", json!({"resourceType": "Patient"}), None)?
+                        .last_updated,
+                );
+                Ok(())
+            })
+            .unwrap();
+        assert!(stamps[2] >= stamps[1]);
     }
 }
