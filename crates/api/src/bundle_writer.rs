@@ -22,10 +22,17 @@ pub struct BundleWriter {
 impl BundleWriter {
     /// Starts a Bundle of `bundle_type` with an optional total and links (relation, url).
     pub fn new(bundle_type: &str, total: Option<u64>, links: &[(&str, String)]) -> Self {
+        Self::as_of(bundle_type, total, links, &sijill_store::now_instant())
+    }
+
+    /// Like [`BundleWriter::new`], with `meta.lastUpdated` set to `last_updated` (a history
+    /// gives the newest change it contains, so that a client polling with `_since` from
+    /// there misses nothing).
+    pub fn as_of(bundle_type: &str, total: Option<u64>, links: &[(&str, String)], last_updated: &str) -> Self {
         let mut head = json!({
             "resourceType": "Bundle",
             "id": uuid::Uuid::new_v4().to_string(),
-            "meta": {"lastUpdated": sijill_store::now_instant()},
+            "meta": {"lastUpdated": last_updated},
             "type": bundle_type,
         });
         if let Some(t) = total {

@@ -236,7 +236,9 @@ async fn fhir(State(state): State<Arc<AppState>>, request: axum::extract::Reques
     let response = match result {
         Err(e) => error_response(&e),
         Ok(request) => {
-            let is_write = matches!(request.method, Method::Post | Method::Put | Method::Patch);
+            // Prefer: return applies to create, update and patch; a Bundle or search
+            // response is never withheld.
+            let is_write = matches!(interaction, "create" | "update" | "patch");
             let engine_state = state.clone();
             let ctx2 = ctx.clone();
             let engine_started = Instant::now();

@@ -243,3 +243,65 @@ fn bundles_of_the_wrong_kind_are_refused() {
     let empty = json(s.post("", &json!({"resourceType": "Bundle", "type": "transaction"})));
     assert_eq!(empty["type"], "transaction-response");
 }
+
+#[test]
+fn conditional_updates_in_a_transaction_can_be_referenced() {
+    let s = Server::start();
+    let existing = s.create(&json!({"resourceType": "Patient", "identifier": [{"system": "urn:s", "value": "1"}]}));
+    let bundle = transaction(vec![
+        json!({"fullUrl": "urn:uuid:pat", "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:s", "value": "1"}], "active": true},
+               "request": {"method": "PUT", "url": "Patient?identifier=urn:s|1"}}),
+        json!({"fullUrl": "urn:uuid:new", "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:s", "value": "2"}]},
+               "request": {"method": "PUT", "url": "Patient?identifier=urn:s|2"}}),
+        entry(
+            "urn:uuid:o",
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                                   "subject": {"reference": "urn:uuid:pat"}, "performer": [{"reference": "urn:uuid:new"}]}),
+            "POST",
+            "Observation",
+        ),
+    ]);
+    let r = s.post("", &bundle);
+    assert_eq!(r.status(), 200);
+    let r = json(r);
+    assert_eq!(r["entry"][0]["response"]["status"], "200 OK");
+    assert_eq!(r["entry"][1]["response"]["status"], "201 Created");
+    let obs = json(s.get(r["entry"][2]["response"]["location"].as_str().unwrap()));
+    assert_eq!(obs["subject"]["reference"], format!("Patient/{existing}"));
+    let new_id = json(s.get("Patient?identifier=urn:s|2"))["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(obs["performer"][0]["reference"], format!("Patient/{new_id}"));
+}
+
+#[test]
+fn a_transaction_may_change_a_resource_only_once() {
+    let s = Server::start();
+    let p = json!({"resourceType": "Patient", "id": "twice"});
+    let bundle = transaction(vec![
+        json!({"resource": p, "request": {"method": "PUT", "url": "Patient/twice"}}),
+        json!({"request": {"method": "DELETE", "url": "Patient/twice"}}),
+    ]);
+    assert_outcome(s.post("", &bundle), 400, "only once");
+    assert_eq!(s.get("Patient/twice").status(), 404);
+}
+
+#[test]
+fn prefer_minimal_never_withholds_a_bundle_response() {
+    let s = Server::start();
+    let bundle = transaction(vec![entry(
+        "urn:uuid:a",
+        json!({"resourceType": "Patient"}),
+        "POST",
+        "Patient",
+    )]);
+    let r = s
+        .request(reqwest::Method::POST, "")
+        .header("content-type", "application/fhir+json")
+        .header("prefer", "return=minimal")
+        .body(bundle.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(json(r)["type"], "transaction-response");
+}

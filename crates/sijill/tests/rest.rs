@@ -193,6 +193,17 @@ fn conditional_create_update_and_delete() {
     let r = s.put("Patient?identifier=urn:oid:2.16.504.1|ID-New", &patient("New"));
     assert_eq!(r.status(), 201);
 
+    // An id in the body that names another, non-matching resource is not overwritten.
+    let other = s.create(&patient("Other"));
+    let mut stray = patient("Stray");
+    stray["id"] = json!(other);
+    assert_outcome(
+        s.put("Patient?identifier=urn:oid:2.16.504.1|ID-Nobody", &stray),
+        409,
+        "does not match",
+    );
+    assert_eq!(json(s.get(&format!("Patient/{other}")))["name"][0]["family"], "Other");
+
     // Two matches: 412 for update, create and delete.
     s.create(&patient("Twin"));
     s.create(&patient("Twin"));
@@ -240,6 +251,21 @@ fn json_patch() {
     let r = patch(json!([{"op": "replace", "path": "/id", "value": "other"}]), None);
     assert_eq!(r.status(), 400);
     assert_eq!(patch(json!([]), Some("W/\"1\"")).status(), 412);
+    // Hostile patches: a document that doubles itself, a move into a missing array (which
+    // makes the library's undo step fail), and too many operations.
+    let bomb: Vec<_> = (0..60)
+        .map(|i| json!({"op": "copy", "from": "", "path": if i % 2 == 0 { "/a" } else { "/b" }}))
+        .collect();
+    assert_outcome(patch(json!(bomb), None), 422, "larger than");
+    let r = patch(
+        json!([{"op": "add", "path": "/y", "value": 1}, {"op": "move", "from": "/y", "path": "/z/0"}]),
+        None,
+    );
+    assert_eq!(r.status(), 422);
+    let many: Vec<_> = (0..1001)
+        .map(|_| json!({"op": "test", "path": "/id", "value": id}))
+        .collect();
+    assert_outcome(patch(json!(many), None), 400, "at most");
     assert_eq!(patch(json!({"not": "a patch"}), None).status(), 400);
     assert_eq!(json(s.get(&format!("Patient/{id}")))["meta"]["versionId"], "2");
 }

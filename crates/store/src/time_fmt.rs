@@ -81,12 +81,11 @@ pub fn date_range(s: &str) -> Option<(String, String)> {
     };
     let zone_sign = if zone.starts_with('-') { -1 } else { 1 };
     let (zh, zm) = zone.get(1..)?.split_once(':')?;
-    let offset = time::UtcOffset::from_hms(
-        zone_sign * zh.parse::<i8>().ok()?,
-        zone_sign * zm.parse::<i8>().ok()?,
-        0,
-    )
-    .ok()?;
+    let (zh, zm): (i8, i8) = (
+        zh.parse().ok().filter(|h| (0..=23).contains(h))?,
+        zm.parse().ok().filter(|m| (0..=59).contains(m))?,
+    );
+    let offset = time::UtcOffset::from_hms(zone_sign * zh, zone_sign * zm, 0).ok()?;
     let mut parts = clock.split(':');
     let hour: u8 = parts.next()?.parse().ok()?;
     let minute: u8 = parts.next()?.parse().ok()?;

@@ -24,6 +24,9 @@ use crate::context::RequestContext;
 use crate::engine::{truncate, Conditions, Engine, Exec, FhirRequest, FhirResponse, Method, Payload, RequestBody};
 use crate::error::{FhirError, FhirResult};
 
+/// Most GET entries in one Bundle (each may return a page of resources).
+const MAX_GET_ENTRIES: usize = 200;
+
 /// One parsed Bundle entry.
 struct Entry {
     index: usize,
@@ -56,6 +59,17 @@ pub fn process(engine: &Engine, ctx: &RequestContext, req: FhirRequest) -> FhirR
             StatusCode::PAYLOAD_TOO_LARGE,
             "too-costly",
             format!("A Bundle may have at most {} entries", engine.limits.max_bundle_entries),
+        ));
+    }
+    let gets = entries
+        .iter()
+        .filter(|e| e.pointer("/request/method").and_then(Value::as_str) == Some("GET"))
+        .count();
+    if gets > MAX_GET_ENTRIES {
+        return Err(FhirError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-costly",
+            format!("A Bundle may have at most {MAX_GET_ENTRIES} GET entries"),
         ));
     }
     match kind {
@@ -260,16 +274,40 @@ fn tx_finder(tx: &mut dyn StoreTx) -> impl FnMut(&str, &SearchQuery, usize) -> F
 }
 
 /// The 409 of a transaction whose conditional parts changed between preparation and write.
-fn changed_meanwhile(index: usize) -> FhirError {
-    at_entry(
-        index,
-        FhirError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "the resources matched by a conditional reference or ifNoneExist changed while the transaction was \
-             prepared; send it again",
-        ),
-    )
+fn changed_meanwhile(index: Option<usize>) -> FhirError {
+    let e = FhirError::new(
+        StatusCode::CONFLICT,
+        "conflict",
+        "the resources matched by a conditional reference, conditional update or ifNoneExist changed while the \
+         transaction was prepared; send it again",
+    );
+    match index {
+        Some(i) => at_entry(i, e),
+        None => e,
+    }
+}
+
+/// Refuses a transaction in which two entries change the same resource.
+fn refuse_overlaps(entries: &[Entry]) -> FhirResult<()> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for e in entries
+        .iter()
+        .filter(|e| e.method != Method::Get && e.method != Method::Post)
+    {
+        if e.request.path.split('/').count() != 2 || !e.request.query.is_empty() {
+            continue;
+        }
+        if let Some(first) = seen.insert(e.request.path.as_str(), e.index) {
+            return Err(at_entry(
+                e.index,
+                FhirError::bad_request(format!(
+                    "Bundle.entry[{first}] already changes {}; a transaction may change a resource only once",
+                    truncate(&e.request.path)
+                )),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn response_members(status: StatusCode, r: &FhirResponse, outcome: Option<Value>) -> Vec<(&'static str, Value)> {
@@ -338,6 +376,48 @@ fn transaction(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirRe
         Ok(engine.store.search_ids(ty, q, limit)?)
     };
     let mut conditions: Vec<(usize, String, SearchQuery, Vec<String>)> = Vec::new();
+    // Conditional updates become updates of the one resource they match (or creates with
+    // a new id), so that references to their fullUrl can be rewritten too.
+    for e in entries
+        .iter_mut()
+        .filter(|e| e.method == Method::Put && !e.request.query.is_empty())
+    {
+        let Some(rt) = e.resource_type.clone() else { continue };
+        if e.request.path.contains('/') {
+            continue;
+        }
+        let query = conditional_query(&rt, &e.request.query).map_err(|x| at_entry(e.index, x))?;
+        let found = store_finder(&rt, &query, 2)?;
+        let body_id = match &e.request.body {
+            RequestBody::Resource(r) => r.get("id").and_then(Value::as_str).map(str::to_string),
+            _ => None,
+        };
+        let id = match (found.as_slice(), body_id) {
+            ([], Some(body_id)) => body_id,
+            ([], None) => uuid::Uuid::new_v4().to_string(),
+            ([one], Some(body_id)) if *one != body_id => {
+                return Err(at_entry(
+                    e.index,
+                    FhirError::bad_request(format!(
+                        "The criteria match {rt}/{one} but the body has id '{}'",
+                        truncate(&body_id)
+                    )),
+                ))
+            }
+            ([one], _) => one.clone(),
+            _ => return Err(at_entry(e.index, multiple_matches(&rt))),
+        };
+        if let RequestBody::Resource(Value::Object(r)) = &mut e.request.body {
+            r.insert("id".into(), Value::String(id.clone()));
+        }
+        e.request.path = format!("{rt}/{id}");
+        e.request.query.clear();
+        if let Some(full_url) = &e.full_url {
+            ids.insert(full_url.clone(), format!("{rt}/{id}"));
+        }
+        conditions.push((e.index, rt, query, found));
+    }
+    refuse_overlaps(&entries)?;
     let mut existing: HashMap<usize, String> = HashMap::new();
     for e in entries.iter().filter(|e| e.method == Method::Post) {
         let (Some(q), Some(rt)) = (&e.request.conditions.if_none_exist, &e.resource_type) else {
@@ -380,7 +460,7 @@ fn transaction(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirRe
     engine.with_tx(Exec::Standalone, |tx| {
         for (index, rt, query, found) in &conditions {
             if tx.search_ids(rt, query, 2)? != *found {
-                return Err(changed_meanwhile(*index));
+                return Err(changed_meanwhile(Some(*index)));
             }
         }
         for (reference, target) in &resolved_before {
@@ -389,7 +469,7 @@ fn transaction(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirRe
                 .ok()
                 .flatten();
             if now.as_ref() != Some(target) {
-                return Err(changed_meanwhile(0));
+                return Err(changed_meanwhile(None));
             }
         }
         for &i in &by_order {
@@ -400,7 +480,7 @@ fn transaction(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirRe
                 let rt = e.resource_type.clone().unwrap_or_default();
                 match tx.read(&rt, id)? {
                     sijill_store::Current::Found(s) => resource_response(engine, StatusCode::OK, &s),
-                    _ => return Err(changed_meanwhile(i)),
+                    _ => return Err(changed_meanwhile(Some(i))),
                 }
             } else {
                 rewrite_body(&mut tx_finder(tx), &ids, &mut cache, &mut e.request.body).map_err(|x| at_entry(i, x))?;

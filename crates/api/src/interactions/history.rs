@@ -64,7 +64,12 @@ pub fn history(engine: &Engine, scope: HistoryScope, params: &[(String, String)]
             ),
         ));
     }
-    let mut writer = BundleWriter::new("history", Some(page.total), &links);
+    let newest = page
+        .entries
+        .first()
+        .map(|s| s.last_updated.clone())
+        .unwrap_or_else(sijill_store::now_instant);
+    let mut writer = BundleWriter::as_of("history", Some(page.total), &links, &newest);
     for s in &page.entries {
         let (method, url, status) = if s.deleted {
             ("DELETE", format!("{}/{}", s.resource_type, s.id), "204")

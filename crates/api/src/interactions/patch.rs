@@ -9,6 +9,33 @@ use super::{checked_resource, conditional_query, matching_ids, multiple_matches,
 use crate::engine::{truncate, Engine, Exec, FhirRequest, FhirResponse, RequestBody};
 use crate::error::{FhirError, FhirResult};
 
+/// Most operations one JSON Patch may carry.
+const MAX_OPERATIONS: usize = 1000;
+
+/// Applies the operations one by one to a throwaway copy (a failure leaves the stored
+/// resource as it was), refusing a document that `copy` grows beyond `max_bytes`.
+fn apply_bounded(resource: &mut Value, operations: &json_patch::Patch, max_bytes: usize) -> FhirResult<()> {
+    for (i, op) in operations.0.iter().enumerate() {
+        json_patch::patch_unsafe(resource, std::slice::from_ref(op)).map_err(|e| {
+            FhirError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "processing",
+                format!("The patch cannot be applied (operation {i}): {e}"),
+            )
+        })?;
+        if matches!(op, json_patch::PatchOperation::Copy(_))
+            && serde_json::to_vec(resource).map(|b| b.len()).unwrap_or(usize::MAX) > max_bytes
+        {
+            return Err(FhirError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "too-costly",
+                format!("The patched resource would be larger than {max_bytes} bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// PATCH a resource with a JSON Patch document.
 pub fn patch(
     engine: &Engine,
@@ -26,6 +53,12 @@ pub fn patch(
     };
     let operations: json_patch::Patch = serde_json::from_value(document)
         .map_err(|e| FhirError::bad_request(format!("The JSON Patch document is not valid: {e}")))?;
+    if operations.0.len() > MAX_OPERATIONS {
+        return Err(FhirError::bad_request(format!(
+            "A JSON Patch may have at most {MAX_OPERATIONS} operations"
+        )));
+    }
+    let max_bytes = engine.limits.max_body_bytes;
     let if_match = req.conditions.if_match.as_deref().map(parse_version).transpose()?;
     let query = match id {
         Some(_) => None,
@@ -71,13 +104,7 @@ pub fn patch(
         }
         let mut resource: Value = serde_json::from_slice(&current.body)
             .map_err(|e| FhirError::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", e.to_string()))?;
-        json_patch::patch(&mut resource, &operations).map_err(|e| {
-            FhirError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "processing",
-                format!("The patch cannot be applied: {e}"),
-            )
-        })?;
+        apply_bounded(&mut resource, &operations, max_bytes)?;
         let resource = checked_resource(RequestBody::Resource(resource), resource_type, Some(&target))?;
         let (stored, _) = tx.update(resource_type, &target, resource, Some(current.version))?;
         Ok(resource_response(engine, StatusCode::OK, &stored))

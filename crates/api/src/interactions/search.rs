@@ -261,7 +261,7 @@ fn included_resources(engine: &Engine, shape: &Shape, found: &[Stored]) -> FhirR
         for inc in shape.includes.iter().filter(active) {
             for s in &frontier {
                 for (ty, id) in references_of(s, inc) {
-                    if out.len() >= MAX_INCLUDED || !seen.insert((ty.clone(), id.clone())) {
+                    if out.len() + next.len() >= MAX_INCLUDED || !seen.insert((ty.clone(), id.clone())) {
                         continue;
                     }
                     if let Current::Found(r) = engine.store.read(&ty, &id)? {

@@ -43,7 +43,20 @@ pub fn update(
                         )))
                     }
                     (Some(found), _) => tx.update(resource_type, &found, resource, if_match)?,
-                    (None, Some(body_id)) => tx.update(resource_type, &body_id, resource, if_match)?,
+                    (None, Some(body_id)) => {
+                        // The id names a resource the criteria did not match: do not overwrite it.
+                        if let sijill_store::Current::Found(_) = tx.read(resource_type, &body_id)? {
+                            return Err(FhirError::new(
+                                StatusCode::CONFLICT,
+                                "conflict",
+                                format!(
+                                    "{resource_type}/{} exists but does not match the criteria",
+                                    truncate(&body_id)
+                                ),
+                            ));
+                        }
+                        tx.update(resource_type, &body_id, resource, if_match)?
+                    }
                     (None, None) => (tx.create(resource_type, resource, None)?, true),
                 };
                 let status = if created { StatusCode::CREATED } else { StatusCode::OK };
