@@ -50,7 +50,7 @@ def opt(s):
     return "None" if s is None else "Some(%s)" % rust_str(s)
 
 
-def type_code(t, path):
+def type_code(t, path, is_resource):
     code = t["code"]
     if code.startswith("http://hl7.org/fhirpath/System."):
         for ext in t.get("extension", []):
@@ -59,8 +59,9 @@ def type_code(t, path):
                 break
         else:
             code = SYSTEM_TYPES[code]
-    # A resource's logical id is of type id (the snapshot says string via the extension).
-    if path.endswith(".id") and path.count(".") == 1 and code == "string" and path.split(".")[0][0].isupper():
+    # A resource's logical id is of type id (the snapshot says string via the extension);
+    # the id of an element inside a data type stays a string.
+    if is_resource and path.endswith(".id") and path.count(".") == 1 and code == "string":
         code = "id"
     return code
 
@@ -101,7 +102,7 @@ def gen_types():
                 continue
             types = []
             for t in e.get("type", []):
-                code = type_code(t, path)
+                code = type_code(t, path, sd["kind"] == "resource")
                 if code not in types:
                     types.append(code)
             binding = None

@@ -5,6 +5,7 @@
 //! definition index.
 
 pub mod definitions;
+pub mod examples;
 pub mod outcome;
 pub mod primitives;
 pub mod references;

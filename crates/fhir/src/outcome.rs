@@ -43,12 +43,22 @@ pub struct Issue {
 impl Issue {
     /// An error issue at `expression`.
     pub fn error(code: &'static str, expression: impl Into<String>, diagnostics: impl Into<String>) -> Self {
-        Issue { severity: Severity::Error, code, expression: expression.into(), diagnostics: diagnostics.into() }
+        Issue {
+            severity: Severity::Error,
+            code,
+            expression: expression.into(),
+            diagnostics: diagnostics.into(),
+        }
     }
 
     /// An informational issue without location.
     pub fn information(diagnostics: impl Into<String>) -> Self {
-        Issue { severity: Severity::Information, code: "informational", expression: String::new(), diagnostics: diagnostics.into() }
+        Issue {
+            severity: Severity::Information,
+            code: "informational",
+            expression: String::new(),
+            diagnostics: diagnostics.into(),
+        }
     }
 }
 

@@ -56,7 +56,10 @@ mod tests {
         rewrite_references(&mut v, &mut |r| (r == "urn:uuid:1").then(|| "Patient/abc".to_string()));
         assert_eq!(v["subject"]["reference"], "Patient/abc");
         assert_eq!(v["extension"][0]["valueReference"]["reference"], "Patient/abc");
-        assert_eq!(v["component"][0]["extension"][0]["valueReference"]["reference"], "Patient/2");
+        assert_eq!(
+            v["component"][0]["extension"][0]["valueReference"]["reference"],
+            "Patient/2"
+        );
         assert_eq!(collect_references(&v).len(), 3);
     }
 }

@@ -6,7 +6,7 @@
 //! right JSON type and cardinality, primitives must match their official formats, and
 //! codes bound to a known value set with a required binding must be in it.
 //!
-//! For speed the definitions are compiled once into a [`Schema`]: one node per type or
+//! For speed the definitions are compiled once into a `Schema`: one node per type or
 //! inline element, each with a map from JSON property name to what the property holds.
 //! The walk borrows the JSON; the FHIRPath location is kept as a stack of borrowed
 //! segments and only formatted when an issue is reported.
@@ -162,7 +162,8 @@ struct Schema {
     bindings: Vec<Binding>,
     /// Compiled primitive regexes, with the name of their type.
     regexes: Vec<(&'static str, Regex)>,
-    /// Elements whose parent or type could not be resolved (should be none).
+    /// Elements whose parent or type could not be resolved (none: a unit test checks it).
+    #[cfg_attr(not(test), allow(dead_code))]
     unresolved: Vec<&'static str>,
 }
 
@@ -210,7 +211,11 @@ fn build_schema() -> Schema {
     let mut ids: FastMap<&'static str, u32> = FastMap::default();
     let mut resources: FastMap<&'static str, u32> = FastMap::default();
     let new_node = |nodes: &mut Vec<Node>, path: &'static str| {
-        nodes.push(Node { path, children: FastMap::default(), required: Vec::new() });
+        nodes.push(Node {
+            path,
+            children: FastMap::default(),
+            required: Vec::new(),
+        });
         (nodes.len() - 1) as u32
     };
 
@@ -313,11 +318,7 @@ fn build_schema() -> Schema {
                 let kind = ids.get(el.path).map(|&n| Kind::Complex(n));
                 entries.push((name.to_string(), el.types[0], kind));
             } else {
-                // The generator types `<DataType>.id` as `id` like a resource's logical id,
-                // but an element id is a plain string (Element.id).
-                let own_id = ty.kind != TypeKind::Resource && el.path.len() == ty.name.len() + 3;
                 for &t in el.types {
-                    let t = if own_id && name == "id" { "string" } else { t };
                     let kind = match t {
                         "Resource" => Some(Kind::Resource),
                         "xhtml" => Some(Kind::Xhtml),
@@ -342,7 +343,15 @@ fn build_schema() -> Schema {
                     .required_binding
                     .and_then(|url| Some((binding_id(url)?, binding_kind(t)?)));
                 let key: &'static str = Box::leak(key.into_boxed_str());
-                nodes[parent_id as usize].children.insert(key, Child { el, ty: t, kind, binding });
+                nodes[parent_id as usize].children.insert(
+                    key,
+                    Child {
+                        el,
+                        ty: t,
+                        kind,
+                        binding,
+                    },
+                );
             }
             if el.min > 0 {
                 nodes[parent_id as usize].required.push(el);
@@ -350,7 +359,13 @@ fn build_schema() -> Schema {
         }
     }
 
-    Schema { nodes, resources, bindings, regexes, unresolved }
+    Schema {
+        nodes,
+        resources,
+        bindings,
+        regexes,
+        unresolved,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -505,7 +520,10 @@ impl<'v> Walker<'v> {
                     self.issue(
                         "structure",
                         Some(key),
-                        format!("resourceType is only allowed at the root of a resource, not in {}.", node.path),
+                        format!(
+                            "resourceType is only allowed at the root of a resource, not in {}.",
+                            node.path
+                        ),
                     );
                 }
                 continue;
@@ -524,7 +542,10 @@ impl<'v> Walker<'v> {
                     Some(_) => self.issue(
                         "structure",
                         Some(key),
-                        format!("Unknown element '{key}': '{base}' in {} is not a primitive, so it has no '_' form.", node.path),
+                        format!(
+                            "Unknown element '{key}': '{base}' in {} is not a primitive, so it has no '_' form.",
+                            node.path
+                        ),
                     ),
                     None => self.issue(
                         "structure",
@@ -551,11 +572,18 @@ impl<'v> Walker<'v> {
         for &req in &node.required {
             if !self.seen[mark..].iter().any(|e| std::ptr::eq(*e, req)) {
                 let name = plain_name(req);
-                let what = if req.is_choice() { format!("{name}[x]") } else { name.to_string() };
+                let what = if req.is_choice() {
+                    format!("{name}[x]")
+                } else {
+                    name.to_string()
+                };
                 self.issue(
                     "required",
                     Some(name),
-                    format!("The required element '{what}' of {} is missing (minimum cardinality {}).", node.path, req.min),
+                    format!(
+                        "The required element '{what}' of {} is missing (minimum cardinality {}).",
+                        node.path, req.min
+                    ),
                 );
             }
         }
@@ -579,7 +607,11 @@ impl<'v> Walker<'v> {
     fn element(&mut self, child: &Child, value: &'v Value, key: &str, parent: &'v Map<String, Value>) {
         let el = child.el;
         if el.max == 0 {
-            self.issue("structure", None, format!("The element '{key}' is not allowed here (maximum cardinality 0)."));
+            self.issue(
+                "structure",
+                None,
+                format!("The element '{key}' is not allowed here (maximum cardinality 0)."),
+            );
             return;
         }
         if el.is_array() {
@@ -587,7 +619,10 @@ impl<'v> Walker<'v> {
                 self.issue(
                     "structure",
                     None,
-                    format!("The element '{key}' repeats, so its value must be a JSON array, not {}.", json_kind(value)),
+                    format!(
+                        "The element '{key}' repeats, so its value must be a JSON array, not {}.",
+                        json_kind(value)
+                    ),
                 );
                 return;
             };
@@ -599,14 +634,22 @@ impl<'v> Walker<'v> {
                 self.issue(
                     "structure",
                     None,
-                    format!("The element '{key}' has {} values; at most {} are allowed.", items.len(), el.max),
+                    format!(
+                        "The element '{key}' has {} values; at most {} are allowed.",
+                        items.len(),
+                        el.max
+                    ),
                 );
             }
             if items.len() < el.min as usize {
                 self.issue(
                     "required",
                     None,
-                    format!("The element '{key}' has {} values; at least {} are required.", items.len(), el.min),
+                    format!(
+                        "The element '{key}' has {} values; at least {} are required.",
+                        items.len(),
+                        el.min
+                    ),
                 );
             }
             if !self.enter() {
@@ -662,7 +705,10 @@ impl<'v> Walker<'v> {
                 other => self.issue(
                     "structure",
                     None,
-                    format!("The narrative div must be a JSON string of XHTML, not {}.", json_kind(other)),
+                    format!(
+                        "The narrative div must be a JSON string of XHTML, not {}.",
+                        json_kind(other)
+                    ),
                 ),
             },
             Kind::Complex(node) => match value {
@@ -796,7 +842,8 @@ impl<'v> Walker<'v> {
 
     fn check_coding(&mut self, coding: &Map<String, Value>, binding: u32) {
         let b = &self.schema.bindings[binding as usize];
-        let (Some(Value::String(system)), Some(Value::String(code))) = (coding.get("system"), coding.get("code")) else {
+        let (Some(Value::String(system)), Some(Value::String(code))) = (coding.get("system"), coding.get("code"))
+        else {
             return;
         };
         if b.systems.contains(&system.as_str()) && !b.pairs.contains(&(system.as_str(), code.as_str())) {
@@ -804,7 +851,10 @@ impl<'v> Walker<'v> {
             self.issue(
                 "code-invalid",
                 Some("code"),
-                format!("The code '{}' of {system} is not in the required value set {url}.", truncate(code)),
+                format!(
+                    "The code '{}' of {system} is not in the required value set {url}.",
+                    truncate(code)
+                ),
             );
         }
     }
@@ -821,7 +871,10 @@ impl<'v> Walker<'v> {
                 self.issue(
                     "structure",
                     None,
-                    format!("The '_' form of the repeating element '{key}' must be a JSON array, not {}.", json_kind(value)),
+                    format!(
+                        "The '_' form of the repeating element '{key}' must be a JSON array, not {}.",
+                        json_kind(value)
+                    ),
                 );
                 return;
             };
@@ -867,7 +920,10 @@ impl<'v> Walker<'v> {
                     other => self.issue(
                         "structure",
                         None,
-                        format!("The extensions of a primitive must be a JSON object (or null), not {}.", json_kind(other)),
+                        format!(
+                            "The extensions of a primitive must be a JSON object (or null), not {}.",
+                            json_kind(other)
+                        ),
                     ),
                 }
                 self.path.pop();
@@ -879,7 +935,10 @@ impl<'v> Walker<'v> {
                 other => self.issue(
                     "structure",
                     None,
-                    format!("The extensions of a primitive must be a JSON object, not {}.", json_kind(other)),
+                    format!(
+                        "The extensions of a primitive must be a JSON object, not {}.",
+                        json_kind(other)
+                    ),
                 ),
             }
         }
@@ -909,7 +968,8 @@ fn is_calendar_date(s: &str) -> bool {
         return true;
     }
     let num = |r: std::ops::Range<usize>| {
-        b[r].iter().fold(0u32, |acc, d| acc * 10 + u32::from(d.wrapping_sub(b'0')))
+        b[r].iter()
+            .fold(0u32, |acc, d| acc * 10 + u32::from(d.wrapping_sub(b'0')))
     };
     let (year, month, day) = (num(0..4), num(5..7), num(8..10));
     let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
@@ -947,7 +1007,17 @@ mod tests {
     fn schema_resolves_everything_and_regexes_compile() {
         assert!(SCHEMA.unresolved.is_empty(), "{:?}", SCHEMA.unresolved);
         let names: Vec<_> = SCHEMA.regexes.iter().map(|(n, _)| *n).collect();
-        for t in ["id", "date", "dateTime", "instant", "time", "code", "oid", "uuid", "base64Binary"] {
+        for t in [
+            "id",
+            "date",
+            "dateTime",
+            "instant",
+            "time",
+            "code",
+            "oid",
+            "uuid",
+            "base64Binary",
+        ] {
             assert!(names.contains(&t), "{t} has no compiled regex");
         }
     }
@@ -958,7 +1028,10 @@ mod tests {
         assert!(re.is_match("a b"));
         assert!(!re.is_match("a  b"));
         assert!(!re.is_match(" a"));
-        assert!(re.is_match("a\u{a0}b"), "NBSP is not whitespace in the FHIR (Java) sense");
+        assert!(
+            re.is_match("a\u{a0}b"),
+            "NBSP is not whitespace in the FHIR (Java) sense"
+        );
         let re = Regex::new(&translate_regex(r"\\s")).unwrap();
         assert!(re.is_match(r"\s"));
     }
@@ -1031,7 +1104,9 @@ mod tests {
         assert_eq!(i.expression, "Patient.name[0].family");
         let i = one(json!({"resourceType": "Patient", "name": ["Doe"]}));
         assert_eq!(i.expression, "Patient.name[0]");
-        let i = one(json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueQuantity": {"value": "5"}}));
+        let i = one(
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueQuantity": {"value": "5"}}),
+        );
         assert_eq!(i.expression, "Observation.valueQuantity.value");
         let i = one(json!({"resourceType": "Patient", "text": {"status": "generated", "div": {"p": "x"}}}));
         assert_eq!(i.expression, "Patient.text.div");
@@ -1069,19 +1144,34 @@ mod tests {
         let found = issues(json!({"resourceType": "Observation"}));
         let mut got: Vec<_> = found.iter().map(|i| (i.code, i.expression.as_str())).collect();
         got.sort();
-        assert_eq!(got, [("required", "Observation.code"), ("required", "Observation.status")]);
+        assert_eq!(
+            got,
+            [("required", "Observation.code"), ("required", "Observation.status")]
+        );
         let i = one(json!({"resourceType": "Patient", "extension": [{"valueString": "x"}]}));
-        assert_eq!((i.code, i.expression.as_str()), ("required", "Patient.extension[0].url"));
+        assert_eq!(
+            (i.code, i.expression.as_str()),
+            ("required", "Patient.extension[0].url")
+        );
         // A required choice (MedicationRequest.medication[x]).
-        let i = one(json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order", "subject": {"reference": "Patient/1"}}));
-        assert_eq!((i.code, i.expression.as_str()), ("required", "MedicationRequest.medication"));
+        let i = one(
+            json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order", "subject": {"reference": "Patient/1"}}),
+        );
+        assert_eq!(
+            (i.code, i.expression.as_str()),
+            ("required", "MedicationRequest.medication")
+        );
         // Satisfied by the `_x` form alone.
-        assert_valid(json!({"resourceType": "Observation", "code": {"text": "x"}, "_status": {"extension": [{"url": "http://e", "valueCode": "final"}]}}));
+        assert_valid(
+            json!({"resourceType": "Observation", "code": {"text": "x"}, "_status": {"extension": [{"url": "http://e", "valueCode": "final"}]}}),
+        );
     }
 
     #[test]
     fn max_cardinality_of_choices() {
-        let i = one(json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueString": "a", "valueBoolean": true}));
+        let i = one(
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueString": "a", "valueBoolean": true}),
+        );
         assert_eq!(i.code, "structure");
         assert!(i.expression.starts_with("Observation.value"), "{}", i.expression);
     }
@@ -1093,7 +1183,10 @@ mod tests {
         let i = one(json!({"resourceType": "Patient", "birthDate": "2023-02-30"}));
         assert_eq!(i.expression, "Patient.birthDate");
         assert_valid(json!({"resourceType": "Patient", "birthDate": "2024-02-29"}));
-        assert_eq!(one(json!({"resourceType": "Patient", "birthDate": "2023-02-29"})).code, "value");
+        assert_eq!(
+            one(json!({"resourceType": "Patient", "birthDate": "2023-02-29"})).code,
+            "value"
+        );
         assert_valid(json!({"resourceType": "Patient", "birthDate": "2023"}));
         let i = one(json!({"resourceType": "Patient", "id": "a/b"}));
         assert_eq!((i.code, i.expression.as_str()), ("value", "Patient.id"));
@@ -1114,9 +1207,20 @@ mod tests {
         let ext = |v: Value| json!({"resourceType": "Patient", "extension": [v]});
         assert_valid(ext(json!({"url": "http://e", "valueOid": "urn:oid:1.2.3"})));
         let i = one(ext(json!({"url": "http://e", "valueOid": "urn:oid:1.2.x"})));
-        assert_eq!((i.code, i.expression.as_str()), ("value", "Patient.extension[0].valueOid"));
-        assert_valid(ext(json!({"url": "http://e", "valueUuid": "urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0"})));
-        assert_eq!(one(ext(json!({"url": "http://e", "valueUuid": "0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0"}))).code, "value");
+        assert_eq!(
+            (i.code, i.expression.as_str()),
+            ("value", "Patient.extension[0].valueOid")
+        );
+        assert_valid(ext(
+            json!({"url": "http://e", "valueUuid": "urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0"}),
+        ));
+        assert_eq!(
+            one(ext(
+                json!({"url": "http://e", "valueUuid": "0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0"})
+            ))
+            .code,
+            "value"
+        );
         assert_valid(ext(json!({"url": "http://e", "valueTime": "10:00:00"})));
         assert_eq!(one(ext(json!({"url": "http://e", "valueTime": "10:00"}))).code, "value");
         assert_eq!(one(ext(json!({"url": "http://e", "valueCode": " x"}))).code, "value");
@@ -1139,24 +1243,37 @@ mod tests {
             json!({"resourceType": "Condition", "subject": {"reference": "Patient/1"},
                    "clinicalStatus": {"coding": [{"system": system, "code": code}]}})
         };
-        assert_valid(cond("http://terminology.hl7.org/CodeSystem/condition-clinical", "active"));
+        assert_valid(cond(
+            "http://terminology.hl7.org/CodeSystem/condition-clinical",
+            "active",
+        ));
         assert_valid(cond("http://example.org/other", "whatever"));
-        let i = one(cond("http://terminology.hl7.org/CodeSystem/condition-clinical", "bogus"));
-        assert_eq!((i.code, i.expression.as_str()), ("code-invalid", "Condition.clinicalStatus.coding[0].code"));
+        let i = one(cond(
+            "http://terminology.hl7.org/CodeSystem/condition-clinical",
+            "bogus",
+        ));
+        assert_eq!(
+            (i.code, i.expression.as_str()),
+            ("code-invalid", "Condition.clinicalStatus.coding[0].code")
+        );
     }
 
     #[test]
     fn choice_types() {
-        assert_valid(json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+        assert_valid(
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
             "valueQuantity": {"value": 5.4, "unit": "mg", "system": "http://unitsofmeasure.org", "code": "mg"},
-            "effectiveDateTime": "2023-01-01"}));
+            "effectiveDateTime": "2023-01-01"}),
+        );
         let i = one(json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueFoo": 1}));
         assert_eq!((i.code, i.expression.as_str()), ("structure", "Observation.valueFoo"));
         let i = one(json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "value": 1}));
         assert_eq!(i.expression, "Observation.value");
         let i = one(json!({"resourceType": "Patient", "extension": [{"url": "http://e", "valueFoo": 1}]}));
         assert_eq!(i.expression, "Patient.extension[0].valueFoo");
-        assert_valid(json!({"resourceType": "Patient", "extension": [{"url": "http://e", "valueHumanName": {"family": "x"}}]}));
+        assert_valid(
+            json!({"resourceType": "Patient", "extension": [{"url": "http://e", "valueHumanName": {"family": "x"}}]}),
+        );
     }
 
     #[test]
@@ -1165,7 +1282,10 @@ mod tests {
         assert_valid(json!({"resourceType": "Patient", "birthDate": "1970", "_birthDate": ext}));
         assert_valid(json!({"resourceType": "Patient", "_birthDate": ext}));
         let i = one(json!({"resourceType": "Patient", "_birthDate": {"extension": [{"valueString": "x"}]}}));
-        assert_eq!((i.code, i.expression.as_str()), ("required", "Patient.birthDate.extension[0].url"));
+        assert_eq!(
+            (i.code, i.expression.as_str()),
+            ("required", "Patient.birthDate.extension[0].url")
+        );
         let i = one(json!({"resourceType": "Patient", "_birthDate": {"foo": 1}}));
         assert_eq!(i.expression, "Patient.birthDate.foo");
         let i = one(json!({"resourceType": "Patient", "_birthDate": "x"}));
@@ -1192,10 +1312,17 @@ mod tests {
 
     #[test]
     fn contained_resources() {
-        assert_valid(json!({"resourceType": "Patient", "contained": [{"resourceType": "Organization", "id": "o", "name": "x"}],
-            "managingOrganization": {"reference": "#o"}}));
-        let i = one(json!({"resourceType": "Patient", "contained": [{"resourceType": "Organization", "id": "o", "foo": "x"}]}));
-        assert_eq!((i.code, i.expression.as_str()), ("structure", "Patient.contained[0].foo"));
+        assert_valid(
+            json!({"resourceType": "Patient", "contained": [{"resourceType": "Organization", "id": "o", "name": "x"}],
+            "managingOrganization": {"reference": "#o"}}),
+        );
+        let i = one(
+            json!({"resourceType": "Patient", "contained": [{"resourceType": "Organization", "id": "o", "foo": "x"}]}),
+        );
+        assert_eq!(
+            (i.code, i.expression.as_str()),
+            ("structure", "Patient.contained[0].foo")
+        );
         let i = one(json!({"resourceType": "Patient", "contained": [{"id": "o"}]}));
         assert_eq!((i.code, i.expression.as_str()), ("structure", "Patient.contained[0]"));
         let i = one(json!({"resourceType": "Patient", "contained": [{"resourceType": "Nope"}]}));
@@ -1208,11 +1335,19 @@ mod tests {
             {"fullUrl": "urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0", "resource": {"resourceType": "Patient"}},
             {"resource": {"resourceType": "Patient", "birthDate": "yesterday"}}
         ]}));
-        assert_eq!((i.code, i.expression.as_str()), ("value", "Bundle.entry[1].resource.birthDate"));
+        assert_eq!(
+            (i.code, i.expression.as_str()),
+            ("value", "Bundle.entry[1].resource.birthDate")
+        );
         let i = one(json!({"resourceType": "Bundle", "type": "collection", "entry": [
             {"resource": {"resourceType": "Observation", "status": "final"}}]}));
-        assert_eq!((i.code, i.expression.as_str()), ("required", "Bundle.entry[0].resource.code"));
-        let i = one(json!({"resourceType": "Parameters", "parameter": [{"name": "p", "resource": {"resourceType": "Patient", "x": 1}}]}));
+        assert_eq!(
+            (i.code, i.expression.as_str()),
+            ("required", "Bundle.entry[0].resource.code")
+        );
+        let i = one(
+            json!({"resourceType": "Parameters", "parameter": [{"name": "p", "resource": {"resourceType": "Patient", "x": 1}}]}),
+        );
         assert_eq!(i.expression, "Parameters.parameter[0].resource.x");
     }
 
@@ -1225,7 +1360,10 @@ mod tests {
         assert_eq!(i.expression, "Questionnaire.item[0].item[0].foo");
         let i = one(json!({"resourceType": "Questionnaire", "status": "draft", "item": [
             {"linkId": "1", "type": "group", "item": [{"linkId": "1.1"}]}]}));
-        assert_eq!((i.code, i.expression.as_str()), ("required", "Questionnaire.item[0].item[0].type"));
+        assert_eq!(
+            (i.code, i.expression.as_str()),
+            ("required", "Questionnaire.item[0].item[0].type")
+        );
     }
 
     #[test]
@@ -1270,7 +1408,17 @@ mod tests {
 
     #[test]
     fn random_shapes_do_not_panic() {
-        let shapes = [json!(null), json!(1), json!(-1.5), json!(""), json!("x"), json!([]), json!({}), json!([null]), json!({"a": 1})];
+        let shapes = [
+            json!(null),
+            json!(1),
+            json!(-1.5),
+            json!(""),
+            json!("x"),
+            json!([]),
+            json!({}),
+            json!([null]),
+            json!({"a": 1}),
+        ];
         for rt in ["Patient", "Observation", "Bundle", "Questionnaire"] {
             for (key, _) in SCHEMA.nodes[SCHEMA.resources[rt] as usize].children.iter() {
                 for shape in &shapes {

@@ -1,33 +1,13 @@
 //! Validates every example instance of the official R4 package (not the definitional
-//! resources) and checks that exactly the known-invalid ones are rejected.
+//! resources) and checks that exactly the known-invalid ones are rejected
+//! (`sijill_fhir::examples::KNOWN_INVALID_EXAMPLES`, shared with the server's tests).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde_json::Value;
+use sijill_fhir::examples::{is_definition, KNOWN_INVALID_EXAMPLES};
 use sijill_fhir::validate::validate_resource;
-
-/// Resource types of the package's definitions (not examples).
-const DEFINITION_TYPES: &[&str] = &[
-    "StructureDefinition",
-    "SearchParameter",
-    "ValueSet",
-    "CodeSystem",
-    "ConceptMap",
-    "OperationDefinition",
-    "CompartmentDefinition",
-    "NamingSystem",
-    "ImplementationGuide",
-    "CapabilityStatement",
-    "StructureMap",
-    "GraphDefinition",
-    "MessageDefinition",
-    "TerminologyCapabilities",
-    "ExampleScenario",
-];
-
-/// Official examples that really are invalid against the R4 definitions, with why.
-const KNOWN_INVALID_EXAMPLES: &[(&str, &str)] = &[];
 
 fn package_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../definitions/package");
@@ -42,14 +22,18 @@ fn examples() -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(package_dir()).expect("read definitions/package") {
         let path = entry.expect("directory entry").path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         if name.starts_with('.') || name == "package.json" || !name.ends_with(".json") {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
         let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         let rt = value.get("resourceType").and_then(Value::as_str).unwrap_or_default();
-        if DEFINITION_TYPES.contains(&rt) {
+        if is_definition(rt) {
             continue;
         }
         out.push((name, value));

@@ -102,7 +102,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "ActivityDefinition.dynamicValue.expression", min: 1, max: 1, types: &["Expression"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Address", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "Address.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Address.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Address.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Address.use", min: 0, max: 1, types: &["code"], content_reference: None, required_binding: Some("http://hl7.org/fhir/ValueSet/address-use") },
         ElementDef { path: "Address.type", min: 0, max: 1, types: &["code"], content_reference: None, required_binding: Some("http://hl7.org/fhir/ValueSet/address-type") },
@@ -158,7 +158,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "AdverseEvent.study", min: 0, max: MANY, types: &["Reference"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Age", kind: TypeKind::Complex, is_abstract: false, base: Some("Quantity"), regex: None, elements: &[
-        ElementDef { path: "Age.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Age.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Age.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Age.value", min: 0, max: 1, types: &["decimal"], content_reference: None, required_binding: None },
         ElementDef { path: "Age.comparator", min: 0, max: 1, types: &["code"], content_reference: None, required_binding: Some("http://hl7.org/fhir/ValueSet/quantity-comparator") },
@@ -203,7 +203,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "AllergyIntolerance.reaction.note", min: 0, max: MANY, types: &["Annotation"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Annotation", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "Annotation.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Annotation.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Annotation.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Annotation.author[x]", min: 0, max: 1, types: &["Reference", "string"], content_reference: None, required_binding: None },
         ElementDef { path: "Annotation.time", min: 0, max: 1, types: &["dateTime"], content_reference: None, required_binding: None },
@@ -268,7 +268,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "AppointmentResponse.comment", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Attachment", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "Attachment.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Attachment.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Attachment.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Attachment.contentType", min: 0, max: 1, types: &["code"], content_reference: None, required_binding: Some("http://hl7.org/fhir/ValueSet/mimetypes") },
         ElementDef { path: "Attachment.language", min: 0, max: 1, types: &["code"], content_reference: None, required_binding: None },
@@ -343,7 +343,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "AuditEvent.entity.detail.value[x]", min: 1, max: 1, types: &["string", "base64Binary"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "BackboneElement", kind: TypeKind::Complex, is_abstract: true, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "BackboneElement.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "BackboneElement.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "BackboneElement.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "BackboneElement.modifierExtension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
     ] },
@@ -1232,13 +1232,13 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "CodeSystem.concept.concept", min: 0, max: MANY, types: &[], content_reference: Some("CodeSystem.concept"), required_binding: None },
     ] },
     TypeDef { name: "CodeableConcept", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "CodeableConcept.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "CodeableConcept.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "CodeableConcept.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "CodeableConcept.coding", min: 0, max: MANY, types: &["Coding"], content_reference: None, required_binding: None },
         ElementDef { path: "CodeableConcept.text", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Coding", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "Coding.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Coding.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Coding.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Coding.system", min: 0, max: 1, types: &["uri"], content_reference: None, required_binding: None },
         ElementDef { path: "Coding.version", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
@@ -1567,13 +1567,13 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "Consent.provision.provision", min: 0, max: MANY, types: &[], content_reference: Some("Consent.provision"), required_binding: None },
     ] },
     TypeDef { name: "ContactDetail", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "ContactDetail.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "ContactDetail.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "ContactDetail.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "ContactDetail.name", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "ContactDetail.telecom", min: 0, max: MANY, types: &["ContactPoint"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "ContactPoint", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "ContactPoint.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "ContactPoint.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "ContactPoint.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "ContactPoint.system", min: 0, max: 1, types: &["code"], content_reference: None, required_binding: Some("http://hl7.org/fhir/ValueSet/contact-point-system") },
         ElementDef { path: "ContactPoint.value", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
@@ -1766,14 +1766,14 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "Contract.legallyBinding[x]", min: 0, max: 1, types: &["Attachment", "Reference"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Contributor", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "Contributor.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Contributor.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Contributor.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Contributor.type", min: 1, max: 1, types: &["code"], content_reference: None, required_binding: Some("http://hl7.org/fhir/ValueSet/contributor-type") },
         ElementDef { path: "Contributor.name", min: 1, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Contributor.contact", min: 0, max: MANY, types: &["ContactDetail"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Count", kind: TypeKind::Complex, is_abstract: false, base: Some("Quantity"), regex: None, elements: &[
-        ElementDef { path: "Count.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Count.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Count.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Count.value", min: 0, max: 1, types: &["decimal"], content_reference: None, required_binding: None },
         ElementDef { path: "Count.comparator", min: 0, max: 1, types: &["code"], content_reference: None, required_binding: Some("http://hl7.org/fhir/ValueSet/quantity-comparator") },
@@ -1938,7 +1938,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "CoverageEligibilityResponse.error.code", min: 1, max: 1, types: &["CodeableConcept"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "DataRequirement", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "DataRequirement.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "DataRequirement.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "DataRequirement.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "DataRequirement.type", min: 1, max: 1, types: &["code"], content_reference: None, required_binding: Some("http://hl7.org/fhir/ValueSet/all-types") },
         ElementDef { path: "DataRequirement.profile", min: 0, max: MANY, types: &["canonical"], content_reference: None, required_binding: None },
@@ -2251,7 +2251,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "DiagnosticReport.presentedForm", min: 0, max: MANY, types: &["Attachment"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Distance", kind: TypeKind::Complex, is_abstract: false, base: Some("Quantity"), regex: None, elements: &[
-        ElementDef { path: "Distance.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Distance.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Distance.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Distance.value", min: 0, max: 1, types: &["decimal"], content_reference: None, required_binding: None },
         ElementDef { path: "Distance.comparator", min: 0, max: 1, types: &["code"], content_reference: None, required_binding: Some("http://hl7.org/fhir/ValueSet/quantity-comparator") },
@@ -2343,7 +2343,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "DomainResource.modifierExtension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Dosage", kind: TypeKind::Complex, is_abstract: false, base: Some("BackboneElement"), regex: None, elements: &[
-        ElementDef { path: "Dosage.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Dosage.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Dosage.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Dosage.modifierExtension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Dosage.sequence", min: 0, max: 1, types: &["integer"], content_reference: None, required_binding: None },
@@ -2366,7 +2366,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "Dosage.maxDosePerLifetime", min: 0, max: 1, types: &["Quantity"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Duration", kind: TypeKind::Complex, is_abstract: false, base: Some("Quantity"), regex: None, elements: &[
-        ElementDef { path: "Duration.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Duration.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Duration.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Duration.value", min: 0, max: 1, types: &["decimal"], content_reference: None, required_binding: None },
         ElementDef { path: "Duration.comparator", min: 0, max: 1, types: &["code"], content_reference: None, required_binding: Some("http://hl7.org/fhir/ValueSet/quantity-comparator") },
@@ -2459,11 +2459,11 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "EffectEvidenceSynthesis.certainty.certaintySubcomponent.note", min: 0, max: MANY, types: &["Annotation"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Element", kind: TypeKind::Complex, is_abstract: true, base: None, regex: None, elements: &[
-        ElementDef { path: "Element.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Element.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Element.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "ElementDefinition", kind: TypeKind::Complex, is_abstract: false, base: Some("BackboneElement"), regex: None, elements: &[
-        ElementDef { path: "ElementDefinition.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "ElementDefinition.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "ElementDefinition.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "ElementDefinition.modifierExtension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "ElementDefinition.path", min: 1, max: 1, types: &["string"], content_reference: None, required_binding: None },
@@ -3178,7 +3178,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "ExplanationOfBenefit.benefitBalance.financial.used[x]", min: 0, max: 1, types: &["unsignedInt", "Money"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Expression", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "Expression.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Expression.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Expression.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Expression.description", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Expression.name", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
@@ -3187,7 +3187,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "Expression.reference", min: 0, max: 1, types: &["uri"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Extension", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "Extension.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Extension.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Extension.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Extension.url", min: 1, max: 1, types: &["uri"], content_reference: None, required_binding: None },
         ElementDef { path: "Extension.value[x]", min: 0, max: 1, types: &["base64Binary", "boolean", "canonical", "code", "date", "dateTime", "decimal", "id", "instant", "integer", "markdown", "oid", "positiveInt", "string", "time", "unsignedInt", "uri", "url", "uuid", "Address", "Age", "Annotation", "Attachment", "CodeableConcept", "Coding", "ContactPoint", "Count", "Distance", "Duration", "HumanName", "Identifier", "Money", "Period", "Quantity", "Range", "Ratio", "Reference", "SampledData", "Signature", "Timing", "ContactDetail", "Contributor", "DataRequirement", "Expression", "ParameterDefinition", "RelatedArtifact", "TriggerDefinition", "UsageContext", "Dosage", "Meta"], content_reference: None, required_binding: None },
@@ -3438,7 +3438,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "HealthcareService.endpoint", min: 0, max: MANY, types: &["Reference"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "HumanName", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "HumanName.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "HumanName.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "HumanName.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "HumanName.use", min: 0, max: 1, types: &["code"], content_reference: None, required_binding: Some("http://hl7.org/fhir/ValueSet/name-use") },
         ElementDef { path: "HumanName.text", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
@@ -3449,7 +3449,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "HumanName.period", min: 0, max: 1, types: &["Period"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Identifier", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "Identifier.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Identifier.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Identifier.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Identifier.use", min: 0, max: 1, types: &["code"], content_reference: None, required_binding: Some("http://hl7.org/fhir/ValueSet/identifier-use") },
         ElementDef { path: "Identifier.type", min: 0, max: 1, types: &["CodeableConcept"], content_reference: None, required_binding: None },
@@ -3993,7 +3993,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "Location.endpoint", min: 0, max: MANY, types: &["Reference"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "MarketingStatus", kind: TypeKind::Complex, is_abstract: false, base: Some("BackboneElement"), regex: None, elements: &[
-        ElementDef { path: "MarketingStatus.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "MarketingStatus.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "MarketingStatus.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "MarketingStatus.modifierExtension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "MarketingStatus.country", min: 1, max: 1, types: &["CodeableConcept"], content_reference: None, required_binding: None },
@@ -4922,7 +4922,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "MessageHeader.definition", min: 0, max: 1, types: &["canonical"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Meta", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "Meta.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Meta.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Meta.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Meta.versionId", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
         ElementDef { path: "Meta.lastUpdated", min: 0, max: 1, types: &["instant"], content_reference: None, required_binding: None },
@@ -5034,7 +5034,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "MolecularSequence.structureVariant.inner.end", min: 0, max: 1, types: &["integer"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Money", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "Money.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Money.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Money.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Money.value", min: 0, max: 1, types: &["decimal"], content_reference: None, required_binding: None },
         ElementDef { path: "Money.currency", min: 0, max: 1, types: &["code"], content_reference: None, required_binding: Some("http://hl7.org/fhir/ValueSet/currencies") },
@@ -5071,7 +5071,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "NamingSystem.uniqueId.period", min: 0, max: 1, types: &["Period"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Narrative", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "Narrative.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Narrative.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Narrative.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Narrative.status", min: 1, max: 1, types: &["code"], content_reference: None, required_binding: Some("http://hl7.org/fhir/ValueSet/narrative-status") },
         ElementDef { path: "Narrative.div", min: 1, max: 1, types: &["xhtml"], content_reference: None, required_binding: None },
@@ -5375,7 +5375,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "OrganizationAffiliation.endpoint", min: 0, max: MANY, types: &["Reference"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "ParameterDefinition", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "ParameterDefinition.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "ParameterDefinition.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "ParameterDefinition.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "ParameterDefinition.name", min: 0, max: 1, types: &["code"], content_reference: None, required_binding: None },
         ElementDef { path: "ParameterDefinition.use", min: 1, max: 1, types: &["code"], content_reference: None, required_binding: Some("http://hl7.org/fhir/ValueSet/operation-parameter-use") },
@@ -5511,7 +5511,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "PaymentReconciliation.processNote.text", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Period", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "Period.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Period.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Period.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Period.start", min: 0, max: 1, types: &["dateTime"], content_reference: None, required_binding: None },
         ElementDef { path: "Period.end", min: 0, max: 1, types: &["dateTime"], content_reference: None, required_binding: None },
@@ -5650,7 +5650,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "PlanDefinition.action.action", min: 0, max: MANY, types: &[], content_reference: Some("PlanDefinition.action"), required_binding: None },
     ] },
     TypeDef { name: "Population", kind: TypeKind::Complex, is_abstract: false, base: Some("BackboneElement"), regex: None, elements: &[
-        ElementDef { path: "Population.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Population.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Population.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Population.modifierExtension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Population.age[x]", min: 0, max: 1, types: &["Range", "CodeableConcept"], content_reference: None, required_binding: None },
@@ -5771,7 +5771,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "Procedure.usedCode", min: 0, max: MANY, types: &["CodeableConcept"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "ProdCharacteristic", kind: TypeKind::Complex, is_abstract: false, base: Some("BackboneElement"), regex: None, elements: &[
-        ElementDef { path: "ProdCharacteristic.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "ProdCharacteristic.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "ProdCharacteristic.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "ProdCharacteristic.modifierExtension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "ProdCharacteristic.height", min: 0, max: 1, types: &["Quantity"], content_reference: None, required_binding: None },
@@ -5787,7 +5787,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "ProdCharacteristic.scoring", min: 0, max: 1, types: &["CodeableConcept"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "ProductShelfLife", kind: TypeKind::Complex, is_abstract: false, base: Some("BackboneElement"), regex: None, elements: &[
-        ElementDef { path: "ProductShelfLife.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "ProductShelfLife.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "ProductShelfLife.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "ProductShelfLife.modifierExtension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "ProductShelfLife.identifier", min: 0, max: 1, types: &["Identifier"], content_reference: None, required_binding: None },
@@ -5829,7 +5829,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "Provenance.signature", min: 0, max: MANY, types: &["Signature"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Quantity", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "Quantity.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Quantity.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Quantity.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Quantity.value", min: 0, max: 1, types: &["decimal"], content_reference: None, required_binding: None },
         ElementDef { path: "Quantity.comparator", min: 0, max: 1, types: &["code"], content_reference: None, required_binding: Some("http://hl7.org/fhir/ValueSet/quantity-comparator") },
@@ -5938,19 +5938,19 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "QuestionnaireResponse.item.item", min: 0, max: MANY, types: &[], content_reference: Some("QuestionnaireResponse.item"), required_binding: None },
     ] },
     TypeDef { name: "Range", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "Range.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Range.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Range.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Range.low", min: 0, max: 1, types: &["Quantity"], content_reference: None, required_binding: None },
         ElementDef { path: "Range.high", min: 0, max: 1, types: &["Quantity"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Ratio", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "Ratio.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Ratio.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Ratio.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Ratio.numerator", min: 0, max: 1, types: &["Quantity"], content_reference: None, required_binding: None },
         ElementDef { path: "Ratio.denominator", min: 0, max: 1, types: &["Quantity"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Reference", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "Reference.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Reference.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Reference.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Reference.reference", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Reference.type", min: 0, max: 1, types: &["uri"], content_reference: None, required_binding: None },
@@ -5958,7 +5958,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "Reference.display", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "RelatedArtifact", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "RelatedArtifact.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "RelatedArtifact.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "RelatedArtifact.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "RelatedArtifact.type", min: 1, max: 1, types: &["code"], content_reference: None, required_binding: Some("http://hl7.org/fhir/ValueSet/related-artifact-type") },
         ElementDef { path: "RelatedArtifact.label", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
@@ -6340,7 +6340,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "RiskEvidenceSynthesis.certainty.certaintySubcomponent.note", min: 0, max: MANY, types: &["Annotation"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "SampledData", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "SampledData.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "SampledData.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "SampledData.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "SampledData.origin", min: 1, max: 1, types: &["Quantity"], content_reference: None, required_binding: None },
         ElementDef { path: "SampledData.period", min: 1, max: 1, types: &["decimal"], content_reference: None, required_binding: None },
@@ -6453,7 +6453,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "ServiceRequest.relevantHistory", min: 0, max: MANY, types: &["Reference"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "Signature", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "Signature.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Signature.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Signature.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Signature.type", min: 1, max: MANY, types: &["Coding"], content_reference: None, required_binding: None },
         ElementDef { path: "Signature.when", min: 1, max: 1, types: &["instant"], content_reference: None, required_binding: None },
@@ -6786,7 +6786,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "Substance.ingredient.substance[x]", min: 1, max: 1, types: &["CodeableConcept", "Reference"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "SubstanceAmount", kind: TypeKind::Complex, is_abstract: false, base: Some("BackboneElement"), regex: None, elements: &[
-        ElementDef { path: "SubstanceAmount.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "SubstanceAmount.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "SubstanceAmount.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "SubstanceAmount.modifierExtension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "SubstanceAmount.amount[x]", min: 0, max: 1, types: &["Quantity", "Range", "string"], content_reference: None, required_binding: None },
@@ -7571,7 +7571,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "TestScript.teardown.action.operation", min: 1, max: 1, types: &[], content_reference: Some("TestScript.setup.action.operation"), required_binding: None },
     ] },
     TypeDef { name: "Timing", kind: TypeKind::Complex, is_abstract: false, base: Some("BackboneElement"), regex: None, elements: &[
-        ElementDef { path: "Timing.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "Timing.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "Timing.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Timing.modifierExtension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "Timing.event", min: 0, max: MANY, types: &["dateTime"], content_reference: None, required_binding: None },
@@ -7596,7 +7596,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "Timing.code", min: 0, max: 1, types: &["CodeableConcept"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "TriggerDefinition", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "TriggerDefinition.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "TriggerDefinition.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "TriggerDefinition.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "TriggerDefinition.type", min: 1, max: 1, types: &["code"], content_reference: None, required_binding: Some("http://hl7.org/fhir/ValueSet/trigger-type") },
         ElementDef { path: "TriggerDefinition.name", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
@@ -7605,7 +7605,7 @@ pub static TYPES: &[TypeDef] = &[
         ElementDef { path: "TriggerDefinition.condition", min: 0, max: 1, types: &["Expression"], content_reference: None, required_binding: None },
     ] },
     TypeDef { name: "UsageContext", kind: TypeKind::Complex, is_abstract: false, base: Some("Element"), regex: None, elements: &[
-        ElementDef { path: "UsageContext.id", min: 0, max: 1, types: &["id"], content_reference: None, required_binding: None },
+        ElementDef { path: "UsageContext.id", min: 0, max: 1, types: &["string"], content_reference: None, required_binding: None },
         ElementDef { path: "UsageContext.extension", min: 0, max: MANY, types: &["Extension"], content_reference: None, required_binding: None },
         ElementDef { path: "UsageContext.code", min: 1, max: 1, types: &["Coding"], content_reference: None, required_binding: None },
         ElementDef { path: "UsageContext.value[x]", min: 1, max: 1, types: &["CodeableConcept", "Quantity", "Range", "Reference"], content_reference: None, required_binding: None },
