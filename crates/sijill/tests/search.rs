@@ -131,3 +131,24 @@ fn paging_is_stable_and_post_search_matches_get() {
     );
     assert_outcome(s.get(&many), 400, "more than");
 }
+
+#[test]
+fn arabic_names_contains_and_uri_modifiers() {
+    let s = Server::start();
+    let id = s.create(&json!({"resourceType": "Patient", "name": [{"family": "أحمد", "given": ["فاطمة"]}, {"family": "Ahmed", "given": ["Fatima-Zahra"]}]}));
+    let found = |q: &str| json(s.get(&format!("Patient?{q}")))["total"].as_u64().unwrap();
+    assert_eq!(found("family=احمد"), 1);
+    assert_eq!(found("given=فاطمه"), 1);
+    assert_eq!(found("family=ahm"), 1);
+    assert_eq!(found("given:contains=zahr"), 1);
+    assert_eq!(found("given:contains=100%25"), 0);
+    assert_eq!(found("family:exact=Ahmed"), 1);
+    assert_eq!(found("family:exact=ahmed"), 0);
+    assert_eq!(json(s.get("Patient?family=احمد"))["entry"][0]["resource"]["id"], id);
+    s.create(&json!({"resourceType": "ValueSet", "status": "active", "url": "http://sijill.ma/fhir/ValueSet/regions"}));
+    let vs = |q: &str| json(s.get(&format!("ValueSet?{q}")))["total"].as_u64().unwrap();
+    assert_eq!(vs("url:below=http://sijill.ma/fhir"), 1);
+    assert_eq!(vs("url:below=http://sijill.dz"), 0);
+    assert_eq!(vs("url:above=http://sijill.ma/fhir/ValueSet/regions/2024"), 1);
+    assert_eq!(vs("url=http://sijill.ma/fhir/ValueSet/regions"), 1);
+}

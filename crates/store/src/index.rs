@@ -183,7 +183,7 @@ pub fn unsupported_params() -> &'static [(String, &'static str, String)] {
 
 /// Bump when extraction code changes in a way the definitions do not show; stores rebuild
 /// their index when the fingerprint changes.
-const EXTRACTION_RULES_VERSION: u32 = 3;
+const EXTRACTION_RULES_VERSION: u32 = 4;
 
 /// A stable fingerprint (FNV-1a) of the extraction rules: every indexed parameter with its
 /// type and paths, and [`EXTRACTION_RULES_VERSION`].
@@ -203,10 +203,18 @@ pub fn fingerprint() -> String {
 }
 
 /// Normalises a string for string search: lower case, common Latin accents removed.
+/// Arabic: harakat (tashkeel), Quranic marks, the superscript alef and tatweel are
+/// dropped; hamza-carrying and wasla alefs fold to bare alef, ta marbuta to ha, alef
+/// maqsura and hamza-on-ya to ya, hamza-on-waw to waw — so أحمد finds احمد.
 pub fn normalize_string(s: &str) -> String {
     s.chars()
+        .filter(|c| !matches!(c, '\u{0610}'..='\u{061A}' | '\u{064B}'..='\u{065F}' | '\u{0670}' | '\u{06D6}'..='\u{06ED}' | '\u{0640}'))
         .flat_map(char::to_lowercase)
         .map(|c| match c {
+            'أ' | 'إ' | 'آ' | 'ٱ' => 'ا',
+            'ة' => 'ه',
+            'ى' | 'ئ' => 'ي',
+            'ؤ' => 'و',
             'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' => 'a',
             'ç' => 'c',
             'è' | 'é' | 'ê' | 'ë' => 'e',
@@ -490,5 +498,17 @@ mod tests {
         assert_eq!(date.range.as_ref().unwrap().1, "2024-03-31T23:59:59.999Z");
         let patient = json!({"resourceType": "Patient", "birthDate": "1990-04-12"});
         assert!(extract("Patient", &patient).iter().any(|r| r.param == "birthdate"));
+    }
+
+    #[test]
+    fn arabic_and_french_normalisation() {
+        assert_eq!(normalize_string("أحمد"), normalize_string("احمد"));
+        assert_eq!(normalize_string("إيمان"), normalize_string("ايمان"));
+        assert_eq!(normalize_string("آمنة"), normalize_string("امنه"));
+        assert_eq!(normalize_string("مُحَمَّد"), "محمد");
+        assert_eq!(normalize_string("محـــمد"), "محمد");
+        assert_eq!(normalize_string("مصطفى"), normalize_string("مصطفي"));
+        assert_eq!(normalize_string("Hélène François"), "helene francois");
+        assert_ne!(normalize_string("محمد"), normalize_string("احمد"));
     }
 }

@@ -27,6 +27,12 @@ pub enum Match {
         /// `:exact` (case- and accent-sensitive equality)?
         exact: bool,
     },
+    /// String `:contains` (normalised value anywhere in the text).
+    Contains(String),
+    /// Uri `:below` (the value is a prefix of the stored uri).
+    UriBelow(String),
+    /// Uri `:above` (the stored uri is a prefix of the value).
+    UriAbove(String),
     /// Reference to `Type/id` (type None: any type).
     Reference {
         /// The target type when known.
@@ -173,6 +179,9 @@ impl SearchQuery {
                         exact: false,
                     },
                     (SearchParamType::String, Some("exact")) => Match::String { value: v, exact: true },
+                    (SearchParamType::String, Some("contains")) => Match::Contains(normalize_string(&v)),
+                    (SearchParamType::Uri, Some("below")) => Match::UriBelow(v),
+                    (SearchParamType::Uri, Some("above")) => Match::UriAbove(v),
                     (SearchParamType::Uri, None) => Match::Uri(v),
                     (SearchParamType::Date, None) => parse_date(name, &v)?,
                     (SearchParamType::Number, None) => parse_number(name, &v, false)?,

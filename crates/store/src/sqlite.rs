@@ -382,6 +382,18 @@ fn search_sql(
                     vec![value.clone(), format!("{value}\u{10FFFF}")],
                 ),
                 Match::String { value, exact: true } => ("s.exact = ?", vec![value.clone()]),
+                Match::Contains(value) => (
+                    "s.value LIKE ? ESCAPE '\\'",
+                    vec![format!(
+                        "%{}%",
+                        value.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+                    )],
+                ),
+                Match::UriBelow(value) => (
+                    "s.value >= ? AND s.value < ?",
+                    vec![value.clone(), format!("{value}\u{10FFFF}")],
+                ),
+                Match::UriAbove(value) => ("substr(?, 1, length(s.value)) = s.value", vec![value.clone()]),
                 Match::Reference {
                     resource_type: Some(t),
                     id,
