@@ -152,3 +152,40 @@ fn arabic_names_contains_and_uri_modifiers() {
     assert_eq!(vs("url:above=http://sijill.ma/fhir/ValueSet/regions/2024"), 1);
     assert_eq!(vs("url=http://sijill.ma/fhir/ValueSet/regions"), 1);
 }
+
+#[test]
+fn chained_parameters() {
+    let s = Server::start();
+    let (_dr, p, o1, o2) = population(&s);
+    s.put(
+        &format!("Patient/{p}"),
+        &json!({"resourceType": "Patient", "id": p, "name": [{"family": "Saidi"}],
+        "identifier": [{"system": "urn:ma:cnie", "value": "AB123"}],
+        "generalPractitioner": [{"reference": format!("Practitioner/{_dr}")}]}),
+    );
+    let other =
+        s.create(&json!({"resourceType": "Patient", "identifier": [{"system": "urn:ma:cnie", "value": "ZZ9"}]}));
+    s.create(
+        &json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                     "subject": {"reference": format!("Patient/{other}")}}),
+    );
+    let ids = |q: &str| ids_by_mode(&json(s.get(&format!("Observation?{q}"))), "match");
+    let mut both = vec![format!("Observation/{o1}"), format!("Observation/{o2}")];
+    both.sort();
+    assert_eq!(ids("subject:Patient.identifier=urn:ma:cnie|AB123"), both);
+    assert_eq!(ids("patient.identifier=AB123"), both);
+    assert_eq!(
+        ids("patient.identifier=AB123&code=4548-4"),
+        vec![format!("Observation/{o1}")]
+    );
+    assert_eq!(ids("patient.general-practitioner:Practitioner.name=hadd"), both);
+    assert!(ids("patient.general-practitioner:Practitioner.name=nobody").is_empty());
+    assert_outcome(s.get("Observation?subject.identifier=AB123"), 400, "several types");
+    assert_outcome(s.get("Observation?code.identifier=AB123"), 400, "not a reference");
+    assert_outcome(
+        s.get("Observation?patient.general-practitioner:Practitioner.organization.partof.name=x"),
+        400,
+        "more than",
+    );
+    assert_outcome(s.get("Observation?patient.shoe=1"), 400, "shoe");
+}

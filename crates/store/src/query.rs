@@ -106,6 +106,9 @@ pub struct Criterion {
     pub negated: bool,
     /// The parameter's type (decides where its index rows live).
     pub kind: SearchParamType,
+    /// A chained search (`subject:Patient.identifier=…`): the target type and the
+    /// criterion the referenced resource must meet; `param` is then the reference.
+    pub chain: Option<(String, Box<Criterion>)>,
 }
 
 /// A query: every criterion must hold (AND).
@@ -122,6 +125,10 @@ impl SearchQuery {
     pub fn parse(resource_type: &str, pairs: &[(String, String)]) -> Result<SearchQuery> {
         let mut criteria = Vec::new();
         for (name, raw) in pairs {
+            if let Some((head, rest)) = name.split_once('.') {
+                criteria.push(parse_chain(resource_type, name, head, rest, raw)?);
+                continue;
+            }
             let (code, modifier) = match name.split_once(':') {
                 Some((c, m)) => (c, Some(m)),
                 None => (name.as_str(), None),
@@ -146,6 +153,7 @@ impl SearchQuery {
                     values: values.into_iter().map(Match::Id).collect(),
                     negated: false,
                     kind: SearchParamType::Token,
+                    chain: None,
                 });
                 continue;
             }
@@ -198,10 +206,57 @@ impl SearchQuery {
                 values: parsed,
                 negated,
                 kind: p.kind,
+                chain: None,
             });
         }
         Ok(SearchQuery { criteria })
     }
+}
+
+/// Most links in one chain (`a.b.c.d=` has three).
+const MAX_CHAIN: usize = 3;
+
+/// `head.rest=value`: `head` is a reference parameter (optionally `:Type`), `rest` a
+/// parameter of the referenced type, itself possibly chained.
+fn parse_chain(resource_type: &str, name: &str, head: &str, rest: &str, raw: &str) -> Result<Criterion> {
+    if name.matches('.').count() > MAX_CHAIN {
+        return Err(StoreError::Invalid(format!(
+            "Search parameter '{name}' chains more than {MAX_CHAIN} links"
+        )));
+    }
+    let (code, target) = match head.split_once(':') {
+        Some((c, t)) => (c, Some(t)),
+        None => (head, None),
+    };
+    let p = index::param(resource_type, code)
+        .filter(|p| p.kind == SearchParamType::Reference)
+        .ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "'{code}' in '{name}' is not a reference parameter of {resource_type}"
+            ))
+        })?;
+    let target = match target.or_else(|| p.single_target()) {
+        Some(t) if definitions::is_resource_type(t) => t.to_string(),
+        Some(t) => return Err(StoreError::Invalid(format!("'{t}' in '{name}' is not a resource type"))),
+        None => {
+            return Err(StoreError::Invalid(format!(
+                "'{code}' of {resource_type} can point to several types: name one, as in '{code}:Patient.{rest}'"
+            )))
+        }
+    };
+    let inner = SearchQuery::parse(&target, &[(rest.to_string(), raw.to_string())])?;
+    let Some(inner) = inner.criteria.into_iter().next() else {
+        return Err(StoreError::Invalid(format!(
+            "Search parameter '{name}' has nothing to chain to"
+        )));
+    };
+    Ok(Criterion {
+        param: code.to_string(),
+        values: Vec::new(),
+        negated: false,
+        kind: SearchParamType::Reference,
+        chain: Some((target, Box::new(inner))),
+    })
 }
 
 fn unsupported_modifier(name: &str) -> StoreError {

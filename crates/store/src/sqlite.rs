@@ -328,137 +328,163 @@ fn search_sql(
         args.push(after.to_string().into());
     }
     for c in &query.criteria {
-        if c.param == "_id" {
-            let ids: Vec<&str> = c
-                .values
-                .iter()
-                .filter_map(|m| match m {
-                    Match::Id(id) => Some(id.as_str()),
-                    _ => None,
-                })
-                .collect();
-            sql.push_str(&format!(" AND r.id IN ({})", vec!["?"; ids.len()].join(",")));
-            args.extend(ids.into_iter().map(|i| SqlValue::from(i.to_string())));
-            continue;
-        }
-        let key = param_key(keys, resource_type, &c.param);
-        let table = match c.kind {
-            SearchParamType::Date => "search_date",
-            SearchParamType::Number | SearchParamType::Quantity => "search_number",
-            _ => "search_index",
-        };
-        if let Some(Match::Missing(missing)) = c.values.first() {
-            let membership = if *missing { "NOT IN" } else { "IN" };
-            sql.push_str(&format!(
-                " AND r.rid {membership} (SELECT s.rid FROM {table} s WHERE s.param = {key})"
-            ));
-            continue;
-        }
-        let mut alternatives = Vec::new();
-        for m in &c.values {
-            let (clause, values): (&str, Vec<String>) = match m {
-                Match::Token {
-                    system: None,
-                    code: Some(code),
-                } => ("s.value = ?", vec![code.clone()]),
-                Match::Token {
-                    system: Some(s),
-                    code: Some(code),
-                } if s.is_empty() => ("s.value = ? AND s.system = ''", vec![code.clone()]),
-                Match::Token {
-                    system: Some(s),
-                    code: Some(code),
-                } => ("s.value = ? AND s.system = ?", vec![code.clone(), s.clone()]),
-                Match::Token {
-                    system: Some(s),
-                    code: None,
-                } => ("s.system = ?", vec![s.clone()]),
-                Match::Token {
-                    system: None,
-                    code: None,
-                } => ("1", vec![]),
-                Match::String { value, exact: false } => (
-                    "s.value >= ? AND s.value < ?",
-                    vec![value.clone(), format!("{value}\u{10FFFF}")],
-                ),
-                Match::String { value, exact: true } => ("s.exact = ?", vec![value.clone()]),
-                Match::Contains(value) => (
-                    "s.value LIKE ? ESCAPE '\\'",
-                    vec![format!(
-                        "%{}%",
-                        value.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
-                    )],
-                ),
-                Match::UriBelow(value) => (
-                    "s.value >= ? AND s.value < ?",
-                    vec![value.clone(), format!("{value}\u{10FFFF}")],
-                ),
-                Match::UriAbove(value) => ("substr(?, 1, length(s.value)) = s.value", vec![value.clone()]),
-                Match::Reference {
-                    resource_type: Some(t),
-                    id,
-                } => ("s.value = ? AND s.system = ?", vec![id.clone(), t.clone()]),
-                Match::Reference {
-                    resource_type: None,
-                    id,
-                } => ("s.value = ?", vec![id.clone()]),
-                Match::Uri(u) | Match::Id(u) => ("s.value = ?", vec![u.clone()]),
-                Match::Missing(_) => ("0", vec![]),
-                Match::Number {
-                    prefix,
-                    value,
-                    low,
-                    high,
-                    system,
-                    code,
-                } => {
-                    let (clause, binds) = number_clause(*prefix);
-                    let mut bound: Vec<SqlValue> = binds
-                        .iter()
-                        .map(|b| {
-                            SqlValue::Real(match b {
-                                NumberBound::Value => *value,
-                                NumberBound::Low => *low,
-                                NumberBound::High => *high,
-                                NumberBound::ApproxLow => value - value.abs() * 0.1,
-                                NumberBound::ApproxHigh => value + value.abs() * 0.1,
-                            })
-                        })
-                        .collect();
-                    let mut clause = format!("({clause})");
-                    if let Some(system) = system {
-                        clause.push_str(" AND s.system = ?");
-                        bound.push(SqlValue::Text(system.clone()));
-                    }
-                    if let Some(code) = code {
-                        clause.push_str(" AND s.code = ?");
-                        bound.push(SqlValue::Text(code.clone()));
-                    }
-                    alternatives.push(format!("({clause})"));
-                    args.extend(bound);
-                    continue;
-                }
-                Match::Date { prefix, low, high } => {
-                    let (clause, binds) = date_clause(*prefix);
-                    (
-                        clause,
-                        binds
-                            .iter()
-                            .map(|is_high| if *is_high { high.clone() } else { low.clone() })
-                            .collect(),
-                    )
-                }
-            };
-            alternatives.push(format!("({clause})"));
-            args.extend(values.into_iter().map(SqlValue::from));
-        }
-        let membership = if c.negated { "NOT IN" } else { "IN" };
-        sql.push_str(&format!(
-            " AND r.rid {membership} (SELECT s.rid FROM {table} s WHERE s.param = {key} AND ({}))",
-            alternatives.join(" OR ")
-        ));
+        criterion_sql(keys, resource_type, c, "r", 1, &mut sql, &mut args);
     }
     (sql, args)
+}
+
+/// Appends ` AND <condition>` for one criterion on the resources aliased `alias` (of
+/// `resource_type`). A chained criterion joins the referenced resources as `t{depth}`.
+fn criterion_sql(
+    keys: &ParamKeys,
+    resource_type: &str,
+    c: &crate::query::Criterion,
+    alias: &str,
+    depth: usize,
+    sql: &mut String,
+    args: &mut Vec<SqlValue>,
+) {
+    if let Some((target, inner)) = &c.chain {
+        let key = param_key(keys, resource_type, &c.param);
+        let t = format!("t{depth}");
+        let mut inner_sql = String::new();
+        criterion_sql(keys, target, inner, &t, depth + 1, &mut inner_sql, args);
+        sql.push_str(&format!(
+            " AND {alias}.rid IN (SELECT s.rid FROM search_index s JOIN resources {t} ON {t}.type = s.system AND {t}.id = s.value \
+             WHERE s.param = {key} AND {t}.type = '{}' AND {t}.deleted = 0{inner_sql})",
+            target.replace('\'', "")
+        ));
+        return;
+    }
+    if c.param == "_id" {
+        let ids: Vec<&str> = c
+            .values
+            .iter()
+            .filter_map(|m| match m {
+                Match::Id(id) => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        sql.push_str(&format!(" AND {alias}.id IN ({})", vec!["?"; ids.len()].join(",")));
+        args.extend(ids.into_iter().map(|i| SqlValue::from(i.to_string())));
+        return;
+    }
+    let key = param_key(keys, resource_type, &c.param);
+    let table = match c.kind {
+        SearchParamType::Date => "search_date",
+        SearchParamType::Number | SearchParamType::Quantity => "search_number",
+        _ => "search_index",
+    };
+    if let Some(Match::Missing(missing)) = c.values.first() {
+        let membership = if *missing { "NOT IN" } else { "IN" };
+        sql.push_str(&format!(
+            " AND {alias}.rid {membership} (SELECT s.rid FROM {table} s WHERE s.param = {key})"
+        ));
+        return;
+    }
+    let mut alternatives = Vec::new();
+    for m in &c.values {
+        let (clause, values): (&str, Vec<String>) = match m {
+            Match::Token {
+                system: None,
+                code: Some(code),
+            } => ("s.value = ?", vec![code.clone()]),
+            Match::Token {
+                system: Some(s),
+                code: Some(code),
+            } if s.is_empty() => ("s.value = ? AND s.system = ''", vec![code.clone()]),
+            Match::Token {
+                system: Some(s),
+                code: Some(code),
+            } => ("s.value = ? AND s.system = ?", vec![code.clone(), s.clone()]),
+            Match::Token {
+                system: Some(s),
+                code: None,
+            } => ("s.system = ?", vec![s.clone()]),
+            Match::Token {
+                system: None,
+                code: None,
+            } => ("1", vec![]),
+            Match::String { value, exact: false } => (
+                "s.value >= ? AND s.value < ?",
+                vec![value.clone(), format!("{value}\u{10FFFF}")],
+            ),
+            Match::String { value, exact: true } => ("s.exact = ?", vec![value.clone()]),
+            Match::Contains(value) => (
+                "s.value LIKE ? ESCAPE '\\'",
+                vec![format!(
+                    "%{}%",
+                    value.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+                )],
+            ),
+            Match::UriBelow(value) => (
+                "s.value >= ? AND s.value < ?",
+                vec![value.clone(), format!("{value}\u{10FFFF}")],
+            ),
+            Match::UriAbove(value) => ("substr(?, 1, length(s.value)) = s.value", vec![value.clone()]),
+            Match::Reference {
+                resource_type: Some(t),
+                id,
+            } => ("s.value = ? AND s.system = ?", vec![id.clone(), t.clone()]),
+            Match::Reference {
+                resource_type: None,
+                id,
+            } => ("s.value = ?", vec![id.clone()]),
+            Match::Uri(u) | Match::Id(u) => ("s.value = ?", vec![u.clone()]),
+            Match::Missing(_) => ("0", vec![]),
+            Match::Number {
+                prefix,
+                value,
+                low,
+                high,
+                system,
+                code,
+            } => {
+                let (clause, binds) = number_clause(*prefix);
+                let mut bound: Vec<SqlValue> = binds
+                    .iter()
+                    .map(|b| {
+                        SqlValue::Real(match b {
+                            NumberBound::Value => *value,
+                            NumberBound::Low => *low,
+                            NumberBound::High => *high,
+                            NumberBound::ApproxLow => value - value.abs() * 0.1,
+                            NumberBound::ApproxHigh => value + value.abs() * 0.1,
+                        })
+                    })
+                    .collect();
+                let mut clause = format!("({clause})");
+                if let Some(system) = system {
+                    clause.push_str(" AND s.system = ?");
+                    bound.push(SqlValue::Text(system.clone()));
+                }
+                if let Some(code) = code {
+                    clause.push_str(" AND s.code = ?");
+                    bound.push(SqlValue::Text(code.clone()));
+                }
+                alternatives.push(format!("({clause})"));
+                args.extend(bound);
+                continue;
+            }
+            Match::Date { prefix, low, high } => {
+                let (clause, binds) = date_clause(*prefix);
+                (
+                    clause,
+                    binds
+                        .iter()
+                        .map(|is_high| if *is_high { high.clone() } else { low.clone() })
+                        .collect(),
+                )
+            }
+        };
+        alternatives.push(format!("({clause})"));
+        args.extend(values.into_iter().map(SqlValue::from));
+    }
+    let membership = if c.negated { "NOT IN" } else { "IN" };
+    sql.push_str(&format!(
+        " AND {alias}.rid {membership} (SELECT s.rid FROM {table} s WHERE s.param = {key} AND ({}))",
+        alternatives.join(" OR ")
+    ));
 }
 
 /// The SQL condition on a date row `s` (columns low, high) for a prefix, and for each
