@@ -13,7 +13,7 @@ use sijill_store::{Store, StoreError, StoreTx};
 
 use crate::context::RequestContext;
 use crate::error::{FhirError, FhirResult};
-use crate::interactions::{bundle, capabilities, create, delete, history, patch, read, search, update};
+use crate::interactions::{bundle, capabilities, create, delete, everything, history, patch, read, search, update};
 
 /// The HTTP method of a FHIR interaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +156,10 @@ pub enum Route {
     InstanceHistory(String, String),
     /// `Type/id/_history/vid`.
     Version(String, String, String),
+    /// `Owner/id/Type`: a search within a compartment.
+    Compartment(String, String, String),
+    /// `Type/id/$operation`.
+    InstanceOperation(String, String, String),
 }
 
 impl Route {
@@ -179,6 +183,12 @@ impl Route {
             [t, "_history"] => Route::TypeHistory(t.to_string()),
             [t, id] => Route::Instance(t.to_string(), id.to_string()),
             [t, id, "_history"] => Route::InstanceHistory(t.to_string(), id.to_string()),
+            [t, id, op] if op.starts_with('$') => {
+                Route::InstanceOperation(t.to_string(), id.to_string(), op.to_string())
+            }
+            [t, id, member] if definitions::is_resource_type(member) => {
+                Route::Compartment(t.to_string(), id.to_string(), member.to_string())
+            }
             [t, id, "_history", v] => Route::Version(t.to_string(), id.to_string(), v.to_string()),
             _ => {
                 return Err(FhirError::not_found(format!(
@@ -288,7 +298,16 @@ impl Engine {
             (Get, Route::Metadata) => Ok(capabilities::capability_statement(self)),
             (Get, Route::Instance(t, id)) => read::read(self, exec, &t, &id, &req.conditions),
             (Get, Route::Version(t, id, v)) => read::vread(self, &t, &id, &v),
-            (Get, Route::Type(t)) | (Post, Route::TypeSearch(t)) => search::search(self, exec, &t, &req.query),
+            (Get, Route::Type(t)) | (Post, Route::TypeSearch(t)) => search::search(self, exec, &t, None, &req.query),
+            (Get, Route::Compartment(owner, id, t)) => search::search(self, exec, &t, Some((&owner, &id)), &req.query),
+            (Get | Post, Route::InstanceOperation(t, id, op)) if t == "Patient" && op == "$everything" => {
+                everything::everything(self, &id, &req.query)
+            }
+            (_, Route::InstanceOperation(_, _, op)) => Err(FhirError::new(
+                StatusCode::NOT_FOUND,
+                "not-supported",
+                format!("Operation '{}' is not supported here", truncate(&op)),
+            )),
             (Get, Route::SystemHistory) => history::history(self, sijill_store::HistoryScope::System, &req.query),
             (Get, Route::TypeHistory(t)) => history::history(self, sijill_store::HistoryScope::Type(t), &req.query),
             (Get, Route::InstanceHistory(t, id)) => {
@@ -361,6 +380,8 @@ fn route_name(route: &Route) -> &'static str {
         Route::Type(_) | Route::TypeSearch(_) => "a resource type",
         Route::Instance(..) => "a resource instance",
         Route::Version(..) => "a resource version",
+        Route::Compartment(..) => "a compartment",
+        Route::InstanceOperation(..) => "an operation",
     }
 }
 

@@ -142,7 +142,19 @@ pub struct SearchParamDef {
     pub components: &'static [(&'static str, &'static str)],
 }
 
+/// A compartment (e.g. Patient) and its members.
+#[derive(Debug)]
+pub struct CompartmentDef {
+    /// The owner's resource type.
+    pub owner: &'static str,
+    /// (member resource type, search parameters that link a member to the owner).
+    pub members: &'static [(&'static str, &'static [&'static str])],
+}
+
 mod generated {
+    pub mod compartments {
+        include!("generated/compartments.rs");
+    }
     pub mod search_params {
         include!("generated/search_params.rs");
     }
@@ -154,6 +166,7 @@ mod generated {
     }
 }
 
+pub use generated::compartments::COMPARTMENTS;
 pub use generated::search_params::SEARCH_PARAMS;
 pub use generated::types::TYPES;
 pub use generated::value_sets::{UNEXPANDED_VALUE_SETS, VALUE_SETS};
@@ -226,6 +239,21 @@ pub fn value_set(url: &str) -> Option<&'static ValueSetDef> {
     INDEX.value_sets.get(url).copied()
 }
 
+/// The members of the compartment of `owner` (e.g. `Patient`): each member type with the
+/// parameters that link it to the owner.
+pub fn compartment(owner: &str) -> Option<&'static CompartmentDef> {
+    COMPARTMENTS.iter().find(|c| c.owner == owner)
+}
+
+/// The parameters that put a `resource_type` into the compartment of `owner`.
+pub fn compartment_params(owner: &str, resource_type: &str) -> Option<&'static [&'static str]> {
+    compartment(owner)?
+        .members
+        .iter()
+        .find(|(t, _)| *t == resource_type)
+        .map(|(_, p)| *p)
+}
+
 /// The search parameters that apply to a resource type (including `Resource` and
 /// `DomainResource` ones such as `_id` and `_lastUpdated`).
 pub fn search_params_for(resource_type: &str) -> impl Iterator<Item = &'static SearchParamDef> + '_ {
@@ -270,6 +298,16 @@ mod tests {
         let vs = value_set(gender).unwrap();
         assert!(vs.contains_code("female"));
         assert!(!vs.contains_code("woman"));
+    }
+
+    #[test]
+    fn patient_compartment() {
+        assert_eq!(
+            compartment_params("Patient", "Observation"),
+            Some(&["subject", "performer"][..])
+        );
+        assert!(compartment_params("Patient", "Organization").is_none());
+        assert!(compartment("Patient").unwrap().members.len() > 60);
     }
 
     #[test]

@@ -189,3 +189,59 @@ fn chained_parameters() {
     );
     assert_outcome(s.get("Observation?patient.shoe=1"), 400, "shoe");
 }
+
+#[test]
+fn compartment_search_and_everything() {
+    let s = Server::start();
+    let (_dr, p, o1, o2) = population(&s);
+    let enc = s.create(
+        &json!({"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"},
+                               "subject": {"reference": format!("Patient/{p}")}}),
+    );
+    let other = s.create(&json!({"resourceType": "Patient"}));
+    s.create(
+        &json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                     "subject": {"reference": format!("Patient/{other}")}}),
+    );
+    let b = json(s.get(&format!("Patient/{p}/Observation?code=4548-4")));
+    assert_eq!(ids_by_mode(&b, "match"), vec![format!("Observation/{o1}")]);
+    assert_eq!(json(s.get(&format!("Patient/{p}/Observation")))["total"], 2);
+    assert_outcome(s.get(&format!("Patient/{p}/Organization")), 404, "compartment");
+
+    let mut expected = vec![
+        format!("Encounter/{enc}"),
+        format!("Observation/{o1}"),
+        format!("Observation/{o2}"),
+        format!("Patient/{p}"),
+    ];
+    expected.sort();
+    let all = json(s.get(&format!("Patient/{p}/$everything")));
+    assert_eq!(all["total"], 4);
+    assert_eq!(ids_by_mode(&all, "match"), expected);
+    // Paged two at a time, the pages add up to the same set.
+    let mut seen = Vec::new();
+    let mut url = format!("Patient/{p}/$everything?_count=2");
+    for _ in 0..5 {
+        let page = json(s.get(&url));
+        assert!(page["entry"].as_array().map_or(0, |e| e.len()) <= 2);
+        seen.extend(ids_by_mode(&page, "match"));
+        match page["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+        {
+            Some(next) => url = next["url"].as_str().unwrap().to_string(),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, expected);
+    let only_obs = json(s.get(&format!("Patient/{p}/$everything?_type=Observation")));
+    assert_eq!(only_obs["total"], 2);
+    let none = json(s.get(&format!("Patient/{p}/$everything?_since=2100-01-01T00:00:00Z")));
+    assert_eq!(none["total"], 0);
+    assert_outcome(s.get("Patient/nobody/$everything"), 404, "nobody");
+    assert_outcome(s.get(&format!("Patient/{p}/$everything?_type=Unicorn")), 400, "Unicorn");
+    assert_outcome(s.get(&format!("Patient/{p}/$frobnicate")), 404, "$frobnicate");
+}

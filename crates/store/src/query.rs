@@ -116,6 +116,33 @@ pub struct Criterion {
 pub struct SearchQuery {
     /// The criteria.
     pub criteria: Vec<Criterion>,
+    /// Only resources in this compartment.
+    pub compartment: Option<Compartment>,
+}
+
+/// A compartment restriction: the resource refers to the owner through one of `params`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compartment {
+    /// Owner type, e.g. `Patient`.
+    pub owner_type: String,
+    /// Owner id.
+    pub owner_id: String,
+    /// The reference parameters that link a member to the owner.
+    pub params: Vec<String>,
+}
+
+impl SearchQuery {
+    /// Restricts the query to the compartment of `owner_type/owner_id`. None when the
+    /// resource type is not a member of that compartment.
+    pub fn in_compartment(mut self, owner_type: &str, owner_id: &str, resource_type: &str) -> Option<SearchQuery> {
+        let params = definitions::compartment_params(owner_type, resource_type)?;
+        self.compartment = Some(Compartment {
+            owner_type: owner_type.to_string(),
+            owner_id: owner_id.to_string(),
+            params: params.iter().map(|p| p.to_string()).collect(),
+        });
+        Some(self)
+    }
 }
 
 impl SearchQuery {
@@ -209,7 +236,10 @@ impl SearchQuery {
                 chain: None,
             });
         }
-        Ok(SearchQuery { criteria })
+        Ok(SearchQuery {
+            criteria,
+            compartment: None,
+        })
     }
 }
 

@@ -330,6 +330,27 @@ fn search_sql(
     for c in &query.criteria {
         criterion_sql(keys, resource_type, c, "r", 1, &mut sql, &mut args);
     }
+    if let Some(comp) = &query.compartment {
+        let param_keys: Vec<String> = comp
+            .params
+            .iter()
+            .map(|p| param_key(keys, resource_type, p).to_string())
+            .collect();
+        let is_owner = if comp.owner_type == resource_type {
+            " OR r.id = ?"
+        } else {
+            ""
+        };
+        sql.push_str(&format!(
+            " AND (r.rid IN (SELECT s.rid FROM search_index s WHERE s.param IN ({}) AND s.value = ? AND s.system = ?){is_owner})",
+            param_keys.join(",")
+        ));
+        args.push(comp.owner_id.clone().into());
+        args.push(comp.owner_type.clone().into());
+        if !is_owner.is_empty() {
+            args.push(comp.owner_id.clone().into());
+        }
+    }
     (sql, args)
 }
 

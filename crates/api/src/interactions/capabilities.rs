@@ -47,7 +47,7 @@ pub fn capability_statement(engine: &Engine) -> FhirResponse {
                         .map(|p| json!({"name": p.code, "type": type_code(p.kind)})),
                 );
             }
-            json!({
+            let mut resource = json!({
                 "type": rt,
                 "interaction": TYPE_INTERACTIONS.iter().map(|c| json!({"code": c})).collect::<Vec<_>>(),
                 "versioning": "versioned-update",
@@ -58,7 +58,14 @@ pub fn capability_statement(engine: &Engine) -> FhirResponse {
                 "conditionalUpdate": true,
                 "conditionalDelete": "single",
                 "searchParam": params,
-            })
+            });
+            if rt == "Patient" {
+                resource["operation"] = json!([{
+                    "name": "everything",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+                }]);
+            }
+            resource
         })
         .collect();
     let statement = json!({
@@ -76,6 +83,7 @@ pub fn capability_statement(engine: &Engine) -> FhirResponse {
             "mode": "server",
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+            "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
         }],
     });
     FhirResponse::new(StatusCode::OK, Payload::Json(statement))

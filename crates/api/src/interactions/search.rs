@@ -155,11 +155,12 @@ fn parse_shape(params: &[(String, String)], max_count: usize) -> FhirResult<(Sha
     Ok((shape, criteria))
 }
 
-/// Searches `resource_type`.
+/// Searches `resource_type`, within the compartment `(owner type, owner id)` when given.
 pub fn search(
     engine: &Engine,
     exec: Exec<'_>,
     resource_type: &str,
+    compartment: Option<(&str, &str)>,
     params: &[(String, String)],
 ) -> FhirResult<FhirResponse> {
     if params.len() > MAX_PARAMS {
@@ -173,7 +174,12 @@ pub fn search(
     } else {
         shape.count.unwrap_or(engine.limits.default_count)
     };
-    let query = SearchQuery::parse(resource_type, &criteria)?;
+    let mut query = SearchQuery::parse(resource_type, &criteria)?;
+    if let Some((owner, id)) = compartment {
+        query = query
+            .in_compartment(owner, id, resource_type)
+            .ok_or_else(|| FhirError::not_found(format!("{resource_type} is not part of the {owner} compartment")))?;
+    }
     let (found, total) = match exec {
         Exec::Standalone => engine
             .store
@@ -196,8 +202,12 @@ pub fn search(
     let encoded: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(all_params.iter())
         .finish();
+    let path = match compartment {
+        Some((owner, id)) => format!("{owner}/{id}/{resource_type}"),
+        None => resource_type.to_string(),
+    };
     let self_url = format!(
-        "{}/{resource_type}?{encoded}{}_count={count}",
+        "{}/{path}?{encoded}{}_count={count}",
         engine.base_url,
         if encoded.is_empty() { "" } else { "&" }
     );
