@@ -245,3 +245,38 @@ fn compartment_search_and_everything() {
     assert_outcome(s.get(&format!("Patient/{p}/$everything?_type=Unicorn")), 400, "Unicorn");
     assert_outcome(s.get(&format!("Patient/{p}/$frobnicate")), 404, "$frobnicate");
 }
+
+#[test]
+fn reverse_chaining_with_has() {
+    let s = Server::start();
+    let (dr, p, _o1, _o2) = population(&s);
+    let other = s.create(&json!({"resourceType": "Patient", "name": [{"family": "Other"}]}));
+    let patients = |q: &str| ids_by_mode(&json(s.get(&format!("Patient?{q}"))), "match");
+    assert_eq!(
+        patients("_has:Observation:patient:code=4548-4"),
+        vec![format!("Patient/{p}")]
+    );
+    assert_eq!(
+        patients("_has:Observation:subject:code=http://loinc.org|8480-6"),
+        vec![format!("Patient/{p}")]
+    );
+    assert!(patients("_has:Observation:patient:code=0000-0").is_empty());
+    // Only patients that have an Observation at all can match, whatever the inner test.
+    assert_eq!(
+        patients("_has:Observation:patient:code:not=0000-0"),
+        vec![format!("Patient/{p}")]
+    );
+    assert!(!patients("_has:Observation:patient:code:not=0000-0").contains(&format!("Patient/{other}")));
+    let practitioners = ids_by_mode(
+        &json(s.get("Practitioner?_has:Patient:general-practitioner:_has:Observation:patient:code=4548-4")),
+        "match",
+    );
+    assert_eq!(practitioners, vec![format!("Practitioner/{dr}")]);
+    assert_outcome(
+        s.get("Patient?_has:Observation:code:status=final"),
+        400,
+        "not a reference",
+    );
+    assert_outcome(s.get("Patient?_has:Nope:patient:code=1"), 400, "Nope");
+    assert_outcome(s.get("Patient?_has:Observation:patient"), 400, "_has");
+}

@@ -109,6 +109,9 @@ pub struct Criterion {
     /// A chained search (`subject:Patient.identifier=…`): the target type and the
     /// criterion the referenced resource must meet; `param` is then the reference.
     pub chain: Option<(String, Box<Criterion>)>,
+    /// Reverse chaining (`_has:Observation:patient:code=…`): resources of the source type
+    /// that meet the inner criterion and point here through the reference parameter.
+    pub has: Option<(String, String, Box<Criterion>)>,
 }
 
 /// A query: every criterion must hold (AND).
@@ -152,6 +155,10 @@ impl SearchQuery {
     pub fn parse(resource_type: &str, pairs: &[(String, String)]) -> Result<SearchQuery> {
         let mut criteria = Vec::new();
         for (name, raw) in pairs {
+            if let Some(rest) = name.strip_prefix("_has:") {
+                criteria.push(parse_has(resource_type, name, rest, raw)?);
+                continue;
+            }
             if let Some((head, rest)) = name.split_once('.') {
                 criteria.push(parse_chain(resource_type, name, head, rest, raw)?);
                 continue;
@@ -181,6 +188,7 @@ impl SearchQuery {
                     negated: false,
                     kind: SearchParamType::Token,
                     chain: None,
+                    has: None,
                 });
                 continue;
             }
@@ -234,6 +242,7 @@ impl SearchQuery {
                 negated,
                 kind: p.kind,
                 chain: None,
+                has: None,
             });
         }
         Ok(SearchQuery {
@@ -286,6 +295,48 @@ fn parse_chain(resource_type: &str, name: &str, head: &str, rest: &str, raw: &st
         negated: false,
         kind: SearchParamType::Reference,
         chain: Some((target, Box::new(inner))),
+        has: None,
+    })
+}
+
+/// `_has:Source:reference:parameter=value` (the inner parameter may itself be `_has:…`).
+fn parse_has(resource_type: &str, name: &str, rest: &str, raw: &str) -> Result<Criterion> {
+    if name.matches("_has:").count() > MAX_CHAIN {
+        return Err(StoreError::Invalid(format!(
+            "'{name}' nests _has more than {MAX_CHAIN} times"
+        )));
+    }
+    let mut parts = rest.splitn(3, ':');
+    let (Some(source), Some(reference), Some(inner_name)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(StoreError::Invalid(format!(
+            "'{name}' is not _has:Type:reference:parameter"
+        )));
+    };
+    if !definitions::is_resource_type(source) {
+        return Err(StoreError::Invalid(format!(
+            "'{source}' in '{name}' is not a resource type"
+        )));
+    }
+    let points_here = index::param(source, reference).is_some_and(|p| {
+        p.kind == SearchParamType::Reference
+            && (p.targets.contains(&resource_type) || p.single_target() == Some(resource_type) || p.targets.is_empty())
+    });
+    if !points_here {
+        return Err(StoreError::Invalid(format!(
+            "'{reference}' in '{name}' is not a reference from {source} to {resource_type}"
+        )));
+    }
+    let inner = SearchQuery::parse(source, &[(inner_name.to_string(), raw.to_string())])?;
+    let Some(inner) = inner.criteria.into_iter().next() else {
+        return Err(StoreError::Invalid(format!("'{name}' has no parameter to test")));
+    };
+    Ok(Criterion {
+        param: "_has".to_string(),
+        values: Vec::new(),
+        negated: false,
+        kind: SearchParamType::Reference,
+        chain: None,
+        has: Some((source.to_string(), reference.to_string(), Box::new(inner))),
     })
 }
 

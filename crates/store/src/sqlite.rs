@@ -365,6 +365,18 @@ fn criterion_sql(
     sql: &mut String,
     args: &mut Vec<SqlValue>,
 ) {
+    if let Some((source, reference, inner)) = &c.has {
+        let key = param_key(keys, source, reference);
+        let o = format!("t{depth}");
+        let mut inner_sql = String::new();
+        criterion_sql(keys, source, inner, &o, depth + 1, &mut inner_sql, args);
+        sql.push_str(&format!(
+            " AND {alias}.id IN (SELECT s.value FROM search_index s JOIN resources {o} ON {o}.rid = s.rid \
+             WHERE s.param = {key} AND s.system = '{}' AND {o}.deleted = 0{inner_sql})",
+            resource_type.replace('\'', "")
+        ));
+        return;
+    }
     if let Some((target, inner)) = &c.chain {
         let key = param_key(keys, resource_type, &c.param);
         let t = format!("t{depth}");

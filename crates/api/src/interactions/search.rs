@@ -23,7 +23,6 @@ const NOT_YET: &[&str] = &[
     "_sort",
     "_contained",
     "_containedType",
-    "_has",
     "_list",
     "_text",
     "_content",
