@@ -255,6 +255,8 @@ pub struct Engine {
     pub base_url: String,
     /// Input limits.
     pub limits: Limits,
+    /// Result snapshots of sorted searches.
+    pub snapshots: Arc<crate::snapshots::Snapshots>,
 }
 
 impl Engine {
@@ -264,6 +266,7 @@ impl Engine {
             store,
             base_url: base_url.into().trim_end_matches('/').to_string(),
             limits,
+            snapshots: Arc::default(),
         }
     }
 

@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod interactions;
 pub mod metrics;
+pub mod snapshots;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -280,3 +280,69 @@ fn reverse_chaining_with_has() {
     assert_outcome(s.get("Patient?_has:Nope:patient:code=1"), 400, "Nope");
     assert_outcome(s.get("Patient?_has:Observation:patient"), 400, "_has");
 }
+
+#[test]
+fn sorting_and_snapshot_paging() {
+    let s = Server::start();
+    for (family, birth, gender) in [
+        ("Bennani", "1980-05-01", "female"),
+        ("Alaoui", "1975", "male"),
+        ("Chraibi", "1990-01-10", "female"),
+        ("Daoudi", "1980-05-01", "male"),
+    ] {
+        s.create(
+            &json!({"resourceType": "Patient", "name": [{"family": family}], "birthDate": birth, "gender": gender}),
+        );
+    }
+    s.create(&json!({"resourceType": "Patient", "name": [{"family": "Nobirth"}]}));
+    let families = |q: &str| -> Vec<String> {
+        json(s.get(&format!("Patient?{q}")))["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"]["name"][0]["family"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        families("_sort=family"),
+        vec!["Alaoui", "Bennani", "Chraibi", "Daoudi", "Nobirth"]
+    );
+    let by_birth = families("_sort=-birthdate");
+    assert_eq!(
+        (by_birth[0].as_str(), by_birth[3].as_str(), by_birth[4].as_str()),
+        ("Chraibi", "Alaoui", "Nobirth")
+    );
+    // Bennani and Daoudi share a birth date: the order between them is by id.
+    let mut tie = vec![by_birth[1].clone(), by_birth[2].clone()];
+    tie.sort();
+    assert_eq!(tie, vec!["Bennani", "Daoudi"]);
+    assert_eq!(
+        families("_sort=birthdate,-family"),
+        vec!["Alaoui", "Daoudi", "Bennani", "Chraibi", "Nobirth"]
+    );
+    assert_eq!(families("gender=female&_sort=-family"), vec!["Chraibi", "Bennani"]);
+    // Paging reads a snapshot: a resource created between pages does not shift them.
+    let first = json(s.get("Patient?_sort=family&_count=2"));
+    let next = first["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.create(&json!({"resourceType": "Patient", "name": [{"family": "Aaa"}]}));
+    let second = json(s.get(&next));
+    let names: Vec<&str> = second["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["name"][0]["family"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["Chraibi", "Daoudi"]);
+    assert_eq!(second["total"], 5);
+    assert_outcome(s.get("Patient?_sort=shoe-size"), 400, "shoe-size");
+    assert_outcome(s.get("Patient?_sort=a,b,c,d,e,f"), 400, "_sort");
+    assert_outcome(s.get("Patient?_sort=family&_page=nothere:0"), 410, "expired");
+}

@@ -14,7 +14,7 @@ pub mod time_fmt;
 
 use std::sync::Arc;
 
-pub use query::{Criterion, SearchQuery};
+pub use query::{Criterion, SearchQuery, SortKey};
 pub use time_fmt::{now_instant, parse_instant};
 
 /// One stored version of a resource.
@@ -241,6 +241,14 @@ pub trait Store: Send + Sync {
     fn vread(&self, resource_type: &str, id: &str, version: u64) -> Result<Option<Stored>>;
     /// A page of history.
     fn history(&self, query: &HistoryQuery) -> Result<HistoryPage>;
+    /// Ids of the matching resources in `_sort` order (ties broken by id), at most `limit`.
+    fn search_sorted_ids(
+        &self,
+        resource_type: &str,
+        query: &SearchQuery,
+        sort: &[SortKey],
+        limit: usize,
+    ) -> Result<Vec<String>>;
     /// Ids of the current, not deleted resources of a type matching a query (at most `limit`).
     fn search_ids(&self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>>;
     /// The current, not deleted resources of a type matching a query, in id order after

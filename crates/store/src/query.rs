@@ -123,6 +123,57 @@ pub struct SearchQuery {
     pub compartment: Option<Compartment>,
 }
 
+/// One key of `_sort`: a parameter, ascending unless `descending`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortKey {
+    /// The parameter (`_id`, `_lastUpdated` or any indexed parameter of the type).
+    pub param: String,
+    /// `-param`.
+    pub descending: bool,
+    /// The parameter's type (decides which index rows give the key).
+    pub kind: SearchParamType,
+}
+
+/// Most keys one `_sort` may list.
+const MAX_SORT_KEYS: usize = 5;
+
+impl SortKey {
+    /// Parses `_sort=a,-b` for `resource_type`.
+    pub fn parse_list(resource_type: &str, value: &str) -> Result<Vec<SortKey>> {
+        let keys: Vec<&str> = value.split(',').map(str::trim).filter(|k| !k.is_empty()).collect();
+        if keys.is_empty() || keys.len() > MAX_SORT_KEYS {
+            return Err(StoreError::Invalid(format!(
+                "_sort takes 1 to {MAX_SORT_KEYS} parameters"
+            )));
+        }
+        keys.into_iter()
+            .map(|k| {
+                let (param, descending) = match k.strip_prefix('-') {
+                    Some(p) => (p, true),
+                    None => (k, false),
+                };
+                let kind = if param == "_id" {
+                    SearchParamType::Token
+                } else {
+                    index::param(resource_type, param)
+                        .filter(|p| p.kind != SearchParamType::Composite)
+                        .map(|p| p.kind)
+                        .ok_or_else(|| {
+                            StoreError::Invalid(format!(
+                                "_sort: '{param}' is not a sortable parameter of {resource_type}"
+                            ))
+                        })?
+                };
+                Ok(SortKey {
+                    param: param.to_string(),
+                    descending,
+                    kind,
+                })
+            })
+            .collect()
+    }
+}
+
 /// A compartment restriction: the resource refers to the owner through one of `params`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compartment {

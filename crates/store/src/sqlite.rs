@@ -17,7 +17,7 @@ use serde_json::Value;
 use sijill_fhir::primitives::is_valid_id;
 
 use crate::index::IndexRow;
-use crate::query::{Match, Prefix, SearchQuery};
+use crate::query::{Match, Prefix, SearchQuery, SortKey};
 use crate::{
     now_instant, prepare_version, Current, HistoryPage, HistoryQuery, HistoryScope, PreparedResource, Result, Store,
     StoreError, StoreTx, Stored,
@@ -879,7 +879,53 @@ fn search_ids(
     Ok(ids)
 }
 
+/// The ORDER BY expression of one sort key: the smallest value of the resource for an
+/// ascending sort, the largest for a descending one (dates: the start or end of the range).
+fn sort_expression(keys: &ParamKeys, resource_type: &str, key: &SortKey) -> String {
+    if key.param == "_id" {
+        return format!("r.id {}", if key.descending { "DESC" } else { "ASC" });
+    }
+    let k = param_key(keys, resource_type, &key.param);
+    let (table, column) = match key.kind {
+        SearchParamType::Date => ("search_date", if key.descending { "high" } else { "low" }),
+        SearchParamType::Number | SearchParamType::Quantity => {
+            ("search_number", if key.descending { "high" } else { "low" })
+        }
+        _ => ("search_index", "value"),
+    };
+    let (agg, dir) = if key.descending {
+        ("max", "DESC")
+    } else {
+        ("min", "ASC")
+    };
+    format!("(SELECT {agg}(s.{column}) FROM {table} s WHERE s.rid = r.rid AND s.param = {k}) {dir} NULLS LAST")
+}
+
 impl Store for SqliteStore {
+    fn search_sorted_ids(
+        &self,
+        resource_type: &str,
+        query: &SearchQuery,
+        sort: &[SortKey],
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.with_reader(|c| {
+            let (clause, args) = search_sql(&self.param_keys, resource_type, query, None);
+            let mut order: Vec<String> = sort
+                .iter()
+                .map(|k| sort_expression(&self.param_keys, resource_type, k))
+                .collect();
+            order.push("r.id".into());
+            let mut stmt = c.prepare(&format!(
+                "SELECT r.id FROM resources r WHERE {clause} ORDER BY {} LIMIT {limit}",
+                order.join(", ")
+            ))?;
+            let ids = stmt
+                .query_map(params_from_iter(args), |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(ids)
+        })
+    }
     fn search_ids(&self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {
         self.with_reader(|c| search_ids(c, &self.param_keys, resource_type, query, limit))
     }

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 use sijill_fhir::definitions::{self, SearchParamType};
-use sijill_store::{index, Current, SearchQuery, Stored};
+use sijill_store::{index, Current, SearchQuery, SortKey, Stored};
 
 use super::history::parse_count;
 use crate::bundle_writer::{BundleWriter, EntryResource};
@@ -20,7 +20,6 @@ use crate::error::{FhirError, FhirResult};
 /// Result and special parameters of the specification that this version does not
 /// implement yet; they are refused by name rather than ignored.
 const NOT_YET: &[&str] = &[
-    "_sort",
     "_contained",
     "_containedType",
     "_list",
@@ -29,6 +28,9 @@ const NOT_YET: &[&str] = &[
     "_query",
     "_filter",
 ];
+
+/// Most resources a sorted search may match (they are ordered and kept as a snapshot).
+const MAX_SORTED: usize = 10_000;
 
 /// Most parameters one search may carry.
 const MAX_PARAMS: usize = 50;
@@ -57,6 +59,8 @@ struct Shape {
     elements: Option<Vec<String>>,
     includes: Vec<Include>,
     revincludes: Vec<Include>,
+    sort: Option<String>,
+    page: Option<(String, usize)>,
     /// The result parameters as given, to repeat them in paging links.
     echo: Vec<(String, String)>,
 }
@@ -135,6 +139,15 @@ fn parse_shape(params: &[(String, String)], max_count: usize) -> FhirResult<(Sha
                 )
             }
             "_include" => shape.includes.push(parse_include(name, value)?),
+            "_sort" => shape.sort = Some(value.clone()),
+            "_page" => {
+                let (key, offset) = value
+                    .split_once(':')
+                    .and_then(|(k, o)| Some((k.to_string(), o.parse::<usize>().ok()?)))
+                    .ok_or_else(|| FhirError::bad_request("_page is not a page this server issued"))?;
+                shape.page = Some((key, offset));
+                echo = false;
+            }
             "_revinclude" => shape.revincludes.push(parse_include(name, value)?),
             n if NOT_YET.contains(&n) => {
                 return Err(FhirError::bad_request(format!(
@@ -179,7 +192,47 @@ pub fn search(
             .in_compartment(owner, id, resource_type)
             .ok_or_else(|| FhirError::not_found(format!("{resource_type} is not part of the {owner} compartment")))?;
     }
+    let mut snapshot_next: Option<String> = None;
     let (found, total) = match exec {
+        Exec::Standalone if shape.sort.is_some() || shape.page.is_some() => {
+            let (key, ids, offset) = match &shape.page {
+                Some((key, offset)) => {
+                    let ids = engine.snapshots.get(key).ok_or_else(|| {
+                        FhirError::new(
+                            StatusCode::GONE,
+                            "expired",
+                            "This page of results has expired; search again",
+                        )
+                    })?;
+                    (key.clone(), ids, *offset)
+                }
+                None => {
+                    let sort = SortKey::parse_list(resource_type, shape.sort.as_deref().unwrap_or(""))?;
+                    let ids = engine
+                        .store
+                        .search_sorted_ids(resource_type, &query, &sort, MAX_SORTED + 1)?;
+                    if ids.len() > MAX_SORTED {
+                        return Err(FhirError::new(
+                            StatusCode::BAD_REQUEST,
+                            "too-costly",
+                            format!("More than {MAX_SORTED} resources match: narrow the search to sort it"),
+                        ));
+                    }
+                    let ids = std::sync::Arc::new(ids);
+                    (engine.snapshots.insert(ids.as_ref().clone()), ids, 0)
+                }
+            };
+            let mut found = Vec::new();
+            for id in ids.iter().skip(offset).take(count) {
+                if let Current::Found(s) = engine.store.read(resource_type, id)? {
+                    found.push(s);
+                }
+            }
+            if offset + count < ids.len() && count > 0 {
+                snapshot_next = Some(format!("{key}:{}", offset + count));
+            }
+            (found, ids.len() as u64)
+        }
         Exec::Standalone => engine
             .store
             .search(resource_type, &query, shape.cursor.as_deref(), count)?,
@@ -211,7 +264,9 @@ pub fn search(
         if encoded.is_empty() { "" } else { "&" }
     );
     let mut links = vec![("self", self_url.clone())];
-    if found.len() == count && count > 0 {
+    if let Some(page) = snapshot_next {
+        links.push(("next", format!("{self_url}&_page={page}")));
+    } else if shape.sort.is_none() && shape.page.is_none() && found.len() == count && count > 0 {
         if let Some(last) = found.last() {
             links.push(("next", format!("{self_url}&_cursor={}", last.id)));
         }

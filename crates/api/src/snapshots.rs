@@ -1,0 +1,59 @@
+//! Result snapshots for sorted searches: the ordered ids of a search are kept for a while,
+//! and its pages are read from them, so `next` links stay correct while data changes
+//! (a resource deleted meanwhile is left out of its page; nothing shifts).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// How long a snapshot can be paged through.
+const TTL: Duration = Duration::from_secs(15 * 60);
+/// Most snapshots kept at once (the oldest goes first).
+const MAX_SNAPSHOTS: usize = 1000;
+
+/// The ordered ids of searches, by snapshot key.
+#[derive(Default)]
+pub struct Snapshots {
+    entries: Mutex<HashMap<String, (Instant, Arc<Vec<String>>)>>,
+}
+
+impl Snapshots {
+    /// Keeps `ids` and returns the key to page through them.
+    pub fn insert(&self, ids: Vec<String>) -> String {
+        let key = uuid::Uuid::new_v4().simple().to_string();
+        let mut entries = self.entries.lock();
+        let now = Instant::now();
+        entries.retain(|_, (at, _)| now.duration_since(*at) < TTL);
+        if entries.len() >= MAX_SNAPSHOTS {
+            if let Some(oldest) = entries.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| k.clone()) {
+                entries.remove(&oldest);
+            }
+        }
+        entries.insert(key.clone(), (now, Arc::new(ids)));
+        key
+    }
+
+    /// The ids of a snapshot that has not expired.
+    pub fn get(&self, key: &str) -> Option<Arc<Vec<String>>> {
+        let entries = self.entries.lock();
+        entries
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < TTL)
+            .map(|(_, ids)| ids.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_and_returns_ids() {
+        let s = Snapshots::default();
+        let k = s.insert(vec!["a".into(), "b".into()]);
+        assert_eq!(s.get(&k).unwrap().as_slice(), ["a", "b"]);
+        assert!(s.get("nope").is_none());
+    }
+}
