@@ -13,10 +13,13 @@ const TTL: Duration = Duration::from_secs(15 * 60);
 /// Most snapshots kept at once (the oldest goes first).
 const MAX_SNAPSHOTS: usize = 1000;
 
+/// When a snapshot was taken, and its ordered ids.
+type Snapshot = (Instant, Arc<Vec<String>>);
+
 /// The ordered ids of searches, by snapshot key.
 #[derive(Default)]
 pub struct Snapshots {
-    entries: Mutex<HashMap<String, (Instant, Arc<Vec<String>>)>>,
+    entries: Mutex<HashMap<String, Snapshot>>,
 }
 
 impl Snapshots {
