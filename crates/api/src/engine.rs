@@ -92,6 +92,9 @@ pub struct FhirRequest {
     pub conditions: Conditions,
     /// Body.
     pub body: RequestBody,
+    /// `Prefer: handling=lenient`: unknown or unsupported search parameters are ignored
+    /// (and left out of the self link) instead of refused.
+    pub lenient: bool,
 }
 
 /// The body of a response.
@@ -301,8 +304,12 @@ impl Engine {
             (Get, Route::Metadata) => Ok(capabilities::capability_statement(self)),
             (Get, Route::Instance(t, id)) => read::read(self, exec, &t, &id, &req.conditions),
             (Get, Route::Version(t, id, v)) => read::vread(self, &t, &id, &v),
-            (Get, Route::Type(t)) | (Post, Route::TypeSearch(t)) => search::search(self, exec, &t, None, &req.query),
-            (Get, Route::Compartment(owner, id, t)) => search::search(self, exec, &t, Some((&owner, &id)), &req.query),
+            (Get, Route::Type(t)) | (Post, Route::TypeSearch(t)) => {
+                search::search(self, exec, &t, None, &req.query, req.lenient)
+            }
+            (Get, Route::Compartment(owner, id, t)) => {
+                search::search(self, exec, &t, Some((&owner, &id)), &req.query, req.lenient)
+            }
             (Get | Post, Route::InstanceOperation(t, id, op)) if t == "Patient" && op == "$everything" => {
                 everything::everything(self, &id, &req.query)
             }

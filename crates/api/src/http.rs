@@ -124,10 +124,19 @@ enum Return {
     OperationOutcome,
 }
 
+/// The tokens of the `Prefer` header (`return=minimal`, `handling=lenient`, …).
+fn prefer_tokens(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
+    headers
+        .get_all(header::HeaderName::from_static("prefer"))
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .map(|t| t.trim().to_string())
+}
+
 fn prefer_return(headers: &HeaderMap) -> Return {
-    let prefer = header_text(headers, header::HeaderName::from_static("prefer")).unwrap_or_default();
-    for part in prefer.split([',', ';']) {
-        match part.trim() {
+    for part in prefer_tokens(headers) {
+        match part.as_str() {
             "return=minimal" => return Return::Minimal,
             "return=OperationOutcome" => return Return::OperationOutcome,
             "return=representation" => return Return::Representation,
@@ -209,6 +218,7 @@ fn build_request(
             if_none_exist: header_text(headers, header::HeaderName::from_static("if-none-exist")),
         },
         body,
+        lenient: prefer_tokens(headers).any(|t| t == "handling=lenient"),
     })
 }
 

@@ -153,6 +153,7 @@ fn import_file(engine: &Engine, ctx: &RequestContext, file: &Path, tally: &Tally
                 query: Vec::new(),
                 conditions: Conditions::default(),
                 body: RequestBody::Resource(value),
+                lenient: false,
             };
             match engine.execute(ctx, request) {
                 Ok(r) => count_bundle_response(file, &r.payload, tally),

@@ -346,3 +346,25 @@ fn sorting_and_snapshot_paging() {
     assert_outcome(s.get("Patient?_sort=a,b,c,d,e,f"), 400, "_sort");
     assert_outcome(s.get("Patient?_sort=family&_page=nothere:0"), 410, "expired");
 }
+
+#[test]
+fn lenient_handling_ignores_what_it_cannot_apply() {
+    let s = Server::start();
+    population(&s);
+    let lenient = |q: &str| {
+        json(
+            s.request(reqwest::Method::GET, &format!("Observation?{q}"))
+                .header("prefer", "handling=lenient")
+                .send()
+                .unwrap(),
+        )
+    };
+    let b = lenient("code=4548-4&shoe-size=42&_contained=true");
+    assert_eq!(b["total"], 1);
+    let self_link = b["link"][0]["url"].as_str().unwrap();
+    assert!(
+        self_link.contains("code=4548-4") && !self_link.contains("shoe-size"),
+        "{self_link}"
+    );
+    assert_outcome(s.get("Observation?code=4548-4&shoe-size=42"), 400, "shoe-size");
+}

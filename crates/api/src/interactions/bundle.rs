@@ -137,6 +137,7 @@ fn parse_entry(engine: &Engine, index: usize, entry: Value) -> FhirResult<Entry>
                 if_none_exist: text("ifNoneExist"),
             },
             body,
+            lenient: false,
         },
     })
 }

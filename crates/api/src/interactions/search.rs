@@ -97,7 +97,11 @@ fn parse_include(name: &str, value: &str) -> FhirResult<Include> {
     })
 }
 
-fn parse_shape(params: &[(String, String)], max_count: usize) -> FhirResult<(Shape, Vec<(String, String)>)> {
+fn parse_shape(
+    params: &[(String, String)],
+    max_count: usize,
+    lenient: bool,
+) -> FhirResult<(Shape, Vec<(String, String)>)> {
     let mut shape = Shape {
         total: true,
         ..Shape::default()
@@ -149,6 +153,7 @@ fn parse_shape(params: &[(String, String)], max_count: usize) -> FhirResult<(Sha
                 echo = false;
             }
             "_revinclude" => shape.revincludes.push(parse_include(name, value)?),
+            n if NOT_YET.contains(&n) && lenient => echo = false,
             n if NOT_YET.contains(&n) => {
                 return Err(FhirError::bad_request(format!(
                     "Search parameter '{}' is not supported by this server yet",
@@ -174,13 +179,18 @@ pub fn search(
     resource_type: &str,
     compartment: Option<(&str, &str)>,
     params: &[(String, String)],
+    lenient: bool,
 ) -> FhirResult<FhirResponse> {
     if params.len() > MAX_PARAMS {
         return Err(FhirError::bad_request(format!(
             "A search may have at most {MAX_PARAMS} parameters"
         )));
     }
-    let (shape, criteria) = parse_shape(params, engine.limits.max_count)?;
+    let (shape, mut criteria) = parse_shape(params, engine.limits.max_count, lenient)?;
+    if lenient {
+        // Leave out what this server cannot apply; the self link then shows what was used.
+        criteria.retain(|pair| SearchQuery::parse(resource_type, std::slice::from_ref(pair)).is_ok());
+    }
     let count = if shape.summary_count {
         0
     } else {
