@@ -10,6 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod export;
 mod import;
+mod reindex;
 mod serve;
 
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ enum Command {
     Import(import::ImportArgs),
     /// Write every current resource as NDJSON, one file per resource type.
     Export(export::ExportArgs),
+    /// Rebuild the search index from the current versions (writers wait while it runs).
+    Reindex,
 }
 
 /// Opens the store of the data directory.
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&cli.data_dir, args),
         Command::Import(args) => import::run(&cli.data_dir, args),
         Command::Export(args) => export::run(&cli.data_dir, args),
+        Command::Reindex => reindex::run(&cli.data_dir),
     };
     match result {
         Ok(code) => code,

@@ -241,3 +241,28 @@ fn a_killed_import_keeps_whole_transactions_only() {
         assert_eq!(*n, PER_BUNDLE, "bundle {bundle} is half-written");
     }
 }
+
+#[test]
+fn reindex_rebuilds_a_lost_index() {
+    let data = tempfile::tempdir().unwrap();
+    let input = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..50)
+        .map(|i| json!({"resourceType": "Patient", "id": format!("p{i}"), "gender": if i % 2 == 0 { "female" } else { "male" }}).to_string())
+        .collect();
+    write(input.path(), "patients.ndjson", &lines.join("\n"));
+    assert!(sijill(data.path(), &["import", input.path().to_str().unwrap()])
+        .status
+        .success());
+    // Lose the index behind the store's back.
+    let db = rusqlite::Connection::open(data.path().join("sijill.db")).unwrap();
+    db.execute_batch("DELETE FROM search_index").unwrap();
+    drop(db);
+    let out = sijill(data.path(), &["reindex"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reindexed 50 resources"));
+    let db = rusqlite::Connection::open(data.path().join("sijill.db")).unwrap();
+    let rows: i64 = db
+        .query_row("SELECT count(*) FROM search_index", [], |r| r.get(0))
+        .unwrap();
+    assert!(rows >= 50, "{rows}");
+}

@@ -610,7 +610,6 @@ fn insert_index_rows(
 /// Rebuilds the search index from the current versions when the extraction rules differ
 /// from those that built it (or it was never recorded). Runs inside one transaction.
 fn rebuild_index_if_needed(conn: &mut Connection, keys: &ParamKeys) -> Result<()> {
-    let fingerprint = crate::index::fingerprint();
     let recorded: Option<String> = conn
         .query_row(
             "SELECT value FROM store_meta WHERE key = 'index_fingerprint'",
@@ -618,14 +617,23 @@ fn rebuild_index_if_needed(conn: &mut Connection, keys: &ParamKeys) -> Result<()
             |r| r.get(0),
         )
         .optional()?;
-    if recorded.as_deref() == Some(fingerprint.as_str()) {
+    if recorded.as_deref() == Some(crate::index::fingerprint().as_str()) {
         return Ok(());
     }
+    rebuild_index(conn, keys, &mut |done, total| {
+        if done == 0 && total > 0 {
+            tracing::warn!(resources = total, "search index rules changed: rebuilding the index");
+        }
+    })
+}
+
+/// Rebuilds every index row from the current versions in one transaction (readers keep
+/// the old index until it commits), reporting (done, total) as it goes.
+fn rebuild_index(conn: &mut Connection, keys: &ParamKeys, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let count: i64 = tx.query_row("SELECT count(*) FROM resources WHERE deleted = 0", [], |r| r.get(0))?;
-    if count > 0 {
-        tracing::warn!(resources = count, "search index rules changed: rebuilding the index");
-    }
+    let total: i64 = tx.query_row("SELECT count(*) FROM resources WHERE deleted = 0", [], |r| r.get(0))?;
+    let total = total as u64;
+    progress(0, total);
     tx.execute("DELETE FROM search_index", [])?;
     tx.execute("DELETE FROM search_date", [])?;
     tx.execute("DELETE FROM search_number", [])?;
@@ -635,19 +643,34 @@ fn rebuild_index_if_needed(conn: &mut Connection, keys: &ParamKeys) -> Result<()
              JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.deleted = 0",
         )?;
         let mut rows = stmt.query([])?;
+        let mut done = 0u64;
         while let Some(row) = rows.next()? {
             let (rid, ty, body): (i64, String, Vec<u8>) = (row.get(0)?, row.get(1)?, row.get(2)?);
             let value: Value = serde_json::from_slice(&body).map_err(|e| StoreError::Database(e.to_string()))?;
             insert_index_rows(&tx, keys, &ty, rid, &crate::index::extract(&ty, &value))?;
+            done += 1;
+            if done % 1000 == 0 {
+                progress(done, total);
+            }
         }
+        progress(done, total);
     }
     tx.execute(
         "INSERT INTO store_meta (key, value) VALUES ('index_fingerprint', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![fingerprint],
+        params![crate::index::fingerprint()],
     )?;
     tx.commit()?;
     Ok(())
+}
+
+impl SqliteStore {
+    /// Rebuilds the whole search index from the current versions (`sijill reindex`).
+    /// Writers wait while it runs; readers see the old index until it commits.
+    pub fn reindex(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+        let mut writer = self.writer.lock();
+        rebuild_index(&mut writer.conn, &self.param_keys, progress)
+    }
 }
 
 /// The writer's view inside one transaction.

@@ -1,0 +1,27 @@
+//! `sijill reindex`: rebuilds the search index from the current versions, with progress.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use sijill_store::sqlite::SqliteStore;
+
+/// Runs the rebuild.
+pub fn run(data_dir: &Path) -> Result<ExitCode, String> {
+    let store =
+        SqliteStore::open(data_dir).map_err(|e| format!("cannot open the store in {}: {e}", data_dir.display()))?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} resources ({per_sec}) [{elapsed_precise}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    store
+        .reindex(&mut |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    eprintln!("reindexed {} resources", bar.position());
+    Ok(ExitCode::SUCCESS)
+}
