@@ -649,7 +649,7 @@ fn rebuild_index(conn: &mut Connection, keys: &ParamKeys, progress: &mut dyn FnM
             let value: Value = serde_json::from_slice(&body).map_err(|e| StoreError::Database(e.to_string()))?;
             insert_index_rows(&tx, keys, &ty, rid, &crate::index::extract(&ty, &value))?;
             done += 1;
-            if done % 1000 == 0 {
+            if done.is_multiple_of(1000) {
                 progress(done, total);
             }
         }
