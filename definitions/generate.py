@@ -112,7 +112,7 @@ def gen_types():
                 bound.add(binding)
             mx = "MANY" if e["max"] == "*" else e["max"]
             elements.append(
-                "        ElementDef { path: %s, min: %d, max: %s, types: &[%s], content_reference: %s, required_binding: %s },"
+                "        ElementDef { path: %s, min: %d, max: %s, types: &[%s], content_reference: %s, required_binding: %s, is_summary: %s },"
                 % (
                     rust_str(path),
                     e.get("min", 0),
@@ -120,6 +120,7 @@ def gen_types():
                     ", ".join(rust_str(t) for t in types),
                     opt(e.get("contentReference", "").lstrip("#") or None),
                     opt(binding),
+                    "true" if e.get("isSummary") else "false",
                 )
             )
         lines.append(

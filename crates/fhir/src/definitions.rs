@@ -33,6 +33,8 @@ pub struct ElementDef {
     pub content_reference: Option<&'static str>,
     /// The canonical URL of the value set of a required binding.
     pub required_binding: Option<&'static str>,
+    /// Part of the summary view (`_summary=true`).
+    pub is_summary: bool,
 }
 
 impl ElementDef {

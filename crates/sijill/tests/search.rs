@@ -73,7 +73,7 @@ fn include_and_revinclude() {
 #[test]
 fn summary_elements_total_and_missing() {
     let s = Server::start();
-    let (_dr, p, _o1, _o2) = population(&s);
+    let (_dr, p, o1, _o2) = population(&s);
     let b = json(s.get("Observation?_summary=count"));
     assert_eq!(b["total"], 2);
     assert!(b.get("entry").is_none());
@@ -89,7 +89,19 @@ fn summary_elements_total_and_missing() {
     assert_eq!(json(s.get("Patient?gender:missing=true"))["total"], 1);
     assert_eq!(json(s.get("Patient?gender:missing=false"))["total"], 1);
     assert_outcome(s.get("Patient?gender:missing=maybe"), 400, "gender");
-    assert_outcome(s.get("Patient?_summary=true"), 400, "_summary");
+    let summary = json(s.get(&format!("Observation?_summary=true&_id={o1}")));
+    let r = &summary["entry"][0]["resource"];
+    assert!(
+        r.get("code").is_some() && r.get("status").is_some() && r.get("subject").is_some(),
+        "{r}"
+    );
+    assert_eq!(r["meta"]["tag"][0]["code"], "SUBSETTED");
+    let with_text = json!({"resourceType": "Patient", "gender": "female", "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"}});
+    let t = s.create(&with_text);
+    let text_only = json(s.get(&format!("Patient?_summary=text&_id={t}")));
+    let r = &text_only["entry"][0]["resource"];
+    assert!(r.get("text").is_some() && r.get("gender").is_none(), "{r}");
+    assert_outcome(s.get("Patient?_summary=maybe"), 400, "_summary");
     assert_outcome(s.get("Observation?code-value-quantity=x"), 400, "code-value-quantity");
 }
 

@@ -55,6 +55,8 @@ struct Shape {
     cursor: Option<String>,
     summary_count: bool,
     summary_data: bool,
+    summary_true: bool,
+    summary_text: bool,
     total: bool,
     elements: Option<Vec<String>>,
     includes: Vec<Include>,
@@ -125,10 +127,12 @@ fn parse_shape(
             "_summary" => match value.as_str() {
                 "count" => shape.summary_count = true,
                 "data" => shape.summary_data = true,
+                "true" => shape.summary_true = true,
+                "text" => shape.summary_text = true,
                 "false" => {}
                 _ => {
                     return Err(FhirError::bad_request(format!(
-                        "_summary={} is not supported yet (count, data and false are)",
+                        "_summary must be true, text, data, count or false, not '{}'",
                         truncate(value)
                     )))
                 }
@@ -299,7 +303,7 @@ pub fn search(
 
 /// The resource as `_summary=data` / `_elements` want it, or None to serve it as stored.
 fn shaped(shape: &Shape, s: &Stored) -> FhirResult<Option<Value>> {
-    if !shape.summary_data && shape.elements.is_none() {
+    if !shape.summary_data && !shape.summary_true && !shape.summary_text && shape.elements.is_none() {
         return Ok(None);
     }
     let mut v: Value = serde_json::from_slice(&s.body)
@@ -307,6 +311,16 @@ fn shaped(shape: &Shape, s: &Stored) -> FhirResult<Option<Value>> {
     let Value::Object(map) = &mut v else { return Ok(None) };
     if shape.summary_data {
         map.remove("text");
+    }
+    // The definition of a top-level property (`_x` primitive extensions follow `x`).
+    let element =
+        |key: &str| definitions::child(&s.resource_type, key.strip_prefix('_').unwrap_or(key)).map(|(e, _)| e);
+    let always = |k: &str| matches!(k, "resourceType" | "id" | "meta");
+    if shape.summary_true {
+        map.retain(|k, _| always(k) || element(k).is_some_and(|e| e.is_summary));
+    }
+    if shape.summary_text {
+        map.retain(|k, _| always(k) || k == "text" || element(k).is_some_and(|e| e.min > 0));
     }
     if let Some(keep) = &shape.elements {
         map.retain(|k, _| matches!(k.as_str(), "resourceType" | "id" | "meta") || keep.iter().any(|e| e == k));
