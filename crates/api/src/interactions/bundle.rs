@@ -328,6 +328,18 @@ fn response_members(status: StatusCode, r: &FhirResponse, outcome: Option<Value>
     vec![("response", response)]
 }
 
+/// Adds the entry of a response Bundle for one entry's outcome (with the resource when
+/// `with_resource`).
+fn write_response_entry(writer: &mut BundleWriter, r: &FhirResponse, with_resource: bool) {
+    let resource = match (&r.payload, with_resource) {
+        (Payload::Stored(b), true) => EntryResource::Raw(b),
+        (Payload::Bytes(b), true) => EntryResource::Raw(b),
+        _ => EntryResource::None,
+    };
+    let full_url = r.location.as_deref().and_then(|l| l.split("/_history/").next());
+    writer.entry(full_url, resource, &response_members(r.status, r, None));
+}
+
 fn status_line(status: StatusCode) -> String {
     format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""))
 }
@@ -499,17 +511,7 @@ fn transaction(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirRe
     let mut writer = BundleWriter::new("transaction-response", None, &[]);
     for (e, r) in entries.iter().zip(results) {
         let Some(r) = r else { continue };
-        let resource = match (&e.method, &r.payload) {
-            (Method::Get, Payload::Stored(b)) => EntryResource::Raw(b),
-            (Method::Get, Payload::Bytes(b)) => EntryResource::Raw(b),
-            _ => EntryResource::None,
-        };
-        let full_url = r
-            .location
-            .as_deref()
-            .and_then(|l| l.split("/_history/").next())
-            .map(str::to_string);
-        writer.entry(full_url.as_deref(), resource, &response_members(r.status, &r, None));
+        write_response_entry(&mut writer, &r, e.method == Method::Get);
     }
     Ok(FhirResponse::new(StatusCode::OK, Payload::Bytes(writer.finish())))
 }
@@ -529,21 +531,7 @@ fn batch(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirResponse
             })
         });
         match result {
-            Ok(r) => {
-                let resource = match &r.payload {
-                    Payload::Stored(b) => EntryResource::Raw(b),
-                    Payload::Bytes(b) => EntryResource::Raw(b),
-                    _ => EntryResource::None,
-                };
-                let full_url = r
-                    .location
-                    .as_deref()
-                    .and_then(|l| l.split("/_history/").next())
-                    .map(str::to_string);
-                let status = r.status;
-                let members = response_members(status, &r, None);
-                writer.entry(full_url.as_deref(), resource, &members);
-            }
+            Ok(r) => write_response_entry(&mut writer, &r, true),
             Err(e) => {
                 let e = at_entry(i, e);
                 let outcome = operation_outcome(&e.issues);

@@ -3,7 +3,7 @@
 
 use axum::http::StatusCode;
 
-use super::{conditional_query, matching_ids, multiple_matches, parse_version};
+use super::{criteria_unless_id, parse_version, resolve_target};
 use crate::engine::{Engine, Exec, FhirRequest, FhirResponse, Payload};
 use crate::error::FhirResult;
 
@@ -16,20 +16,9 @@ pub fn delete(
     req: FhirRequest,
 ) -> FhirResult<FhirResponse> {
     let if_match = req.conditions.if_match.as_deref().map(parse_version).transpose()?;
-    let query = match id {
-        Some(_) => None,
-        None => Some(conditional_query(resource_type, &req.query)?),
-    };
+    let criteria = criteria_unless_id(resource_type, id, &req.query)?;
     engine.with_tx(exec, |tx| {
-        let target = match (id, &query) {
-            (Some(id), _) => Some(id.to_string()),
-            (None, Some(q)) => match matching_ids(tx, resource_type, q)?.as_slice() {
-                [] => None,
-                [found] => Some(found.clone()),
-                _ => return Err(multiple_matches(resource_type)),
-            },
-            (None, None) => None,
-        };
+        let target = resolve_target(tx, resource_type, id, criteria.as_ref())?;
         let deleted = match target {
             Some(target) => tx.delete(resource_type, &target, if_match)?,
             None => None,

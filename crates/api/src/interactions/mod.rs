@@ -126,6 +126,38 @@ pub fn matching_ids(tx: &mut dyn StoreTx, resource_type: &str, query: &SearchQue
     Ok(tx.search_ids(resource_type, query, 2)?)
 }
 
+/// The criteria of an interaction addressed by search (`Type?criteria`), or None when it
+/// names its resource by id.
+pub fn criteria_unless_id(
+    resource_type: &str,
+    id: Option<&str>,
+    query: &[(String, String)],
+) -> FhirResult<Option<SearchQuery>> {
+    match id {
+        Some(_) => Ok(None),
+        None => Ok(Some(conditional_query(resource_type, query)?)),
+    }
+}
+
+/// The one resource an interaction addresses: its id, or the single match of its
+/// criteria (None when nothing matches; 412 when several do).
+pub fn resolve_target(
+    tx: &mut dyn StoreTx,
+    resource_type: &str,
+    id: Option<&str>,
+    criteria: Option<&SearchQuery>,
+) -> FhirResult<Option<String>> {
+    match (id, criteria) {
+        (Some(id), _) => Ok(Some(id.to_string())),
+        (None, Some(q)) => match matching_ids(tx, resource_type, q)?.as_slice() {
+            [] => Ok(None),
+            [found] => Ok(Some(found.clone())),
+            _ => Err(multiple_matches(resource_type)),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
 /// The 412 of a conditional interaction whose criteria match several resources.
 pub fn multiple_matches(resource_type: &str) -> FhirError {
     FhirError::new(

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use serde_json::Value;
 use sijill_store::Current;
 
-use super::{checked_resource, conditional_query, matching_ids, multiple_matches, parse_version, resource_response};
+use super::{checked_resource, criteria_unless_id, parse_version, resolve_target, resource_response};
 use crate::engine::{truncate, Engine, Exec, FhirRequest, FhirResponse, RequestBody};
 use crate::error::{FhirError, FhirResult};
 
@@ -60,20 +60,10 @@ pub fn patch(
     }
     let max_bytes = engine.limits.max_body_bytes;
     let if_match = req.conditions.if_match.as_deref().map(parse_version).transpose()?;
-    let query = match id {
-        Some(_) => None,
-        None => Some(conditional_query(resource_type, &req.query)?),
-    };
+    let criteria = criteria_unless_id(resource_type, id, &req.query)?;
     engine.with_tx(exec, |tx| {
-        let target = match (id, &query) {
-            (Some(id), _) => id.to_string(),
-            (None, Some(q)) => match matching_ids(tx, resource_type, q)?.as_slice() {
-                [found] => found.clone(),
-                [] => return Err(FhirError::not_found(format!("No {resource_type} matches the criteria"))),
-                _ => return Err(multiple_matches(resource_type)),
-            },
-            (None, None) => return Err(FhirError::bad_request("PATCH needs an id or criteria")),
-        };
+        let target = resolve_target(tx, resource_type, id, criteria.as_ref())?
+            .ok_or_else(|| FhirError::not_found(format!("No {resource_type} matches the criteria")))?;
         let current = match tx.read(resource_type, &target)? {
             Current::Found(stored) => stored,
             Current::Deleted(_) => {
