@@ -1123,6 +1123,17 @@ mod tests {
         SearchQuery::parse(rt, &pairs).unwrap()
     }
 
+    /// The ids a search finds, in order.
+    fn found(store: &SqliteStore, rt: &str, pairs: &[(&str, &str)]) -> Vec<String> {
+        store
+            .search(rt, &query(rt, pairs), None, 10)
+            .unwrap()
+            .0
+            .into_iter()
+            .map(|s| s.id)
+            .collect()
+    }
+
     #[test]
     fn versions_history_and_index_follow_every_write() {
         let (_dir, store) = store();
@@ -1307,16 +1318,7 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        let ids = |v: &str| -> Vec<String> {
-            let q = query("Patient", &[("birthdate", v)]);
-            store
-                .search("Patient", &q, None, 10)
-                .unwrap()
-                .0
-                .into_iter()
-                .map(|s| s.id)
-                .collect()
-        };
+        let ids = |v: &str| found(&store, "Patient", &[("birthdate", v)]);
         assert_eq!(ids("1990"), vec!["y1990a", "y1990b"]);
         assert_eq!(ids("eq1990-06"), vec!["y1990b"]);
         assert_eq!(ids("ne1990"), vec!["y1989", "y1991"]);
@@ -1328,16 +1330,7 @@ mod tests {
         assert_eq!(ids("eb1990-06-15"), vec!["y1989", "y1990a"]);
         assert_eq!(ids("1990-01-01T00:00:00Z"), Vec::<String>::new());
         assert!(ids("ap1990-03").contains(&"y1990b".to_string()));
-        let missing = |v: &str| -> Vec<String> {
-            let q = query("Patient", &[("birthdate:missing", v)]);
-            store
-                .search("Patient", &q, None, 10)
-                .unwrap()
-                .0
-                .into_iter()
-                .map(|s| s.id)
-                .collect()
-        };
+        let missing = |v: &str| found(&store, "Patient", &[("birthdate:missing", v)]);
         assert_eq!(missing("true"), vec!["none"]);
         assert_eq!(missing("false").len(), 4);
         let q = query("Patient", &[("gender:missing", "true")]);
@@ -1365,16 +1358,7 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        let ids = |v: &str| -> Vec<String> {
-            let q = query("Observation", &[("value-quantity", v)]);
-            store
-                .search("Observation", &q, None, 10)
-                .unwrap()
-                .0
-                .into_iter()
-                .map(|s| s.id)
-                .collect()
-        };
+        let ids = |v: &str| found(&store, "Observation", &[("value-quantity", v)]);
         assert_eq!(ids("5.4"), vec!["a"]);
         assert_eq!(ids("5"), vec!["a", "b"]);
         assert_eq!(ids("5.5"), vec!["b"]);
