@@ -183,7 +183,7 @@ pub fn unsupported_params() -> &'static [(String, &'static str, String)] {
 
 /// Bump when extraction code changes in a way the definitions do not show; stores rebuild
 /// their index when the fingerprint changes.
-const EXTRACTION_RULES_VERSION: u32 = 4;
+const EXTRACTION_RULES_VERSION: u32 = 6;
 
 /// A stable fingerprint (FNV-1a) of the extraction rules: every indexed parameter with its
 /// type and paths, and [`EXTRACTION_RULES_VERSION`].
@@ -243,7 +243,9 @@ pub fn extract(resource_type: &str, resource: &Value) -> Vec<IndexRow> {
                 for node in nodes {
                     let Value::Object(map) = node else { continue };
                     let found = match (last, &path.as_type) {
-                        (true, Some(t)) => map.get(&format!("{seg}{t}")).or_else(|| map.get(seg.as_str())),
+                        (true, Some(t)) => map
+                            .get(&format!("{seg}{}", capitalised(t)))
+                            .or_else(|| map.get(seg.as_str())),
                         _ => map.get(seg.as_str()).or_else(|| choice_value(map, seg)),
                     };
                     match found {
@@ -262,6 +264,14 @@ pub fn extract(resource_type: &str, resource: &Value) -> Vec<IndexRow> {
     rows.sort_by(|a, b| (a.param, &a.system, &a.value).cmp(&(b.param, &b.system, &b.value)));
     rows.dedup();
     rows
+}
+
+/// `dateTime` → `DateTime`: the suffix a type gives a choice element's name.
+fn capitalised(t: &str) -> String {
+    let mut c = t.chars();
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
 }
 
 /// For a choice element named without its type (`value`), the property `valueX`.
@@ -347,6 +357,16 @@ fn values_of(p: &IndexedParam, path: &PathExpr, node: &Value, rows: &mut Vec<Ind
             let Some(reference) = node.get("reference").and_then(Value::as_str) else {
                 return;
             };
+            // A reference to another server is indexed by its whole URL only: it must not
+            // look like the local resource with the same type and id.
+            if reference.contains("://") {
+                if path.reference_target.is_none() {
+                    push_exact(None, reference, None);
+                }
+                return;
+            }
+            // `Patient/1/_history/2` refers to Patient/1.
+            let reference = reference.split("/_history/").next().unwrap_or(reference);
             let (ty, id) = match reference.rsplit_once('/') {
                 Some((before, id)) => (before.rsplit('/').next().unwrap_or(before), id),
                 None => return,
@@ -510,5 +530,20 @@ mod tests {
         assert_eq!(normalize_string("مصطفى"), normalize_string("مصطفي"));
         assert_eq!(normalize_string("Hélène François"), "helene francois");
         assert_ne!(normalize_string("محمد"), normalize_string("احمد"));
+    }
+
+    #[test]
+    fn remote_and_versioned_references() {
+        let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                         "subject": {"reference": "https://other.example/fhir/Patient/123"},
+                         "encounter": {"reference": "Encounter/e1/_history/3"}});
+        let rows = extract("Observation", &obs);
+        assert!(!rows.iter().any(|r| r.value == "123"));
+        assert!(rows
+            .iter()
+            .any(|r| r.param == "subject" && r.value == "https://other.example/fhir/Patient/123"));
+        assert!(rows
+            .iter()
+            .any(|r| r.param == "encounter" && r.system.as_deref() == Some("Encounter") && r.value == "e1"));
     }
 }

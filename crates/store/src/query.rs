@@ -7,6 +7,19 @@ use crate::{Result, StoreError};
 
 /// Most values one parameter may list (comma-separated OR).
 const MAX_VALUES: usize = 100;
+/// Most values one `:contains` parameter may list (each is a scan of the parameter's rows).
+const MAX_CONTAINS: usize = 10;
+
+/// Refuses a string value that normalisation leaves empty (it would match everything).
+fn non_empty(name: &str, normalised: String) -> Result<String> {
+    if normalised.is_empty() {
+        Err(StoreError::Invalid(format!(
+            "Search parameter '{name}' has nothing to search for"
+        )))
+    } else {
+        Ok(normalised)
+    }
+}
 
 /// One value of a criterion, already normalised for its parameter type.
 #[derive(Debug, Clone, PartialEq)]
@@ -253,6 +266,7 @@ impl SearchQuery {
             };
             let mut negated = false;
             let mut parsed = Vec::with_capacity(values.len());
+            let value_count = values.len();
             for v in values {
                 parsed.push(match (p.kind, modifier) {
                     (_, Some("missing")) => match v.as_str() {
@@ -269,11 +283,18 @@ impl SearchQuery {
                         parse_token(&v)
                     }
                     (SearchParamType::String, None) => Match::String {
-                        value: normalize_string(&v),
+                        value: non_empty(name, normalize_string(&v))?,
                         exact: false,
                     },
                     (SearchParamType::String, Some("exact")) => Match::String { value: v, exact: true },
-                    (SearchParamType::String, Some("contains")) => Match::Contains(normalize_string(&v)),
+                    (SearchParamType::String, Some("contains")) if value_count > MAX_CONTAINS => {
+                        return Err(StoreError::Invalid(format!(
+                            "Search parameter '{name}' lists more than {MAX_CONTAINS} values"
+                        )))
+                    }
+                    (SearchParamType::String, Some("contains")) => {
+                        Match::Contains(non_empty(name, normalize_string(&v))?)
+                    }
                     (SearchParamType::Uri, Some("below")) => Match::UriBelow(v),
                     (SearchParamType::Uri, Some("above")) => Match::UriAbove(v),
                     (SearchParamType::Uri, None) => Match::Uri(v),
@@ -465,13 +486,16 @@ fn parse_number(name: &str, v: &str, quantity: bool) -> Result<Match> {
                 number.chars().take(40).collect::<String>()
             ))
         })?;
-    let decimals = number.split_once('.').map_or(0, |(_, d)| d.len()) as i32;
-    let half = 0.5 * 10f64.powi(-decimals);
+    // The bounds of the precision, computed on integers so that 5.4 gives exactly the
+    // doubles of 5.35 and 5.45 (subtracting 0.05 in floating point would not).
+    let decimals = number.split_once('.').map_or(0, |(_, d)| d.len()).min(15) as i32;
+    let scale = 10f64.powi(decimals + 1);
+    let scaled = (value * scale).round();
     Ok(Match::Number {
         prefix,
         value,
-        low: value - half,
-        high: value + half,
+        low: (scaled - 5.0) / scale,
+        high: (scaled + 5.0) / scale,
         system,
         code,
     })
@@ -506,7 +530,10 @@ fn widen_by_distance_from_now(low: &str, high: &str) -> (String, String) {
     let distance = |t: OffsetDateTime| -> time::Duration { (now - t).abs() };
     let gap = distance(l).max(distance(h)) / 10;
     let stored = |t: OffsetDateTime| t.format(&Rfc3339).ok().and_then(|s| crate::parse_instant(&s));
-    match (stored(l - gap), stored(h + gap)) {
+    let (Some(wide_low), Some(wide_high)) = (l.checked_sub(gap), h.checked_add(gap)) else {
+        return (low.to_string(), high.to_string());
+    };
+    match (stored(wide_low), stored(wide_high)) {
         (Some(a), Some(b)) => (a, b),
         _ => (low.to_string(), high.to_string()),
     }
@@ -530,6 +557,14 @@ fn parse_token(v: &str) -> Match {
 }
 
 fn parse_reference(v: &str, modifier_type: Option<&str>, single_target: Option<&str>) -> Result<Match> {
+    // An absolute URL (of another server; the API strips its own base first) matches the
+    // references that name that URL.
+    if v.contains("://") {
+        return Ok(Match::Reference {
+            resource_type: None,
+            id: v.to_string(),
+        });
+    }
     let parts: Vec<&str> = v.trim_end_matches('/').rsplit('/').collect();
     let (ty, id) = match parts.as_slice() {
         [id] => (modifier_type.map(str::to_string), *id),
@@ -624,8 +659,8 @@ mod tests {
         assert_eq!(
             query.criteria[0].values[0],
             Match::Reference {
-                resource_type: Some("Patient".into()),
-                id: "123".into()
+                resource_type: None,
+                id: "http://x/fhir/Patient/123".into()
             }
         );
         assert_eq!(

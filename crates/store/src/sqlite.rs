@@ -247,26 +247,26 @@ impl SqliteStore {
             }
             *in_use += 1;
         }
-        let release = || {
-            let (count, freed) = &self.readers_in_use;
-            *count.lock() -= 1;
-            freed.notify_one();
-        };
-        let conn = self.readers.lock().pop();
-        let conn = match conn {
+        // Gives the slot back however `f` ends (an error or a panic included).
+        let _slot = ReaderSlot(&self.readers_in_use);
+        let conn = match self.readers.lock().pop() {
             Some(c) => c,
-            None => match open_connection(&self.path) {
-                Ok(c) => c,
-                Err(e) => {
-                    release();
-                    return Err(e);
-                }
-            },
+            None => open_connection(&self.path)?,
         };
         let out = f(&conn);
         self.readers.lock().push(conn);
-        release();
         out
+    }
+}
+
+/// A taken reader slot; dropping it frees the slot and wakes a waiting reader.
+struct ReaderSlot<'a>(&'a (Mutex<usize>, parking_lot::Condvar));
+
+impl Drop for ReaderSlot<'_> {
+    fn drop(&mut self) {
+        let (count, freed) = self.0;
+        *count.lock() -= 1;
+        freed.notify_one();
     }
 }
 
@@ -552,10 +552,14 @@ fn number_clause(prefix: Prefix) -> (&'static str, &'static [NumberBound]) {
     match prefix {
         Prefix::Eq => ("s.low >= ? AND s.high < ?", &[Low, High]),
         Prefix::Ne => ("NOT (s.low >= ? AND s.high < ?)", &[Low, High]),
-        Prefix::Gt | Prefix::Sa => ("s.high > ?", &[Value]),
-        Prefix::Lt | Prefix::Eb => ("s.low < ?", &[Value]),
-        Prefix::Ge => ("s.high >= ?", &[Value]),
-        Prefix::Le => ("s.low <= ?", &[Value]),
+        Prefix::Gt => ("s.high > ?", &[Value]),
+        Prefix::Lt => ("s.low < ?", &[Value]),
+        // ge and le include what eq matches (the precision range of the value).
+        Prefix::Ge => ("s.high >= ?", &[Low]),
+        Prefix::Le => ("s.low < ?", &[High]),
+        // sa / eb: the whole stored range starts after / ends before the value.
+        Prefix::Sa => ("s.low > ?", &[Value]),
+        Prefix::Eb => ("s.high < ?", &[Value]),
         Prefix::Ap => ("s.high >= ? AND s.low <= ?", &[ApproxLow, ApproxHigh]),
     }
 }
@@ -881,7 +885,12 @@ impl StoreTx for SqliteTx<'_> {
                 ))
             }
         }
-        self.write_version(&p.resource_type, &p.id, 1, self.stamp.to_string(), bytes, p.rows, None)
+        // The index rows were extracted with the placeholder: `_lastUpdated` takes the stamp.
+        let mut rows = p.rows;
+        for row in rows.iter_mut().filter(|r| r.param == "_lastUpdated") {
+            row.range = Some((self.stamp.to_string(), self.stamp.to_string()));
+        }
+        self.write_version(&p.resource_type, &p.id, 1, self.stamp.to_string(), bytes, rows, None)
     }
 }
 
@@ -1408,5 +1417,53 @@ mod tests {
             })
             .unwrap();
         assert!(stamps[2] >= stamps[1]);
+    }
+
+    #[test]
+    fn review_cases_for_numbers_dates_and_stamps() {
+        let (_dir, store) = store();
+        let mut stamp = String::new();
+        store
+            .write(&mut |tx| {
+                for (id, v) in [("n535", 5.35), ("n115", 1.15), ("n997", 99.7)] {
+                    tx.create(
+                        "Observation",
+                        json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                               "valueQuantity": {"value": v}}),
+                        Some(id),
+                    )?;
+                }
+                tx.create(
+                    "Observation",
+                    json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                           "valueRange": {"low": {"value": 3}, "high": {"value": 10}}}),
+                    Some("range"),
+                )?;
+                tx.create(
+                    "Patient",
+                    json!({"resourceType": "Patient", "deceasedDateTime": "2020-05-01"}),
+                    Some("dead"),
+                )?;
+                let p = crate::prepare_new(
+                    "Patient",
+                    "prep",
+                    json!({"resourceType": "Patient"}),
+                    "2000-01-01T00:00:00.000Z",
+                )?;
+                stamp = tx.insert_prepared(p)?.last_updated;
+                Ok(())
+            })
+            .unwrap();
+        let obs = |v: &str| found(&store, "Observation", &[("value-quantity", v)]);
+        assert!(obs("5.4").contains(&"n535".to_string()));
+        assert!(!obs("1.1").contains(&"n115".to_string()));
+        assert!(obs("ge100").contains(&"n997".to_string()));
+        assert!(!obs("sa5").contains(&"range".to_string()));
+        assert_eq!(found(&store, "Patient", &[("death-date", "2020")]), vec!["dead"]);
+        let since = format!("ge{stamp}");
+        assert!(found(&store, "Patient", &[("_lastUpdated", since.as_str())]).contains(&"prep".to_string()));
+        // Dates at the end of the calendar do not panic.
+        assert!(SearchQuery::parse("Patient", &[("birthdate".into(), "ap9999".into())]).is_ok());
+        assert!(crate::time_fmt::date_range("9999-12-31T23:00:00-05:00").is_some());
     }
 }

@@ -9,9 +9,14 @@ const STORED: &[time::format_description::FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
 fn format(t: OffsetDateTime) -> String {
-    t.to_offset(UtcOffset::UTC)
-        .format(STORED)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_string())
+    // Beyond the years the calendar can hold in UTC, clamp to the ends of the stored range.
+    match t.checked_to_offset(UtcOffset::UTC) {
+        Some(utc) => utc
+            .format(STORED)
+            .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_string()),
+        None if t.year() < 0 => "0000-01-01T00:00:00.000Z".to_string(),
+        None => "9999-12-31T23:59:59.999Z".to_string(),
+    }
 }
 
 /// The current time in the stored format.
@@ -105,7 +110,7 @@ pub fn date_range(s: &str) -> Option<(String, String)> {
     }
     let low =
         PrimitiveDateTime::new(start, Time::from_hms_milli(hour, minute, second, millis).ok()?).assume_offset(offset);
-    let high = low + time::Duration::milliseconds(span_ms);
+    let high = low.checked_add(time::Duration::milliseconds(span_ms)).unwrap_or(low);
     Some((format(low), format(high)))
 }
 

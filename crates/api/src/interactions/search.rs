@@ -191,6 +191,14 @@ pub fn search(
         )));
     }
     let (shape, mut criteria) = parse_shape(params, engine.limits.max_count, lenient)?;
+    // References given as absolute URLs of this server are local references.
+    let own_base = format!("{}/", engine.base_url);
+    for (name, value) in criteria.iter_mut() {
+        let code = name.split([':', '.']).next().unwrap_or(name);
+        if index::param(resource_type, code).is_some_and(|p| p.kind == SearchParamType::Reference) {
+            *value = value.replace(&own_base, "");
+        }
+    }
     if lenient {
         // Leave out what this server cannot apply; the self link then shows what was used.
         criteria.retain(|pair| SearchQuery::parse(resource_type, std::slice::from_ref(pair)).is_ok());
@@ -207,11 +215,13 @@ pub fn search(
             .ok_or_else(|| FhirError::not_found(format!("{resource_type} is not part of the {owner} compartment")))?;
     }
     let mut snapshot_next: Option<String> = None;
+    // A snapshot only serves pages of the search that made it.
+    let snapshot_scope = format!("{resource_type}|{compartment:?}|{criteria:?}|{:?}", shape.sort);
     let (found, total) = match exec {
         Exec::Standalone if shape.sort.is_some() || shape.page.is_some() => {
             let (key, ids, offset) = match &shape.page {
                 Some((key, offset)) => {
-                    let ids = engine.snapshots.get(key).ok_or_else(|| {
+                    let ids = engine.snapshots.get(key, &snapshot_scope).ok_or_else(|| {
                         FhirError::new(
                             StatusCode::GONE,
                             "expired",
@@ -233,7 +243,11 @@ pub fn search(
                         ));
                     }
                     let ids = std::sync::Arc::new(ids);
-                    (engine.snapshots.insert(ids.as_ref().clone()), ids, 0)
+                    (
+                        engine.snapshots.insert(snapshot_scope.clone(), ids.as_ref().clone()),
+                        ids,
+                        0,
+                    )
                 }
             };
             let mut found = Vec::new();
@@ -242,8 +256,9 @@ pub fn search(
                     found.push(s);
                 }
             }
-            if offset + count < ids.len() && count > 0 {
-                snapshot_next = Some(format!("{key}:{}", offset + count));
+            let next_offset = offset.saturating_add(count);
+            if next_offset < ids.len() && count > 0 {
+                snapshot_next = Some(format!("{key}:{next_offset}"));
             }
             (found, ids.len() as u64)
         }
