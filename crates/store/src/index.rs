@@ -183,7 +183,7 @@ pub fn unsupported_params() -> &'static [(String, &'static str, String)] {
 
 /// Bump when extraction code changes in a way the definitions do not show; stores rebuild
 /// their index when the fingerprint changes.
-const EXTRACTION_RULES_VERSION: u32 = 6;
+const EXTRACTION_RULES_VERSION: u32 = 7;
 
 /// A stable fingerprint (FNV-1a) of the extraction rules: every indexed parameter with its
 /// type and paths, and [`EXTRACTION_RULES_VERSION`].
@@ -213,7 +213,8 @@ pub fn normalize_string(s: &str) -> String {
         .map(|c| match c {
             'أ' | 'إ' | 'آ' | 'ٱ' => 'ا',
             'ة' => 'ه',
-            'ى' | 'ئ' => 'ي',
+            'ى' | 'ئ' | 'ی' => 'ي',
+            'ک' => 'ك',
             'ؤ' => 'و',
             'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' => 'a',
             'ç' => 'c',
@@ -446,7 +447,7 @@ fn collect_strings<'a>(node: &'a Value, out: &mut Vec<&'a str>) {
         Value::Array(items) => items.iter().for_each(|i| collect_strings(i, out)),
         Value::Object(map) => {
             for (k, v) in map {
-                if k != "extension" && k != "id" && k != "use" && k != "period" {
+                if !matches!(k.as_str(), "extension" | "id" | "use" | "type" | "period") {
                     collect_strings(v, out);
                 }
             }

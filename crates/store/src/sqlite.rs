@@ -162,6 +162,9 @@ struct Writer {
     last_stamp: String,
 }
 
+/// Longest a single read may run.
+const READ_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Most reader connections open at once; further readers wait for one.
 const MAX_READERS: usize = 8;
 
@@ -239,6 +242,15 @@ impl SqliteStore {
     /// Runs `f` with a reader connection from the pool.
     /// At most [`MAX_READERS`] run at once; the others wait for a free one.
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.with_reader_until(Some(READ_DEADLINE), f)
+    }
+
+    /// [`Self::with_reader`] with its own time limit (None: none, for export).
+    fn with_reader_until<T>(
+        &self,
+        limit: Option<std::time::Duration>,
+        f: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Result<T> {
         {
             let (count, freed) = &self.readers_in_use;
             let mut in_use = count.lock();
@@ -253,7 +265,19 @@ impl SqliteStore {
             Some(c) => c,
             None => open_connection(&self.path)?,
         };
-        let out = f(&conn);
+        // No read may hold a reader for ever: SQLite stops it at the deadline.
+        if let Some(limit) = limit {
+            let deadline = std::time::Instant::now() + limit;
+            conn.progress_handler(10_000, Some(move || std::time::Instant::now() > deadline));
+        }
+        let out = f(&conn).map_err(|e| match e {
+            StoreError::Database(m) if m.contains("interrupted") => StoreError::Invalid(format!(
+                "The query ran longer than {} s and was stopped: narrow it",
+                READ_DEADLINE.as_secs()
+            )),
+            other => other,
+        });
+        conn.progress_handler(0, None::<fn() -> bool>);
         self.readers.lock().push(conn);
         out
     }
@@ -1086,7 +1110,7 @@ impl Store for SqliteStore {
     }
 
     fn export(&self, resource_type: Option<&str>, sink: &mut dyn FnMut(&Stored) -> Result<()>) -> Result<()> {
-        self.with_reader(|c| {
+        self.with_reader_until(None, |c| {
             let sql = format!(
                 "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
                  WHERE r.deleted = 0 AND (?1 IS NULL OR r.type = ?1) ORDER BY r.type, r.id"
@@ -1465,5 +1489,21 @@ mod tests {
         // Dates at the end of the calendar do not panic.
         assert!(SearchQuery::parse("Patient", &[("birthdate".into(), "ap9999".into())]).is_ok());
         assert!(crate::time_fmt::date_range("9999-12-31T23:00:00-05:00").is_some());
+    }
+
+    #[test]
+    fn a_read_past_its_deadline_is_stopped() {
+        let (_dir, store) = store();
+        let slow =
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 100000000) SELECT count(*) FROM n";
+        let result = store.with_reader_until(Some(std::time::Duration::from_millis(50)), |c| {
+            Ok(c.query_row(slow, [], |r| r.get::<_, i64>(0))?)
+        });
+        assert!(
+            matches!(result, Err(StoreError::Invalid(ref m)) if m.contains("stopped")),
+            "{result:?}"
+        );
+        // The reader is fine afterwards.
+        assert!(store.ping().is_ok());
     }
 }
