@@ -380,3 +380,18 @@ fn lenient_handling_ignores_what_it_cannot_apply() {
     );
     assert_outcome(s.get("Observation?code=4548-4&shoe-size=42"), 400, "shoe-size");
 }
+
+#[test]
+fn token_text_modifier() {
+    let s = Server::start();
+    let id = s.create(&json!({"resourceType": "Condition", "subject": {"reference": "Patient/x"},
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "E11", "display": "Type 2 diabetes mellitus"}],
+                 "text": "Diabète de type 2"}}));
+    let found = |q: &str| ids_by_mode(&json(s.get(&format!("Condition?{q}"))), "match");
+    assert_eq!(found("code:text=diabete"), vec![format!("Condition/{id}")]);
+    assert_eq!(found("code:text=type 2"), vec![format!("Condition/{id}")]);
+    assert!(found("code:text=asthma").is_empty());
+    // The text is not a code.
+    assert!(found("code=diabete de type 2").is_empty());
+    assert_eq!(found("code=E11"), vec![format!("Condition/{id}")]);
+}

@@ -183,7 +183,7 @@ pub fn unsupported_params() -> &'static [(String, &'static str, String)] {
 
 /// Bump when extraction code changes in a way the definitions do not show; stores rebuild
 /// their index when the fingerprint changes.
-const EXTRACTION_RULES_VERSION: u32 = 7;
+const EXTRACTION_RULES_VERSION: u32 = 8;
 
 /// A stable fingerprint (FNV-1a) of the extraction rules: every indexed parameter with its
 /// type and paths, and [`EXTRACTION_RULES_VERSION`].
@@ -313,6 +313,14 @@ fn values_of(p: &IndexedParam, path: &PathExpr, node: &Value, rows: &mut Vec<Ind
                     } else if let Some(value) = c.get("value").and_then(Value::as_str) {
                         push_exact(system, value, None);
                     }
+                    if let Some(display) = c.get("display").and_then(Value::as_str) {
+                        push_exact(Some(TOKEN_TEXT), &normalize_string(display), None);
+                    }
+                }
+                // The text of a CodeableConcept (or an Identifier's type), for `:text`.
+                let text = m.get("text").or_else(|| m.get("type").and_then(|t| t.get("text")));
+                if let Some(text) = text.and_then(Value::as_str) {
+                    push_exact(Some(TOKEN_TEXT), &normalize_string(text), None);
                 }
             }
             _ => {}
@@ -413,6 +421,10 @@ fn number_of(node: &Value) -> Option<(f64, f64, Option<String>, Option<String>)>
         _ => None,
     }
 }
+
+/// The `system` of the rows that hold a token's text and displays (for `:text`); it cannot
+/// be a real code system URI.
+pub const TOKEN_TEXT: &str = "#text";
 
 /// Lowest and highest stored instants, for open-ended periods.
 const DATE_MIN: &str = "0000-01-01T00:00:00.000Z";

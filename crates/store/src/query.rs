@@ -278,6 +278,10 @@ impl SearchQuery {
                             )))
                         }
                     },
+                    (SearchParamType::Token, Some("text")) => Match::Token {
+                        system: Some(index::TOKEN_TEXT.to_string()),
+                        code: Some(non_empty(name, normalize_string(&v))?),
+                    },
                     (SearchParamType::Token, None | Some("not")) => {
                         negated = modifier.is_some();
                         parse_token(&v)

@@ -445,7 +445,14 @@ fn criterion_sql(
             Match::Token {
                 system: None,
                 code: Some(code),
-            } => ("s.value = ?", vec![code.clone()]),
+            } => ("s.value = ? AND s.system <> '#text'", vec![code.clone()]),
+            Match::Token {
+                system: Some(s),
+                code: Some(text),
+            } if s == crate::index::TOKEN_TEXT => (
+                "s.system = '#text' AND s.value >= ? AND s.value < ?",
+                vec![text.clone(), format!("{text}\u{10FFFF}")],
+            ),
             Match::Token {
                 system: Some(s),
                 code: Some(code),
@@ -949,12 +956,19 @@ fn sort_expression(keys: &ParamKeys, resource_type: &str, key: &SortKey) -> Stri
         }
         _ => ("search_index", "value"),
     };
+    let not_text = if table == "search_index" {
+        " AND s.system <> '#text'"
+    } else {
+        ""
+    };
     let (agg, dir) = if key.descending {
         ("max", "DESC")
     } else {
         ("min", "ASC")
     };
-    format!("(SELECT {agg}(s.{column}) FROM {table} s WHERE s.rid = r.rid AND s.param = {k}) {dir} NULLS LAST")
+    format!(
+        "(SELECT {agg}(s.{column}) FROM {table} s WHERE s.rid = r.rid AND s.param = {k}{not_text}) {dir} NULLS LAST"
+    )
 }
 
 impl Store for SqliteStore {
