@@ -33,6 +33,8 @@ pub struct IndexedParam {
     /// Target resource types of a reference parameter.
     pub targets: &'static [&'static str],
     paths: Vec<PathExpr>,
+    /// For a composite: its two components (each evaluated on the nodes of `paths`).
+    pub components: Vec<IndexedParam>,
 }
 
 impl IndexedParam {
@@ -65,6 +67,9 @@ pub struct IndexRow {
     /// plain number; a Range gives both). `system` and `value` then hold the unit's system
     /// and code (quantities only).
     pub number: Option<(f64, f64)>,
+    /// For composite parameters: the first component (system, value); the other fields
+    /// hold the second component.
+    pub composite: Option<(String, String)>,
 }
 
 struct Registry {
@@ -93,6 +98,15 @@ fn build_registry() -> Registry {
                     | SearchParamType::Number
                     | SearchParamType::Quantity
             );
+            if def.kind == SearchParamType::Composite {
+                match composite(def, rt) {
+                    Some(p) => {
+                        entry.insert(def.code, p);
+                    }
+                    None => unsupported.push((rt.to_string(), def.code, "composite not understood yet".to_string())),
+                }
+                continue;
+            }
             let paths = def.expression.and_then(|e| parse_expression(e, rt));
             match (supported_kind, paths) {
                 (true, Some(paths)) if !paths.is_empty() => {
@@ -103,6 +117,7 @@ fn build_registry() -> Registry {
                             kind: def.kind,
                             targets: def.targets,
                             paths,
+                            components: Vec::new(),
                         },
                     );
                 }
@@ -121,9 +136,61 @@ fn build_registry() -> Registry {
     Registry { by_type, unsupported }
 }
 
+/// A composite parameter with two components whose expressions this version understands.
+fn composite(def: &'static definitions::SearchParamDef, rt: &str) -> Option<IndexedParam> {
+    let paths = parse_paths(def.expression?, rt, true)?;
+    if paths.is_empty() || def.components.len() != 2 {
+        return None;
+    }
+    let mut components = Vec::new();
+    for (url, expression) in def.components {
+        let part = definitions::SEARCH_PARAMS.iter().find(|p| p.url == *url)?;
+        let simple = matches!(
+            part.kind,
+            SearchParamType::Token
+                | SearchParamType::String
+                | SearchParamType::Reference
+                | SearchParamType::Uri
+                | SearchParamType::Date
+                | SearchParamType::Number
+                | SearchParamType::Quantity
+        );
+        if !simple || expression.contains('%') {
+            return None;
+        }
+        // Component expressions are relative to the composite's nodes.
+        let relative = expression
+            .split(" | ")
+            .map(|e| format!("Component.{}", e.trim()))
+            .collect::<Vec<_>>()
+            .join(" | ");
+        let part_paths = parse_paths(&relative, "Component", false)?;
+        components.push(IndexedParam {
+            code: part.code,
+            kind: part.kind,
+            targets: part.targets,
+            paths: part_paths,
+            components: Vec::new(),
+        });
+    }
+    Some(IndexedParam {
+        code: def.code,
+        kind: SearchParamType::Composite,
+        targets: &[],
+        paths,
+        components,
+    })
+}
+
 /// Parses the parts of `expression` that apply to `resource_type`. None when a part
 /// that applies uses a form this version does not understand.
 fn parse_expression(expression: &str, resource_type: &str) -> Option<Vec<PathExpr>> {
+    parse_paths(expression, resource_type, false)
+}
+
+/// Like [`parse_expression`]; `allow_root` accepts the bare type (a composite evaluated on
+/// the whole resource).
+fn parse_paths(expression: &str, resource_type: &str, allow_root: bool) -> Option<Vec<PathExpr>> {
     let mut out = Vec::new();
     for part in expression.split(" | ") {
         let mut part = part.trim();
@@ -148,7 +215,7 @@ fn parse_expression(expression: &str, resource_type: &str) -> Option<Vec<PathExp
             continue;
         }
         let segments: Vec<String> = segments.map(str::to_string).collect();
-        if segments.is_empty()
+        if (segments.is_empty() && !allow_root)
             || segments.iter().any(|s| !s.chars().all(|c| c.is_ascii_alphanumeric()))
             || as_type
                 .as_deref()
@@ -183,7 +250,7 @@ pub fn unsupported_params() -> &'static [(String, &'static str, String)] {
 
 /// Bump when extraction code changes in a way the definitions do not show; stores rebuild
 /// their index when the fingerprint changes.
-const EXTRACTION_RULES_VERSION: u32 = 8;
+const EXTRACTION_RULES_VERSION: u32 = 9;
 
 /// A stable fingerprint (FNV-1a) of the extraction rules: every indexed parameter with its
 /// type and paths, and [`EXTRACTION_RULES_VERSION`].
@@ -236,28 +303,12 @@ pub fn extract(resource_type: &str, resource: &Value) -> Vec<IndexRow> {
         return rows;
     };
     for p in params.values() {
+        if p.kind == SearchParamType::Composite {
+            composite_rows(p, resource, &mut rows);
+            continue;
+        }
         for path in &p.paths {
-            let mut nodes = vec![resource];
-            for (i, seg) in path.segments.iter().enumerate() {
-                let last = i + 1 == path.segments.len();
-                let mut next = Vec::new();
-                for node in nodes {
-                    let Value::Object(map) = node else { continue };
-                    let found = match (last, &path.as_type) {
-                        (true, Some(t)) => map
-                            .get(&format!("{seg}{}", capitalised(t)))
-                            .or_else(|| map.get(seg.as_str())),
-                        _ => map.get(seg.as_str()).or_else(|| choice_value(map, seg)),
-                    };
-                    match found {
-                        Some(Value::Array(items)) => next.extend(items.iter()),
-                        Some(v) => next.push(v),
-                        None => {}
-                    }
-                }
-                nodes = next;
-            }
-            for node in nodes {
+            for node in eval_path(resource, path) {
                 values_of(p, path, node, &mut rows);
             }
         }
@@ -265,6 +316,65 @@ pub fn extract(resource_type: &str, resource: &Value) -> Vec<IndexRow> {
     rows.sort_by(|a, b| (a.param, &a.system, &a.value).cmp(&(b.param, &b.system, &b.value)));
     rows.dedup();
     rows
+}
+
+/// The nodes a path reaches from `node` (arrays flattened).
+fn eval_path<'a>(node: &'a Value, path: &PathExpr) -> Vec<&'a Value> {
+    let mut nodes = vec![node];
+    for (i, seg) in path.segments.iter().enumerate() {
+        let last = i + 1 == path.segments.len();
+        let mut next = Vec::new();
+        for node in nodes {
+            let Value::Object(map) = node else { continue };
+            let found = match (last, &path.as_type) {
+                (true, Some(t)) => map
+                    .get(&format!("{seg}{}", capitalised(t)))
+                    .or_else(|| map.get(seg.as_str())),
+                _ => map.get(seg.as_str()).or_else(|| choice_value(map, seg)),
+            };
+            match found {
+                Some(Value::Array(items)) => next.extend(items.iter()),
+                Some(v) => next.push(v),
+                None => {}
+            }
+        }
+        nodes = next;
+    }
+    nodes
+}
+
+/// The rows of one component evaluated on one node.
+fn component_rows(part: &IndexedParam, node: &Value) -> Vec<IndexRow> {
+    let mut rows = Vec::new();
+    for path in &part.paths {
+        for value in eval_path(node, path) {
+            values_of(part, path, value, &mut rows);
+        }
+    }
+    rows.retain(|r| r.system.as_deref() != Some(TOKEN_TEXT));
+    rows
+}
+
+/// Composite rows: for each node of the composite, every pair of a first-component value
+/// and a second-component value found on that same node.
+fn composite_rows(p: &IndexedParam, resource: &Value, rows: &mut Vec<IndexRow>) {
+    let [first, second] = p.components.as_slice() else {
+        return;
+    };
+    for path in &p.paths {
+        for node in eval_path(resource, path) {
+            let seconds = component_rows(second, node);
+            for a in component_rows(first, node) {
+                for b in &seconds {
+                    rows.push(IndexRow {
+                        param: p.code,
+                        composite: Some((a.system.clone().unwrap_or_default(), a.value.clone())),
+                        ..b.clone()
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// `dateTime` → `DateTime`: the suffix a type gives a choice element's name.
@@ -294,6 +404,7 @@ fn values_of(p: &IndexedParam, path: &PathExpr, node: &Value, rows: &mut Vec<Ind
                 exact: exact.map(str::to_string),
                 range: None,
                 number: None,
+                composite: None,
             });
         }
     };
@@ -346,6 +457,7 @@ fn values_of(p: &IndexedParam, path: &PathExpr, node: &Value, rows: &mut Vec<Ind
                     exact: None,
                     range: None,
                     number: Some((low, high)),
+                    composite: None,
                 });
             }
         }
@@ -359,6 +471,7 @@ fn values_of(p: &IndexedParam, path: &PathExpr, node: &Value, rows: &mut Vec<Ind
                     exact: None,
                     range: Some(range),
                     number: None,
+                    composite: None,
                 });
             }
         }
@@ -512,10 +625,10 @@ mod tests {
 
     #[test]
     fn unsupported_parameters_are_listed_not_guessed() {
-        assert!(param("Observation", "code-value-quantity").is_none());
+        assert!(param("MolecularSequence", "chromosome-variant-coordinate").is_none());
         assert!(unsupported_params()
             .iter()
-            .any(|(t, c, _)| t == "Observation" && *c == "code-value-quantity"));
+            .any(|(t, c, _)| t == "MolecularSequence" && *c == "chromosome-variant-coordinate"));
         assert!(param("Patient", "identifier").is_some());
     }
 

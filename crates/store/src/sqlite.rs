@@ -92,6 +92,21 @@ CREATE INDEX search_index_rid ON search_index (rid);
 CREATE INDEX search_date_rid ON search_date (rid);
 CREATE INDEX search_number_rid ON search_number (rid);
 "#,
+    r#"
+CREATE TABLE search_composite (
+    param     INTEGER NOT NULL,
+    c1_system TEXT    NOT NULL,
+    c1_value  TEXT    NOT NULL,
+    value     TEXT    NOT NULL,
+    system    TEXT    NOT NULL,
+    code      TEXT    NOT NULL,
+    low,
+    high,
+    rid       INTEGER NOT NULL
+);
+CREATE INDEX search_composite_lookup ON search_composite (param, c1_value, rid);
+CREATE INDEX search_composite_rid ON search_composite (rid);
+"#,
 ];
 
 /// The file name of the database inside the data directory.
@@ -430,6 +445,7 @@ fn criterion_sql(
     let table = match c.kind {
         SearchParamType::Date => "search_date",
         SearchParamType::Number | SearchParamType::Quantity => "search_number",
+        SearchParamType::Composite => "search_composite",
         _ => "search_index",
     };
     if let Some(Match::Missing(missing)) = c.values.first() {
@@ -441,114 +457,142 @@ fn criterion_sql(
     }
     let mut alternatives = Vec::new();
     for m in &c.values {
-        let (clause, values): (&str, Vec<String>) = match m {
-            Match::Token {
-                system: None,
-                code: Some(code),
-            } => ("s.value = ? AND s.system <> '#text'", vec![code.clone()]),
-            Match::Token {
-                system: Some(s),
-                code: Some(text),
-            } if s == crate::index::TOKEN_TEXT => (
-                "s.system = '#text' AND s.value >= ? AND s.value < ?",
-                vec![text.clone(), format!("{text}\u{10FFFF}")],
-            ),
-            Match::Token {
-                system: Some(s),
-                code: Some(code),
-            } if s.is_empty() => ("s.value = ? AND s.system = ''", vec![code.clone()]),
-            Match::Token {
-                system: Some(s),
-                code: Some(code),
-            } => ("s.value = ? AND s.system = ?", vec![code.clone(), s.clone()]),
-            Match::Token {
-                system: Some(s),
-                code: None,
-            } => ("s.system = ?", vec![s.clone()]),
-            Match::Token {
-                system: None,
-                code: None,
-            } => ("1", vec![]),
-            Match::String { value, exact: false } => (
-                "s.value >= ? AND s.value < ?",
-                vec![value.clone(), format!("{value}\u{10FFFF}")],
-            ),
-            Match::String { value, exact: true } => ("s.exact = ?", vec![value.clone()]),
-            Match::Contains(value) => (
-                "s.value LIKE ? ESCAPE '\\'",
-                vec![format!(
-                    "%{}%",
-                    value.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
-                )],
-            ),
-            Match::UriBelow(value) => (
-                "s.value >= ? AND s.value < ?",
-                vec![value.clone(), format!("{value}\u{10FFFF}")],
-            ),
-            Match::UriAbove(value) => ("substr(?, 1, length(s.value)) = s.value", vec![value.clone()]),
-            Match::Reference {
-                resource_type: Some(t),
-                id,
-            } => ("s.value = ? AND s.system = ?", vec![id.clone(), t.clone()]),
-            Match::Reference {
-                resource_type: None,
-                id,
-            } => ("s.value = ?", vec![id.clone()]),
-            Match::Uri(u) | Match::Id(u) => ("s.value = ?", vec![u.clone()]),
-            Match::Missing(_) => ("0", vec![]),
-            Match::Number {
-                prefix,
-                value,
-                low,
-                high,
-                system,
-                code,
-            } => {
-                let (clause, binds) = number_clause(*prefix);
-                let mut bound: Vec<SqlValue> = binds
-                    .iter()
-                    .map(|b| {
-                        SqlValue::Real(match b {
-                            NumberBound::Value => *value,
-                            NumberBound::Low => *low,
-                            NumberBound::High => *high,
-                            NumberBound::ApproxLow => value - value.abs() * 0.1,
-                            NumberBound::ApproxHigh => value + value.abs() * 0.1,
-                        })
-                    })
-                    .collect();
-                let mut clause = format!("({clause})");
-                if let Some(system) = system {
-                    clause.push_str(" AND s.system = ?");
-                    bound.push(SqlValue::Text(system.clone()));
-                }
-                if let Some(code) = code {
-                    clause.push_str(" AND s.code = ?");
-                    bound.push(SqlValue::Text(code.clone()));
-                }
-                alternatives.push(format!("({clause})"));
-                args.extend(bound);
-                continue;
-            }
-            Match::Date { prefix, low, high } => {
-                let (clause, binds) = date_clause(*prefix);
-                (
-                    clause,
-                    binds
-                        .iter()
-                        .map(|is_high| if *is_high { high.clone() } else { low.clone() })
-                        .collect(),
-                )
-            }
-        };
+        let (clause, values) = match_clause(m);
         alternatives.push(format!("({clause})"));
-        args.extend(values.into_iter().map(SqlValue::from));
+        args.extend(values);
     }
     let membership = if c.negated { "NOT IN" } else { "IN" };
     sql.push_str(&format!(
         " AND {alias}.rid {membership} (SELECT s.rid FROM {table} s WHERE s.param = {key} AND ({}))",
         alternatives.join(" OR ")
     ));
+}
+
+/// The SQL condition for one searched value on an index row `s`, with its bound values.
+fn match_clause(m: &Match) -> (String, Vec<SqlValue>) {
+    if let Match::Composite { first, second } = m {
+        let (c1, mut args) = match first.as_ref() {
+            Match::Token {
+                system: None,
+                code: Some(code),
+            } => ("s.c1_value = ?".to_string(), vec![code.clone()]),
+            Match::Token {
+                system: Some(s),
+                code: Some(code),
+            } => (
+                "s.c1_value = ? AND s.c1_system = ?".to_string(),
+                vec![code.clone(), s.clone()],
+            ),
+            Match::Token {
+                system: Some(s),
+                code: None,
+            } => ("s.c1_system = ?".to_string(), vec![s.clone()]),
+            _ => ("1".to_string(), vec![]),
+        };
+        let mut bound: Vec<SqlValue> = args.drain(..).map(SqlValue::from).collect();
+        let (c2, more) = match_clause(second);
+        bound.extend(more);
+        return (format!("({c1}) AND ({c2})"), bound);
+    }
+    let (clause, values): (&str, Vec<String>) = match m {
+        Match::Token {
+            system: None,
+            code: Some(code),
+        } => ("s.value = ? AND s.system <> '#text'", vec![code.clone()]),
+        Match::Token {
+            system: Some(s),
+            code: Some(text),
+        } if s == crate::index::TOKEN_TEXT => (
+            "s.system = '#text' AND s.value >= ? AND s.value < ?",
+            vec![text.clone(), format!("{text}\u{10FFFF}")],
+        ),
+        Match::Token {
+            system: Some(s),
+            code: Some(code),
+        } if s.is_empty() => ("s.value = ? AND s.system = ''", vec![code.clone()]),
+        Match::Token {
+            system: Some(s),
+            code: Some(code),
+        } => ("s.value = ? AND s.system = ?", vec![code.clone(), s.clone()]),
+        Match::Token {
+            system: Some(s),
+            code: None,
+        } => ("s.system = ?", vec![s.clone()]),
+        Match::Token {
+            system: None,
+            code: None,
+        } => ("1", vec![]),
+        Match::String { value, exact: false } => (
+            "s.value >= ? AND s.value < ?",
+            vec![value.clone(), format!("{value}\u{10FFFF}")],
+        ),
+        Match::String { value, exact: true } => ("s.exact = ?", vec![value.clone()]),
+        Match::Contains(value) => (
+            "s.value LIKE ? ESCAPE '\\'",
+            vec![format!(
+                "%{}%",
+                value.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+            )],
+        ),
+        Match::UriBelow(value) => (
+            "s.value >= ? AND s.value < ?",
+            vec![value.clone(), format!("{value}\u{10FFFF}")],
+        ),
+        Match::UriAbove(value) => ("substr(?, 1, length(s.value)) = s.value", vec![value.clone()]),
+        Match::Reference {
+            resource_type: Some(t),
+            id,
+        } => ("s.value = ? AND s.system = ?", vec![id.clone(), t.clone()]),
+        Match::Reference {
+            resource_type: None,
+            id,
+        } => ("s.value = ?", vec![id.clone()]),
+        Match::Uri(u) | Match::Id(u) => ("s.value = ?", vec![u.clone()]),
+        Match::Missing(_) | Match::Composite { .. } => ("0", vec![]),
+        Match::Number {
+            prefix,
+            value,
+            low,
+            high,
+            system,
+            code,
+        } => {
+            let (clause, binds) = number_clause(*prefix);
+            let mut bound: Vec<SqlValue> = binds
+                .iter()
+                .map(|b| {
+                    SqlValue::Real(match b {
+                        NumberBound::Value => *value,
+                        NumberBound::Low => *low,
+                        NumberBound::High => *high,
+                        NumberBound::ApproxLow => value - value.abs() * 0.1,
+                        NumberBound::ApproxHigh => value + value.abs() * 0.1,
+                    })
+                })
+                .collect();
+            let mut clause = format!("({clause})");
+            if let Some(system) = system {
+                clause.push_str(" AND s.system = ?");
+                bound.push(SqlValue::Text(system.clone()));
+            }
+            if let Some(code) = code {
+                clause.push_str(" AND s.code = ?");
+                bound.push(SqlValue::Text(code.clone()));
+            }
+            return (format!("({clause})"), bound);
+        }
+        Match::Date { prefix, low, high } => {
+            let (clause, binds) = date_clause(*prefix);
+            (
+                clause,
+                binds
+                    .iter()
+                    .map(|is_high| if *is_high { high.clone() } else { low.clone() })
+                    .collect(),
+            )
+        }
+    };
+    (clause.to_string(), values.into_iter().map(SqlValue::from).collect())
 }
 
 /// The SQL condition on a date row `s` (columns low, high) for a prefix, and for each
@@ -614,7 +658,22 @@ fn insert_index_rows(
     let mut insert_number = conn.prepare_cached(
         "INSERT OR IGNORE INTO search_number (param, low, high, system, code, rid) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
+    let mut insert_composite = conn.prepare_cached(
+        "INSERT INTO search_composite (param, c1_system, c1_value, value, system, code, low, high, rid)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
     for row in rows {
+        if let Some((c1_system, c1_value)) = &row.composite {
+            let key = param_key(keys, resource_type, row.param);
+            let system = row.system.as_deref().unwrap_or("");
+            let (value, code, low, high): (&str, &str, SqlValue, SqlValue) = match (&row.number, &row.range) {
+                (Some((l, h)), _) => ("", row.value.as_str(), SqlValue::Real(*l), SqlValue::Real(*h)),
+                (None, Some((l, h))) => ("", "", SqlValue::Text(l.clone()), SqlValue::Text(h.clone())),
+                (None, None) => (row.value.as_str(), "", SqlValue::Null, SqlValue::Null),
+            };
+            insert_composite.execute(params![key, c1_system, c1_value, value, system, code, low, high, rid])?;
+            continue;
+        }
         if let Some((low, high)) = row.number {
             let system = row.system.as_deref().unwrap_or("");
             insert_number.execute(params![
@@ -672,6 +731,7 @@ fn rebuild_index(conn: &mut Connection, keys: &ParamKeys, progress: &mut dyn FnM
     tx.execute("DELETE FROM search_index", [])?;
     tx.execute("DELETE FROM search_date", [])?;
     tx.execute("DELETE FROM search_number", [])?;
+    tx.execute("DELETE FROM search_composite", [])?;
     {
         let mut stmt = tx.prepare(
             "SELECT r.rid, r.type, v.body FROM resources r
@@ -797,7 +857,7 @@ impl SqliteTx<'_> {
 
     /// Removes every index row of a resource (by its row id).
     fn remove_index_rows(&mut self, current: &CurrentRow) -> Result<()> {
-        for table in ["search_index", "search_date", "search_number"] {
+        for table in ["search_index", "search_date", "search_number", "search_composite"] {
             self.conn
                 .prepare_cached(&format!("DELETE FROM {table} WHERE rid = ?1"))?
                 .execute(params![current.rid])?;
@@ -1519,5 +1579,41 @@ mod tests {
         );
         // The reader is fine afterwards.
         assert!(store.ping().is_ok());
+    }
+
+    #[test]
+    fn composite_values_must_be_found_on_the_same_element() {
+        let (_dir, store) = store();
+        let loinc = "http://loinc.org";
+        store
+            .write(&mut |tx| {
+                tx.create(
+                    "Observation",
+                    json!({"resourceType": "Observation", "status": "final",
+                           "code": {"coding": [{"system": loinc, "code": "4548-4"}]},
+                           "valueQuantity": {"value": 8.1, "system": "http://unitsofmeasure.org", "code": "%"}}),
+                    Some("hba1c"),
+                )?;
+                tx.create(
+                    "Observation",
+                    json!({"resourceType": "Observation", "status": "final",
+                    "code": {"coding": [{"system": loinc, "code": "85354-9"}]},
+                    "component": [
+                        {"code": {"coding": [{"system": loinc, "code": "8480-6"}]}, "valueQuantity": {"value": 150}},
+                        {"code": {"coding": [{"system": loinc, "code": "8462-4"}]}, "valueQuantity": {"value": 95}}
+                    ]}),
+                    Some("bp"),
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        let obs = |p: &str, v: &str| found(&store, "Observation", &[(p, v)]);
+        assert_eq!(obs("code-value-quantity", "http://loinc.org|4548-4$gt7"), vec!["hba1c"]);
+        assert!(obs("code-value-quantity", "4548-4$lt7").is_empty());
+        assert_eq!(obs("component-code-value-quantity", "8480-6$ge140"), vec!["bp"]);
+        // 95 belongs to the diastolic component, not the systolic one.
+        assert!(obs("component-code-value-quantity", "8480-6$lt100").is_empty());
+        assert_eq!(obs("combo-code-value-quantity", "8462-4$95"), vec!["bp"]);
+        assert!(SearchQuery::parse("Observation", &[("code-value-quantity".into(), "4548-4".into())]).is_err());
     }
 }
