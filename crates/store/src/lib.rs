@@ -260,6 +260,15 @@ pub trait Store: Send + Sync {
         after_id: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Stored>, u64)>;
+    /// Like [`Store::search`] without counting the matches (for `_total=none` and
+    /// internal lookups: counting a large result costs a scan).
+    fn search_page(
+        &self,
+        resource_type: &str,
+        query: &SearchQuery,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Stored>>;
     /// Calls `sink` with every current resource of a type (all types when None), in
     /// storage order, streaming from the database.
     fn export(&self, resource_type: Option<&str>, sink: &mut dyn FnMut(&Stored) -> Result<()>) -> Result<()>;

@@ -1164,22 +1164,33 @@ impl Store for SqliteStore {
         after_id: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Stored>, u64)> {
-        self.with_reader(|c| {
+        let total = self.with_reader(|c| {
             let (clause, args) = search_sql(&self.param_keys, resource_type, query, None);
             let total: i64 = c.query_row(
                 &format!("SELECT count(*) FROM resources r WHERE {clause}"),
                 params_from_iter(args.iter()),
                 |r| r.get(0),
             )?;
+            Ok(total as u64)
+        })?;
+        Ok((self.search_page(resource_type, query, after_id, limit)?, total))
+    }
+
+    fn search_page(
+        &self,
+        resource_type: &str,
+        query: &SearchQuery,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Stored>> {
+        self.with_reader(|c| {
             let (clause, args) = search_sql(&self.param_keys, resource_type, query, after_id);
             let mut stmt = c.prepare(&format!(
                 "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
                  WHERE {clause} ORDER BY r.id LIMIT {limit}"
             ))?;
-            let found = stmt
-                .query_map(params_from_iter(args), stored_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((found, total as u64))
+            let found = stmt.query_map(params_from_iter(args), stored_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(found)
         })
     }
 

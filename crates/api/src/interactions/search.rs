@@ -262,6 +262,12 @@ pub fn search(
             }
             (found, ids.len() as u64)
         }
+        Exec::Standalone if !shape.total => (
+            engine
+                .store
+                .search_page(resource_type, &query, shape.cursor.as_deref(), count)?,
+            0,
+        ),
         Exec::Standalone => engine
             .store
             .search(resource_type, &query, shape.cursor.as_deref(), count)?,
@@ -387,7 +393,7 @@ fn included_resources(engine: &Engine, shape: &Shape, found: &[Stored]) -> FhirR
                     continue;
                 }
                 let query = SearchQuery::parse(&inc.source, &[(param.clone(), targets.join(","))])?;
-                let (referring, _) = engine.store.search(&inc.source, &query, None, MAX_INCLUDED)?;
+                let referring = engine.store.search_page(&inc.source, &query, None, MAX_INCLUDED)?;
                 for r in referring {
                     if out.len() + next.len() < MAX_INCLUDED && seen.insert((r.resource_type.clone(), r.id.clone())) {
                         next.push(r);
