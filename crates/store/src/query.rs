@@ -275,6 +275,12 @@ impl SearchQuery {
             let mut parsed = Vec::with_capacity(values.len());
             let value_count = values.len();
             for v in values {
+                // Only tokens, quantities and composites split on `|` / `$`; the others see
+                // the value without escapes.
+                let v = match p.kind {
+                    SearchParamType::Token | SearchParamType::Quantity | SearchParamType::Composite => v,
+                    _ => unescape(&v),
+                };
                 parsed.push(match (p.kind, modifier) {
                     (_, Some("missing")) => match v.as_str() {
                         "true" => Match::Missing(true),
@@ -434,11 +440,14 @@ fn split_values(raw: &str) -> Vec<String> {
     let mut chars = raw.chars();
     while let Some(c) = chars.next() {
         match c {
+            // `\,` is a comma inside a value; other escapes (`\|`, `\$`, `\\`) stay for
+            // the parsers that split on those characters.
             '\\' => {
-                if let Some(n) = chars.next() {
-                    if let Some(last) = out.last_mut() {
-                        last.push(n);
+                if let (Some(n), Some(last)) = (chars.next(), out.last_mut()) {
+                    if n != ',' {
+                        last.push('\\');
                     }
+                    last.push(n);
                 }
             }
             ',' => out.push(String::new()),
@@ -514,7 +523,7 @@ fn parse_number(name: &str, v: &str, quantity: bool) -> Result<Match> {
 }
 
 fn parse_composite(name: &str, v: &str, p: &index::IndexedParam) -> Result<Match> {
-    let (Some((a, b)), [first, second]) = (v.split_once('$'), p.components.as_slice()) else {
+    let (Some((a, b)), [first, second]) = (split_unescaped(v, '$'), p.components.as_slice()) else {
         return Err(StoreError::Invalid(format!(
             "Search parameter '{name}' takes first$second"
         )));
@@ -582,19 +591,49 @@ fn widen_by_distance_from_now(low: &str, high: &str) -> (String, String) {
     }
 }
 
+/// Splits at the first `sep` that is not escaped with `\`.
+fn split_unescaped(v: &str, sep: char) -> Option<(&str, &str)> {
+    let mut escaped = false;
+    for (i, c) in v.char_indices() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            c if c == sep && !escaped => return Some((&v[..i], &v[i + c.len_utf8()..])),
+            _ => escaped = false,
+        }
+    }
+    None
+}
+
+/// Removes the `\` escapes of `|`, `$` and `\`.
+fn unescape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some('|' | '$' | '\\')) => {
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 fn parse_token(v: &str) -> Match {
-    match v.split_once('|') {
+    match split_unescaped(v, '|') {
         None => Match::Token {
             system: None,
-            code: Some(v.to_string()),
+            code: Some(unescape(v)),
         },
         Some((system, "")) => Match::Token {
-            system: Some(system.to_string()),
+            system: Some(unescape(system)),
             code: None,
         },
         Some((system, code)) => Match::Token {
-            system: Some(system.to_string()),
-            code: Some(code.to_string()),
+            system: Some(unescape(system)),
+            code: Some(unescape(code)),
         },
     }
 }
@@ -632,6 +671,25 @@ mod tests {
     fn q(rt: &str, pairs: &[(&str, &str)]) -> Result<SearchQuery> {
         let pairs: Vec<(String, String)> = pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         SearchQuery::parse(rt, &pairs)
+    }
+
+    #[test]
+    fn escaped_separators_stay_in_values() {
+        let query = q("Patient", &[("identifier", "urn:x|AB\\|12"), ("name", "a\\|b")]).unwrap();
+        assert_eq!(
+            query.criteria[0].values[0],
+            Match::Token {
+                system: Some("urn:x".into()),
+                code: Some("AB|12".into())
+            }
+        );
+        assert_eq!(
+            query.criteria[1].values[0],
+            Match::String {
+                value: "a|b".into(),
+                exact: false
+            }
+        );
     }
 
     #[test]
