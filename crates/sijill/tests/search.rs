@@ -395,3 +395,18 @@ fn token_text_modifier() {
     assert!(found("code=diabete de type 2").is_empty());
     assert_eq!(found("code=E11"), vec![format!("Condition/{id}")]);
 }
+
+#[test]
+fn identifier_of_type() {
+    let s = Server::start();
+    let v2 = "http://terminology.hl7.org/CodeSystem/v2-0203";
+    s.create(&json!({"resourceType": "Patient", "identifier": [
+        {"type": {"coding": [{"system": v2, "code": "MR"}]}, "system": "urn:chu-rabat:mrn", "value": "000123"},
+        {"type": {"coding": [{"system": v2, "code": "NI"}]}, "system": "urn:ma:cnie", "value": "AB12345"}]}));
+    let found = |q: &str| json(s.get(&format!("Patient?{q}")))["total"].as_u64().unwrap();
+    assert_eq!(found(&format!("identifier:of-type={v2}|MR|000123")), 1);
+    assert_eq!(found(&format!("identifier:of-type={v2}|NI|000123")), 0);
+    assert_eq!(found("identifier=000123"), 1);
+    assert_eq!(found(&format!("identifier={v2}|MR|000123")), 0);
+    assert_outcome(s.get("Patient?identifier:of-type=MR|000123"), 400, "type-system");
+}

@@ -250,7 +250,7 @@ pub fn unsupported_params() -> &'static [(String, &'static str, String)] {
 
 /// Bump when extraction code changes in a way the definitions do not show; stores rebuild
 /// their index when the fingerprint changes.
-const EXTRACTION_RULES_VERSION: u32 = 9;
+const EXTRACTION_RULES_VERSION: u32 = 10;
 
 /// A stable fingerprint (FNV-1a) of the extraction rules: every indexed parameter with its
 /// type and paths, and [`EXTRACTION_RULES_VERSION`].
@@ -351,7 +351,7 @@ fn component_rows(part: &IndexedParam, node: &Value) -> Vec<IndexRow> {
             values_of(part, path, value, &mut rows);
         }
     }
-    rows.retain(|r| r.system.as_deref() != Some(TOKEN_TEXT));
+    rows.retain(|r| !matches!(r.system.as_deref(), Some(TOKEN_TEXT | TOKEN_OF_TYPE)));
     rows
 }
 
@@ -426,6 +426,20 @@ fn values_of(p: &IndexedParam, path: &PathExpr, node: &Value, rows: &mut Vec<Ind
                     }
                     if let Some(display) = c.get("display").and_then(Value::as_str) {
                         push_exact(Some(TOKEN_TEXT), &normalize_string(display), None);
+                    }
+                }
+                // An Identifier's type with its value, for `:of-type`.
+                if let (Some(value), Some(Value::Array(types))) = (
+                    m.get("value").and_then(Value::as_str),
+                    m.get("type").and_then(|t| t.get("coding")),
+                ) {
+                    for t in types {
+                        if let (Some(ts), Some(tc)) = (
+                            t.get("system").and_then(Value::as_str),
+                            t.get("code").and_then(Value::as_str),
+                        ) {
+                            push_exact(Some(TOKEN_OF_TYPE), &format!("{ts}|{tc}|{value}"), None);
+                        }
                     }
                 }
                 // The text of a CodeableConcept (or an Identifier's type), for `:text`.
@@ -538,6 +552,10 @@ fn number_of(node: &Value) -> Option<(f64, f64, Option<String>, Option<String>)>
 /// The `system` of the rows that hold a token's text and displays (for `:text`); it cannot
 /// be a real code system URI.
 pub const TOKEN_TEXT: &str = "#text";
+
+/// The `system` of the rows that hold an Identifier's `type-system|type-code|value` (for
+/// `:of-type`).
+pub const TOKEN_OF_TYPE: &str = "#of-type";
 
 /// Lowest and highest stored instants, for open-ended periods.
 const DATE_MIN: &str = "0000-01-01T00:00:00.000Z";

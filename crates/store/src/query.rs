@@ -291,6 +291,18 @@ impl SearchQuery {
                             )))
                         }
                     },
+                    (SearchParamType::Token, Some("of-type")) => {
+                        let parts: Vec<&str> = v.splitn(3, '|').collect();
+                        if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
+                            return Err(StoreError::Invalid(format!(
+                                "Search parameter '{name}' takes type-system|type-code|value"
+                            )));
+                        }
+                        Match::Token {
+                            system: Some(index::TOKEN_OF_TYPE.to_string()),
+                            code: Some(unescape(&v)),
+                        }
+                    }
                     (SearchParamType::Token, Some("text")) => Match::Token {
                         system: Some(index::TOKEN_TEXT.to_string()),
                         code: Some(non_empty(name, normalize_string(&v))?),

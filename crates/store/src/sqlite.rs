@@ -498,7 +498,10 @@ fn match_clause(m: &Match) -> (String, Vec<SqlValue>) {
         Match::Token {
             system: None,
             code: Some(code),
-        } => ("s.value = ? AND s.system <> '#text'", vec![code.clone()]),
+        } => (
+            "s.value = ? AND s.system NOT IN ('#text', '#of-type')",
+            vec![code.clone()],
+        ),
         Match::Token {
             system: Some(s),
             code: Some(text),
@@ -1017,7 +1020,7 @@ fn sort_expression(keys: &ParamKeys, resource_type: &str, key: &SortKey) -> Stri
         _ => ("search_index", "value"),
     };
     let not_text = if table == "search_index" {
-        " AND s.system <> '#text'"
+        " AND s.system NOT IN ('#text', '#of-type')"
     } else {
         ""
     };
