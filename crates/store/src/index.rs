@@ -88,16 +88,7 @@ fn build_registry() -> Registry {
             if def.code == "_id" {
                 continue; // answered from the resource table itself
             }
-            let supported_kind = matches!(
-                def.kind,
-                SearchParamType::Token
-                    | SearchParamType::String
-                    | SearchParamType::Reference
-                    | SearchParamType::Uri
-                    | SearchParamType::Date
-                    | SearchParamType::Number
-                    | SearchParamType::Quantity
-            );
+            let supported_kind = is_value_kind(def.kind);
             if def.kind == SearchParamType::Composite {
                 match composite(def, rt) {
                     Some(p) => {
@@ -136,6 +127,20 @@ fn build_registry() -> Registry {
     Registry { by_type, unsupported }
 }
 
+/// The parameter types whose values are indexed directly (all but composite and special).
+fn is_value_kind(kind: SearchParamType) -> bool {
+    matches!(
+        kind,
+        SearchParamType::Token
+            | SearchParamType::String
+            | SearchParamType::Reference
+            | SearchParamType::Uri
+            | SearchParamType::Date
+            | SearchParamType::Number
+            | SearchParamType::Quantity
+    )
+}
+
 /// A composite parameter with two components whose expressions this version understands.
 fn composite(def: &'static definitions::SearchParamDef, rt: &str) -> Option<IndexedParam> {
     let paths = parse_paths(def.expression?, rt, true)?;
@@ -145,17 +150,7 @@ fn composite(def: &'static definitions::SearchParamDef, rt: &str) -> Option<Inde
     let mut components = Vec::new();
     for (url, expression) in def.components {
         let part = definitions::SEARCH_PARAMS.iter().find(|p| p.url == *url)?;
-        let simple = matches!(
-            part.kind,
-            SearchParamType::Token
-                | SearchParamType::String
-                | SearchParamType::Reference
-                | SearchParamType::Uri
-                | SearchParamType::Date
-                | SearchParamType::Number
-                | SearchParamType::Quantity
-        );
-        if !simple || expression.contains('%') {
+        if !is_value_kind(part.kind) || expression.contains('%') {
             return None;
         }
         // Component expressions are relative to the composite's nodes.

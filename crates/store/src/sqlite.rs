@@ -884,6 +884,25 @@ impl SqliteTx<'_> {
     }
 }
 
+/// `If-Match`: the current version (0 when the resource does not exist) must be the one
+/// the client names.
+fn check_version(current: Option<&CurrentRow>, if_match: Option<u64>) -> Result<()> {
+    match if_match {
+        Some(expected) => {
+            let actual = current.map(|c| c.version).unwrap_or(0);
+            if actual == expected {
+                Ok(())
+            } else {
+                Err(StoreError::VersionConflict {
+                    expected,
+                    current: actual,
+                })
+            }
+        }
+        None => Ok(()),
+    }
+}
+
 fn check_id(id: &str) -> Result<()> {
     if is_valid_id(id) {
         Ok(())
@@ -912,15 +931,7 @@ impl StoreTx for SqliteTx<'_> {
     fn update(&mut self, resource_type: &str, id: &str, body: Value, if_match: Option<u64>) -> Result<(Stored, bool)> {
         check_id(id)?;
         let current = self.current_version(resource_type, id)?;
-        if let Some(expected) = if_match {
-            let actual = current.as_ref().map(|c| c.version).unwrap_or(0);
-            if actual != expected {
-                return Err(StoreError::VersionConflict {
-                    expected,
-                    current: actual,
-                });
-            }
-        }
+        check_version(current.as_ref(), if_match)?;
         let (version, existed) = match &current {
             Some(c) => (c.version + 1, !c.deleted),
             None => (1, false),
@@ -931,15 +942,7 @@ impl StoreTx for SqliteTx<'_> {
 
     fn delete(&mut self, resource_type: &str, id: &str, if_match: Option<u64>) -> Result<Option<Stored>> {
         let current = self.current_version(resource_type, id)?;
-        if let Some(expected) = if_match {
-            let actual = current.as_ref().map(|c| c.version).unwrap_or(0);
-            if actual != expected {
-                return Err(StoreError::VersionConflict {
-                    expected,
-                    current: actual,
-                });
-            }
-        }
+        check_version(current.as_ref(), if_match)?;
         match current {
             Some(c) if !c.deleted => Ok(Some(self.put_version(
                 resource_type,
