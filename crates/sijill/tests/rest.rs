@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_outcome, json, Server};
+use common::{assert_outcome, json, link, Server};
 use reqwest::Method;
 use serde_json::json;
 
@@ -305,15 +305,7 @@ fn type_and_system_history_with_paging_and_since() {
     let page1 = json(s.get("Patient/_history?_count=2"));
     assert_eq!(page1["total"], 5);
     assert_eq!(page1["entry"].as_array().unwrap().len(), 2);
-    let next = page1["link"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["relation"] == "next")
-        .unwrap()["url"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let next = link(&page1, "next").unwrap();
     // A write between pages does not shift the following pages.
     s.create(&patient("Late"));
     let page2 = json(s.get(&next));

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_outcome, json, Server};
+use common::{assert_outcome, json, link, Server};
 use serde_json::{json, Value};
 
 fn ids_by_mode(bundle: &Value, mode: &str) -> Vec<String> {
@@ -117,8 +117,8 @@ fn paging_is_stable_and_post_search_matches_get() {
         let b = json(s.get(&url));
         assert_eq!(b["total"], 7);
         seen.extend(ids_by_mode(&b, "match"));
-        match b["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next") {
-            Some(next) => url = next["url"].as_str().unwrap().to_string(),
+        match link(&b, "next") {
+            Some(next) => url = next,
             None => break,
         }
     }
@@ -237,13 +237,8 @@ fn compartment_search_and_everything() {
         let page = json(s.get(&url));
         assert!(page["entry"].as_array().map_or(0, |e| e.len()) <= 2);
         seen.extend(ids_by_mode(&page, "match"));
-        match page["link"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["relation"] == "next")
-        {
-            Some(next) => url = next["url"].as_str().unwrap().to_string(),
+        match link(&page, "next") {
+            Some(next) => url = next,
             None => break,
         }
     }
@@ -335,15 +330,7 @@ fn sorting_and_snapshot_paging() {
     assert_eq!(families("gender=female&_sort=-family"), vec!["Chraibi", "Bennani"]);
     // Paging reads a snapshot: a resource created between pages does not shift them.
     let first = json(s.get("Patient?_sort=family&_count=2"));
-    let next = first["link"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["relation"] == "next")
-        .unwrap()["url"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let next = link(&first, "next").unwrap();
     s.create(&json!({"resourceType": "Patient", "name": [{"family": "Aaa"}]}));
     let second = json(s.get(&next));
     let names: Vec<&str> = second["entry"]

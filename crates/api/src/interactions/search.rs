@@ -215,10 +215,10 @@ pub fn search(
             .ok_or_else(|| FhirError::not_found(format!("{resource_type} is not part of the {owner} compartment")))?;
     }
     let mut snapshot_next: Option<String> = None;
-    // A snapshot only serves pages of the search that made it.
-    let snapshot_scope = format!("{resource_type}|{compartment:?}|{criteria:?}|{:?}", shape.sort);
     let (found, total) = match exec {
         Exec::Standalone if shape.sort.is_some() || shape.page.is_some() => {
+            // A snapshot only serves pages of the search that made it.
+            let snapshot_scope = format!("{resource_type}|{compartment:?}|{criteria:?}|{:?}", shape.sort);
             let (key, ids, offset) = match &shape.page {
                 Some((key, offset)) => {
                     let ids = engine.snapshots.get(key, &snapshot_scope).ok_or_else(|| {

@@ -144,6 +144,16 @@ pub fn json(r: Response) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// The url of a Bundle's link with `relation` (e.g. `next`), if it has one.
+pub fn link(bundle: &Value, relation: &str) -> Option<String> {
+    bundle["link"]
+        .as_array()?
+        .iter()
+        .find(|l| l["relation"] == relation)
+        .and_then(|l| l["url"].as_str())
+        .map(str::to_string)
+}
+
 /// Asserts an error response: the status and an OperationOutcome whose text contains
 /// `needle` (in diagnostics or expression).
 pub fn assert_outcome(r: Response, status: u16, needle: &str) -> Value {
