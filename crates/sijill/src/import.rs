@@ -67,7 +67,8 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
-fn message(e: &FhirError) -> String {
+/// The diagnostics of an error on one line.
+pub fn message(e: &FhirError) -> String {
     e.issues
         .iter()
         .map(|i| {

@@ -1,13 +1,14 @@
 //! `sijill`: the Sijill national digital health platform.
 //!
 //! Commands: `serve` (the FHIR server), `import` (load FHIR files), `export` (NDJSON per
-//! resource type). Every command that touches the store takes `--data-dir`.
+//! resource type), `demo` (generate a synthetic population), `reindex`. Every command that touches the store takes `--data-dir`.
 
 /// mimalloc: the server and importer allocate many small JSON nodes; it is markedly faster than
 /// the system allocator for that (see BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod demo;
 mod export;
 mod import;
 mod reindex;
@@ -40,6 +41,8 @@ enum Command {
     Import(import::ImportArgs),
     /// Write every current resource as NDJSON, one file per resource type.
     Export(export::ExportArgs),
+    /// Generate a synthetic national population (into the store, or as files with --out).
+    Demo(demo::DemoArgs),
     /// Rebuild the search index from the current versions (writers wait while it runs).
     Reindex,
 }
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&cli.data_dir, args),
         Command::Import(args) => import::run(&cli.data_dir, args),
         Command::Export(args) => export::run(&cli.data_dir, args),
+        Command::Demo(args) => demo::run(&cli.data_dir, args),
         Command::Reindex => reindex::run(&cli.data_dir),
     };
     match result {

@@ -20,6 +20,15 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SIJILL_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// On an empty data directory, first load a synthetic demo population.
+    #[arg(long)]
+    demo: bool,
+    /// Citizens in the demo population.
+    #[arg(long, default_value_t = 2000)]
+    demo_patients: usize,
+    /// Country of the demo population: ma or dz.
+    #[arg(long, default_value = "ma")]
+    demo_country: String,
     /// Log format: text or json.
     #[arg(long, env = "SIJILL_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -44,6 +53,26 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested: finishing requests in flight");
 }
 
+/// Loads the demo population when the store is empty.
+fn load_demo(
+    store: &std::sync::Arc<dyn sijill_store::Store>,
+    args: &ServeArgs,
+) -> Result<Option<sijill_demo::Population>, String> {
+    let stored: u64 = store.counts().map_err(|e| e.to_string())?.iter().map(|(_, n)| n).sum();
+    if stored > 0 {
+        return Ok(None);
+    }
+    let settings = sijill_demo::Settings {
+        profile: sijill_demo::CountryProfile::builtin(&args.demo_country)?,
+        patients: args.demo_patients,
+        seed: 1,
+        as_of: time::OffsetDateTime::now_utc().date(),
+        slot_weeks: 2,
+        history_years: 8,
+    };
+    crate::demo::load_into(store.clone(), settings).map(Some)
+}
+
 /// Runs the server until SIGTERM or Ctrl-C.
 pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
     let filter = EnvFilter::try_from_env("SIJILL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -60,6 +89,7 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
             .init();
     }
     let store = crate::open_store(data_dir)?;
+    let demo = if args.demo { load_demo(&store, &args)? } else { None };
     let unsupported = sijill_store::index::unsupported_params();
     tracing::info!(
         count = unsupported.len(),
@@ -85,6 +115,11 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
         let engine = Engine::new(store, base_url.clone(), limits);
         tracing::info!(address = %local, base_url = %base_url, data_dir = %data_dir.display(), "Sijill is serving FHIR R4");
         println!("Sijill listening on http://{local} (FHIR base {base_url})");
+        match &demo {
+            Some(population) => crate::demo::introduce(population, &base_url).iter().for_each(|l| println!("{l}")),
+            None if args.demo => println!("The data directory already holds data: no demo population loaded."),
+            None => {}
+        }
         sijill_api::serve(listener, engine, shutdown_signal()).await.map_err(|e| e.to_string())
     })?;
     tracing::info!("stopped");

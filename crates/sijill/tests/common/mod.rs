@@ -23,6 +23,8 @@ pub struct Server {
     pub root: String,
     /// The data directory.
     pub dir: tempfile::TempDir,
+    /// What the server printed after its address line (read in the background).
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     client: Client,
 }
 
@@ -51,8 +53,16 @@ impl Server {
             .spawn()
             .expect("start sijill");
         let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read address");
+        reader.read_line(&mut line).expect("read address");
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = printed.clone();
+        std::thread::spawn(move || {
+            for l in reader.lines().map_while(Result::ok) {
+                sink.lock().expect("stdout lines").push(l);
+            }
+        });
         let root = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
@@ -63,6 +73,7 @@ impl Server {
             base: format!("{root}/fhir"),
             root,
             dir,
+            stdout: printed,
             client: Client::builder()
                 .timeout(std::time::Duration::from_secs(120))
                 .build()
