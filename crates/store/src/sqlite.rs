@@ -353,21 +353,43 @@ fn read_current(conn: &Connection, resource_type: &str, id: &str) -> Result<Curr
     })
 }
 
-/// Builds the WHERE clause of a search over `resources r` (current versions).
+/// How many index rows a probe counts before it calls a criterion unselective.
+const PROBE_LIMIT: usize = 1000;
+
+/// The WHERE clause of a search and its bound values.
+///
+/// The plan is chosen here rather than left to SQLite, which has no statistics about how many
+/// resources a value matches: the criterion that matches the fewest index rows (counted by a
+/// probe bounded at `PROBE_LIMIT`) drives the query as a list of row ids, and every other
+/// criterion is checked per candidate through the `rid` indexes. When no criterion is
+/// selective (all probes reach the bound), resources are scanned in id order, which stops as
+/// soon as a page is full.
 fn search_sql(
+    conn: &Connection,
     keys: &ParamKeys,
     resource_type: &str,
     query: &SearchQuery,
     after_id: Option<&str>,
-) -> (String, Vec<SqlValue>) {
-    let mut sql = String::from("r.type = ? AND r.deleted = 0");
+) -> Result<(String, Vec<SqlValue>)> {
+    let driver = match &query.compartment {
+        Some(_) => Driver::Compartment,
+        None if query.criteria.iter().any(|c| c.param == "_id") => Driver::None,
+        None => choose_driver(conn, keys, resource_type, query)?,
+    };
+    let type_column = if driver == Driver::None { "r.type" } else { "+r.type" };
+    let mut sql = format!("{type_column} = ? AND r.deleted = 0");
     let mut args: Vec<SqlValue> = vec![resource_type.to_string().into()];
     if let Some(after) = after_id {
         sql.push_str(" AND r.id > ?");
         args.push(after.to_string().into());
     }
-    for c in &query.criteria {
-        criterion_sql(keys, resource_type, c, "r", 1, &mut sql, &mut args);
+    for (i, c) in query.criteria.iter().enumerate() {
+        let form = if driver == Driver::Criterion(i) {
+            Form::Member
+        } else {
+            Form::Exists
+        };
+        criterion_sql(keys, resource_type, c, "r", 1, form, &mut sql, &mut args);
     }
     if let Some(comp) = &query.compartment {
         let param_keys: Vec<String> = comp
@@ -375,32 +397,99 @@ fn search_sql(
             .iter()
             .map(|p| param_key(keys, resource_type, p).to_string())
             .collect();
-        let is_owner = if comp.owner_type == resource_type {
-            " OR r.id = ?"
+        // The owner itself belongs to its compartment.
+        let owner = if comp.owner_type == resource_type {
+            " UNION SELECT o.rid FROM resources o WHERE o.type = ? AND o.id = ?"
         } else {
             ""
         };
         sql.push_str(&format!(
-            " AND (r.rid IN (SELECT s.rid FROM search_index s WHERE s.param IN ({}) AND s.value = ? AND s.system = ?){is_owner})",
+            " AND r.rid IN (SELECT s.rid FROM search_index s WHERE s.param IN ({}) AND s.value = ? AND s.system = ?{owner})",
             param_keys.join(",")
         ));
         args.push(comp.owner_id.clone().into());
         args.push(comp.owner_type.clone().into());
-        if !is_owner.is_empty() {
+        if !owner.is_empty() {
+            args.push(comp.owner_type.clone().into());
             args.push(comp.owner_id.clone().into());
         }
     }
-    (sql, args)
+    Ok((sql, args))
+}
+
+/// What drives a search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    /// A scan of the type's resources in id order.
+    None,
+    /// The compartment's owner reference.
+    Compartment,
+    /// The criterion at this position.
+    Criterion(usize),
+}
+
+/// How a criterion is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// `rid IN (rows that match)`: a list that drives the query.
+    Member,
+    /// `EXISTS (a matching row of this resource)`: checked per candidate.
+    Exists,
+}
+
+/// The most selective criterion that can drive, if any matches fewer than `PROBE_LIMIT` rows.
+fn choose_driver(conn: &Connection, keys: &ParamKeys, resource_type: &str, query: &SearchQuery) -> Result<Driver> {
+    let mut best: Option<(usize, usize)> = None;
+    for (i, c) in query.criteria.iter().enumerate() {
+        if !can_drive(c) {
+            continue;
+        }
+        let mut member = String::new();
+        let mut args = Vec::new();
+        criterion_sql(keys, resource_type, c, "r", 1, Form::Member, &mut member, &mut args);
+        // " AND r.rid IN (<subquery>)" → "<subquery>"
+        let Some(subquery) = member.strip_prefix(" AND r.rid IN (").and_then(|m| m.strip_suffix(')')) else {
+            continue;
+        };
+        let rows: i64 = conn.query_row(
+            &format!("SELECT count(*) FROM ({subquery} LIMIT {PROBE_LIMIT})"),
+            params_from_iter(args),
+            |r| r.get(0),
+        )?;
+        let rows = rows as usize;
+        if rows < PROBE_LIMIT && best.is_none_or(|(_, fewest)| rows < fewest) {
+            best = Some((i, rows));
+        }
+    }
+    Ok(best.map(|(i, _)| Driver::Criterion(i)).unwrap_or(Driver::None))
+}
+
+/// Whether a criterion can be written as a list of the rows it matches found through an
+/// index (not a negation, a `:missing`, a `_has`, or a chain ending in one of those).
+/// Ranges must bound the start of the stored range (the index's order), and substring
+/// matches cannot use an index at all.
+fn can_drive(c: &crate::query::Criterion) -> bool {
+    let plain = !c.negated && c.has.is_none();
+    let indexed = c.values.iter().all(|m| match m {
+        Match::Date { prefix, .. } | Match::Number { prefix, .. } => {
+            matches!(prefix, Prefix::Eq | Prefix::Sa | Prefix::Lt | Prefix::Le)
+        }
+        Match::Missing(_) | Match::Contains(_) | Match::UriAbove(_) => false,
+        _ => true,
+    });
+    plain && indexed && c.chain.as_ref().is_none_or(|(_, inner)| can_drive(inner))
 }
 
 /// Appends ` AND <condition>` for one criterion on the resources aliased `alias` (of
 /// `resource_type`). A chained criterion joins the referenced resources as `t{depth}`.
+#[allow(clippy::too_many_arguments)]
 fn criterion_sql(
     keys: &ParamKeys,
     resource_type: &str,
     c: &crate::query::Criterion,
     alias: &str,
     depth: usize,
+    form: Form,
     sql: &mut String,
     args: &mut Vec<SqlValue>,
 ) {
@@ -408,7 +497,7 @@ fn criterion_sql(
         let key = param_key(keys, source, reference);
         let o = format!("t{depth}");
         let mut inner_sql = String::new();
-        criterion_sql(keys, source, inner, &o, depth + 1, &mut inner_sql, args);
+        criterion_sql(keys, source, inner, &o, depth + 1, Form::Exists, &mut inner_sql, args);
         sql.push_str(&format!(
             " AND {alias}.id IN (SELECT s.value FROM search_index s JOIN resources {o} ON {o}.rid = s.rid \
              WHERE s.param = {key} AND s.system = '{}' AND {o}.deleted = 0{inner_sql})",
@@ -420,12 +509,25 @@ fn criterion_sql(
         let key = param_key(keys, resource_type, &c.param);
         let t = format!("t{depth}");
         let mut inner_sql = String::new();
-        criterion_sql(keys, target, inner, &t, depth + 1, &mut inner_sql, args);
-        sql.push_str(&format!(
-            " AND {alias}.rid IN (SELECT s.rid FROM search_index s JOIN resources {t} ON {t}.type = s.system AND {t}.id = s.value \
-             WHERE s.param = {key} AND {t}.type = '{}' AND {t}.deleted = 0{inner_sql})",
-            target.replace('\'', "")
-        ));
+        let target_name = target.replace('\'', "");
+        match form {
+            Form::Member => {
+                // The referenced resources that match come first; then the references to them.
+                criterion_sql(keys, target, inner, &t, depth + 1, Form::Member, &mut inner_sql, args);
+                sql.push_str(&format!(
+                    " AND {alias}.rid IN (SELECT s.rid FROM resources {t} CROSS JOIN search_index s \
+                     ON s.param = {key} AND s.value = {t}.id AND s.system = {t}.type \
+                     WHERE +{t}.type = '{target_name}' AND {t}.deleted = 0{inner_sql})"
+                ));
+            }
+            Form::Exists => {
+                criterion_sql(keys, target, inner, &t, depth + 1, Form::Exists, &mut inner_sql, args);
+                sql.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM search_index s JOIN resources {t} ON {t}.type = s.system AND {t}.id = s.value \
+                     WHERE s.rid = {alias}.rid AND +s.param = {key} AND {t}.type = '{target_name}' AND {t}.deleted = 0{inner_sql})"
+                ));
+            }
+        }
         return;
     }
     if c.param == "_id" {
@@ -449,9 +551,9 @@ fn criterion_sql(
         _ => "search_index",
     };
     if let Some(Match::Missing(missing)) = c.values.first() {
-        let membership = if *missing { "NOT IN" } else { "IN" };
+        let exists = if *missing { "NOT EXISTS" } else { "EXISTS" };
         sql.push_str(&format!(
-            " AND {alias}.rid {membership} (SELECT s.rid FROM {table} s WHERE s.param = {key})"
+            " AND {exists} (SELECT 1 FROM {table} s WHERE s.rid = {alias}.rid AND +s.param = {key})"
         ));
         return;
     }
@@ -461,11 +563,16 @@ fn criterion_sql(
         alternatives.push(format!("({clause})"));
         args.extend(values);
     }
-    let membership = if c.negated { "NOT IN" } else { "IN" };
-    sql.push_str(&format!(
-        " AND {alias}.rid {membership} (SELECT s.rid FROM {table} s WHERE s.param = {key} AND ({}))",
-        alternatives.join(" OR ")
-    ));
+    let alternatives = alternatives.join(" OR ");
+    match (form, c.negated) {
+        (Form::Member, false) => sql.push_str(&format!(
+            " AND {alias}.rid IN (SELECT s.rid FROM {table} s WHERE s.param = {key} AND ({alternatives}))"
+        )),
+        (_, negated) => sql.push_str(&format!(
+            " AND {} (SELECT 1 FROM {table} s WHERE s.rid = {alias}.rid AND +s.param = {key} AND ({alternatives}))",
+            if negated { "NOT EXISTS" } else { "EXISTS" }
+        )),
+    }
 }
 
 /// The SQL condition for one searched value on an index row `s`, with its bound values.
@@ -602,7 +709,8 @@ fn match_clause(m: &Match) -> (String, Vec<SqlValue>) {
 /// value it binds whether that is the searched high bound (true) or low bound (false).
 fn date_clause(prefix: Prefix) -> (&'static str, &'static [bool]) {
     match prefix {
-        Prefix::Eq => ("s.low >= ? AND s.high <= ?", &[false, true]),
+        // `s.low <= ?` is implied by `s.high <= ?`; it bounds the index range scanned.
+        Prefix::Eq => ("s.low >= ? AND s.low <= ? AND s.high <= ?", &[false, true, true]),
         Prefix::Ne => ("NOT (s.low >= ? AND s.high <= ?)", &[false, true]),
         Prefix::Gt => ("s.high > ?", &[true]),
         Prefix::Lt => ("s.low < ?", &[false]),
@@ -628,7 +736,7 @@ enum NumberBound {
 fn number_clause(prefix: Prefix) -> (&'static str, &'static [NumberBound]) {
     use NumberBound::*;
     match prefix {
-        Prefix::Eq => ("s.low >= ? AND s.high < ?", &[Low, High]),
+        Prefix::Eq => ("s.low >= ? AND s.low < ? AND s.high < ?", &[Low, High, High]),
         Prefix::Ne => ("NOT (s.low >= ? AND s.high < ?)", &[Low, High]),
         Prefix::Gt => ("s.high > ?", &[Value]),
         Prefix::Lt => ("s.low < ?", &[Value]),
@@ -998,7 +1106,7 @@ fn search_ids(
     query: &SearchQuery,
     limit: usize,
 ) -> Result<Vec<String>> {
-    let (clause, args) = search_sql(keys, resource_type, query, None);
+    let (clause, args) = search_sql(conn, keys, resource_type, query, None)?;
     let mut stmt = conn.prepare(&format!(
         "SELECT r.id FROM resources r WHERE {clause} ORDER BY r.id LIMIT {limit}"
     ))?;
@@ -1046,7 +1154,7 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<String>> {
         self.with_reader(|c| {
-            let (clause, args) = search_sql(&self.param_keys, resource_type, query, None);
+            let (clause, args) = search_sql(c, &self.param_keys, resource_type, query, None)?;
             let mut order: Vec<String> = sort
                 .iter()
                 .map(|k| sort_expression(&self.param_keys, resource_type, k))
@@ -1171,7 +1279,7 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<(Vec<Stored>, u64)> {
         let total = self.with_reader(|c| {
-            let (clause, args) = search_sql(&self.param_keys, resource_type, query, None);
+            let (clause, args) = search_sql(c, &self.param_keys, resource_type, query, None)?;
             let total: i64 = c.query_row(
                 &format!("SELECT count(*) FROM resources r WHERE {clause}"),
                 params_from_iter(args.iter()),
@@ -1190,7 +1298,7 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Stored>> {
         self.with_reader(|c| {
-            let (clause, args) = search_sql(&self.param_keys, resource_type, query, after_id);
+            let (clause, args) = search_sql(c, &self.param_keys, resource_type, query, after_id)?;
             let mut stmt = c.prepare(&format!(
                 "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
                  WHERE {clause} ORDER BY r.id LIMIT {limit}"
@@ -1344,6 +1452,66 @@ mod tests {
         assert!(result.is_err());
         assert!(matches!(store.read("Patient", "p1").unwrap(), Current::NotFound));
         assert!(store.counts().unwrap().is_empty());
+    }
+
+    #[test]
+    fn every_plan_finds_the_same_resources() {
+        // 1,050 common observations make `status` and code A unselective (no criterion
+        // drives: resources are scanned in id order); code B and the subject are selective.
+        let (_dir, store) = store();
+        store
+            .write(&mut |tx| {
+                tx.update("Patient", "p1", json!({"resourceType": "Patient"}), None)?;
+                for i in 0..1053 {
+                    let code = if i < 1050 { "A" } else { "B" };
+                    let day = format!("2026-01-{:02}", 1 + i % 28);
+                    let subject = if i % 100 == 0 { "Patient/p1" } else { "Patient/p2" };
+                    tx.create(
+                        "Observation",
+                        json!({"resourceType": "Observation", "status": "final",
+                               "code": {"coding": [{"system": "urn:x", "code": code}]},
+                               "subject": {"reference": subject}, "effectiveDateTime": day}),
+                        None,
+                    )?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let total = |pairs: &[(&str, &str)]| {
+            store
+                .search("Observation", &query("Observation", pairs), None, 5)
+                .unwrap()
+                .1
+        };
+        assert_eq!(total(&[("status", "final"), ("code", "A")]), 1050);
+        assert_eq!(total(&[("status", "final"), ("code", "B")]), 3);
+        assert_eq!(total(&[("code", "urn:x|B"), ("subject", "Patient/p1")]), 0);
+        assert_eq!(total(&[("code", "A"), ("subject", "Patient/p1")]), 11);
+        assert_eq!(total(&[("status", "final"), ("date", "2026-01-05")]), 38);
+        assert_eq!(total(&[("status", "final"), ("date", "ge2026-01-27")]), 74);
+        assert_eq!(total(&[("status:not", "final")]), 0);
+        assert_eq!(total(&[("code:not", "A"), ("status", "final")]), 3);
+        assert_eq!(total(&[("status", "final"), ("subject:missing", "true")]), 0);
+        assert_eq!(total(&[("subject:Patient._id", "p1"), ("code", "A")]), 11);
+        // A page of the unselective query is the first ids in order, as with any plan.
+        let page = store
+            .search(
+                "Observation",
+                &query("Observation", &[("status", "final"), ("code", "A")]),
+                None,
+                5,
+            )
+            .unwrap()
+            .0;
+        let mut ids: Vec<String> = page.iter().map(|s| s.id.clone()).collect();
+        let sorted = {
+            let mut x = ids.clone();
+            x.sort();
+            x
+        };
+        assert_eq!(ids, sorted);
+        ids.dedup();
+        assert_eq!(ids.len(), 5);
     }
 
     #[test]
