@@ -397,3 +397,48 @@ fn identifier_of_type() {
     assert_eq!(found(&format!("identifier={v2}|MR|000123")), 0);
     assert_outcome(s.get("Patient?identifier:of-type=MR|000123"), 400, "type-system");
 }
+
+#[test]
+fn in_and_not_in_expand_core_value_sets() {
+    let s = Server::start();
+    let category = |system: &str, code: &str| {
+        json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+               "category": [{"coding": [{"system": system, "code": code}]}]})
+    };
+    let vital = s.create(&category(
+        "http://terminology.hl7.org/CodeSystem/observation-category",
+        "vital-signs",
+    ));
+    let other = s.create(&category("urn:other", "vital-signs"));
+    let none = s.create(&json!({"resourceType": "Observation", "status": "final", "code": {"text": "y"}}));
+    let search = |q: &str| {
+        let bundle = json(s.get(&format!("Observation?{q}")));
+        let mut ids: Vec<String> = bundle["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let vs = "http://hl7.org/fhir/ValueSet/observation-category";
+    assert_eq!(search(&format!("category:in={vs}")), vec![vital.clone()]);
+    assert_eq!(search(&format!("category:in={vs}|4.0.1")), vec![vital.clone()]);
+    assert_eq!(search(&format!("category:not-in={vs}")), sorted(vec![other, none]));
+    assert_outcome(
+        s.get("Observation?category:in=http://example.org/ValueSet/unknown"),
+        400,
+        "category:in",
+    );
+    assert_outcome(s.get(&format!("Observation?category:in={vs}|3.0.2")), 400, "not known");
+    // Both criteria must hold: a status in the category value set never matches.
+    assert_eq!(
+        search(&format!("status:in={vs}&category:in={vs}")),
+        Vec::<String>::new()
+    );
+}

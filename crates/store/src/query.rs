@@ -281,6 +281,11 @@ impl SearchQuery {
                     SearchParamType::Token | SearchParamType::Quantity | SearchParamType::Composite => v,
                     _ => unescape(&v),
                 };
+                if p.kind == SearchParamType::Token && matches!(modifier, Some("in") | Some("not-in")) {
+                    negated = modifier == Some("not-in");
+                    parsed.extend(value_set_codes(name, &unescape(&v), parsed.len())?);
+                    continue;
+                }
                 parsed.push(match (p.kind, modifier) {
                     (_, Some("missing")) => match v.as_str() {
                         "true" => Match::Missing(true),
@@ -631,6 +636,35 @@ fn unescape(v: &str) -> String {
         }
     }
     out
+}
+
+/// Most codes `:in` / `:not-in` may expand to in one parameter.
+const MAX_VALUE_SET_CODES: usize = 10_000;
+
+/// The codes of a value set of the core package, as token matches (`url` may carry a
+/// `|version`, which must then be the package's 4.0.1).
+fn value_set_codes(name: &str, url: &str, already: usize) -> Result<Vec<Match>> {
+    let (canonical, version) = url.split_once('|').unwrap_or((url, ""));
+    let known = definitions::value_set(canonical).filter(|_| version.is_empty() || version == "4.0.1");
+    let Some(set) = known else {
+        return Err(StoreError::Invalid(format!(
+            "Search parameter '{name}': the value set '{}' is not known here (the value sets of the FHIR R4 core package are)",
+            url.chars().take(200).collect::<String>()
+        )));
+    };
+    if already + set.codes.len() > MAX_VALUE_SET_CODES {
+        return Err(StoreError::Invalid(format!(
+            "Search parameter '{name}' expands to more than {MAX_VALUE_SET_CODES} codes"
+        )));
+    }
+    Ok(set
+        .codes
+        .iter()
+        .map(|(system, code)| Match::Token {
+            system: Some(system.to_string()),
+            code: Some(code.to_string()),
+        })
+        .collect())
 }
 
 fn parse_token(v: &str) -> Match {
