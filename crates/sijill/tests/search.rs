@@ -102,6 +102,18 @@ fn summary_elements_total_and_missing() {
     let r = &text_only["entry"][0]["resource"];
     assert!(r.get("text").is_some() && r.get("gender").is_none(), "{r}");
     assert_outcome(s.get("Patient?_summary=maybe"), 400, "_summary");
+    // Summary applies at every depth: a name keeps its family, not its extensions;
+    // a contact (not summary) goes.
+    let nested = s.create(&json!({"resourceType": "Patient", "name": [{
+        "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/language", "valueCode": "ar"}],
+        "family": "Alaoui", "given": ["Amina"]}],
+        "contact": [{"name": {"family": "Bennani"}}]}));
+    let b = json(s.get(&format!("Patient?_summary=true&_id={nested}")));
+    let r = &b["entry"][0]["resource"];
+    assert_eq!(r["name"][0]["family"], "Alaoui", "{r}");
+    assert_eq!(r["name"][0]["given"][0], "Amina", "{r}");
+    assert!(r["name"][0].get("extension").is_none(), "{r}");
+    assert!(r.get("contact").is_none(), "{r}");
     assert_outcome(s.get("Observation?code-value-quantity=x"), 400, "code-value-quantity");
 }
 

@@ -338,7 +338,7 @@ fn shaped(shape: &Shape, s: &Stored) -> FhirResult<Option<Value>> {
         |key: &str| definitions::child(&s.resource_type, key.strip_prefix('_').unwrap_or(key)).map(|(e, _)| e);
     let always = |k: &str| matches!(k, "resourceType" | "id" | "meta");
     if shape.summary_true {
-        map.retain(|k, _| always(k) || element(k).is_some_and(|e| e.is_summary));
+        keep_summary(&s.resource_type, map, true);
     }
     if shape.summary_text {
         map.retain(|k, _| always(k) || k == "text" || element(k).is_some_and(|e| e.min > 0));
@@ -357,6 +357,53 @@ fn shaped(shape: &Shape, s: &Stored) -> FhirResult<Option<Value>> {
         }
     }
     Ok(Some(v))
+}
+
+/// Keeps only the elements marked summary in their definition, at every depth: inside
+/// backbone elements, datatypes (a HumanName keeps its family, not its extensions) and
+/// nested resources. `parent` is the element path or type that defines the object's keys.
+fn keep_summary(parent: &str, map: &mut serde_json::Map<String, Value>, is_resource: bool) {
+    map.retain(|key, value| {
+        if is_resource && matches!(key.as_str(), "resourceType" | "id" | "meta") {
+            return true;
+        }
+        // A primitive's `_x` (its id and extensions) follows `x`.
+        let name = key.strip_prefix('_').unwrap_or(key);
+        let Some((element, concrete)) = definitions::child(parent, name) else {
+            return false;
+        };
+        if !element.is_summary {
+            return false;
+        }
+        if key.starts_with('_') {
+            return true;
+        }
+        let inner = if element.has_inline_children() {
+            element.path
+        } else if let Some(target) = element.content_reference {
+            target.trim_start_matches('#')
+        } else {
+            concrete
+        };
+        let objects: Vec<&mut serde_json::Map<String, Value>> = match value {
+            Value::Object(m) => vec![m],
+            Value::Array(items) => items.iter_mut().filter_map(Value::as_object_mut).collect(),
+            _ => Vec::new(),
+        };
+        for object in objects {
+            if inner == "Resource" {
+                let own = object
+                    .get("resourceType")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                keep_summary(&own, object, true);
+            } else {
+                keep_summary(inner, object, false);
+            }
+        }
+        true
+    });
 }
 
 /// The resources `_include` and `_revinclude` add, without duplicates or matches.
