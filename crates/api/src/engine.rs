@@ -163,6 +163,8 @@ pub enum Route {
     Compartment(String, String, String),
     /// `Type/id/$operation`.
     InstanceOperation(String, String, String),
+    /// `Type/$op`.
+    TypeOperation(String, String),
 }
 
 impl Route {
@@ -184,6 +186,7 @@ impl Route {
             [t] => Route::Type(t.to_string()),
             [t, "_search"] => Route::TypeSearch(t.to_string()),
             [t, "_history"] => Route::TypeHistory(t.to_string()),
+            [t, op] if op.starts_with('$') => Route::TypeOperation(t.to_string(), op.to_string()),
             [t, id] => Route::Instance(t.to_string(), id.to_string()),
             [t, id, "_history"] => Route::InstanceHistory(t.to_string(), id.to_string()),
             [t, id, op] if op.starts_with('$') => {
@@ -313,7 +316,10 @@ impl Engine {
             (Get | Post, Route::InstanceOperation(t, id, op)) if t == "Patient" && op == "$everything" => {
                 everything::everything(self, &id, &req.query)
             }
-            (_, Route::InstanceOperation(_, _, op)) => Err(FhirError::new(
+            (Get | Post, Route::TypeOperation(t, op)) if t == "Patient" && op == "$everything" => {
+                everything::everything_for_all(self, &req.query)
+            }
+            (_, Route::InstanceOperation(_, _, op)) | (_, Route::TypeOperation(_, op)) => Err(FhirError::new(
                 StatusCode::NOT_FOUND,
                 "not-supported",
                 format!("Operation '{}' is not supported here", truncate(&op)),
@@ -391,7 +397,7 @@ fn route_name(route: &Route) -> &'static str {
         Route::Instance(..) => "a resource instance",
         Route::Version(..) => "a resource version",
         Route::Compartment(..) => "a compartment",
-        Route::InstanceOperation(..) => "an operation",
+        Route::InstanceOperation(..) | Route::TypeOperation(..) => "an operation",
     }
 }
 

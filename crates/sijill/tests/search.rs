@@ -454,3 +454,50 @@ fn in_and_not_in_expand_core_value_sets() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn type_level_everything_walks_every_patient_page_by_page() {
+    let s = Server::start();
+    let mut expected = Vec::new();
+    for n in 0..3 {
+        let p = s.create(&json!({"resourceType": "Patient", "gender": "female"}));
+        expected.push(format!("Patient/{p}"));
+        for _ in 0..n + 1 {
+            let o = s.create(
+                &json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                                     "subject": {"reference": format!("Patient/{p}")}}),
+            );
+            expected.push(format!("Observation/{o}"));
+        }
+    }
+    // Resources outside any patient's compartment are not part of it.
+    s.create(&json!({"resourceType": "Organization", "name": "Centre de santé"}));
+    expected.sort();
+    for count in [1, 2, 4, 100] {
+        let mut seen = Vec::new();
+        let mut url = format!("Patient/$everything?_count={count}");
+        for _ in 0..20 {
+            let page = json(s.get(&url));
+            assert!(page["entry"].as_array().map_or(0, Vec::len) <= count, "{page}");
+            seen.extend(ids_by_mode(&page, "match"));
+            match link(&page, "next") {
+                Some(next) => url = next,
+                None => break,
+            }
+        }
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            seen.len(),
+            "_count={count}: a resource came twice: {seen:?}"
+        );
+        assert_eq!(unique, expected, "_count={count}");
+    }
+    let only = json(s.get("Patient/$everything?_type=Observation&_count=100"));
+    assert_eq!(ids_by_mode(&only, "match").len(), 6);
+    assert_outcome(s.get("Patient/$everything?_cursor=nonsense"), 400, "_cursor");
+    assert_outcome(s.get("Patient/$everything?_type=Nothing"), 400, "_type");
+    assert_outcome(s.get("Observation/$everything"), 404, "not supported");
+}

@@ -1,56 +1,189 @@
-//! `Patient/{id}/$everything`: the patient and every resource of its compartment, paged
-//! (`_count`, `next` links), with `_since` (changed at or after) and `_type` (only these
-//! types). Pages walk the member types in order, each by id, so they stay stable.
+//! `Patient/{id}/$everything` and `Patient/$everything`: a patient (or every patient, in id
+//! order) and every resource of their compartments, paged (`_count`, `next` links), with
+//! `_since` (changed at or after) and `_type` (only these types). Pages walk the member
+//! types in order, each by id, so they stay stable; a cursor names where the page ended.
 
 use axum::http::StatusCode;
 use serde_json::json;
 use sijill_fhir::definitions;
-use sijill_store::{Current, SearchQuery};
+use sijill_store::{Current, SearchQuery, Stored};
 
 use super::history::parse_count;
 use crate::bundle_writer::{BundleWriter, EntryResource};
 use crate::engine::{truncate, Engine, FhirResponse, Payload};
 use crate::error::{FhirError, FhirResult};
 
-/// GET or POST `Patient/{id}/$everything`.
-pub fn everything(engine: &Engine, patient_id: &str, params: &[(String, String)]) -> FhirResult<FhirResponse> {
-    let mut count = engine.limits.default_count;
-    let mut since: Option<String> = None;
-    let mut types: Option<Vec<String>> = None;
-    let mut cursor: Option<(String, String)> = None;
-    for (name, value) in params {
-        match name.as_str() {
-            "_count" => count = parse_count(value, engine.limits.max_count)?.max(1),
-            "_since" => {
-                sijill_store::parse_instant(value)
-                    .ok_or_else(|| FhirError::bad_request(format!("_since '{}' is not an instant", truncate(value))))?;
-                since = Some(value.clone());
-            }
-            "_type" => {
-                let list: Vec<String> = value.split(',').map(str::to_string).collect();
-                if let Some(bad) = list.iter().find(|t| !definitions::is_resource_type(t)) {
-                    return Err(FhirError::bad_request(format!(
-                        "_type: '{}' is not a resource type",
-                        truncate(bad)
-                    )));
+/// Patients read per step of `Patient/$everything`.
+const PATIENT_BATCH: usize = 100;
+
+/// The parameters of `$everything`.
+struct Options {
+    count: usize,
+    since: Option<String>,
+    types: Option<Vec<String>>,
+    /// Where the previous page ended: (patient, member type, id); the patient is empty for
+    /// the instance operation.
+    cursor: Option<(String, String, String)>,
+}
+
+impl Options {
+    fn parse(engine: &Engine, params: &[(String, String)], type_level: bool) -> FhirResult<Options> {
+        let mut options = Options {
+            count: engine.limits.default_count,
+            since: None,
+            types: None,
+            cursor: None,
+        };
+        for (name, value) in params {
+            match name.as_str() {
+                "_count" => options.count = parse_count(value, engine.limits.max_count)?.max(1),
+                "_since" => {
+                    sijill_store::parse_instant(value).ok_or_else(|| {
+                        FhirError::bad_request(format!("_since '{}' is not an instant", truncate(value)))
+                    })?;
+                    options.since = Some(value.clone());
                 }
-                types = Some(list);
+                "_type" => {
+                    let list: Vec<String> = value.split(',').map(str::to_string).collect();
+                    if let Some(bad) = list.iter().find(|t| !definitions::is_resource_type(t)) {
+                        return Err(FhirError::bad_request(format!(
+                            "_type: '{}' is not a resource type",
+                            truncate(bad)
+                        )));
+                    }
+                    options.types = Some(list);
+                }
+                "_cursor" => {
+                    let bad = || FhirError::bad_request("_cursor is not a cursor this server issued");
+                    let (patient, rest) = if type_level {
+                        value.split_once(':').ok_or_else(bad)?
+                    } else {
+                        ("", value.as_str())
+                    };
+                    let (t, id) = rest.split_once(':').ok_or_else(bad)?;
+                    options.cursor = Some((patient.to_string(), t.to_string(), id.to_string()));
+                }
+                "_format" => {}
+                other => {
+                    return Err(FhirError::bad_request(format!(
+                        "$everything parameter '{}' is not supported",
+                        truncate(other)
+                    )))
+                }
             }
-            "_cursor" => {
-                let (t, id) = value
-                    .split_once(':')
-                    .ok_or_else(|| FhirError::bad_request("_cursor is not a cursor this server issued"))?;
-                cursor = Some((t.to_string(), id.to_string()));
+        }
+        Ok(options)
+    }
+
+    /// The member types of the Patient compartment this request asks for, in order.
+    fn members(&self) -> FhirResult<Vec<&'static str>> {
+        let compartment = definitions::compartment("Patient")
+            .ok_or_else(|| FhirError::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", "no Patient compartment"))?;
+        let mut members: Vec<&str> = compartment.members.iter().map(|(t, _)| *t).collect();
+        members.sort_unstable();
+        members.retain(|t| self.types.as_ref().is_none_or(|list| list.iter().any(|x| x == t)));
+        Ok(members)
+    }
+
+    fn criteria(&self) -> Vec<(String, String)> {
+        self.since
+            .iter()
+            .map(|s| ("_lastUpdated".to_string(), format!("ge{s}")))
+            .collect()
+    }
+
+    /// The query string that reproduces these options (without the cursor).
+    fn query_string(&self) -> String {
+        let mut q = format!("_count={}", self.count);
+        if let Some(s) = &self.since {
+            q.push_str(&format!("&_since={s}"));
+        }
+        if let Some(t) = &self.types {
+            q.push_str(&format!("&_type={}", t.join(",")));
+        }
+        q
+    }
+}
+
+/// What one patient's compartment contributes to a page.
+struct Collected {
+    /// Resources on the page (at most the room there was).
+    found: Vec<Stored>,
+    /// All resources of the compartment (only counted when asked).
+    total: u64,
+    /// Whether more resources follow those found.
+    more: bool,
+}
+
+/// Up to `room` resources of a patient's compartment after `after` (member type, id).
+fn collect(
+    engine: &Engine,
+    patient_id: &str,
+    options: &Options,
+    after: Option<(&str, &str)>,
+    room: usize,
+    count_all: bool,
+) -> FhirResult<Collected> {
+    let criteria = options.criteria();
+    let mut out = Collected {
+        found: Vec::new(),
+        total: 0,
+        more: false,
+    };
+    for member in options.members()? {
+        let query = SearchQuery::parse(member, &criteria)?
+            .in_compartment("Patient", patient_id, member)
+            .ok_or_else(|| FhirError::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", "not a member"))?;
+        // Types before the cursor's were on earlier pages.
+        let passed = matches!(after, Some((t, _)) if t > member);
+        let after_id = match after {
+            Some((t, id)) if t == member => Some(id),
+            _ => None,
+        };
+        let left = room - out.found.len();
+        if count_all {
+            let (found, n) = engine
+                .store
+                .search(member, &query, after_id, if passed { 0 } else { left + 1 })?;
+            out.total += n;
+            if !passed {
+                take(&mut out, found, left);
             }
-            "_format" => {}
-            other => {
-                return Err(FhirError::bad_request(format!(
-                    "$everything parameter '{}' is not supported",
-                    truncate(other)
-                )))
+        } else if !passed {
+            let found = engine.store.search_page(member, &query, after_id, left + 1)?;
+            take(&mut out, found, left);
+            if out.more {
+                break;
             }
         }
     }
+    Ok(out)
+}
+
+/// Adds up to `left` of `found` to the page, noting when some did not fit.
+fn take(out: &mut Collected, mut found: Vec<Stored>, left: usize) {
+    if found.len() > left {
+        found.truncate(left);
+        out.more = true;
+    }
+    out.found.extend(found);
+}
+
+fn searchset(engine: &Engine, page: &[Stored], total: Option<u64>, links: &[(&str, String)]) -> FhirResponse {
+    let mut writer = BundleWriter::new("searchset", total, links);
+    for s in page {
+        writer.entry(
+            Some(&format!("{}/{}/{}", engine.base_url, s.resource_type, s.id)),
+            EntryResource::Raw(&s.body),
+            &[("search", json!({"mode": "match"}))],
+        );
+    }
+    FhirResponse::new(StatusCode::OK, Payload::Bytes(writer.finish()))
+}
+
+/// GET or POST `Patient/{id}/$everything`.
+pub fn everything(engine: &Engine, patient_id: &str, params: &[(String, String)]) -> FhirResult<FhirResponse> {
+    let options = Options::parse(engine, params, false)?;
     match engine.store.read("Patient", patient_id)? {
         Current::Found(_) => {}
         Current::Deleted(_) => return Err(FhirError::new(StatusCode::GONE, "deleted", "The patient was deleted")),
@@ -61,64 +194,65 @@ pub fn everything(engine: &Engine, patient_id: &str, params: &[(String, String)]
             )))
         }
     }
-    let compartment = definitions::compartment("Patient")
-        .ok_or_else(|| FhirError::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", "no Patient compartment"))?;
-    let mut members: Vec<&str> = compartment.members.iter().map(|(t, _)| *t).collect();
-    members.sort_unstable();
-    members.retain(|t| types.as_ref().is_none_or(|list| list.iter().any(|x| x == t)));
-    let criteria: Vec<(String, String)> = since
-        .iter()
-        .map(|s| ("_lastUpdated".to_string(), format!("ge{s}")))
-        .collect();
-    let mut total = 0u64;
-    let mut page = Vec::new();
-    let mut next: Option<(String, String)> = None;
-    for member in &members {
-        let query = SearchQuery::parse(member, &criteria)?
-            .in_compartment("Patient", patient_id, member)
-            .ok_or_else(|| FhirError::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", "not a member"))?;
-        // Types before the cursor's were returned by earlier pages: count them only.
-        let passed = matches!(&cursor, Some((t, _)) if t.as_str() > *member);
-        let after = match &cursor {
-            Some((t, id)) if t == member => Some(id.as_str()),
-            _ => None,
-        };
-        let room = count - page.len();
-        let limit = if passed { 0 } else { room + 1 };
-        let (mut found, n) = engine.store.search(member, &query, after, limit)?;
-        total += n;
-        if passed || found.is_empty() {
-            continue;
-        }
-        if found.len() > room {
-            found.truncate(room);
-            page.extend(found);
-            if next.is_none() {
-                next = page.last().map(|s| (s.resource_type.clone(), s.id.clone()));
-            }
-            continue;
-        }
-        page.extend(found);
-    }
-    let mut query_string = format!("_count={count}");
-    if let Some(s) = &since {
-        query_string.push_str(&format!("&_since={s}"));
-    }
-    if let Some(t) = &types {
-        query_string.push_str(&format!("&_type={}", t.join(",")));
-    }
-    let base = format!("{}/Patient/{patient_id}/$everything?{query_string}", engine.base_url);
+    let after = options.cursor.as_ref().map(|(_, t, id)| (t.as_str(), id.as_str()));
+    let collected = collect(engine, patient_id, &options, after, options.count, true)?;
+    let base = format!(
+        "{}/Patient/{patient_id}/$everything?{}",
+        engine.base_url,
+        options.query_string()
+    );
     let mut links = vec![("self", base.clone())];
-    if let Some((t, id)) = &next {
-        links.push(("next", format!("{base}&_cursor={t}:{id}")));
+    if let (true, Some(last)) = (collected.more, collected.found.last()) {
+        links.push(("next", format!("{base}&_cursor={}:{}", last.resource_type, last.id)));
     }
-    let mut writer = BundleWriter::new("searchset", Some(total), &links);
-    for s in &page {
-        writer.entry(
-            Some(&format!("{}/{}/{}", engine.base_url, s.resource_type, s.id)),
-            EntryResource::Raw(&s.body),
-            &[("search", json!({"mode": "match"}))],
-        );
+    Ok(searchset(engine, &collected.found, Some(collected.total), &links))
+}
+
+/// GET or POST `Patient/$everything`: every patient in id order, each followed by their
+/// compartment. No total is given (counting the whole record base per page would cost more
+/// than the page).
+pub fn everything_for_all(engine: &Engine, params: &[(String, String)]) -> FhirResult<FhirResponse> {
+    let options = Options::parse(engine, params, true)?;
+    let all_patients = SearchQuery::parse("Patient", &[])?;
+    let mut page: Vec<(String, Stored)> = Vec::new();
+    let mut next: Option<(String, String, String)> = None;
+    let mut after_patient: Option<String> = None;
+    // The patient the previous page ended in comes first, from where it ended.
+    if let Some((patient, t, id)) = &options.cursor {
+        let c = collect(engine, patient, &options, Some((t, id)), options.count, false)?;
+        page.extend(c.found.into_iter().map(|s| (patient.clone(), s)));
+        if c.more {
+            next = page
+                .last()
+                .map(|(p, s)| (p.clone(), s.resource_type.clone(), s.id.clone()));
+        }
+        after_patient = Some(patient.clone());
     }
-    Ok(FhirResponse::new(StatusCode::OK, Payload::Bytes(writer.finish())))
+    'patients: while next.is_none() {
+        let patients = engine
+            .store
+            .search_page("Patient", &all_patients, after_patient.as_deref(), PATIENT_BATCH)?;
+        for patient in &patients {
+            let room = options.count - page.len();
+            let c = collect(engine, &patient.id, &options, None, room, false)?;
+            page.extend(c.found.into_iter().map(|s| (patient.id.clone(), s)));
+            if c.more {
+                next = page
+                    .last()
+                    .map(|(p, s)| (p.clone(), s.resource_type.clone(), s.id.clone()));
+                break 'patients;
+            }
+        }
+        match patients.last() {
+            Some(last) if patients.len() == PATIENT_BATCH => after_patient = Some(last.id.clone()),
+            _ => break,
+        }
+    }
+    let base = format!("{}/Patient/$everything?{}", engine.base_url, options.query_string());
+    let mut links = vec![("self", base.clone())];
+    if let Some((p, t, id)) = &next {
+        links.push(("next", format!("{base}&_cursor={p}:{t}:{id}")));
+    }
+    let resources: Vec<Stored> = page.into_iter().map(|(_, s)| s).collect();
+    Ok(searchset(engine, &resources, None, &links))
 }
