@@ -259,6 +259,13 @@ function render(files, errors) {
 
 // --- main ------------------------------------------------------------------
 
+// fhirpath.js error messages can embed the whole offending collection as JSON;
+// keep them short and on one line.
+function errorMessage(e) {
+  const msg = String((e && e.message) || e).replace(/\s+/g, ' ').trim();
+  return msg.length > 160 ? msg.slice(0, 160) + '...' : msg;
+}
+
 function main() {
   const [pkgDir, outPath] = process.argv.slice(2);
   if (!pkgDir || !outPath) {
@@ -275,7 +282,7 @@ function main() {
       try {
         compiled.set(sp.id, {fn: fhirpath.compile(sp.expression, r4model, options)});
       } catch (e) {
-        compiled.set(sp.id, {error: 'compile: ' + String(e && e.message || e)});
+        compiled.set(sp.id, {error: 'compile: ' + errorMessage(e)});
       }
     }
     return compiled.get(sp.id);
@@ -303,14 +310,14 @@ function main() {
           throw new Error('expression returned a Promise (asynchronous function used)');
         }
       } catch (e) {
-        errors.push({file: ex.name, param: sp.code, message: String(e && e.message || e)});
+        errors.push({file: ex.name, param: sp.code, message: errorMessage(e)});
         continue;
       }
       let f;
       try {
         f = facts(sp.type, nodes || []);
       } catch (e) {
-        errors.push({file: ex.name, param: sp.code, message: 'fact extraction: ' + String(e && e.message || e)});
+        errors.push({file: ex.name, param: sp.code, message: 'fact extraction: ' + errorMessage(e)});
         continue;
       }
       if (!f) continue;

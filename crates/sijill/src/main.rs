@@ -43,7 +43,7 @@ enum Command {
     Export(export::ExportArgs),
     /// Generate a synthetic national population (into the store, or as files with --out).
     Demo(demo::DemoArgs),
-    /// Rebuild the search index from the current versions (writers wait while it runs).
+    /// Rebuild the search index from the current versions, online (a server may keep serving).
     Reindex,
 }
 

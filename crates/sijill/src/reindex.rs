@@ -1,4 +1,5 @@
-//! `sijill reindex`: rebuilds the search index from the current versions, with progress.
+//! `sijill reindex`: rebuilds the search index from the current versions, with progress, in
+//! short transactions so that a server on the same data directory keeps serving and writing.
 
 use std::path::Path;
 use std::process::ExitCode;

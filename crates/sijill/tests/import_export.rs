@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{binary, sijill};
+use common::{binary, json, sijill, Server};
 use serde_json::{json, Value};
 
 fn write(dir: &Path, name: &str, content: &str) {
@@ -265,4 +265,46 @@ fn reindex_rebuilds_a_lost_index() {
         .query_row("SELECT count(*) FROM search_index", [], |r| r.get(0))
         .unwrap();
     assert!(rows >= 50, "{rows}");
+}
+
+#[test]
+fn reindex_runs_while_the_server_serves_and_writes() {
+    let server = Server::start();
+    let entries: Vec<Value> = (0..1200)
+        .map(|i| {
+            json!({"resource": {"resourceType": "Patient", "gender": if i % 2 == 0 { "female" } else { "male" }},
+                        "request": {"method": "POST", "url": "Patient"}})
+        })
+        .collect();
+    let r = server.post(
+        "",
+        &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+    );
+    assert_eq!(r.status(), 200);
+    // Lose the index of the women behind the server's back.
+    let db = rusqlite::Connection::open(server.dir.path().join("sijill.db")).unwrap();
+    db.execute("DELETE FROM search_index WHERE value = 'female'", [])
+        .unwrap();
+    drop(db);
+    assert_eq!(json(server.get("Patient?gender=female&_summary=count"))["total"], 0);
+    // The server keeps taking writes while another process reindexes.
+    let mut reindex = Command::new(binary())
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .arg("reindex")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut written = 0;
+    while reindex.try_wait().unwrap().is_none() && written < 200 {
+        let r = server.post("Patient", &json!({"resourceType": "Patient", "gender": "other"}));
+        assert_eq!(r.status(), 201, "a write failed during the reindex");
+        written += 1;
+    }
+    assert!(reindex.wait().unwrap().success());
+    assert_eq!(json(server.get("Patient?gender=female&_summary=count"))["total"], 600);
+    assert_eq!(
+        json(server.get("Patient?gender=other&_summary=count"))["total"],
+        written
+    );
 }

@@ -870,12 +870,72 @@ fn rebuild_index(conn: &mut Connection, keys: &ParamKeys, progress: &mut dyn FnM
     Ok(())
 }
 
+/// Resources whose index rows one step of an online reindex replaces.
+const REINDEX_BATCH: i64 = 500;
+
+/// Replaces the index rows of the current versions with row ids in `(after, after + batch]`,
+/// in one short transaction. Returns the highest row id it looked at, or None at the end.
+fn reindex_batch(conn: &mut Connection, keys: &ParamKeys, after: i64) -> Result<Option<(i64, u64)>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let max: Option<i64> = tx.query_row("SELECT max(rid) FROM resources", [], |r| r.get(0))?;
+    let Some(max) = max.filter(|m| *m > after) else {
+        return Ok(None);
+    };
+    let upto = (after + REINDEX_BATCH).min(max);
+    for table in ["search_index", "search_date", "search_number", "search_composite"] {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE rid > ?1 AND rid <= ?2"),
+            params![after, upto],
+        )?;
+    }
+    let mut done = 0u64;
+    {
+        let mut stmt = tx.prepare(
+            "SELECT r.rid, r.type, v.body FROM resources r
+             JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
+             WHERE r.deleted = 0 AND r.rid > ?1 AND r.rid <= ?2",
+        )?;
+        let mut rows = stmt.query(params![after, upto])?;
+        while let Some(row) = rows.next()? {
+            let (rid, ty, body): (i64, String, Vec<u8>) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            let value: Value = serde_json::from_slice(&body).map_err(|e| StoreError::Database(e.to_string()))?;
+            insert_index_rows(&tx, keys, &ty, rid, &crate::index::extract(&ty, &value))?;
+            done += 1;
+        }
+    }
+    tx.commit()?;
+    Ok(Some((upto, done)))
+}
+
 impl SqliteStore {
-    /// Rebuilds the whole search index from the current versions (`sijill reindex`).
-    /// Writers wait while it runs; readers see the old index until it commits.
+    /// Rebuilds the whole search index from the current versions (`sijill reindex`), online:
+    /// in short transactions of `REINDEX_BATCH` resources, so that writers — of this process
+    /// or of a server on the same database — go on between them. Each resource's rows are
+    /// replaced atomically: a search meanwhile sees it indexed by the old rules or the new.
     pub fn reindex(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
-        let mut writer = self.writer.lock();
-        rebuild_index(&mut writer.conn, &self.param_keys, progress)
+        let total: i64 = self
+            .with_reader(|c| Ok(c.query_row("SELECT count(*) FROM resources WHERE deleted = 0", [], |r| r.get(0))?))?;
+        let total = total as u64;
+        progress(0, total);
+        let mut after = 0i64;
+        let mut done = 0u64;
+        loop {
+            let step = {
+                let mut writer = self.writer.lock();
+                reindex_batch(&mut writer.conn, &self.param_keys, after)?
+            };
+            let Some((upto, count)) = step else { break };
+            after = upto;
+            done += count;
+            progress(done.min(total), total.max(done));
+        }
+        let writer = self.writer.lock();
+        writer.conn.execute(
+            "INSERT INTO store_meta (key, value) VALUES ('index_fingerprint', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![crate::index::fingerprint()],
+        )?;
+        Ok(())
     }
 }
 
