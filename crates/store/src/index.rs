@@ -21,6 +21,8 @@ struct PathExpr {
     as_type: Option<String>,
     /// `where(resolve() is Type)`: keep only references to that type.
     reference_target: Option<String>,
+    /// Steps after a cast: `(Observation.value as CodeableConcept).text` → `["text"]`.
+    after_cast: Vec<String>,
 }
 
 /// A search parameter that Sijill indexes for a resource type.
@@ -188,10 +190,13 @@ fn parse_expression(expression: &str, resource_type: &str) -> Option<Vec<PathExp
 fn parse_paths(expression: &str, resource_type: &str, allow_root: bool) -> Option<Vec<PathExpr>> {
     let mut out = Vec::new();
     for part in expression.split(" | ") {
-        let mut part = part.trim();
-        if part.starts_with('(') && part.ends_with(')') {
-            part = &part[1..part.len() - 1];
-        }
+        let part = part.trim();
+        // `(path as Type).more` casts, then goes on; `(path as Type)` only casts.
+        let (part, after_cast) = match part.strip_prefix('(').and_then(|p| p.split_once(").")) {
+            Some((inner, rest)) => (inner, rest.split('.').map(str::to_string).collect::<Vec<_>>()),
+            None if part.starts_with('(') && part.ends_with(')') => (&part[1..part.len() - 1], Vec::new()),
+            None => (part, Vec::new()),
+        };
         let (path, as_type) = match part.split_once(" as ") {
             Some((p, t)) => (p.trim(), Some(t.trim().to_string())),
             None => (part, None),
@@ -206,12 +211,19 @@ fn parse_paths(expression: &str, resource_type: &str, allow_root: bool) -> Optio
         };
         let mut segments = path.split('.');
         let root = segments.next()?;
+        if !root.chars().all(|c| c.is_ascii_alphanumeric()) {
+            // Not a path from a type: a form this version does not understand.
+            return None;
+        }
         if root != resource_type && root != "Resource" && root != "DomainResource" {
             continue;
         }
         let segments: Vec<String> = segments.map(str::to_string).collect();
         if (segments.is_empty() && !allow_root)
-            || segments.iter().any(|s| !s.chars().all(|c| c.is_ascii_alphanumeric()))
+            || segments
+                .iter()
+                .chain(&after_cast)
+                .any(|s| !s.chars().all(|c| c.is_ascii_alphanumeric()))
             || as_type
                 .as_deref()
                 .is_some_and(|t| !t.chars().all(|c| c.is_ascii_alphanumeric()))
@@ -222,6 +234,7 @@ fn parse_paths(expression: &str, resource_type: &str, allow_root: bool) -> Optio
             segments,
             as_type,
             reference_target,
+            after_cast,
         });
     }
     Some(out)
@@ -245,7 +258,7 @@ pub fn unsupported_params() -> &'static [(String, &'static str, String)] {
 
 /// Bump when extraction code changes in a way the definitions do not show; stores rebuild
 /// their index when the fingerprint changes.
-const EXTRACTION_RULES_VERSION: u32 = 10;
+const EXTRACTION_RULES_VERSION: u32 = 11;
 
 /// A stable fingerprint (FNV-1a) of the extraction rules: every indexed parameter with its
 /// type and paths, and [`EXTRACTION_RULES_VERSION`].
@@ -328,6 +341,18 @@ fn eval_path<'a>(node: &'a Value, path: &PathExpr) -> Vec<&'a Value> {
                 _ => map.get(seg.as_str()).or_else(|| choice_value(map, seg)),
             };
             match found {
+                Some(Value::Array(items)) => next.extend(items.iter()),
+                Some(v) => next.push(v),
+                None => {}
+            }
+        }
+        nodes = next;
+    }
+    for seg in &path.after_cast {
+        let mut next = Vec::new();
+        for node in nodes {
+            let Value::Object(map) = node else { continue };
+            match map.get(seg.as_str()).or_else(|| choice_value(map, seg)) {
                 Some(Value::Array(items)) => next.extend(items.iter()),
                 Some(v) => next.push(v),
                 None => {}
@@ -485,7 +510,10 @@ fn values_of(p: &IndexedParam, path: &PathExpr, node: &Value, rows: &mut Vec<Ind
             }
         }
         SearchParamType::Reference => {
-            let Some(reference) = node.get("reference").and_then(Value::as_str) else {
+            // A Reference, or a canonical / uri (without its `|version`).
+            let reference = node.get("reference").and_then(Value::as_str);
+            let canonical = node.as_str().map(|c| c.split('|').next().unwrap_or(c));
+            let Some(reference) = reference.or(canonical) else {
                 return;
             };
             // A reference to another server is indexed by its whole URL only: it must not
@@ -560,6 +588,11 @@ const DATE_MAX: &str = "9999-12-31T23:59:59.999Z";
 fn date_range_of(node: &Value) -> Option<(String, String)> {
     match node {
         Value::String(s) => crate::time_fmt::date_range(s),
+        // A Timing covers its bounds (its events are taken separately).
+        Value::Object(m) if m.contains_key("repeat") => m
+            .get("repeat")
+            .and_then(|r| r.get("boundsPeriod"))
+            .and_then(date_range_of),
         Value::Object(m) if m.contains_key("start") || m.contains_key("end") => {
             let start = m
                 .get("start")
