@@ -156,7 +156,9 @@ fn extraction_agrees_with_the_fhirpath_reference_implementation() {
                 _ => {
                     let no_date = NO_DATE_IN_ELEMENT.iter().any(|(f, p, _)| f == file && *p == def.code);
                     let ours_have = !ours.is_empty();
-                    if they_have != ours_have && !(no_date && !ours_have) {
+                    // Listed pairs may lack a date on our side, nothing else.
+                    let excused = no_date && !ours_have;
+                    if they_have != ours_have && !excused {
                         mismatches.push(format!(
                             "{file} {} ({kind}): ours {} rows, fhirpath {}",
                             def.code,
