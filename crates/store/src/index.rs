@@ -223,7 +223,7 @@ fn parse_paths(expression: &str, resource_type: &str, allow_root: bool) -> Optio
             || segments
                 .iter()
                 .chain(&after_cast)
-                .any(|s| !s.chars().all(|c| c.is_ascii_alphanumeric()))
+                .any(|s| !s.chars().all(|c| c.is_ascii_alphanumeric()) && where_equals(s).is_none())
             || as_type
                 .as_deref()
                 .is_some_and(|t| !t.chars().all(|c| c.is_ascii_alphanumeric()))
@@ -258,7 +258,7 @@ pub fn unsupported_params() -> &'static [(String, &'static str, String)] {
 
 /// Bump when extraction code changes in a way the definitions do not show; stores rebuild
 /// their index when the fingerprint changes.
-const EXTRACTION_RULES_VERSION: u32 = 11;
+const EXTRACTION_RULES_VERSION: u32 = 12;
 
 /// A stable fingerprint (FNV-1a) of the extraction rules: every indexed parameter with its
 /// type and paths, and [`EXTRACTION_RULES_VERSION`].
@@ -326,10 +326,23 @@ pub fn extract(resource_type: &str, resource: &Value) -> Vec<IndexRow> {
     rows
 }
 
+/// `where(key='value')`: the (key, value) a path step keeps objects by.
+fn where_equals(step: &str) -> Option<(&str, &str)> {
+    let inner = step.strip_prefix("where(")?.strip_suffix("')")?;
+    let (key, value) = inner.split_once("='")?;
+    let plain =
+        |s: &str, extra: &[char]| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(&c));
+    (plain(key, &[]) && plain(value, &['-', '_', '.'])).then_some((key, value))
+}
+
 /// The nodes a path reaches from `node` (arrays flattened).
 fn eval_path<'a>(node: &'a Value, path: &PathExpr) -> Vec<&'a Value> {
     let mut nodes = vec![node];
     for (i, seg) in path.segments.iter().enumerate() {
+        if let Some((key, value)) = where_equals(seg) {
+            nodes.retain(|n| n.get(key).and_then(Value::as_str) == Some(value));
+            continue;
+        }
         let last = i + 1 == path.segments.len();
         let mut next = Vec::new();
         for node in nodes {
