@@ -23,6 +23,8 @@ struct PathExpr {
     reference_target: Option<String>,
     /// Steps after a cast: `(Observation.value as CodeableConcept).text` → `["text"]`.
     after_cast: Vec<String>,
+    /// `X.exists() and X != false`: one boolean, true when X is there and not `false`.
+    present_not_false: bool,
 }
 
 /// A search parameter that Sijill indexes for a resource type.
@@ -191,6 +193,11 @@ fn parse_paths(expression: &str, resource_type: &str, allow_root: bool) -> Optio
     let mut out = Vec::new();
     for part in expression.split(" | ") {
         let part = part.trim();
+        // `X.exists() and X != false` (Patient.deceased): one boolean.
+        let (part, present_not_false) = match part.split_once(".exists() and ") {
+            Some((x, rest)) if rest == format!("{x} != false") => (x, true),
+            _ => (part, false),
+        };
         // `(path as Type).more` casts, then goes on; `(path as Type)` only casts.
         let (part, after_cast) = match part.strip_prefix('(').and_then(|p| p.split_once(").")) {
             Some((inner, rest)) => (inner, rest.split('.').map(str::to_string).collect::<Vec<_>>()),
@@ -209,7 +216,7 @@ fn parse_paths(expression: &str, resource_type: &str, allow_root: bool) -> Optio
             Some((p, t)) => (p, Some(t.trim_end_matches(')').to_string())),
             None => (path, as_type),
         };
-        let mut segments = path.split('.');
+        let mut segments = steps(path).into_iter();
         let root = segments.next()?;
         if !root.chars().all(|c| c.is_ascii_alphanumeric()) {
             // Not a path from a type: a form this version does not understand.
@@ -220,10 +227,12 @@ fn parse_paths(expression: &str, resource_type: &str, allow_root: bool) -> Optio
         }
         let segments: Vec<String> = segments.map(str::to_string).collect();
         if (segments.is_empty() && !allow_root)
-            || segments
-                .iter()
-                .chain(&after_cast)
-                .any(|s| !s.chars().all(|c| c.is_ascii_alphanumeric()) && where_equals(s).is_none())
+            || segments.iter().chain(&after_cast).any(|s| {
+                !s.chars().all(|c| c.is_ascii_alphanumeric())
+                    && where_equals(s).is_none()
+                    && first_of(s).is_none()
+                    && extension_url(s).is_none()
+            })
             || as_type
                 .as_deref()
                 .is_some_and(|t| !t.chars().all(|c| c.is_ascii_alphanumeric()))
@@ -235,6 +244,7 @@ fn parse_paths(expression: &str, resource_type: &str, allow_root: bool) -> Optio
             as_type,
             reference_target,
             after_cast,
+            present_not_false,
         });
     }
     Some(out)
@@ -258,7 +268,7 @@ pub fn unsupported_params() -> &'static [(String, &'static str, String)] {
 
 /// Bump when extraction code changes in a way the definitions do not show; stores rebuild
 /// their index when the fingerprint changes.
-const EXTRACTION_RULES_VERSION: u32 = 12;
+const EXTRACTION_RULES_VERSION: u32 = 14;
 
 /// A stable fingerprint (FNV-1a) of the extraction rules: every indexed parameter with its
 /// type and paths, and [`EXTRACTION_RULES_VERSION`].
@@ -326,6 +336,42 @@ pub fn extract(resource_type: &str, resource: &Value) -> Vec<IndexRow> {
     rows
 }
 
+/// The steps of a path: split on the dots outside quotes and parentheses.
+fn steps(path: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut quoted, mut start) = (0i32, false, 0);
+    for (i, c) in path.char_indices() {
+        match c {
+            '\'' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => depth -= 1,
+            '.' if !quoted && depth == 0 => {
+                out.push(&path[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&path[start..]);
+    out
+}
+
+/// `extension('url')`: the url of the extensions a path step takes.
+fn extension_url(step: &str) -> Option<&str> {
+    let url = step.strip_prefix("extension('")?.strip_suffix("')")?;
+    (!url.is_empty() && !url.contains(['\'', '(', ')'])).then_some(url)
+}
+
+/// `name[0]`: the element whose first item a path step takes.
+fn first_of(step: &str) -> Option<&str> {
+    let name = step.strip_suffix("[0]")?;
+    (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric())).then_some(name)
+}
+
+/// The JSON booleans `X.exists() and X != false` evaluates to.
+static TRUE: Value = Value::Bool(true);
+static FALSE: Value = Value::Bool(false);
+
 /// `where(key='value')`: the (key, value) a path step keeps objects by.
 fn where_equals(step: &str) -> Option<(&str, &str)> {
     let inner = step.strip_prefix("where(")?.strip_suffix("')")?;
@@ -337,10 +383,46 @@ fn where_equals(step: &str) -> Option<(&str, &str)> {
 
 /// The nodes a path reaches from `node` (arrays flattened).
 fn eval_path<'a>(node: &'a Value, path: &PathExpr) -> Vec<&'a Value> {
+    if path.present_not_false {
+        let plain = PathExpr {
+            present_not_false: false,
+            ..path.clone()
+        };
+        let there = eval_path(node, &plain).into_iter().any(|v| *v != Value::Bool(false));
+        return vec![if there { &TRUE } else { &FALSE }];
+    }
     let mut nodes = vec![node];
     for (i, seg) in path.segments.iter().enumerate() {
         if let Some((key, value)) = where_equals(seg) {
             nodes.retain(|n| n.get(key).and_then(Value::as_str) == Some(value));
+            continue;
+        }
+        if let Some(url) = extension_url(seg) {
+            let last = i + 1 == path.segments.len() && path.after_cast.is_empty();
+            nodes = nodes
+                .into_iter()
+                .filter_map(|n| n.get("extension").and_then(Value::as_array))
+                .flatten()
+                .filter(|e| e.get("url").and_then(Value::as_str) == Some(url))
+                // At the end of a path, an extension stands for its value.
+                .filter_map(|e| {
+                    if last {
+                        e.as_object().and_then(|m| choice_value(m, "value"))
+                    } else {
+                        Some(e)
+                    }
+                })
+                .collect();
+            continue;
+        }
+        if let Some(name) = first_of(seg) {
+            nodes = nodes
+                .into_iter()
+                .filter_map(|n| match n.get(name) {
+                    Some(Value::Array(items)) => items.first(),
+                    other => other,
+                })
+                .collect();
             continue;
         }
         let last = i + 1 == path.segments.len();
@@ -527,6 +609,14 @@ fn values_of(p: &IndexedParam, path: &PathExpr, node: &Value, rows: &mut Vec<Ind
             let reference = node.get("reference").and_then(Value::as_str);
             let canonical = node.as_str().map(|c| c.split('|').next().unwrap_or(c));
             let Some(reference) = reference.or(canonical) else {
+                // A resource held inline (`Bundle.entry[0].resource`) is referred to by its id.
+                let inline = (
+                    node.get("resourceType").and_then(Value::as_str),
+                    node.get("id").and_then(Value::as_str),
+                );
+                if let (Some(ty), Some(id)) = inline {
+                    push_exact(Some(ty), id, None);
+                }
                 return;
             };
             // A reference to another server is indexed by its whole URL only: it must not
@@ -730,5 +820,67 @@ mod tests {
         assert!(rows
             .iter()
             .any(|r| r.param == "encounter" && r.system.as_deref() == Some("Encounter") && r.value == "e1"));
+    }
+}
+
+#[cfg(test)]
+mod more_forms {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn exists_and_not_false_indexers_and_where_steps() {
+        let deceased = |p: Value| {
+            extract("Patient", &p)
+                .into_iter()
+                .filter(|r| r.param == "deceased")
+                .map(|r| r.value)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(deceased(json!({"resourceType": "Patient"})), vec!["false"]);
+        assert_eq!(
+            deceased(json!({"resourceType": "Patient", "deceasedBoolean": false})),
+            vec!["false"]
+        );
+        assert_eq!(
+            deceased(json!({"resourceType": "Patient", "deceasedBoolean": true})),
+            vec!["true"]
+        );
+        assert_eq!(
+            deceased(json!({"resourceType": "Patient", "deceasedDateTime": "2020-01-01"})),
+            vec!["true"]
+        );
+        let bundle = json!({"resourceType": "Bundle", "type": "document", "entry": [
+            {"resource": {"resourceType": "Composition", "id": "c1"}},
+            {"resource": {"resourceType": "Patient", "id": "p1"}}]});
+        let rows = extract("Bundle", &bundle);
+        let composition: Vec<_> = rows.iter().filter(|r| r.param == "composition").collect();
+        assert_eq!(composition.len(), 1);
+        assert_eq!(
+            (composition[0].system.as_deref(), composition[0].value.as_str()),
+            (Some("Composition"), "c1")
+        );
+        let patient = json!({"resourceType": "Patient", "telecom": [
+            {"system": "phone", "value": "+212 600000000"}, {"system": "email", "value": "a@example.org"}]});
+        let rows = extract("Patient", &patient);
+        let values = |code: &str| {
+            rows.iter()
+                .filter(|r| r.param == code)
+                .map(|r| r.value.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(values("phone"), vec!["+212 600000000"]);
+        assert_eq!(values("email"), vec!["a@example.org"]);
+        // The URL the R4 parameter names (not the extension's own canonical URL).
+        let url = "http://hl7.org/fhir/StructureDefinition/patient-extensions-Patient-mothersMaidenName";
+        let patient = json!({"resourceType": "Patient", "extension": [
+            {"url": url, "valueString": "Benali"}, {"url": "urn:other", "valueString": "Nope"}]});
+        let rows = extract("Patient", &patient);
+        let maiden: Vec<_> = rows
+            .iter()
+            .filter(|r| r.param == "mothersMaidenName")
+            .map(|r| r.exact.clone())
+            .collect();
+        assert_eq!(maiden, vec![Some("Benali".to_string())]);
     }
 }

@@ -112,6 +112,14 @@ fn extraction_agrees_with_the_fhirpath_reference_implementation() {
             let Some(param) = index::param(rt, def.code) else {
                 continue;
             };
+            // A path ending in `extension('url')` yields Extension elements; the index takes
+            // their value (what a search on them means), which the plain result does not show.
+            if def
+                .expression
+                .is_some_and(|e| e.trim_end().ends_with("')") && e.contains(".extension('"))
+            {
+                continue;
+            }
             let restricted = def.expression.is_some_and(|e| e.contains("resolve()"));
             let ours: Vec<&index::IndexRow> = rows
                 .iter()
