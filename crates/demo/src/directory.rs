@@ -42,17 +42,18 @@ pub struct Facility {
 impl Facility {
     /// A clinician of the specialty, else any doctor, else anyone.
     pub fn clinician(&self, rng: &mut Rng, specialty: Option<usize>) -> &Clinician {
-        let matching: Vec<&Clinician> = self
-            .clinicians
-            .iter()
-            .filter(|c| specialty.is_some() && c.specialty == specialty)
-            .collect();
-        if !matching.is_empty() {
-            return matching[rng.below(matching.len() as u64) as usize];
-        }
-        let doctors: Vec<&Clinician> = self.clinicians.iter().filter(|c| c.specialty.is_some()).collect();
-        if !doctors.is_empty() {
-            return doctors[rng.below(doctors.len() as u64) as usize];
+        let of_specialty = |c: &&Clinician| specialty.is_some() && c.specialty == specialty;
+        let doctor = |c: &&Clinician| c.specialty.is_some();
+        let anyone = |_: &&Clinician| true;
+        let rules: [&dyn Fn(&&Clinician) -> bool; 3] = [&of_specialty, &doctor, &anyone];
+        for rule in rules {
+            let count = self.clinicians.iter().filter(rule).count();
+            if count > 0 {
+                let n = rng.below(count as u64) as usize;
+                if let Some(c) = self.clinicians.iter().filter(rule).nth(n) {
+                    return c;
+                }
+            }
         }
         rng.pick(&self.clinicians)
     }
@@ -109,9 +110,14 @@ struct Builder<'a> {
     out: Vec<Value>,
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
     fn push(&mut self, resource: Value) {
         self.out.push(resource);
+    }
+
+    /// The country's UTC offset, borrowed from the settings (not from the builder).
+    fn offset(&self) -> &'a str {
+        &self.settings.profile.utc_offset
     }
 
     fn now(&self) -> PrimitiveDateTime {
@@ -250,19 +256,17 @@ impl Builder<'_> {
     }
 
     fn clinician(&mut self, facility: &Facility, specialty: Option<usize>, services: &[(usize, String)]) -> Clinician {
-        let p = &self.settings.profile;
+        let settings = self.settings;
+        let p = &settings.profile;
         let practitioner = self.rng.uuid();
         let role = self.rng.uuid();
         let male = self.rng.chance(if specialty.is_some() { 0.45 } else { 0.3 });
-        let given = self
-            .rng
-            .pick(if male {
-                &p.given_names.male
-            } else {
-                &p.given_names.female
-            })
-            .clone();
-        let family = self.rng.pick(&p.family_names).clone();
+        let given = self.rng.pick(if male {
+            &p.given_names.male
+        } else {
+            &p.given_names.female
+        });
+        let family = self.rng.pick(&p.family_names);
         let licence = format!("{}-{}", p.code.to_uppercase(), self.rng.from_template("DDDDDDD"));
         let languages: Vec<Value> = p
             .languages
@@ -294,7 +298,7 @@ impl Builder<'_> {
             "id": practitioner,
             "identifier": [{"system": p.identifier_systems.practitioner, "value": licence}],
             "active": true,
-            "name": names(&given, &family, specialty.map(|_| "Dr")),
+            "name": names(given, family, specialty.map(|_| "Dr")),
             "gender": if male { "male" } else { "female" },
             "qualification": [{"code": qualification}],
             "communication": languages,
@@ -338,7 +342,7 @@ impl Builder<'_> {
         let start = self.settings.as_of + Duration::days(1);
         let end = start + Duration::weeks(weeks as i64);
         let id = self.rng.uuid();
-        let offset = self.settings.profile.utc_offset.clone();
+        let offset = self.offset();
         self.push(json!({
             "resourceType": "Schedule",
             "id": id,
@@ -363,8 +367,8 @@ impl Builder<'_> {
                         "specialty": [concept(codes::SNOMED, sp.code, sp.display)],
                         "schedule": reference("Schedule", &id),
                         "status": if booked { "busy" } else { "free" },
-                        "start": date_time(begin, &offset),
-                        "end": date_time(finish, &offset),
+                        "start": date_time(begin, offset),
+                        "end": date_time(finish, offset),
                     }));
                     if booked {
                         let created = self.now() - Duration::days(self.rng.between(1, 30));
@@ -375,10 +379,10 @@ impl Builder<'_> {
                             "id": appointment,
                             "status": "booked",
                             "specialty": [concept(codes::SNOMED, sp.code, sp.display)],
-                            "start": date_time(begin, &offset),
-                            "end": date_time(finish, &offset),
+                            "start": date_time(begin, offset),
+                            "end": date_time(finish, offset),
                             "slot": [reference("Slot", &slot)],
-                            "created": date_time(created, &offset),
+                            "created": date_time(created, offset),
                             "participant": [
                                 {"actor": reference("Patient", &crate::person::patient_id(self.settings.seed, patient)), "status": "accepted"},
                                 {"actor": reference("PractitionerRole", role), "status": "accepted"},
@@ -493,7 +497,6 @@ impl Builder<'_> {
     }
 
     fn maintenance(&mut self, facility: &Facility, device: &str, installed: time::Date, out_of_order: bool) {
-        let offset = self.settings.profile.utc_offset.clone();
         let mut day = installed + Duration::days(180);
         let history_start = self.settings.as_of - Duration::days(730);
         while day < self.settings.as_of {
@@ -505,16 +508,7 @@ impl Builder<'_> {
                 };
                 let started = PrimitiveDateTime::new(day, Time::from_hms(9, 0, 0).unwrap_or(Time::MIDNIGHT));
                 let finished = started + Duration::hours(self.rng.between(1, 6));
-                self.task(
-                    facility,
-                    device,
-                    kind,
-                    text,
-                    "completed",
-                    started,
-                    Some(finished),
-                    &offset,
-                );
+                self.task(facility, device, kind, text, started, Some(finished));
             }
             day += Duration::days(self.rng.between(150, 210));
         }
@@ -525,26 +519,24 @@ impl Builder<'_> {
                 device,
                 "corrective",
                 "Panne signalée, en attente d'intervention",
-                "requested",
                 reported,
                 None,
-                &offset,
             );
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A maintenance work order on a device: completed when it has an end, else requested.
     fn task(
         &mut self,
         facility: &Facility,
         device: &str,
         kind: &str,
         text: &str,
-        status: &str,
         start: PrimitiveDateTime,
         end: Option<PrimitiveDateTime>,
-        offset: &str,
     ) {
+        let offset = self.offset();
+        let status = if end.is_some() { "completed" } else { "requested" };
         let id = self.rng.uuid();
         let mut period = json!({"start": date_time(start, offset)});
         if let Some(e) = end {

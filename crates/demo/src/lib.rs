@@ -20,6 +20,11 @@ use time::Date;
 pub use directory::Directory;
 pub use profile::CountryProfile;
 
+/// Weeks of appointment slots generated unless told otherwise.
+pub const DEFAULT_SLOT_WEEKS: u32 = 2;
+/// Years of clinical history generated unless told otherwise.
+pub const DEFAULT_HISTORY_YEARS: u32 = 8;
+
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -42,18 +47,28 @@ pub struct Settings {
 pub struct Population {
     settings: Settings,
     directory: Directory,
+    /// Computed once: see [`record::adult_age_norm`].
+    risk_norm: [f64; 8],
 }
 
 impl Population {
     /// Builds the directory; returns the population and the directory's resources.
     pub fn new(settings: Settings) -> (Population, Vec<Value>) {
         let (directory, resources) = directory::build(&settings);
-        (Population { settings, directory }, resources)
+        let risk_norm = record::adult_age_norm(&settings);
+        (
+            Population {
+                settings,
+                directory,
+                risk_norm,
+            },
+            resources,
+        )
     }
 
     /// All resources of citizen `index` (0-based, below `settings.patients`).
     pub fn patient(&self, index: u64) -> Vec<Value> {
-        record::patient_record(&self.settings, &self.directory, index)
+        record::patient_record(&self.settings, &self.directory, self.risk_norm, index)
     }
 
     /// The settings.

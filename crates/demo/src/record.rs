@@ -44,6 +44,8 @@ struct Writer<'a> {
     tertiary: Option<usize>,
     diagnoses: Vec<Diagnosis>,
     body: Physiology,
+    /// Per chronic condition, the adult average of its age weight.
+    risk_norm: [f64; 8],
 }
 
 /// A visit: who saw the patient, where and when.
@@ -177,8 +179,9 @@ impl Writer<'_> {
         );
     }
 
-    fn blood_pressure(&mut self, visit: &Visit) {
-        let systolic = (self.body.systolic + self.rng.normal(0.0, 6.0)).clamp(85.0, 220.0);
+    /// A blood pressure reading around the systolic `mean`.
+    fn blood_pressure(&mut self, visit: &Visit, mean: f64) {
+        let systolic = (mean + self.rng.normal(0.0, 6.0)).clamp(85.0, 220.0);
         let diastolic = (systolic * 0.6 + self.rng.normal(6.0, 4.0)).clamp(50.0, 130.0);
         let components = json!([
             {"code": concept(codes::LOINC, vitals::SYSTOLIC.0, vitals::SYSTOLIC.1), "valueQuantity": quantity(systolic, "mm[Hg]", 0)},
@@ -451,7 +454,8 @@ impl Writer<'_> {
     }
 
     fn immunisations(&mut self, from: Date) {
-        let schedule = self.settings.profile.immunisation_schedule.clone();
+        let settings = self.settings;
+        let schedule = &settings.profile.immunisation_schedule;
         let mut ages: Vec<u32> = schedule.iter().map(|d| d.age_months).collect();
         ages.sort_unstable();
         ages.dedup();
@@ -512,7 +516,7 @@ impl Writer<'_> {
                     self.growth(&visit);
                     self.heart_rate(&visit);
                     if age >= 18.0 {
-                        self.blood_pressure(&visit);
+                        self.blood_pressure(&visit, self.body.systolic);
                     }
                     if age >= 40.0 && self.rng.chance(0.3) {
                         let glucose = self.rng.normal(92.0, 8.0);
@@ -575,7 +579,7 @@ impl Writer<'_> {
 
     fn diagnose(&mut self) {
         let p = &self.settings.profile.prevalence;
-        let norm = adult_age_norm(self.settings);
+        let norm = self.risk_norm;
         for kind in CHRONIC {
             let base = match kind {
                 Chronic::Diabetes => p.diabetes,
@@ -691,10 +695,10 @@ impl Writer<'_> {
         let improvement = (years * 0.5).min(1.0);
         match kind {
             Chronic::Hypertension | Chronic::IschemicHeart => {
-                let saved = self.body.systolic;
-                self.body.systolic = saved - 14.0 * improvement * if saved > 135.0 { 1.0 } else { 0.0 };
-                self.blood_pressure(visit);
-                self.body.systolic = saved;
+                // Treatment brings a high pressure down by up to 14 mmHg.
+                let base = self.body.systolic;
+                let treated = if base > 135.0 { base - 14.0 * improvement } else { base };
+                self.blood_pressure(visit, treated);
                 self.heart_rate(visit);
                 if kind == Chronic::IschemicHeart && self.rng.chance(0.4) {
                     self.lipids(visit);
@@ -708,9 +712,7 @@ impl Writer<'_> {
                     labs::HBA1C_REPORT,
                     &[(labs::HBA1C, hba1c, 1), (labs::GLUCOSE, glucose, 0)],
                 );
-                let w = self.body.bmi;
                 self.growth(visit);
-                self.body.bmi = w;
                 if self.rng.chance(0.35) {
                     self.lipids(visit);
                 }
@@ -719,7 +721,7 @@ impl Writer<'_> {
                 }
             }
             Chronic::Ckd => {
-                self.blood_pressure(visit);
+                self.blood_pressure(visit, self.body.systolic);
                 self.renal(visit);
             }
             Chronic::Obesity => self.growth(visit),
@@ -826,7 +828,7 @@ impl Writer<'_> {
             let ward = &wards[(day.to_julian_day() as usize) % wards.len()];
             locations.push(json!({"location": reference("Location", ward), "status": "completed"}));
         }
-        self.blood_pressure(&visit);
+        self.blood_pressure(&visit, self.body.systolic);
         self.heart_rate(&visit);
         self.temperature(&visit, code == "J18.9");
         let text = format!(
@@ -885,7 +887,7 @@ impl Writer<'_> {
 
 /// For each chronic condition, the average of its age weight over the adult population, so
 /// that age-dependent risks still give the profile's prevalence over all adults.
-fn adult_age_norm(settings: &Settings) -> [f64; 8] {
+pub fn adult_age_norm(settings: &Settings) -> [f64; 8] {
     let mut norm = [0.0; 8];
     let bands: Vec<_> = settings.profile.age_structure.iter().filter(|b| b.to >= 18).collect();
     for kind in CHRONIC {
@@ -904,7 +906,8 @@ fn adult_age_norm(settings: &Settings) -> [f64; 8] {
 }
 
 /// All resources of citizen `index`.
-pub fn patient_record(settings: &Settings, directory: &Directory, index: u64) -> Vec<Value> {
+/// `risk_norm` is [`adult_age_norm`] of the settings, computed once per population.
+pub fn patient_record(settings: &Settings, directory: &Directory, risk_norm: [f64; 8], index: u64) -> Vec<Value> {
     let (mut me, mut rng) = person::person(settings, index);
     let guardian = if me.age < 18 {
         person::guardian(settings, index).map(|(_, g)| g)
@@ -918,17 +921,13 @@ pub fn patient_record(settings: &Settings, directory: &Directory, index: u64) ->
         me.street = g.street.clone();
         me.house = g.house;
     }
-    let primary_choices = directory.near(1, me.region);
-    let primary = primary_choices[rng.below(primary_choices.len() as u64) as usize];
-    let hospital_choices = directory.near(2, me.region);
-    let hospital = if hospital_choices.is_empty() {
-        primary
-    } else {
-        hospital_choices[rng.below(hospital_choices.len() as u64) as usize]
+    let mut choose = |level: u8| {
+        let choices = directory.near(level, me.region);
+        (!choices.is_empty()).then(|| *rng.pick(&choices))
     };
-    let tertiary_choices = directory.near(3, me.region);
-    let tertiary =
-        (!tertiary_choices.is_empty()).then(|| tertiary_choices[rng.below(tertiary_choices.len() as u64) as usize]);
+    let primary = choose(1).unwrap_or(0);
+    let hospital = choose(2).unwrap_or(primary);
+    let tertiary = choose(3);
     let height = if me.male {
         rng.normal(172.0, 7.0)
     } else {
@@ -958,6 +957,7 @@ pub fn patient_record(settings: &Settings, directory: &Directory, index: u64) ->
         tertiary,
         diagnoses: Vec::new(),
         body,
+        risk_norm,
     };
     w.patient(guardian.as_ref());
     w.coverage(index, guardian.as_ref());

@@ -11,7 +11,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde_json::{json, Value};
 use sijill_api::engine::{Exec, RequestBody};
 use sijill_api::interactions::checked_resource;
@@ -47,10 +47,10 @@ pub struct DemoArgs {
     #[arg(long)]
     pub as_of: Option<String>,
     /// Weeks of appointment slots after that date.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = sijill_demo::DEFAULT_SLOT_WEEKS)]
     pub slot_weeks: u32,
     /// Years of clinical history before that date.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = sijill_demo::DEFAULT_HISTORY_YEARS)]
     pub history_years: u32,
     /// Write files into this directory instead of the store.
     #[arg(long)]
@@ -197,16 +197,8 @@ struct StoreSink {
 }
 
 impl StoreSink {
-    fn write(&self, resources: Vec<Value>) -> Result<(), String> {
-        let stamp = sijill_store::now_instant();
-        let prepared = resources
-            .into_iter()
-            .map(|r| prepared(r, &stamp))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.citizens_prepared(prepared)
-    }
-
-    fn citizens_prepared(&self, prepared: Vec<PreparedResource>) -> Result<(), String> {
+    /// Inserts prepared resources in one store transaction.
+    fn insert(&self, prepared: Vec<PreparedResource>) -> Result<(), String> {
         self.engine
             .with_tx(Exec::Standalone, |tx| {
                 for p in prepared {
@@ -242,17 +234,20 @@ fn validated(resource: Value) -> Result<Value, String> {
 
 impl Sink for StoreSink {
     fn directory(&mut self, resources: Vec<Value>) -> Result<(), String> {
-        let mut resources = resources;
-        while !resources.is_empty() {
-            let rest = resources.split_off(resources.len().min(2000));
-            self.write(std::mem::replace(&mut resources, rest))?;
+        let stamp = sijill_store::now_instant();
+        let mut ready = resources.into_iter().map(|r| prepared(r, &stamp));
+        loop {
+            let chunk = ready.by_ref().take(2000).collect::<Result<Vec<_>, _>>()?;
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            self.insert(chunk)?;
         }
-        Ok(())
     }
     fn citizens(&mut self, _first: u64, batch: Batch) -> Result<(), String> {
         match batch {
-            Batch::Prepared(prepared) => self.citizens_prepared(prepared),
-            Batch::Records(records) => self.write(records.into_iter().flatten().collect()),
+            Batch::Prepared(prepared) => self.insert(prepared),
+            Batch::Records(_) => Err("the store takes prepared resources".into()),
         }
     }
     fn finish(&mut self) -> Result<String, String> {
@@ -326,12 +321,6 @@ fn generate(
     Ok(written)
 }
 
-fn jobs(requested: Option<usize>) -> usize {
-    requested
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
-        .max(1)
-}
-
 /// Generates the population into `sink` with a progress bar; returns it and a summary line.
 fn write_population(settings: Settings, mut sink: Box<dyn Sink>, jobs: usize) -> Result<(Population, String), String> {
     let started = Instant::now();
@@ -346,10 +335,9 @@ fn write_population(settings: Settings, mut sink: Box<dyn Sink>, jobs: usize) ->
     let (population, directory) = Population::new(settings);
     let directory_count = directory.len() as u64;
     sink.directory(directory)?;
-    let bar = ProgressBar::new(population.settings().patients as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} citizens  {msg}  [{elapsed_precise}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let bar = crate::progress_bar(
+        population.settings().patients as u64,
+        "{bar:40} {pos}/{len} citizens  {msg}  [{elapsed_precise}]",
     );
     let citizens = generate(&population, sink.as_mut(), jobs, for_store, &bar)?;
     bar.finish_and_clear();
@@ -369,7 +357,7 @@ pub fn load_into(store: Arc<dyn Store>, settings: Settings) -> Result<Population
     let sink = Box::new(StoreSink {
         engine: Engine::new(store, "urn:sijill:demo", Limits::default()),
     });
-    let (population, summary) = write_population(settings, sink, jobs(None))?;
+    let (population, summary) = write_population(settings, sink, crate::worker_threads(None))?;
     eprintln!("{summary}");
     Ok(population)
 }
@@ -440,7 +428,7 @@ pub fn run(data_dir: &Path, args: DemoArgs) -> Result<ExitCode, String> {
             })
         }
     };
-    let (_, summary) = write_population(settings, sink, jobs(args.jobs))?;
+    let (_, summary) = write_population(settings, sink, crate::worker_threads(args.jobs))?;
     println!("{summary}");
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use sijill_store::StoreError;
 
 /// Options of `sijill export`.
@@ -26,11 +25,7 @@ pub fn run(data_dir: &Path, args: ExportArgs) -> Result<ExitCode, String> {
     let store = crate::open_store(data_dir)?;
     std::fs::create_dir_all(&args.output).map_err(|e| format!("cannot create {}: {e}", args.output.display()))?;
     let total: u64 = store.counts().map_err(|e| e.to_string())?.iter().map(|(_, n)| n).sum();
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} resources ({per_sec}) {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = crate::progress_bar(total, "{bar:40} {pos}/{len} resources ({per_sec}) {msg}");
     let mut files: HashMap<String, BufWriter<File>> = HashMap::new();
     let output = args.output.clone();
     store

@@ -10,7 +10,6 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use sijill_api::context::RequestContext;
 use sijill_api::engine::{Conditions, Exec, FhirRequest, Method, Payload, RequestBody};
@@ -217,17 +216,13 @@ pub fn run(data_dir: &Path, args: ImportArgs) -> Result<ExitCode, String> {
     let engine = Engine::new(store, "urn:sijill:import", Limits::default());
     let ctx = RequestContext::local_operator(None);
     let tally = Tally::default();
-    let bar = ProgressBar::new(files.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} files  {msg}  [{elapsed_precise}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let bar = crate::progress_bar(
+        files.len() as u64,
+        "{bar:40} {pos}/{len} files  {msg}  [{elapsed_precise}]",
     );
     let started = Instant::now();
     let next = AtomicU64::new(0);
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
-        .max(1);
+    let jobs = crate::worker_threads(args.jobs);
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| loop {

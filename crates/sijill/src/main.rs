@@ -47,6 +47,22 @@ enum Command {
     Reindex,
 }
 
+/// Threads for parallel work: as requested, else one per core.
+fn worker_threads(requested: Option<usize>) -> usize {
+    requested
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+        .max(1)
+}
+
+/// A progress bar of `len` steps drawn with an indicatif `template`.
+fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 /// Opens the store of the data directory.
 fn open_store(data_dir: &std::path::Path) -> Result<Arc<dyn Store>, String> {
     SqliteStore::open(data_dir)

@@ -4,18 +4,13 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use sijill_store::sqlite::SqliteStore;
 
 /// Runs the rebuild.
 pub fn run(data_dir: &Path) -> Result<ExitCode, String> {
     let store =
         SqliteStore::open(data_dir).map_err(|e| format!("cannot open the store in {}: {e}", data_dir.display()))?;
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} resources ({per_sec}) [{elapsed_precise}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = crate::progress_bar(0, "{bar:40} {pos}/{len} resources ({per_sec}) [{elapsed_precise}]");
     store
         .reindex(&mut |done, total| {
             bar.set_length(total);

@@ -67,8 +67,8 @@ fn load_demo(
         patients: args.demo_patients,
         seed: 1,
         as_of: time::OffsetDateTime::now_utc().date(),
-        slot_weeks: 2,
-        history_years: 8,
+        slot_weeks: sijill_demo::DEFAULT_SLOT_WEEKS,
+        history_years: sijill_demo::DEFAULT_HISTORY_YEARS,
     };
     crate::demo::load_into(store.clone(), settings).map(Some)
 }

@@ -1,10 +1,10 @@
 //! Search index extraction from the official SearchParameter definitions.
 //!
-//! This first version understands the expression forms that make up most R4 search
-//! parameters — element paths, unions (`|`), `where(resolve() is Type)` and `as Type` —
-//! for token, string, reference and uri parameters. A parameter whose expression uses
-//! anything else, or whose type is not yet indexed (date, number, quantity, composite),
-//! is reported by [`unsupported_params`] and is refused in queries: never silently wrong.
+//! Expressions are parsed once into paths of steps: element paths, unions (`|`),
+//! `where(resolve() is Type)`, `where(key='value')`, `as Type` (also `(path as Type).more`),
+//! `extension('url')`, `[0]` and `X.exists() and X != false`. A parameter whose expression
+//! uses anything else, or whose type is not indexed, is reported by [`unsupported_params`]
+//! and is refused in queries: never silently wrong.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
@@ -12,17 +12,53 @@ use std::sync::LazyLock;
 use serde_json::Value;
 use sijill_fhir::definitions::{self, SearchParamType};
 
-/// One step of a path expression, with an optional type restriction.
+/// One step of a path, parsed once when the registry is built.
+#[derive(Debug, Clone)]
+enum Step {
+    /// An element; a choice element is taken by any type, or only as `as_type` when cast.
+    Child { name: String, as_type: Option<String> },
+    /// `where(key='value')`: keeps the objects whose `key` is `value`.
+    Where { key: String, value: String },
+    /// `name[0]`: the first item of an element.
+    First(String),
+    /// `extension('url')`: the extensions with that url; at the end of a path, their value.
+    Extension(String),
+}
+
+impl Step {
+    /// Parses one step; None for a form this version does not understand.
+    fn parse(step: &str) -> Option<Step> {
+        let plain = |s: &str, extra: &[char]| {
+            !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+        };
+        if plain(step, &[]) {
+            return Some(Step::Child {
+                name: step.to_string(),
+                as_type: None,
+            });
+        }
+        if let Some(inner) = step.strip_prefix("where(").and_then(|s| s.strip_suffix("')")) {
+            let (key, value) = inner.split_once("='")?;
+            return (plain(key, &[]) && plain(value, &['-', '_', '.'])).then(|| Step::Where {
+                key: key.to_string(),
+                value: value.to_string(),
+            });
+        }
+        if let Some(url) = step.strip_prefix("extension('").and_then(|s| s.strip_suffix("')")) {
+            return (!url.is_empty() && !url.contains(['\'', '(', ')'])).then(|| Step::Extension(url.to_string()));
+        }
+        let name = step.strip_suffix("[0]")?;
+        plain(name, &[]).then(|| Step::First(name.to_string()))
+    }
+}
+
+/// One branch of a parameter's expression.
 #[derive(Debug, Clone)]
 struct PathExpr {
-    /// Element names after the resource type.
-    segments: Vec<String>,
-    /// `as Type` on the last element (choice types).
-    as_type: Option<String>,
+    /// The steps after the resource type.
+    steps: Vec<Step>,
     /// `where(resolve() is Type)`: keep only references to that type.
     reference_target: Option<String>,
-    /// Steps after a cast: `(Observation.value as CodeableConcept).text` → `["text"]`.
-    after_cast: Vec<String>,
     /// `X.exists() and X != false`: one boolean, true when X is there and not `false`.
     present_not_false: bool,
 }
@@ -200,7 +236,7 @@ fn parse_paths(expression: &str, resource_type: &str, allow_root: bool) -> Optio
         };
         // `(path as Type).more` casts, then goes on; `(path as Type)` only casts.
         let (part, after_cast) = match part.strip_prefix('(').and_then(|p| p.split_once(").")) {
-            Some((inner, rest)) => (inner, rest.split('.').map(str::to_string).collect::<Vec<_>>()),
+            Some((inner, rest)) => (inner, split_steps(rest)),
             None if part.starts_with('(') && part.ends_with(')') => (&part[1..part.len() - 1], Vec::new()),
             None => (part, Vec::new()),
         };
@@ -216,7 +252,7 @@ fn parse_paths(expression: &str, resource_type: &str, allow_root: bool) -> Optio
             Some((p, t)) => (p, Some(t.trim_end_matches(')').to_string())),
             None => (path, as_type),
         };
-        let mut segments = steps(path).into_iter();
+        let mut segments = split_steps(path).into_iter();
         let root = segments.next()?;
         if !root.chars().all(|c| c.is_ascii_alphanumeric()) {
             // Not a path from a type: a form this version does not understand.
@@ -225,25 +261,23 @@ fn parse_paths(expression: &str, resource_type: &str, allow_root: bool) -> Optio
         if root != resource_type && root != "Resource" && root != "DomainResource" {
             continue;
         }
-        let segments: Vec<String> = segments.map(str::to_string).collect();
-        if (segments.is_empty() && !allow_root)
-            || segments.iter().chain(&after_cast).any(|s| {
-                !s.chars().all(|c| c.is_ascii_alphanumeric())
-                    && where_equals(s).is_none()
-                    && first_of(s).is_none()
-                    && extension_url(s).is_none()
-            })
-            || as_type
-                .as_deref()
-                .is_some_and(|t| !t.chars().all(|c| c.is_ascii_alphanumeric()))
-        {
+        let mut steps = segments.map(Step::parse).collect::<Option<Vec<_>>>()?;
+        if steps.is_empty() && !allow_root {
             return None;
         }
+        if let Some(t) = as_type {
+            // The cast applies to the last element before any steps that follow it.
+            match steps.last_mut() {
+                Some(Step::Child { as_type, .. }) if t.chars().all(|c| c.is_ascii_alphanumeric()) => *as_type = Some(t),
+                _ => return None,
+            }
+        }
+        for step in after_cast {
+            steps.push(Step::parse(step)?);
+        }
         out.push(PathExpr {
-            segments,
-            as_type,
+            steps,
             reference_target,
-            after_cast,
             present_not_false,
         });
     }
@@ -337,7 +371,7 @@ pub fn extract(resource_type: &str, resource: &Value) -> Vec<IndexRow> {
 }
 
 /// The steps of a path: split on the dots outside quotes and parentheses.
-fn steps(path: &str) -> Vec<&str> {
+fn split_steps(path: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let (mut depth, mut quoted, mut start) = (0i32, false, 0);
     for (i, c) in path.char_indices() {
@@ -356,101 +390,69 @@ fn steps(path: &str) -> Vec<&str> {
     out
 }
 
-/// `extension('url')`: the url of the extensions a path step takes.
-fn extension_url(step: &str) -> Option<&str> {
-    let url = step.strip_prefix("extension('")?.strip_suffix("')")?;
-    (!url.is_empty() && !url.contains(['\'', '(', ')'])).then_some(url)
-}
-
-/// `name[0]`: the element whose first item a path step takes.
-fn first_of(step: &str) -> Option<&str> {
-    let name = step.strip_suffix("[0]")?;
-    (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric())).then_some(name)
-}
-
 /// The JSON booleans `X.exists() and X != false` evaluates to.
 static TRUE: Value = Value::Bool(true);
 static FALSE: Value = Value::Bool(false);
 
-/// `where(key='value')`: the (key, value) a path step keeps objects by.
-fn where_equals(step: &str) -> Option<(&str, &str)> {
-    let inner = step.strip_prefix("where(")?.strip_suffix("')")?;
-    let (key, value) = inner.split_once("='")?;
-    let plain =
-        |s: &str, extra: &[char]| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(&c));
-    (plain(key, &[]) && plain(value, &['-', '_', '.'])).then_some((key, value))
-}
-
 /// The nodes a path reaches from `node` (arrays flattened).
 fn eval_path<'a>(node: &'a Value, path: &PathExpr) -> Vec<&'a Value> {
-    if path.present_not_false {
-        let plain = PathExpr {
-            present_not_false: false,
-            ..path.clone()
-        };
-        let there = eval_path(node, &plain).into_iter().any(|v| *v != Value::Bool(false));
-        return vec![if there { &TRUE } else { &FALSE }];
+    let nodes = walk(node, &path.steps);
+    if !path.present_not_false {
+        return nodes;
     }
+    let there = nodes.into_iter().any(|v| *v != Value::Bool(false));
+    vec![if there { &TRUE } else { &FALSE }]
+}
+
+/// Follows `steps` from `node`.
+fn walk<'a>(node: &'a Value, steps: &[Step]) -> Vec<&'a Value> {
     let mut nodes = vec![node];
-    for (i, seg) in path.segments.iter().enumerate() {
-        if let Some((key, value)) = where_equals(seg) {
-            nodes.retain(|n| n.get(key).and_then(Value::as_str) == Some(value));
-            continue;
-        }
-        if let Some(url) = extension_url(seg) {
-            let last = i + 1 == path.segments.len() && path.after_cast.is_empty();
-            nodes = nodes
-                .into_iter()
-                .filter_map(|n| n.get("extension").and_then(Value::as_array))
-                .flatten()
-                .filter(|e| e.get("url").and_then(Value::as_str) == Some(url))
-                // At the end of a path, an extension stands for its value.
-                .filter_map(|e| {
-                    if last {
-                        e.as_object().and_then(|m| choice_value(m, "value"))
-                    } else {
-                        Some(e)
-                    }
-                })
-                .collect();
-            continue;
-        }
-        if let Some(name) = first_of(seg) {
-            nodes = nodes
-                .into_iter()
-                .filter_map(|n| match n.get(name) {
-                    Some(Value::Array(items)) => items.first(),
-                    other => other,
-                })
-                .collect();
-            continue;
-        }
-        let last = i + 1 == path.segments.len();
+    for (i, step) in steps.iter().enumerate() {
         let mut next = Vec::new();
-        for node in nodes {
-            let Value::Object(map) = node else { continue };
-            let found = match (last, &path.as_type) {
-                (true, Some(t)) => map
-                    .get(&format!("{seg}{}", capitalised(t)))
-                    .or_else(|| map.get(seg.as_str())),
-                _ => map.get(seg.as_str()).or_else(|| choice_value(map, seg)),
-            };
-            match found {
-                Some(Value::Array(items)) => next.extend(items.iter()),
-                Some(v) => next.push(v),
-                None => {}
+        let mut take = |found: Option<&'a Value>| match found {
+            Some(Value::Array(items)) => next.extend(items.iter()),
+            Some(v) => next.push(v),
+            None => {}
+        };
+        match step {
+            Step::Where { key, value } => {
+                nodes.retain(|n| n.get(key).and_then(Value::as_str) == Some(value.as_str()));
+                continue;
             }
-        }
-        nodes = next;
-    }
-    for seg in &path.after_cast {
-        let mut next = Vec::new();
-        for node in nodes {
-            let Value::Object(map) = node else { continue };
-            match map.get(seg.as_str()).or_else(|| choice_value(map, seg)) {
-                Some(Value::Array(items)) => next.extend(items.iter()),
-                Some(v) => next.push(v),
-                None => {}
+            Step::First(name) => {
+                for node in nodes {
+                    take(match node.get(name) {
+                        Some(Value::Array(items)) => items.first(),
+                        other => other,
+                    });
+                }
+            }
+            Step::Extension(url) => {
+                let last = i + 1 == steps.len();
+                let extensions = nodes
+                    .into_iter()
+                    .filter_map(|n| n.get("extension").and_then(Value::as_array));
+                for e in extensions.flatten() {
+                    if e.get("url").and_then(Value::as_str) == Some(url.as_str()) {
+                        // At the end of a path, an extension stands for its value.
+                        take(if last {
+                            e.as_object().and_then(|m| choice_value(m, "value"))
+                        } else {
+                            Some(e)
+                        });
+                    }
+                }
+            }
+            Step::Child { name, as_type } => {
+                for node in nodes {
+                    let Value::Object(map) = node else { continue };
+                    take(match as_type {
+                        Some(t) => map
+                            .get(&format!("{name}{}", capitalised(t)))
+                            .or_else(|| map.get(name.as_str())),
+                        None => map.get(name.as_str()).or_else(|| choice_value(map, name)),
+                    });
+                }
             }
         }
         nodes = next;

@@ -444,11 +444,8 @@ fn choose_driver(conn: &Connection, keys: &ParamKeys, resource_type: &str, query
         if !can_drive(c) {
             continue;
         }
-        let mut member = String::new();
         let mut args = Vec::new();
-        criterion_sql(keys, resource_type, c, "r", 1, Form::Member, &mut member, &mut args);
-        // " AND r.rid IN (<subquery>)" → "<subquery>"
-        let Some(subquery) = member.strip_prefix(" AND r.rid IN (").and_then(|m| m.strip_suffix(')')) else {
+        let Some(subquery) = rows_subquery(keys, resource_type, c, 1, &mut args) else {
             continue;
         };
         let rows: i64 = conn.query_row(
@@ -493,6 +490,12 @@ fn criterion_sql(
     sql: &mut String,
     args: &mut Vec<SqlValue>,
 ) {
+    if form == Form::Member {
+        if let Some(rows) = rows_subquery(keys, resource_type, c, depth, args) {
+            sql.push_str(&format!(" AND {alias}.rid IN ({rows})"));
+            return;
+        }
+    }
     if let Some((source, reference, inner)) = &c.has {
         let key = param_key(keys, source, reference);
         let o = format!("t{depth}");
@@ -509,25 +512,12 @@ fn criterion_sql(
         let key = param_key(keys, resource_type, &c.param);
         let t = format!("t{depth}");
         let mut inner_sql = String::new();
-        let target_name = target.replace('\'', "");
-        match form {
-            Form::Member => {
-                // The referenced resources that match come first; then the references to them.
-                criterion_sql(keys, target, inner, &t, depth + 1, Form::Member, &mut inner_sql, args);
-                sql.push_str(&format!(
-                    " AND {alias}.rid IN (SELECT s.rid FROM resources {t} CROSS JOIN search_index s \
-                     ON s.param = {key} AND s.value = {t}.id AND s.system = {t}.type \
-                     WHERE +{t}.type = '{target_name}' AND {t}.deleted = 0{inner_sql})"
-                ));
-            }
-            Form::Exists => {
-                criterion_sql(keys, target, inner, &t, depth + 1, Form::Exists, &mut inner_sql, args);
-                sql.push_str(&format!(
-                    " AND EXISTS (SELECT 1 FROM search_index s JOIN resources {t} ON {t}.type = s.system AND {t}.id = s.value \
-                     WHERE s.rid = {alias}.rid AND +s.param = {key} AND {t}.type = '{target_name}' AND {t}.deleted = 0{inner_sql})"
-                ));
-            }
-        }
+        criterion_sql(keys, target, inner, &t, depth + 1, Form::Exists, &mut inner_sql, args);
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM search_index s JOIN resources {t} ON {t}.type = s.system AND {t}.id = s.value \
+             WHERE s.rid = {alias}.rid AND +s.param = {key} AND {t}.type = '{}' AND {t}.deleted = 0{inner_sql})",
+            target.replace('\'', "")
+        ));
         return;
     }
     if c.param == "_id" {
@@ -544,12 +534,7 @@ fn criterion_sql(
         return;
     }
     let key = param_key(keys, resource_type, &c.param);
-    let table = match c.kind {
-        SearchParamType::Date => "search_date",
-        SearchParamType::Number | SearchParamType::Quantity => "search_number",
-        SearchParamType::Composite => "search_composite",
-        _ => "search_index",
-    };
+    let table = index_table(c.kind);
     if let Some(Match::Missing(missing)) = c.values.first() {
         let exists = if *missing { "NOT EXISTS" } else { "EXISTS" };
         sql.push_str(&format!(
@@ -557,22 +542,66 @@ fn criterion_sql(
         ));
         return;
     }
+    let alternatives = alternatives_sql(c, args);
+    sql.push_str(&format!(
+        " AND {} (SELECT 1 FROM {table} s WHERE s.rid = {alias}.rid AND +s.param = {key} AND ({alternatives}))",
+        if c.negated { "NOT EXISTS" } else { "EXISTS" }
+    ));
+}
+
+/// The index table that holds a parameter type's rows.
+fn index_table(kind: SearchParamType) -> &'static str {
+    match kind {
+        SearchParamType::Date => "search_date",
+        SearchParamType::Number | SearchParamType::Quantity => "search_number",
+        SearchParamType::Composite => "search_composite",
+        _ => "search_index",
+    }
+}
+
+/// The criterion's values as alternatives on an index row `s`, their values bound.
+fn alternatives_sql(c: &crate::query::Criterion, args: &mut Vec<SqlValue>) -> String {
     let mut alternatives = Vec::new();
     for m in &c.values {
         let (clause, values) = match_clause(m);
         alternatives.push(format!("({clause})"));
         args.extend(values);
     }
-    let alternatives = alternatives.join(" OR ");
-    match (form, c.negated) {
-        (Form::Member, false) => sql.push_str(&format!(
-            " AND {alias}.rid IN (SELECT s.rid FROM {table} s WHERE s.param = {key} AND ({alternatives}))"
-        )),
-        (_, negated) => sql.push_str(&format!(
-            " AND {} (SELECT 1 FROM {table} s WHERE s.rid = {alias}.rid AND +s.param = {key} AND ({alternatives}))",
-            if negated { "NOT EXISTS" } else { "EXISTS" }
-        )),
+    alternatives.join(" OR ")
+}
+
+/// A subquery listing the row ids of the resources (of `resource_type`) that match a
+/// criterion, found through the index — or None when the criterion cannot be listed that
+/// way (a negation, `:missing`, `_has`, `_id`), leaving `args` untouched. A chain lists the
+/// referenced resources that match first, then the references to them.
+fn rows_subquery(
+    keys: &ParamKeys,
+    resource_type: &str,
+    c: &crate::query::Criterion,
+    depth: usize,
+    args: &mut Vec<SqlValue>,
+) -> Option<String> {
+    let listable = !c.negated && c.has.is_none() && c.param != "_id";
+    if !listable || matches!(c.values.first(), Some(Match::Missing(_))) {
+        return None;
     }
+    let key = param_key(keys, resource_type, &c.param);
+    if let Some((target, inner)) = &c.chain {
+        let t = format!("t{depth}");
+        let mut inner_sql = String::new();
+        criterion_sql(keys, target, inner, &t, depth + 1, Form::Member, &mut inner_sql, args);
+        return Some(format!(
+            "SELECT s.rid FROM resources {t} CROSS JOIN search_index s \
+             ON s.param = {key} AND s.value = {t}.id AND s.system = {t}.type \
+             WHERE +{t}.type = '{}' AND {t}.deleted = 0{inner_sql}",
+            target.replace('\'', "")
+        ));
+    }
+    let table = index_table(c.kind);
+    let alternatives = alternatives_sql(c, args);
+    Some(format!(
+        "SELECT s.rid FROM {table} s WHERE s.param = {key} AND ({alternatives})"
+    ))
 }
 
 /// The SQL condition for one searched value on an index row `s`, with its bound values.

@@ -24,6 +24,10 @@ struct Options {
     /// Where the previous page ended: (patient, member type, id); the patient is empty for
     /// the instance operation.
     cursor: Option<(String, String, String)>,
+    /// The member types of the Patient compartment asked for, in order.
+    members: Vec<&'static str>,
+    /// Search criteria every member query carries (`_since`).
+    criteria: Vec<(String, String)>,
 }
 
 impl Options {
@@ -33,6 +37,8 @@ impl Options {
             since: None,
             types: None,
             cursor: None,
+            members: Vec::new(),
+            criteria: Vec::new(),
         };
         for (name, value) in params {
             match name.as_str() {
@@ -72,24 +78,18 @@ impl Options {
                 }
             }
         }
-        Ok(options)
-    }
-
-    /// The member types of the Patient compartment this request asks for, in order.
-    fn members(&self) -> FhirResult<Vec<&'static str>> {
         let compartment = definitions::compartment("Patient")
             .ok_or_else(|| FhirError::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", "no Patient compartment"))?;
-        let mut members: Vec<&str> = compartment.members.iter().map(|(t, _)| *t).collect();
+        let mut members: Vec<&'static str> = compartment.members.iter().map(|(t, _)| *t).collect();
         members.sort_unstable();
-        members.retain(|t| self.types.as_ref().is_none_or(|list| list.iter().any(|x| x == t)));
-        Ok(members)
-    }
-
-    fn criteria(&self) -> Vec<(String, String)> {
-        self.since
+        members.retain(|t| options.types.as_ref().is_none_or(|list| list.iter().any(|x| x == t)));
+        options.members = members;
+        options.criteria = options
+            .since
             .iter()
             .map(|s| ("_lastUpdated".to_string(), format!("ge{s}")))
-            .collect()
+            .collect();
+        Ok(options)
     }
 
     /// The query string that reproduces these options (without the cursor).
@@ -124,14 +124,13 @@ fn collect(
     room: usize,
     count_all: bool,
 ) -> FhirResult<Collected> {
-    let criteria = options.criteria();
     let mut out = Collected {
         found: Vec::new(),
         total: 0,
         more: false,
     };
-    for member in options.members()? {
-        let query = SearchQuery::parse(member, &criteria)?
+    for &member in &options.members {
+        let query = SearchQuery::parse(member, &options.criteria)?
             .in_compartment("Patient", patient_id, member)
             .ok_or_else(|| FhirError::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", "not a member"))?;
         // Types before the cursor's were on earlier pages.
