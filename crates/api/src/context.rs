@@ -6,9 +6,10 @@ use std::net::IpAddr;
 /// Who acts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
-    /// The local operator of a server without identity provider (loopback only), and the
-    /// command-line tools.
+    /// The command-line tools on the server machine (import, demo): no token, no limits.
     LocalOperator,
+    /// Someone or something holding a verified access token.
+    Principal(sijill_auth::Principal),
 }
 
 /// Why the data is used (a PurposeOfUse code, e.g. `TREAT`, `ETREAT`, `HOPERAT`).
@@ -31,14 +32,26 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// The context of the local operator (command-line tools, servers without identity
-    /// provider).
+    /// The context of the local operator (command-line tools).
     pub fn local_operator(remote_addr: Option<IpAddr>) -> Self {
         RequestContext {
             request_id: uuid::Uuid::new_v4().to_string(),
             actor: Actor::LocalOperator,
             on_behalf_of: None,
             purpose: Purpose("HOPERAT".to_string()),
+            remote_addr,
+        }
+    }
+}
+
+impl RequestContext {
+    /// The context of a request made with a verified token.
+    pub fn of(principal: sijill_auth::Principal, remote_addr: Option<IpAddr>) -> Self {
+        RequestContext {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            on_behalf_of: principal.patient.clone(),
+            purpose: Purpose("TREAT".to_string()),
+            actor: Actor::Principal(principal),
             remote_addr,
         }
     }

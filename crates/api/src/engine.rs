@@ -11,6 +11,7 @@ use serde_json::Value;
 use sijill_fhir::definitions;
 use sijill_store::{Store, StoreError, StoreTx};
 
+use crate::access::Guard;
 use crate::context::RequestContext;
 use crate::error::{FhirError, FhirResult};
 use crate::interactions::{bundle, capabilities, create, delete, everything, history, patch, read, search, update};
@@ -301,41 +302,46 @@ impl Engine {
         route: Route,
         req: FhirRequest,
     ) -> FhirResult<FhirResponse> {
-        let _ = ctx; // access control and audit (their own issues) decide here.
+        let guard = Guard::new(self, ctx);
+        let guard = &guard;
         use Method::*;
         match (req.method, route) {
             (Get, Route::Metadata) => Ok(capabilities::capability_statement(self)),
-            (Get, Route::Instance(t, id)) => read::read(self, exec, &t, &id, &req.conditions),
-            (Get, Route::Version(t, id, v)) => read::vread(self, &t, &id, &v),
+            (Get, Route::Instance(t, id)) => read::read(self, guard, exec, &t, &id, &req.conditions),
+            (Get, Route::Version(t, id, v)) => read::vread(self, guard, &t, &id, &v),
             (Get, Route::Type(t)) | (Post, Route::TypeSearch(t)) => {
-                search::search(self, exec, &t, None, &req.query, req.lenient)
+                search::search(self, guard, exec, &t, None, &req.query, req.lenient)
             }
             (Get, Route::Compartment(owner, id, t)) => {
-                search::search(self, exec, &t, Some((&owner, &id)), &req.query, req.lenient)
+                search::search(self, guard, exec, &t, Some((&owner, &id)), &req.query, req.lenient)
             }
             (Get | Post, Route::InstanceOperation(t, id, op)) if t == "Patient" && op == "$everything" => {
-                everything::everything(self, &id, &req.query)
+                everything::everything(self, guard, &id, &req.query)
             }
             (Get | Post, Route::TypeOperation(t, op)) if t == "Patient" && op == "$everything" => {
-                everything::everything_for_all(self, &req.query)
+                everything::everything_for_all(self, guard, &req.query)
             }
             (_, Route::InstanceOperation(_, _, op)) | (_, Route::TypeOperation(_, op)) => Err(FhirError::new(
                 StatusCode::NOT_FOUND,
                 "not-supported",
                 format!("Operation '{}' is not supported here", truncate(&op)),
             )),
-            (Get, Route::SystemHistory) => history::history(self, sijill_store::HistoryScope::System, &req.query),
-            (Get, Route::TypeHistory(t)) => history::history(self, sijill_store::HistoryScope::Type(t), &req.query),
-            (Get, Route::InstanceHistory(t, id)) => {
-                history::history(self, sijill_store::HistoryScope::Instance(t, id), &req.query)
+            (Get, Route::SystemHistory) => {
+                history::history(self, guard, sijill_store::HistoryScope::System, &req.query)
             }
-            (Post, Route::Type(t)) => create::create(self, exec, &t, req),
-            (Put, Route::Instance(t, id)) => update::update(self, exec, &t, Some(&id), req),
-            (Put, Route::Type(t)) => update::update(self, exec, &t, None, req),
-            (Patch, Route::Instance(t, id)) => patch::patch(self, exec, &t, Some(&id), req),
-            (Patch, Route::Type(t)) => patch::patch(self, exec, &t, None, req),
-            (Delete, Route::Instance(t, id)) => delete::delete(self, exec, &t, Some(&id), req),
-            (Delete, Route::Type(t)) => delete::delete(self, exec, &t, None, req),
+            (Get, Route::TypeHistory(t)) => {
+                history::history(self, guard, sijill_store::HistoryScope::Type(t), &req.query)
+            }
+            (Get, Route::InstanceHistory(t, id)) => {
+                history::history(self, guard, sijill_store::HistoryScope::Instance(t, id), &req.query)
+            }
+            (Post, Route::Type(t)) => create::create(self, guard, exec, &t, req),
+            (Put, Route::Instance(t, id)) => update::update(self, guard, exec, &t, Some(&id), req),
+            (Put, Route::Type(t)) => update::update(self, guard, exec, &t, None, req),
+            (Patch, Route::Instance(t, id)) => patch::patch(self, guard, exec, &t, Some(&id), req),
+            (Patch, Route::Type(t)) => patch::patch(self, guard, exec, &t, None, req),
+            (Delete, Route::Instance(t, id)) => delete::delete(self, guard, exec, &t, Some(&id), req),
+            (Delete, Route::Type(t)) => delete::delete(self, guard, exec, &t, None, req),
             (m, r) => Err(FhirError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "not-supported",

@@ -32,6 +32,8 @@ pub struct AppState {
     pub engine: Engine,
     /// Metrics.
     pub metrics: Metrics,
+    /// Token checking and issuing; None only for in-process tools that need no login.
+    pub identity: Option<Arc<crate::identity::Identity>>,
 }
 
 /// The router of the whole server.
@@ -44,6 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(health))
         .route("/metrics", get(metrics))
+        .merge(crate::identity::smart::routes())
         .fallback(|| async { error_response(&FhirError::not_found("Nothing here: the FHIR API is at /fhir")) })
         .with_state(state)
 }
@@ -83,6 +86,24 @@ fn error_response(e: &FhirError) -> Response {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if e.status == StatusCode::UNAUTHORIZED {
+        let text = e
+            .issues
+            .first()
+            .map(|i| i.diagnostics.replace('"', "'"))
+            .unwrap_or_default();
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "Bearer realm=\"sijill\", error=\"invalid_token\", error_description=\"{text}\""
+        )) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+    }
+    if e.status == StatusCode::FORBIDDEN && e.issues.iter().any(|i| i.diagnostics.starts_with("insufficient_scope")) {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"sijill\", error=\"insufficient_scope\""),
+        );
     }
     if e.status == StatusCode::METHOD_NOT_ALLOWED {
         response
@@ -227,7 +248,24 @@ async fn fhir(State(state): State<Arc<AppState>>, request: axum::extract::Reques
     let (parts, body) = request.into_parts();
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let remote = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let ctx = RequestContext::local_operator(remote);
+    // Everything but the CapabilityStatement needs a valid token.
+    let open = uri.path().trim_end_matches('/') == "/fhir/metadata";
+    let ctx = match (&state.identity, open) {
+        (Some(identity), false) => match identity.authenticate(&headers) {
+            Ok(principal) => RequestContext::of(principal, remote),
+            Err(e) => {
+                let mut response = error_response(&e);
+                state
+                    .metrics
+                    .record_request("unauthenticated", 401, started.elapsed().as_secs_f64());
+                if method == HttpMethod::HEAD {
+                    *response.body_mut() = Body::empty();
+                }
+                return response;
+            }
+        },
+        _ => RequestContext::local_operator(remote),
+    };
     let head = method == HttpMethod::HEAD;
     let limit = state.engine.limits.max_body_bytes;
     let result = match axum::body::to_bytes(body, limit).await {

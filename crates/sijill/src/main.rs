@@ -8,6 +8,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod auth_cmd;
 mod demo;
 mod export;
 mod import;
@@ -45,6 +46,14 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Rebuild the search index from the current versions, online (a server may keep serving).
     Reindex,
+    /// Mint an access token on the server machine (audited in auth/operator.log).
+    Token(auth_cmd::TokenArgs),
+    /// Register, list, revoke and re-key apps and institution systems.
+    #[command(subcommand)]
+    Client(auth_cmd::ClientCommand),
+    /// Rotate or show the server's token-signing keys.
+    #[command(subcommand)]
+    Keys(auth_cmd::KeysCommand),
 }
 
 /// Threads for parallel work: as requested, else one per core.
@@ -78,6 +87,9 @@ fn main() -> ExitCode {
         Command::Export(args) => export::run(&cli.data_dir, args),
         Command::Demo(args) => demo::run(&cli.data_dir, args),
         Command::Reindex => reindex::run(&cli.data_dir),
+        Command::Token(args) => auth_cmd::token(&cli.data_dir, args),
+        Command::Client(command) => auth_cmd::client(&cli.data_dir, command),
+        Command::Keys(command) => auth_cmd::keys(&cli.data_dir, command),
     };
     match result {
         Ok(code) => code,

@@ -26,9 +26,23 @@ pub struct ServeArgs {
     /// Citizens in the demo population.
     #[arg(long, default_value_t = 2000)]
     demo_patients: usize,
-    /// Country of the demo population: ma or dz.
-    #[arg(long, default_value = "ma")]
-    demo_country: String,
+    /// The country profile (ma or dz): national identifier system and eID claim, and the
+    /// demo population's country.
+    #[arg(long, env = "SIJILL_COUNTRY", alias = "demo-country", default_value = "ma")]
+    country: String,
+    /// Issuer URL of the national eID provider (OpenID Connect). Without one, logins go to
+    /// a development identity provider and the server listens on loopback only.
+    #[arg(long, env = "SIJILL_EID_ISSUER")]
+    eid_issuer: Option<String>,
+    /// Sijill's client id at the eID provider.
+    #[arg(long, env = "SIJILL_EID_CLIENT_ID", default_value = "sijill")]
+    eid_client_id: String,
+    /// Sijill's client secret at the eID provider.
+    #[arg(long, env = "SIJILL_EID_CLIENT_SECRET", default_value = "", hide_env_values = true)]
+    eid_client_secret: String,
+    /// The ID-token claim with the national identifier (default: the country profile's).
+    #[arg(long, env = "SIJILL_EID_CLAIM")]
+    eid_claim: Option<String>,
     /// Log format: text or json.
     #[arg(long, env = "SIJILL_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -63,7 +77,7 @@ fn load_demo(
         return Ok(None);
     }
     let settings = sijill_demo::Settings {
-        profile: sijill_demo::CountryProfile::builtin(&args.demo_country)?,
+        profile: sijill_demo::CountryProfile::builtin(&args.country)?,
         patients: args.demo_patients,
         seed: 1,
         as_of: time::OffsetDateTime::now_utc().date(),
@@ -87,6 +101,13 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
             .with_writer(std::io::stderr)
             .with_env_filter(filter)
             .init();
+    }
+    let profile = sijill_demo::CountryProfile::builtin(&args.country)?;
+    if args.eid_issuer.is_none() && !args.listen.ip().is_loopback() {
+        return Err(format!(
+            "without a national eID provider (--eid-issuer) Sijill only listens on loopback; {} is not",
+            args.listen
+        ));
     }
     let store = crate::open_store(data_dir)?;
     let demo = if args.demo { load_demo(&store, &args)? } else { None };
@@ -113,14 +134,32 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         let base_url = args.base_url.unwrap_or_else(|| format!("http://{local}/fhir"));
         let engine = Engine::new(store, base_url.clone(), limits);
+        let eid = match &args.eid_issuer {
+            None => None,
+            Some(issuer) => {
+                let origin = base_url.trim_end_matches('/').trim_end_matches("/fhir");
+                let settings = sijill_api::identity::eid::EidSettings {
+                    issuer: issuer.clone(),
+                    client_id: args.eid_client_id.clone(),
+                    client_secret: args.eid_client_secret.clone(),
+                    national_id_claim: args.eid_claim.clone().unwrap_or_else(|| profile.national_id.claim.clone()),
+                    redirect_uri: format!("{origin}/auth/callback"),
+                };
+                Some(sijill_api::identity::eid::EidProvider::discover(settings).await?)
+            }
+        };
+        let identity = sijill_api::identity::Identity::new(data_dir, &base_url, &profile.national_id.system, eid)?;
         tracing::info!(address = %local, base_url = %base_url, data_dir = %data_dir.display(), "Sijill is serving FHIR R4");
         println!("Sijill listening on http://{local} (FHIR base {base_url})");
+        if identity.development() {
+            println!("No national eID provider configured: logins use the DEVELOPMENT identity provider (loopback only).");
+        }
         match &demo {
             Some(population) => crate::demo::introduce(population, &base_url).iter().for_each(|l| println!("{l}")),
             None if args.demo => println!("The data directory already holds data: no demo population loaded."),
             None => {}
         }
-        sijill_api::serve(listener, engine, shutdown_signal()).await.map_err(|e| e.to_string())
+        sijill_api::serve(listener, engine, std::sync::Arc::new(identity), shutdown_signal()).await.map_err(|e| e.to_string())
     })?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

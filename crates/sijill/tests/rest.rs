@@ -393,7 +393,8 @@ fn bad_input_is_refused_cleanly_and_changes_nothing() {
     );
     // The server answers before reading the whole body and closes the connection; a
     // client may see either the 413 or the connection closing under it.
-    let sent = reqwest::blocking::Client::new()
+    let sent = s
+        .http()
         .post(format!("{}/Patient", s.base))
         .header("content-type", "application/fhir+json")
         .body(huge)
@@ -505,8 +506,9 @@ fn shutdown_finishes_requests_in_flight() {
     let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
     let base = s.base.clone();
     let dir = s.dir.path().to_path_buf();
+    let client = s.http();
     let in_flight = std::thread::spawn(move || {
-        reqwest::blocking::Client::new()
+        client
             .post(&base)
             .header("content-type", "application/fhir+json")
             .body(bundle.to_string())

@@ -199,8 +199,8 @@ impl SortKey {
 pub struct Compartment {
     /// Owner type, e.g. `Patient`.
     pub owner_type: String,
-    /// Owner id.
-    pub owner_id: String,
+    /// Owner ids: a member of any of these compartments matches (none: nothing matches).
+    pub owner_ids: Vec<String>,
     /// The reference parameters that link a member to the owner.
     pub params: Vec<String>,
 }
@@ -212,7 +212,7 @@ impl SearchQuery {
         let params = definitions::compartment_params(owner_type, resource_type)?;
         self.compartment = Some(Compartment {
             owner_type: owner_type.to_string(),
-            owner_id: owner_id.to_string(),
+            owner_ids: vec![owner_id.to_string()],
             params: params.iter().map(|p| p.to_string()).collect(),
         });
         Some(self)

@@ -397,21 +397,26 @@ fn search_sql(
             .iter()
             .map(|p| param_key(keys, resource_type, p).to_string())
             .collect();
-        // The owner itself belongs to its compartment.
-        let owner = if comp.owner_type == resource_type {
-            " UNION SELECT o.rid FROM resources o WHERE o.type = ? AND o.id = ?"
+        let owners = vec!["?"; comp.owner_ids.len()].join(",");
+        if comp.owner_ids.is_empty() {
+            sql.push_str(" AND 0");
         } else {
-            ""
-        };
-        sql.push_str(&format!(
-            " AND r.rid IN (SELECT s.rid FROM search_index s WHERE s.param IN ({}) AND s.value = ? AND s.system = ?{owner})",
-            param_keys.join(",")
-        ));
-        args.push(comp.owner_id.clone().into());
-        args.push(comp.owner_type.clone().into());
-        if !owner.is_empty() {
+            // The owner itself belongs to its compartment.
+            let owner = if comp.owner_type == resource_type {
+                format!(" UNION SELECT o.rid FROM resources o WHERE o.type = ? AND o.id IN ({owners})")
+            } else {
+                String::new()
+            };
+            sql.push_str(&format!(
+                " AND r.rid IN (SELECT s.rid FROM search_index s WHERE s.param IN ({}) AND s.value IN ({owners}) AND s.system = ?{owner})",
+                param_keys.join(",")
+            ));
+            args.extend(comp.owner_ids.iter().map(|id| id.clone().into()));
             args.push(comp.owner_type.clone().into());
-            args.push(comp.owner_id.clone().into());
+            if !owner.is_empty() {
+                args.push(comp.owner_type.clone().into());
+                args.extend(comp.owner_ids.iter().map(|id| id.clone().into()));
+            }
         }
     }
     Ok((sql, args))

@@ -6,12 +6,21 @@ use sijill_store::Current;
 use super::{
     checked_resource, conditional_query, if_none_exist_query, matching_ids, multiple_matches, resource_response,
 };
+use crate::access::Guard;
 use crate::engine::{Engine, Exec, FhirRequest, FhirResponse};
 use crate::error::{FhirError, FhirResult};
+use sijill_auth::Action;
 
 /// POST `Type`: a new resource with a server-assigned id (an id in the body is ignored).
-pub fn create(engine: &Engine, exec: Exec<'_>, resource_type: &str, req: FhirRequest) -> FhirResult<FhirResponse> {
+pub fn create(
+    engine: &Engine,
+    guard: &Guard<'_>,
+    exec: Exec<'_>,
+    resource_type: &str,
+    req: FhirRequest,
+) -> FhirResult<FhirResponse> {
     let resource = checked_resource(req.body, resource_type, None)?;
+    guard.check_write(Action::Create, resource_type, &resource)?;
     let condition = match &req.conditions.if_none_exist {
         Some(q) => Some(conditional_query(resource_type, &if_none_exist_query(q))?),
         None => None,
@@ -23,6 +32,7 @@ pub fn create(engine: &Engine, exec: Exec<'_>, resource_type: &str, req: FhirReq
                 [id] => {
                     return match tx.read(resource_type, id)? {
                         Current::Found(stored) => {
+                            guard.check_visible(&stored)?;
                             let mut response = resource_response(engine, StatusCode::OK, &stored);
                             response.location = Some(engine.version_url(resource_type, id, stored.version));
                             Ok(response)

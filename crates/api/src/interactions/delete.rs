@@ -4,12 +4,16 @@
 use axum::http::StatusCode;
 
 use super::{criteria_unless_id, parse_version, resolve_target};
+use crate::access::Guard;
 use crate::engine::{Engine, Exec, FhirRequest, FhirResponse, Payload};
 use crate::error::FhirResult;
+use sijill_auth::Action;
+use sijill_store::Current;
 
 /// DELETE `Type/id` (id given) or `Type?criteria` (id None).
 pub fn delete(
     engine: &Engine,
+    guard: &Guard<'_>,
     exec: Exec<'_>,
     resource_type: &str,
     id: Option<&str>,
@@ -20,7 +24,12 @@ pub fn delete(
     engine.with_tx(exec, |tx| {
         let target = resolve_target(tx, resource_type, id, criteria.as_ref())?;
         let deleted = match target {
-            Some(target) => tx.delete(resource_type, &target, if_match)?,
+            Some(target) => {
+                if let Current::Found(stored) = tx.read(resource_type, &target)? {
+                    guard.check_write_existing(Action::Delete, &stored)?;
+                }
+                tx.delete(resource_type, &target, if_match)?
+            }
             None => None,
         };
         let mut response = FhirResponse::new(StatusCode::NO_CONTENT, Payload::None);

@@ -9,6 +9,7 @@ use sijill_fhir::definitions;
 use sijill_store::{Current, SearchQuery, Stored};
 
 use super::history::parse_count;
+use crate::access::Guard;
 use crate::bundle_writer::{BundleWriter, EntryResource};
 use crate::engine::{truncate, Engine, FhirResponse, Payload};
 use crate::error::{FhirError, FhirResult};
@@ -181,11 +182,19 @@ fn searchset(engine: &Engine, page: &[Stored], total: Option<u64>, links: &[(&st
 }
 
 /// GET or POST `Patient/{id}/$everything`.
-pub fn everything(engine: &Engine, patient_id: &str, params: &[(String, String)]) -> FhirResult<FhirResponse> {
+pub fn everything(
+    engine: &Engine,
+    guard: &Guard<'_>,
+    patient_id: &str,
+    params: &[(String, String)],
+) -> FhirResult<FhirResponse> {
     let options = Options::parse(engine, params, false)?;
     match engine.store.read("Patient", patient_id)? {
-        Current::Found(_) => {}
-        Current::Deleted(_) => return Err(FhirError::new(StatusCode::GONE, "deleted", "The patient was deleted")),
+        Current::Found(patient) => guard.check_visible(&patient)?,
+        Current::Deleted(patient) => {
+            guard.check_visible_deleted(&patient)?;
+            return Err(FhirError::new(StatusCode::GONE, "deleted", "The patient was deleted"));
+        }
         Current::NotFound => {
             return Err(FhirError::not_found(format!(
                 "Patient/{} does not exist",
@@ -194,7 +203,8 @@ pub fn everything(engine: &Engine, patient_id: &str, params: &[(String, String)]
         }
     }
     let after = options.cursor.as_ref().map(|(_, t, id)| (t.as_str(), id.as_str()));
-    let collected = collect(engine, patient_id, &options, after, options.count, true)?;
+    let mut collected = collect(engine, patient_id, &options, after, options.count, true)?;
+    collected.found.retain(|s| guard.visible(s));
     let base = format!(
         "{}/Patient/{patient_id}/$everything?{}",
         engine.base_url,
@@ -210,7 +220,8 @@ pub fn everything(engine: &Engine, patient_id: &str, params: &[(String, String)]
 /// GET or POST `Patient/$everything`: every patient in id order, each followed by their
 /// compartment. No total is given (counting the whole record base per page would cost more
 /// than the page).
-pub fn everything_for_all(engine: &Engine, params: &[(String, String)]) -> FhirResult<FhirResponse> {
+pub fn everything_for_all(engine: &Engine, guard: &Guard<'_>, params: &[(String, String)]) -> FhirResult<FhirResponse> {
+    guard.check_everything_for_all()?;
     let options = Options::parse(engine, params, true)?;
     let all_patients = SearchQuery::parse("Patient", &[])?;
     let mut page: Vec<(String, Stored)> = Vec::new();

@@ -6,12 +6,23 @@ use axum::http::StatusCode;
 use serde_json::json;
 use sijill_store::{parse_instant, HistoryQuery, HistoryScope};
 
+use crate::access::Guard;
 use crate::bundle_writer::{BundleWriter, EntryResource};
 use crate::engine::{truncate, Engine, FhirResponse, Payload};
 use crate::error::{FhirError, FhirResult};
 
 /// GET `[Type/[id/]]_history`.
-pub fn history(engine: &Engine, scope: HistoryScope, params: &[(String, String)]) -> FhirResult<FhirResponse> {
+pub fn history(
+    engine: &Engine,
+    guard: &Guard<'_>,
+    scope: HistoryScope,
+    params: &[(String, String)],
+) -> FhirResult<FhirResponse> {
+    match &scope {
+        HistoryScope::System => guard.check_history(None)?,
+        HistoryScope::Type(t) => guard.check_history(Some(t))?,
+        HistoryScope::Instance(..) => {}
+    }
     let mut query = HistoryQuery {
         scope,
         since: None,
@@ -45,6 +56,12 @@ pub fn history(engine: &Engine, scope: HistoryScope, params: &[(String, String)]
         }
     }
     let page = engine.store.history(&query)?;
+    if let HistoryScope::Instance(t, id) = &query.scope {
+        // An instance whose versions the actor may not all see is, to them, absent.
+        if page.entries.iter().any(|s| !guard.visible(s)) {
+            return Err(crate::access::not_found(t, id));
+        }
+    }
     let path = match &query.scope {
         HistoryScope::System => "_history".to_string(),
         HistoryScope::Type(t) => format!("{t}/_history"),

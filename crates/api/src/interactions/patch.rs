@@ -6,8 +6,10 @@ use serde_json::Value;
 use sijill_store::Current;
 
 use super::{checked_resource, criteria_unless_id, parse_version, resolve_target, resource_response};
+use crate::access::Guard;
 use crate::engine::{truncate, Engine, Exec, FhirRequest, FhirResponse, RequestBody};
 use crate::error::{FhirError, FhirResult};
+use sijill_auth::Action;
 
 /// Most operations one JSON Patch may carry.
 const MAX_OPERATIONS: usize = 1000;
@@ -39,6 +41,7 @@ fn apply_bounded(resource: &mut Value, operations: &json_patch::Patch, max_bytes
 /// PATCH a resource with a JSON Patch document.
 pub fn patch(
     engine: &Engine,
+    guard: &Guard<'_>,
     exec: Exec<'_>,
     resource_type: &str,
     id: Option<&str>,
@@ -80,6 +83,7 @@ pub fn patch(
                 )))
             }
         };
+        guard.check_write_existing(Action::Update, &current)?;
         if let Some(expected) = if_match {
             if expected != current.version {
                 return Err(FhirError::new(
@@ -96,6 +100,7 @@ pub fn patch(
             .map_err(|e| FhirError::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", e.to_string()))?;
         apply_bounded(&mut resource, &operations, max_bytes)?;
         let resource = checked_resource(RequestBody::Resource(resource), resource_type, Some(&target))?;
+        guard.check_write(Action::Update, resource_type, &resource)?;
         let (stored, _) = tx.update(resource_type, &target, resource, Some(current.version))?;
         Ok(resource_response(engine, StatusCode::OK, &stored))
     })

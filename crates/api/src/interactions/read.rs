@@ -4,12 +4,14 @@ use axum::http::StatusCode;
 use sijill_store::{Current, Stored};
 
 use super::{parse_version, resource_response};
+use crate::access::Guard;
 use crate::engine::{truncate, Conditions, Engine, Exec, FhirResponse, Payload};
 use crate::error::{FhirError, FhirResult};
 
 /// GET `Type/id`.
 pub fn read(
     engine: &Engine,
+    guard: &Guard<'_>,
     exec: Exec<'_>,
     resource_type: &str,
     id: &str,
@@ -21,6 +23,7 @@ pub fn read(
     };
     match current {
         Current::Found(stored) => {
+            guard.check_visible(&stored)?;
             if not_modified(&stored, conditions) {
                 let mut response = resource_response(engine, StatusCode::NOT_MODIFIED, &stored);
                 response.payload = Payload::None;
@@ -31,7 +34,10 @@ pub fn read(
             response.location = None;
             Ok(response)
         }
-        Current::Deleted(stored) => Err(gone(resource_type, id, &stored)),
+        Current::Deleted(stored) => {
+            guard.check_visible_deleted(&stored)?;
+            Err(gone(resource_type, id, &stored))
+        }
         Current::NotFound => Err(FhirError::not_found(format!(
             "{resource_type}/{} does not exist",
             truncate(id)
@@ -40,11 +46,25 @@ pub fn read(
 }
 
 /// GET `Type/id/_history/vid`.
-pub fn vread(engine: &Engine, resource_type: &str, id: &str, version: &str) -> FhirResult<FhirResponse> {
+pub fn vread(
+    engine: &Engine,
+    guard: &Guard<'_>,
+    resource_type: &str,
+    id: &str,
+    version: &str,
+) -> FhirResult<FhirResponse> {
     let v = parse_version(version)?;
+    // A version of a resource the actor may not see now is as absent as the resource.
+    if let Current::Found(current) = engine.store.read(resource_type, id)? {
+        guard.check_visible(&current)?;
+    }
     match engine.store.vread(resource_type, id, v)? {
-        Some(stored) if stored.deleted => Err(gone(resource_type, id, &stored)),
+        Some(stored) if stored.deleted => {
+            guard.check_visible_deleted(&stored)?;
+            Err(gone(resource_type, id, &stored))
+        }
         Some(stored) => {
+            guard.check_visible(&stored)?;
             let mut response = resource_response(engine, StatusCode::OK, &stored);
             response.location = None;
             Ok(response)

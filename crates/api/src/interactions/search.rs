@@ -13,6 +13,7 @@ use sijill_fhir::definitions::{self, SearchParamType};
 use sijill_store::{index, Current, SearchQuery, SortKey, Stored};
 
 use super::history::parse_count;
+use crate::access::Guard;
 use crate::bundle_writer::{BundleWriter, EntryResource};
 use crate::engine::{truncate, Engine, Exec, FhirResponse, Payload};
 use crate::error::{FhirError, FhirResult};
@@ -179,6 +180,7 @@ fn parse_shape(
 /// Searches `resource_type`, within the compartment `(owner type, owner id)` when given.
 pub fn search(
     engine: &Engine,
+    guard: &Guard<'_>,
     exec: Exec<'_>,
     resource_type: &str,
     compartment: Option<(&str, &str)>,
@@ -214,11 +216,14 @@ pub fn search(
             .in_compartment(owner, id, resource_type)
             .ok_or_else(|| FhirError::not_found(format!("{resource_type} is not part of the {owner} compartment")))?;
     }
+    let scope = guard.search_scope(resource_type, &query, shape.summary_count)?;
+    let query = guard.restrict(resource_type, query, &scope)?;
     let mut snapshot_next: Option<String> = None;
     let (found, total) = match exec {
         Exec::Standalone if shape.sort.is_some() || shape.page.is_some() => {
             // A snapshot only serves pages of the search that made it.
-            let snapshot_scope = format!("{resource_type}|{compartment:?}|{criteria:?}|{:?}", shape.sort);
+            // The restricted query is part of the scope: one actor's snapshot is not another's.
+            let snapshot_scope = format!("{resource_type}|{query:?}|{:?}", shape.sort);
             let (key, ids, offset) = match &shape.page {
                 Some((key, offset)) => {
                     let ids = engine.snapshots.get(key, &snapshot_scope).ok_or_else(|| {
@@ -283,7 +288,7 @@ pub fn search(
             (found, total)
         }
     };
-    let included = included_resources(engine, &shape, &found)?;
+    let included = included_resources(engine, guard, &shape, &found)?;
     let mut all_params = criteria.clone();
     all_params.extend(shape.echo.iter().filter(|(n, _)| n != "_count").cloned());
     let encoded: String = form_urlencoded::Serializer::new(String::new())
@@ -407,7 +412,8 @@ fn keep_summary(parent: &str, map: &mut serde_json::Map<String, Value>, is_resou
 }
 
 /// The resources `_include` and `_revinclude` add, without duplicates or matches.
-fn included_resources(engine: &Engine, shape: &Shape, found: &[Stored]) -> FhirResult<Vec<Stored>> {
+/// Resources the actor may not see are left out (and not followed further).
+fn included_resources(engine: &Engine, guard: &Guard<'_>, shape: &Shape, found: &[Stored]) -> FhirResult<Vec<Stored>> {
     let mut seen: HashSet<(String, String)> = found.iter().map(|s| (s.resource_type.clone(), s.id.clone())).collect();
     let mut out: Vec<Stored> = Vec::new();
     let mut frontier: Vec<Stored> = found.to_vec();
@@ -421,7 +427,9 @@ fn included_resources(engine: &Engine, shape: &Shape, found: &[Stored]) -> FhirR
                         continue;
                     }
                     if let Current::Found(r) = engine.store.read(&ty, &id)? {
-                        next.push(r);
+                        if guard.visible(&r) {
+                            next.push(r);
+                        }
                     }
                 }
             }
@@ -442,7 +450,10 @@ fn included_resources(engine: &Engine, shape: &Shape, found: &[Stored]) -> FhirR
                 let query = SearchQuery::parse(&inc.source, &[(param.clone(), targets.join(","))])?;
                 let referring = engine.store.search_page(&inc.source, &query, None, MAX_INCLUDED)?;
                 for r in referring {
-                    if out.len() + next.len() < MAX_INCLUDED && seen.insert((r.resource_type.clone(), r.id.clone())) {
+                    if out.len() + next.len() < MAX_INCLUDED
+                        && guard.visible(&r)
+                        && seen.insert((r.resource_type.clone(), r.id.clone()))
+                    {
                         next.push(r);
                     }
                 }

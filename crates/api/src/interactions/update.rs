@@ -4,12 +4,17 @@
 use axum::http::StatusCode;
 
 use super::{checked_resource, conditional_query, matching_ids, multiple_matches, parse_version, resource_response};
+use crate::access::Guard;
 use crate::engine::{truncate, Engine, Exec, FhirRequest, FhirResponse};
 use crate::error::{FhirError, FhirResult};
+use serde_json::Value;
+use sijill_auth::Action;
+use sijill_store::{Current, StoreTx};
 
 /// PUT `Type/id` (id given) or PUT `Type?criteria` (id None).
 pub fn update(
     engine: &Engine,
+    guard: &Guard<'_>,
     exec: Exec<'_>,
     resource_type: &str,
     id: Option<&str>,
@@ -20,6 +25,7 @@ pub fn update(
         Some(id) => {
             let resource = checked_resource(req.body, resource_type, Some(id))?;
             engine.with_tx(exec, |tx| {
+                check_replacing(guard, tx, resource_type, id, &resource)?;
                 let (stored, created) = tx.update(resource_type, id, resource, if_match)?;
                 let status = if created { StatusCode::CREATED } else { StatusCode::OK };
                 Ok(resource_response(engine, status, &stored))
@@ -42,7 +48,10 @@ pub fn update(
                             truncate(&body_id)
                         )))
                     }
-                    (Some(found), _) => tx.update(resource_type, &found, resource, if_match)?,
+                    (Some(found), _) => {
+                        check_replacing(guard, tx, resource_type, &found, &resource)?;
+                        tx.update(resource_type, &found, resource, if_match)?
+                    }
                     (None, Some(body_id)) => {
                         // The id names a resource the criteria did not match: do not overwrite it.
                         if let sijill_store::Current::Found(_) = tx.read(resource_type, &body_id)? {
@@ -55,13 +64,35 @@ pub fn update(
                                 ),
                             ));
                         }
+                        guard.check_write(Action::Create, resource_type, &resource)?;
                         tx.update(resource_type, &body_id, resource, if_match)?
                     }
-                    (None, None) => (tx.create(resource_type, resource, None)?, true),
+                    (None, None) => {
+                        guard.check_write(Action::Create, resource_type, &resource)?;
+                        (tx.create(resource_type, resource, None)?, true)
+                    }
                 };
                 let status = if created { StatusCode::CREATED } else { StatusCode::OK };
                 Ok(resource_response(engine, status, &stored))
             })
         }
+    }
+}
+
+/// Checks that the actor may replace `resource_type/id` (when it exists) with `resource`,
+/// or create it (when it does not).
+fn check_replacing(
+    guard: &Guard<'_>,
+    tx: &mut dyn StoreTx,
+    resource_type: &str,
+    id: &str,
+    resource: &Value,
+) -> FhirResult<()> {
+    match tx.read(resource_type, id)? {
+        Current::Found(stored) => {
+            guard.check_write_existing(Action::Update, &stored)?;
+            guard.check_write(Action::Update, resource_type, resource)
+        }
+        _ => guard.check_write(Action::Create, resource_type, resource),
     }
 }

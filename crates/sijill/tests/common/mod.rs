@@ -9,6 +9,19 @@ use std::process::{Child, Command, Output, Stdio};
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use serde_json::Value;
 
+/// Mints a token with `sijill token` for the server at `base`.
+pub fn mint_token(dir: &Path, base: &str, args: &[&str]) -> String {
+    let mut all = vec!["token", "--base-url", base];
+    all.extend_from_slice(args);
+    let out = sijill(dir, &all);
+    assert!(
+        out.status.success(),
+        "sijill token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("token").trim().to_string()
+}
+
 /// The path of the binary under test.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_sijill")
@@ -25,6 +38,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     /// What the server printed after its address line (read in the background).
     pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// A platform administrator's token (minted with `sijill token`), sent by `request`.
+    pub admin_token: String,
     client: Client,
 }
 
@@ -68,17 +83,54 @@ impl Server {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_string();
+        let base = format!("{root}/fhir");
+        let admin_token = mint_token(dir.path(), &base, &["--role", "admin"]);
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {admin_token}").parse().expect("header"),
+        );
         Server {
             child,
-            base: format!("{root}/fhir"),
+            base,
             root,
             dir,
             stdout: printed,
+            admin_token,
             client: Client::builder()
                 .timeout(std::time::Duration::from_secs(120))
+                .default_headers(headers)
                 .build()
                 .expect("client"),
         }
+    }
+
+    /// The HTTP client that sends the administrator's token.
+    pub fn http(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// A token for this server minted with `sijill token ARGS` (e.g. `--role citizen
+    /// --patient 1`).
+    pub fn token(&self, args: &[&str]) -> String {
+        mint_token(self.dir.path(), &self.base, args)
+    }
+
+    /// A request to a path below the FHIR base with `token` instead of the administrator's.
+    pub fn request_as(&self, token: &str, method: reqwest::Method, path: &str) -> RequestBuilder {
+        let url = if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}/{}", self.base, path)
+        };
+        Client::new()
+            .request(method, url)
+            .header("authorization", format!("Bearer {token}"))
+    }
+
+    /// GET with `token`.
+    pub fn get_as(&self, token: &str, path: &str) -> Response {
+        self.request_as(token, reqwest::Method::GET, path).send().expect("GET")
     }
 
     /// A request to a path below the FHIR base (`Patient/1`) or an absolute URL.

@@ -1,0 +1,538 @@
+//! The guard: where the engine asks [`sijill_auth::decide`] about each request and each
+//! resource, and turns the answers into errors, search restrictions and filters.
+//!
+//! - A type-level search becomes a search restricted to the patients the actor may see
+//!   (their own record for a citizen, the patients who granted access for a practitioner)
+//!   or to the actor's organization (an insurer), or is refused.
+//! - Every resource that leaves the engine — a read, a search match, an `_include`, an
+//!   `$everything` member, a history entry — is checked; a hidden resource is answered
+//!   exactly like an absent one.
+//! - Every write is checked against the resource as it is and as it will be.
+
+use std::cell::OnceCell;
+
+use axum::http::StatusCode;
+use serde_json::Value;
+use sijill_auth::policy::OWNING_ORGANIZATION;
+use sijill_auth::{decide, Action, Category, Decision, Grant, Principal, Request, Subject};
+use sijill_fhir::definitions;
+use sijill_store::query::Compartment;
+use sijill_store::{Current, SearchQuery, Stored};
+
+use crate::context::{Actor, RequestContext};
+use crate::engine::Engine;
+use crate::error::{FhirError, FhirResult};
+
+/// How far a search may reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SearchScope {
+    /// Everything the query matches.
+    All,
+    /// Only the compartments of these patients.
+    Patients(Vec<String>),
+    /// Only resources whose organization parameter names this organization.
+    Organization {
+        /// The reference parameter.
+        param: &'static str,
+        /// The Organization id.
+        id: String,
+    },
+}
+
+/// The guard of one request.
+pub struct Guard<'a> {
+    engine: &'a Engine,
+    actor: Option<&'a Principal>,
+    /// Patients who granted the actor's organization access (looked up once, on demand).
+    grants: OnceCell<Vec<String>>,
+}
+
+/// The ids of the patients a resource belongs to (its Patient compartment owners).
+pub fn patients_of(resource_type: &str, resource: &Value) -> Vec<String> {
+    if resource_type == "Patient" {
+        return resource["id"]
+            .as_str()
+            .map(|id| vec![id.to_string()])
+            .unwrap_or_default();
+    }
+    let Some(params) = definitions::compartment_params("Patient", resource_type) else {
+        return Vec::new();
+    };
+    let mut owners: Vec<String> = sijill_store::index::extract(resource_type, resource)
+        .into_iter()
+        .filter(|row| params.contains(&row.param) && row.system.as_deref() == Some("Patient"))
+        .map(|row| row.value)
+        .collect();
+    owners.sort();
+    owners.dedup();
+    owners
+}
+
+/// The id of the Organization a resource names through `param`.
+fn organization_param(resource_type: &str, resource: &Value, param: &str) -> Option<String> {
+    sijill_store::index::extract(resource_type, resource)
+        .into_iter()
+        .find(|row| row.param == param && row.system.as_deref() == Some("Organization"))
+        .map(|row| row.value)
+}
+
+fn parse(stored: &Stored) -> FhirResult<Value> {
+    serde_json::from_slice(&stored.body).map_err(|e| {
+        FhirError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "exception",
+            format!("a stored resource is not JSON: {e}"),
+        )
+    })
+}
+
+/// The error for a resource the actor may not see: the same as for one that is not there.
+pub fn not_found(resource_type: &str, id: &str) -> FhirError {
+    FhirError::not_found(format!(
+        "{resource_type}/{} does not exist",
+        crate::engine::truncate(id)
+    ))
+}
+
+fn forbidden(decision: Decision) -> FhirError {
+    match decision {
+        Decision::OutOfScope(why) => {
+            FhirError::new(StatusCode::FORBIDDEN, "forbidden", format!("insufficient_scope: {why}"))
+        }
+        Decision::Deny(why) => FhirError::new(StatusCode::FORBIDDEN, "forbidden", why),
+        Decision::Allow => FhirError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "exception",
+            "allowed request refused",
+        ),
+    }
+}
+
+impl<'a> Guard<'a> {
+    /// The guard for a request's actor.
+    pub fn new(engine: &'a Engine, ctx: &'a RequestContext) -> Guard<'a> {
+        let actor = match &ctx.actor {
+            Actor::LocalOperator => None,
+            Actor::Principal(p) => Some(p),
+        };
+        Guard {
+            engine,
+            actor,
+            grants: OnceCell::new(),
+        }
+    }
+
+    /// Whether every request passes (the local operator: command-line tools).
+    fn unrestricted(&self) -> bool {
+        self.actor.is_none()
+    }
+
+    /// The patients whose active grant covers the actor's organization.
+    fn granted_patients(&self) -> &[String] {
+        self.grants.get_or_init(|| {
+            let (Some(actor), Some(org)) = (self.actor, self.actor.and_then(|a| a.organization.as_deref())) else {
+                return Vec::new();
+            };
+            if actor.role != sijill_auth::Role::Practitioner {
+                return Vec::new();
+            }
+            active_grants(self.engine, org).unwrap_or_else(|e| {
+                tracing::warn!(error = %e.issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default(), "grant lookup failed: no grants");
+                Vec::new()
+            })
+        })
+    }
+
+    fn grant_for(&self, patient: &str) -> Grant {
+        if self.granted_patients().iter().any(|p| p == patient) {
+            Grant::Active
+        } else {
+            Grant::None
+        }
+    }
+
+    /// The organization a resource belongs to (following a Schedule's actor and a Slot's
+    /// schedule).
+    fn organization_of(&self, resource_type: &str, resource: &Value, depth: u8) -> Option<String> {
+        if resource_type == "Organization" {
+            return resource["id"].as_str().map(str::to_string);
+        }
+        if let Some((_, param)) = OWNING_ORGANIZATION.iter().find(|(t, _)| *t == resource_type) {
+            return organization_param(resource_type, resource, param);
+        }
+        let via = match resource_type {
+            "Schedule" => resource["actor"]
+                .as_array()?
+                .iter()
+                .find_map(|a| a["reference"].as_str()),
+            "Slot" => resource["schedule"]["reference"].as_str(),
+            _ => None,
+        }?;
+        let (t, id) = via.split_once('/')?;
+        if depth >= 2 || !definitions::is_resource_type(t) {
+            return None;
+        }
+        match self.engine.store.read(t, id).ok()? {
+            Current::Found(s) => self.organization_of(t, &serde_json::from_slice(&s.body).ok()?, depth + 1),
+            _ => None,
+        }
+    }
+
+    /// The decisions for one resource: one per patient it belongs to (or one when it
+    /// belongs to none).
+    fn decisions(&self, action: Action, resource_type: &str, resource: &Value) -> Vec<Decision> {
+        let Some(actor) = self.actor else {
+            return vec![Decision::Allow];
+        };
+        let patients = patients_of(resource_type, resource);
+        let organization = self.organization_of(resource_type, resource, 0);
+        let base = Request {
+            action,
+            resource_type,
+            subject: Subject::Nobody,
+            organization: organization.as_deref(),
+            grant: Grant::None,
+            count_only: false,
+        };
+        let patient_data = matches!(
+            sijill_auth::policy::category(resource_type),
+            Category::PatientRecord | Category::Financial
+        );
+        if patients.is_empty() {
+            let subject = if patient_data {
+                Subject::AnyPatient
+            } else {
+                Subject::Nobody
+            };
+            return vec![decide(actor, &Request { subject, ..base })];
+        }
+        patients
+            .iter()
+            .map(|p| {
+                decide(
+                    actor,
+                    &Request {
+                        subject: Subject::Patient(p),
+                        grant: self.grant_for(p),
+                        ..base
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Whether the actor may see this stored resource (in any of its patients'
+    /// compartments, as compartment search does).
+    pub fn visible(&self, stored: &Stored) -> bool {
+        if self.unrestricted() || stored.deleted {
+            return true;
+        }
+        match serde_json::from_slice::<Value>(&stored.body) {
+            Ok(v) => self
+                .decisions(Action::Read, &stored.resource_type, &v)
+                .iter()
+                .any(Decision::allowed),
+            Err(_) => false,
+        }
+    }
+
+    /// Refuses (as "does not exist") a resource the actor may not see.
+    pub fn check_visible(&self, stored: &Stored) -> FhirResult<()> {
+        if self.visible(stored) {
+            Ok(())
+        } else {
+            Err(not_found(&stored.resource_type, &stored.id))
+        }
+    }
+
+    /// Refuses (as "does not exist") a deleted resource whose last content the actor could
+    /// not see: even its deletion is not theirs to learn.
+    pub fn check_visible_deleted(&self, deleted: &Stored) -> FhirResult<()> {
+        if self.unrestricted() || deleted.version < 2 {
+            return Ok(());
+        }
+        match self
+            .engine
+            .store
+            .vread(&deleted.resource_type, &deleted.id, deleted.version - 1)?
+        {
+            Some(before) if !before.deleted => self.check_visible(&before),
+            _ => Err(not_found(&deleted.resource_type, &deleted.id)),
+        }
+    }
+
+    /// Checks a write of `resource` (the new content, or the current one for a delete):
+    /// every patient it belongs to must allow it. A resource the actor may not even see is
+    /// answered as absent.
+    pub fn check_write(&self, action: Action, resource_type: &str, resource: &Value) -> FhirResult<()> {
+        if self.unrestricted() {
+            return Ok(());
+        }
+        let decisions = self.decisions(action, resource_type, resource);
+        match decisions.into_iter().find(|d| !d.allowed()) {
+            None => Ok(()),
+            Some(refused) => Err(forbidden(refused)),
+        }
+    }
+
+    /// Checks a write against the stored current version (update, patch, delete): it must
+    /// be visible, and the write allowed on it.
+    pub fn check_write_existing(&self, action: Action, stored: &Stored) -> FhirResult<()> {
+        if self.unrestricted() || stored.deleted {
+            return Ok(());
+        }
+        self.check_visible(stored)?;
+        self.check_write(action, &stored.resource_type, &parse(stored)?)
+    }
+
+    /// Refuses a type-level or system-level history unless the actor may see every
+    /// resource of the type (`None`: of every type).
+    pub fn check_history(&self, resource_type: Option<&str>) -> FhirResult<()> {
+        let Some(actor) = self.actor else { return Ok(()) };
+        let types: Vec<&str> = match resource_type {
+            Some(t) => vec![t],
+            None => definitions::resource_types().collect(),
+        };
+        for t in types {
+            let patient_data = matches!(
+                sijill_auth::policy::category(t),
+                Category::PatientRecord | Category::Financial
+            );
+            let request = Request {
+                action: Action::History,
+                resource_type: t,
+                subject: if patient_data {
+                    Subject::AnyPatient
+                } else {
+                    Subject::Nobody
+                },
+                organization: None,
+                grant: Grant::None,
+                count_only: false,
+            };
+            let d = decide(actor, &request);
+            if !d.allowed() {
+                return Err(forbidden(d));
+            }
+        }
+        Ok(())
+    }
+
+    /// How far a search of `resource_type` may reach; refuses it when nothing would be
+    /// visible, or when it chains into patient data it could not see.
+    pub fn search_scope(&self, resource_type: &str, query: &SearchQuery, count_only: bool) -> FhirResult<SearchScope> {
+        let Some(actor) = self.actor else {
+            return Ok(SearchScope::All);
+        };
+        let category = sijill_auth::policy::category(resource_type);
+        let patient_data = matches!(category, Category::PatientRecord | Category::Financial);
+        let any = Request {
+            action: Action::Search,
+            resource_type,
+            subject: if patient_data {
+                Subject::AnyPatient
+            } else {
+                Subject::Nobody
+            },
+            organization: None,
+            grant: Grant::None,
+            count_only,
+        };
+        let first = decide(actor, &any);
+        let scope = match first {
+            Decision::Allow => SearchScope::All,
+            Decision::OutOfScope(_) => return Err(forbidden(first)),
+            Decision::Deny(_) => self
+                .narrowed_scope(actor, resource_type, any)
+                .ok_or_else(|| forbidden(first))?,
+        };
+        self.refuse_reaching_hidden(actor, query)?;
+        Ok(scope)
+    }
+
+    /// The restriction under which a search the actor may not run across patients is
+    /// still allowed: their own patients, or their organization's resources.
+    fn narrowed_scope(&self, actor: &Principal, resource_type: &str, any: Request<'_>) -> Option<SearchScope> {
+        if let (Some(org), Some((_, param))) = (
+            actor.organization.as_deref(),
+            OWNING_ORGANIZATION.iter().find(|(t, _)| *t == resource_type),
+        ) {
+            if decide(
+                actor,
+                &Request {
+                    organization: Some(org),
+                    ..any
+                },
+            )
+            .allowed()
+            {
+                return Some(SearchScope::Organization {
+                    param,
+                    id: org.to_string(),
+                });
+            }
+        }
+        if resource_type != "Patient" && definitions::compartment_params("Patient", resource_type).is_none() {
+            return None;
+        }
+        let candidates: Vec<String> = match actor.role {
+            sijill_auth::Role::Citizen => actor.patient.iter().cloned().collect(),
+            sijill_auth::Role::Practitioner => self.granted_patients().to_vec(),
+            _ => Vec::new(),
+        };
+        let allowed: Vec<String> = candidates
+            .into_iter()
+            .filter(|p| {
+                decide(
+                    actor,
+                    &Request {
+                        subject: Subject::Patient(p),
+                        grant: self.grant_for(p),
+                        ..any
+                    },
+                )
+                .allowed()
+            })
+            .collect();
+        (!allowed.is_empty()).then_some(SearchScope::Patients(allowed))
+    }
+
+    /// Chains and `_has` run inner searches without the outer restriction: each type they
+    /// reach must be one the actor may search without restriction.
+    fn refuse_reaching_hidden(&self, actor: &Principal, query: &SearchQuery) -> FhirResult<()> {
+        let searchable = |t: &str| {
+            let patient_data = matches!(
+                sijill_auth::policy::category(t),
+                Category::PatientRecord | Category::Financial
+            );
+            let request = Request {
+                action: Action::Search,
+                resource_type: t,
+                subject: if patient_data {
+                    Subject::AnyPatient
+                } else {
+                    Subject::Nobody
+                },
+                organization: None,
+                grant: Grant::None,
+                count_only: false,
+            };
+            decide(actor, &request).allowed()
+        };
+        fn reached<'c>(c: &'c sijill_store::Criterion, out: &mut Vec<(&'static str, &'c str)>) {
+            if let Some((target, inner)) = &c.chain {
+                out.push(("chained search into", target));
+                reached(inner, out);
+            }
+            if let Some((source, _, inner)) = &c.has {
+                out.push(("_has on", source));
+                reached(inner, out);
+            }
+        }
+        let mut types = Vec::new();
+        query.criteria.iter().for_each(|c| reached(c, &mut types));
+        match types.into_iter().find(|(_, t)| !searchable(t)) {
+            None => Ok(()),
+            Some((how, t)) => Err(FhirError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("{how} {t} is not available to this token: it would search records it cannot see; search within the patient instead"),
+            )),
+        }
+    }
+
+    /// Applies a search scope to a query (intersecting with a compartment it already has).
+    pub fn restrict(
+        &self,
+        resource_type: &str,
+        mut query: SearchQuery,
+        scope: &SearchScope,
+    ) -> FhirResult<SearchQuery> {
+        match scope {
+            SearchScope::All => Ok(query),
+            SearchScope::Patients(allowed) => {
+                let params = definitions::compartment_params("Patient", resource_type)
+                    .map(|p| p.iter().map(|s| s.to_string()).collect())
+                    .unwrap_or_default();
+                query.compartment = Some(match query.compartment.take() {
+                    Some(mut c) if c.owner_type == "Patient" => {
+                        c.owner_ids.retain(|id| allowed.contains(id));
+                        c
+                    }
+                    Some(c) => {
+                        // Another compartment (Encounter/…): keep it and add the patients as
+                        // a criterion-free restriction through a second compartment is not
+                        // possible; refuse instead.
+                        return Err(FhirError::new(
+                            StatusCode::FORBIDDEN,
+                            "forbidden",
+                            format!(
+                                "a search in the {} compartment is not available to this token",
+                                c.owner_type
+                            ),
+                        ));
+                    }
+                    None => Compartment {
+                        owner_type: "Patient".into(),
+                        owner_ids: allowed.clone(),
+                        params,
+                    },
+                });
+                Ok(query)
+            }
+            SearchScope::Organization { param, id } => {
+                let extra = SearchQuery::parse(resource_type, &[(param.to_string(), format!("Organization/{id}"))])?;
+                query.criteria.extend(extra.criteria);
+                Ok(query)
+            }
+        }
+    }
+
+    /// Refuses a Patient `$everything` across patients for an actor who may not search
+    /// patients without restriction.
+    pub fn check_everything_for_all(&self) -> FhirResult<()> {
+        match self.search_scope("Patient", &SearchQuery::default(), false)? {
+            SearchScope::All => Ok(()),
+            _ => Err(FhirError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Patient/$everything across patients is not available to this token; ask for one patient",
+            )),
+        }
+    }
+}
+
+/// Patients with an active grant (an active Consent whose provision names the
+/// organization as actor and whose period has not ended).
+fn active_grants(engine: &Engine, organization: &str) -> FhirResult<Vec<String>> {
+    let query = SearchQuery::parse(
+        "Consent",
+        &[
+            ("actor".to_string(), format!("Organization/{organization}")),
+            ("status".to_string(), "active".to_string()),
+        ],
+    )?;
+    let now = sijill_store::now_instant();
+    let mut patients = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = engine.store.search_page("Consent", &query, after.as_deref(), 500)?;
+        for s in &page {
+            let consent = parse(s)?;
+            let end = consent["provision"]["period"]["end"].as_str();
+            let current = end.is_none_or(|e| sijill_store::parse_instant(e).is_some_and(|e| e > now));
+            if let (true, Some(p)) = (current, consent["patient"]["reference"].as_str()) {
+                if let Some(id) = p.strip_prefix("Patient/") {
+                    patients.push(id.to_string());
+                }
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == 500 => after = Some(last.id.clone()),
+            _ => break,
+        }
+    }
+    patients.sort();
+    patients.dedup();
+    Ok(patients)
+}

@@ -1,0 +1,140 @@
+//! Identity at the HTTP edge: the bearer-token check in front of every FHIR request, and
+//! Sijill's own authorization server (SMART App Launch and Backend Services) under `/auth`.
+//!
+//! The decisions themselves are in `sijill_auth`; this module only verifies who is calling
+//! and issues tokens.
+
+pub mod eid;
+pub mod people;
+pub mod smart;
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderMap, StatusCode};
+use sijill_auth::clients::Registry;
+use sijill_auth::keys::KeyRing;
+use sijill_auth::{AccessClaims, Principal, Role, Scopes};
+
+use crate::error::FhirError;
+
+/// How long an access token lives, by default.
+pub const ACCESS_TOKEN_SECONDS: i64 = 15 * 60;
+
+/// Everything the edge needs to check and issue tokens.
+pub struct Identity {
+    /// The server's signing keys.
+    pub keys: KeyRing,
+    /// Registered apps and systems.
+    pub clients: Registry,
+    /// This authorization server's issuer (`{origin}/auth`).
+    pub issuer: String,
+    /// The audience of its tokens: the FHIR base URL.
+    pub audience: String,
+    /// The national eID provider, or None for the development identity provider.
+    pub eid: Option<eid::EidProvider>,
+    /// Short-lived state of logins, codes and refresh tokens.
+    pub sessions: smart::Sessions,
+    /// The identifier system of national identifiers (from the country profile).
+    pub national_id_system: String,
+}
+
+/// The issuer that goes with a FHIR base URL: `http://host/fhir` → `http://host/auth`.
+pub fn issuer_for(base_url: &str) -> String {
+    let origin = base_url.trim_end_matches('/').trim_end_matches("/fhir");
+    format!("{origin}/auth")
+}
+
+impl Identity {
+    /// The identity layer for a server whose FHIR base is `base_url`.
+    pub fn new(
+        data_dir: &std::path::Path,
+        base_url: &str,
+        national_id_system: &str,
+        eid: Option<eid::EidProvider>,
+    ) -> Result<Identity, String> {
+        Ok(Identity {
+            keys: KeyRing::open(data_dir).map_err(|e| e.to_string())?,
+            clients: Registry::open(data_dir),
+            issuer: issuer_for(base_url),
+            audience: base_url.trim_end_matches('/').to_string(),
+            eid,
+            sessions: smart::Sessions::default(),
+            national_id_system: national_id_system.to_string(),
+        })
+    }
+
+    /// Whether logins go to the built-in development identity provider.
+    pub fn development(&self) -> bool {
+        self.eid.is_none()
+    }
+
+    /// The actor behind a request's `Authorization: Bearer …` header.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, FhirError> {
+        let value = headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("This request needs an access token (Authorization: Bearer …)"))?;
+        let text = value
+            .to_str()
+            .map_err(|_| unauthorized("The Authorization header is not readable"))?;
+        let token = text
+            .strip_prefix("Bearer ")
+            .or_else(|| text.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("The Authorization header must carry a Bearer token"))?;
+        let claims: AccessClaims = self
+            .keys
+            .verify(token, &self.issuer, &self.audience)
+            .map_err(|e| unauthorized(&e.to_string()))?;
+        if self.sessions.is_revoked(&claims.jti) {
+            return Err(unauthorized("the token was revoked"));
+        }
+        if claims.development && !self.development() {
+            return Err(unauthorized(
+                "a development token is not valid on a server with a national eID provider",
+            ));
+        }
+        Principal::from_claims(claims).map_err(|e| unauthorized(&e.to_string()))
+    }
+
+    /// Signs an access token for an actor.
+    #[allow(clippy::too_many_arguments)]
+    pub fn issue(
+        &self,
+        role: Role,
+        subject: &str,
+        client_id: &str,
+        scopes: &Scopes,
+        patient: Option<String>,
+        fhir_user: Option<String>,
+        organization: Option<String>,
+        lifetime_seconds: i64,
+    ) -> Result<(String, AccessClaims), String> {
+        let now = sijill_auth::now_unix();
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: subject.to_string(),
+            exp: now + lifetime_seconds,
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            scope: scopes.to_string(),
+            role,
+            client_id: client_id.to_string(),
+            patient,
+            fhir_user,
+            organization,
+            development: self.development(),
+        };
+        let token = self.keys.sign(&claims).map_err(|e| e.to_string())?;
+        Ok((token, claims))
+    }
+}
+
+/// A 401 with `WWW-Authenticate` (added by the HTTP layer) and an OperationOutcome.
+pub fn unauthorized(why: &str) -> FhirError {
+    FhirError::new(StatusCode::UNAUTHORIZED, "login", why.to_string())
+}
+
+/// The shared identity layer.
+pub type SharedIdentity = Arc<Identity>;

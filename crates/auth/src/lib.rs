@@ -1,0 +1,80 @@
+//! Identity and authorization for Sijill.
+//!
+//! - [`keys`]: the server's signing keys (ES256), rotation, the published JWK Set.
+//! - [`scopes`]: SMART App Launch v2 scopes.
+//! - [`principal`]: roles, access-token claims, the verified actor.
+//! - [`policy`]: the one access decision.
+//! - [`clients`]: registered apps and institution systems.
+//! - [`oidc`]: the national eID provider, as an OpenID Connect relying party.
+
+pub mod clients;
+pub mod keys;
+pub mod oidc;
+pub mod pkce;
+pub mod policy;
+pub mod principal;
+pub mod scopes;
+
+pub use policy::{decide, Action, Category, Decision, Grant, Request, Subject};
+pub use principal::{AccessClaims, Principal, Role};
+pub use scopes::{Permission, ResourceScope, ScopeContext, Scopes};
+
+/// What can go wrong in identity and authorization.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The signing keys could not be read, written or used.
+    #[error("signing keys: {0}")]
+    Keys(String),
+    /// A token was refused; the text says why (safe to show to the client).
+    #[error("{0}")]
+    BadToken(String),
+    /// The client registry could not be read or written, or a registration is invalid.
+    #[error("clients: {0}")]
+    Clients(String),
+    /// The identity provider could not be reached or answered wrongly.
+    #[error("identity provider: {0}")]
+    Provider(String),
+}
+
+/// Seconds since the epoch, now.
+pub fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Now, as an RFC 3339 instant.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A short, client-safe description of why a JWT was refused.
+pub fn describe_jwt_error(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind::*;
+    match e.kind() {
+        ExpiredSignature => "the token has expired".into(),
+        InvalidIssuer => "the token was issued by someone else".into(),
+        InvalidAudience => "the token is meant for another server".into(),
+        InvalidSignature => "the token's signature is not valid".into(),
+        InvalidAlgorithm => "the token's algorithm is not accepted".into(),
+        ImmatureSignature => "the token is not valid yet".into(),
+        MissingRequiredClaim(c) => format!("the token lacks the '{c}' claim"),
+        _ => "the token is not valid".into(),
+    }
+}
+
+/// A random URL-safe secret of `bytes` random bytes (authorization codes, refresh tokens,
+/// state, nonces).
+pub fn random_token(bytes: usize) -> String {
+    use base64::Engine as _;
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// Compares two secrets in constant time.
+pub fn secrets_equal(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
