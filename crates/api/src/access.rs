@@ -224,24 +224,36 @@ impl<'a> Guard<'a> {
     /// Whether the actor may see this stored resource (in any of its patients'
     /// compartments, as compartment search does).
     pub fn visible(&self, stored: &Stored) -> bool {
-        if self.unrestricted() || stored.deleted {
-            return true;
-        }
-        match serde_json::from_slice::<Value>(&stored.body) {
-            Ok(v) => self
-                .decisions(Action::Read, &stored.resource_type, &v)
-                .iter()
-                .any(Decision::allowed),
-            Err(_) => false,
-        }
+        self.read_decision(stored).allowed()
     }
 
-    /// Refuses (as "does not exist") a resource the actor may not see.
+    /// The decision on reading a stored resource: allowed when one of its patients'
+    /// compartments allows it.
+    fn read_decision(&self, stored: &Stored) -> Decision {
+        if self.unrestricted() || stored.deleted {
+            return Decision::Allow;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(&stored.body) else {
+            return Decision::Deny("unreadable".into());
+        };
+        let decisions = self.decisions(Action::Read, &stored.resource_type, &v);
+        if decisions.iter().any(Decision::allowed) {
+            return Decision::Allow;
+        }
+        decisions
+            .into_iter()
+            .next()
+            .unwrap_or(Decision::Deny("no decision".into()))
+    }
+
+    /// Refuses a resource the actor may not see: as "does not exist" when the role or
+    /// grant hides it, 403 when the token's scopes do not cover its type at all (which
+    /// says nothing about the resource).
     pub fn check_visible(&self, stored: &Stored) -> FhirResult<()> {
-        if self.visible(stored) {
-            Ok(())
-        } else {
-            Err(not_found(&stored.resource_type, &stored.id))
+        match self.read_decision(stored) {
+            Decision::Allow => Ok(()),
+            d @ Decision::OutOfScope(_) => Err(forbidden(d)),
+            Decision::Deny(_) => Err(not_found(&stored.resource_type, &stored.id)),
         }
     }
 

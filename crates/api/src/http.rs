@@ -91,7 +91,14 @@ fn error_response(e: &FhirError) -> Response {
         let text = e
             .issues
             .first()
-            .map(|i| i.diagnostics.replace('"', "'"))
+            .map(|i| {
+                // Header values must be visible ASCII.
+                i.diagnostics
+                    .chars()
+                    .filter(|c| c.is_ascii_graphic() || *c == ' ')
+                    .map(|c| if c == '"' { '\'' } else { c })
+                    .collect::<String>()
+            })
             .unwrap_or_default();
         if let Ok(v) = HeaderValue::from_str(&format!(
             "Bearer realm=\"sijill\", error=\"invalid_token\", error_description=\"{text}\""

@@ -36,7 +36,13 @@ pub struct Identity {
     pub sessions: smart::Sessions,
     /// The identifier system of national identifiers (from the country profile).
     pub national_id_system: String,
+    /// Tokens whose signature was already checked (a signature check costs more than the
+    /// read it guards); bounded, and expiry and revocation are still checked every time.
+    verified: parking_lot::Mutex<std::collections::HashMap<String, AccessClaims>>,
 }
+
+/// Most verified tokens remembered.
+const VERIFIED_CACHE: usize = 10_000;
 
 /// The issuer that goes with a FHIR base URL: `http://host/fhir` → `http://host/auth`.
 pub fn issuer_for(base_url: &str) -> String {
@@ -60,6 +66,7 @@ impl Identity {
             eid,
             sessions: smart::Sessions::default(),
             national_id_system: national_id_system.to_string(),
+            verified: Default::default(),
         })
     }
 
@@ -72,7 +79,7 @@ impl Identity {
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, FhirError> {
         let value = headers
             .get(header::AUTHORIZATION)
-            .ok_or_else(|| unauthorized("This request needs an access token (Authorization: Bearer …)"))?;
+            .ok_or_else(|| unauthorized("This request needs an access token (Authorization: Bearer ...)"))?;
         let text = value
             .to_str()
             .map_err(|_| unauthorized("The Authorization header is not readable"))?;
@@ -82,10 +89,23 @@ impl Identity {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| unauthorized("The Authorization header must carry a Bearer token"))?;
-        let claims: AccessClaims = self
-            .keys
-            .verify(token, &self.issuer, &self.audience)
-            .map_err(|e| unauthorized(&e.to_string()))?;
+        let cached = self.verified.lock().get(token).cloned();
+        let claims: AccessClaims = match cached {
+            Some(c) if c.exp > sijill_auth::now_unix() => c,
+            Some(_) => return Err(unauthorized("the token has expired")),
+            None => {
+                let c: AccessClaims = self
+                    .keys
+                    .verify(token, &self.issuer, &self.audience)
+                    .map_err(|e| unauthorized(&e.to_string()))?;
+                let mut verified = self.verified.lock();
+                if verified.len() >= VERIFIED_CACHE {
+                    verified.clear();
+                }
+                verified.insert(token.to_string(), c.clone());
+                c
+            }
+        };
         if self.sessions.is_revoked(&claims.jti) {
             return Err(unauthorized("the token was revoked"));
         }

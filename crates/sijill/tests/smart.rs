@@ -1,0 +1,301 @@
+//! Sijill as a SMART authorization server: an app's standalone launch through the
+//! development identity provider (authorization code + PKCE, refresh rotation, revocation)
+//! and an institution system's Backend Services token (`private_key_jwt`).
+
+mod common;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use common::{assert_outcome, json, sijill, Server};
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+use sha2::Digest;
+
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+
+fn no_redirects() -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn query_of(location: &str) -> Vec<(String, String)> {
+    let q = location.split_once('?').map(|(_, q)| q).unwrap_or("");
+    form_urlencoded::parse(q.as_bytes()).into_owned().collect()
+}
+
+fn param(pairs: &[(String, String)], name: &str) -> Option<String> {
+    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+}
+
+#[test]
+fn an_app_signs_a_citizen_in_with_pkce_and_refreshes_with_rotation() {
+    let s = Server::start();
+    let patient = s.create(&json!({"resourceType": "Patient", "identifier": [{"system": "https://sijill.health/id/ma/cnie", "value": "AB123456"}]}));
+    let other = s.create(&json!({"resourceType": "Patient"}));
+    let out = sijill(
+        s.dir.path(),
+        &[
+            "client",
+            "add",
+            "--name",
+            "Citizen portal",
+            "--kind",
+            "app",
+            "--scope",
+            "openid fhirUser launch/patient offline_access patient/*.rs",
+            "--redirect-uri",
+            REDIRECT,
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let client_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let verifier = "a-verifier-that-is-long-enough-to-satisfy-rfc-7636-rules-0123456789";
+    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let http = no_redirects();
+    let authorize = |challenge: &str| {
+        http.get(format!("{}/auth/authorize", s.root))
+            .query(&[
+                ("response_type", "code"),
+                ("client_id", client_id.as_str()),
+                ("redirect_uri", REDIRECT),
+                (
+                    "scope",
+                    "openid fhirUser launch/patient offline_access patient/*.rs patient/*.cruds",
+                ),
+                ("state", "app-state-1"),
+                ("aud", s.base.as_str()),
+                ("code_challenge", challenge),
+                ("code_challenge_method", "S256"),
+            ])
+            .send()
+            .unwrap()
+    };
+    // Unknown app: an error page, no redirect.
+    let unknown = http
+        .get(format!(
+            "{}/auth/authorize?client_id=nobody&redirect_uri={REDIRECT}",
+            s.root
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    // The development identity provider's page says what it is.
+    let page = authorize(&challenge).text().unwrap();
+    assert!(page.contains("DEVELOPMENT IDENTITY PROVIDER"), "{page}");
+    let login = page
+        .split("name=\"login\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let signed_in = http
+        .post(format!("{}/auth/dev-login", s.root))
+        .form(&[("login", login.as_str()), ("national_id", "AB123456")])
+        .send()
+        .unwrap();
+    assert!(signed_in.status().is_redirection());
+    let back = query_of(signed_in.headers()["location"].to_str().unwrap());
+    assert_eq!(param(&back, "state").as_deref(), Some("app-state-1"));
+    let code = param(&back, "code").expect("code");
+    // The login state is single use.
+    let again = http
+        .post(format!("{}/auth/dev-login", s.root))
+        .form(&[("login", login.as_str()), ("national_id", "AB123456")])
+        .send()
+        .unwrap();
+    assert_eq!(again.status(), 400);
+    let exchange = |code: &str, verifier: &str| {
+        http.post(format!("{}/auth/token", s.root))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", REDIRECT),
+                ("client_id", client_id.as_str()),
+                ("code_verifier", verifier),
+            ])
+            .send()
+            .unwrap()
+    };
+    // A wrong verifier spends nothing but gets nothing... and the code is single use anyway.
+    let wrong = exchange(&code, "x-wrong-verifier-x-wrong-verifier-x-wrong-verifier-0000");
+    assert_eq!(wrong.status(), 400);
+    assert_eq!(json(wrong)["error"], "invalid_grant");
+    // Start again and exchange correctly.
+    let page = authorize(&challenge).text().unwrap();
+    let login = page
+        .split("name=\"login\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let signed_in = http
+        .post(format!("{}/auth/dev-login", s.root))
+        .form(&[("login", login.as_str()), ("national_id", "AB123456")])
+        .send()
+        .unwrap();
+    let code = param(&query_of(signed_in.headers()["location"].to_str().unwrap()), "code").unwrap();
+    let tokens = json(exchange(&code, verifier));
+    assert_eq!(tokens["patient"], patient.as_str(), "{tokens}");
+    // The app asked for write scopes too; a citizen is granted read and search only.
+    assert!(!tokens["scope"].as_str().unwrap().contains("cruds"), "{tokens}");
+    assert!(tokens["id_token"].is_string());
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    assert_eq!(s.get_as(&access, &format!("Patient/{patient}")).status(), 200);
+    assert_eq!(s.get_as(&access, &format!("Patient/{other}")).status(), 404);
+    assert_eq!(exchange(&code, verifier).status(), 400, "a code is single use");
+    // Refresh with rotation; a spent refresh token used again ends the family.
+    let refresh = |token: &str| {
+        http.post(format!("{}/auth/token", s.root))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token),
+                ("client_id", client_id.as_str()),
+            ])
+            .send()
+            .unwrap()
+    };
+    let first = tokens["refresh_token"].as_str().unwrap().to_string();
+    let rotated = json(refresh(&first));
+    let second = rotated["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+    assert_eq!(refresh(&first).status(), 400, "reuse of a spent refresh token");
+    assert_eq!(refresh(&second).status(), 400, "the family was revoked by the reuse");
+    // Revocation takes effect on the next request.
+    let revoked = rotated["access_token"].as_str().unwrap().to_string();
+    assert_eq!(s.get_as(&revoked, &format!("Patient/{patient}")).status(), 200);
+    http.post(format!("{}/auth/revoke", s.root))
+        .form(&[("token", revoked.as_str())])
+        .send()
+        .unwrap();
+    assert_outcome(s.get_as(&revoked, &format!("Patient/{patient}")), 401, "revoked");
+    // Introspection is for administrators and systems.
+    let seen = json(
+        s.http()
+            .post(format!("{}/auth/introspect", s.root))
+            .form(&[("token", access.as_str())])
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(seen["active"], true);
+    assert_eq!(seen["patient"], patient.as_str());
+    let refused = http
+        .post(format!("{}/auth/introspect", s.root))
+        .bearer_auth(&access)
+        .form(&[("token", access.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+}
+
+/// A P-384 key pair: the private key for signing, the public one as a JWK Set.
+fn system_key(kid: &str) -> (jsonwebtoken::EncodingKey, Value) {
+    use p384::pkcs8::EncodePrivateKey;
+    let secret = p384::SecretKey::random(&mut rand::rngs::OsRng);
+    let key = jsonwebtoken::EncodingKey::from_ec_der(secret.to_pkcs8_der().unwrap().as_bytes());
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, jsonwebtoken::Algorithm::ES384).unwrap();
+    jwk.common.key_id = Some(kid.into());
+    (key, json!({"keys": [jwk]}))
+}
+
+fn assertion(key: &jsonwebtoken::EncodingKey, kid: &str, client_id: &str, audience: &str, jti: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384);
+    header.kid = Some(kid.into());
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let claims = json!({"iss": client_id, "sub": client_id, "aud": audience, "exp": now + 240, "iat": now, "jti": jti});
+    jsonwebtoken::encode(&header, &claims, key).unwrap()
+}
+
+#[test]
+fn an_institution_system_gets_a_token_with_a_signed_assertion() {
+    let s = Server::start();
+    let fund = s.create(&json!({"resourceType": "Organization", "name": "CNSS"}));
+    let member = s.create(&json!({"resourceType": "Patient"}));
+    s.create(&json!({"resourceType": "Coverage", "status": "active", "beneficiary": {"reference": format!("Patient/{member}")},
+        "payor": [{"reference": format!("Organization/{fund}")}]}));
+    let (key, public) = system_key("k1");
+    let jwks = s.dir.path().join("fund-keys.json");
+    std::fs::write(&jwks, public.to_string()).unwrap();
+    let out = sijill(
+        s.dir.path(),
+        &[
+            "client",
+            "add",
+            "--name",
+            "CNSS claims",
+            "--kind",
+            "system",
+            "--role",
+            "insurer",
+            "--organization",
+            &fund,
+            "--scope",
+            "system/Coverage.rs system/Claim.cruds",
+            "--jwks",
+            jwks.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let client_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let endpoint = format!("{}/auth/token", s.root);
+    let ask = |assertion: &str| {
+        Client::new()
+            .post(&endpoint)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "system/Coverage.rs system/Observation.rs"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", assertion),
+            ])
+            .send()
+            .unwrap()
+    };
+    let signed = assertion(&key, "k1", &client_id, &endpoint, "jti-1");
+    let tokens = json(ask(&signed));
+    assert_eq!(tokens["scope"], "system/Coverage.rs", "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(json(s.get_as(access, "Coverage?_summary=count"))["total"], 1);
+    assert_outcome(s.get_as(access, "Observation"), 403, "insufficient_scope");
+    // Replay, a stranger's key, the wrong audience: refused.
+    assert_eq!(ask(&signed).status(), 401);
+    let (stranger, _) = system_key("k1");
+    assert_eq!(
+        ask(&assertion(&stranger, "k1", &client_id, &endpoint, "jti-2")).status(),
+        401
+    );
+    assert_eq!(
+        ask(&assertion(&key, "k1", &client_id, "http://elsewhere/token", "jti-3")).status(),
+        401
+    );
+    // Key rotation by the administrator: the new key works, the old one no longer does.
+    let (new_key, new_public) = system_key("k2");
+    std::fs::write(&jwks, new_public.to_string()).unwrap();
+    assert!(sijill(
+        s.dir.path(),
+        &["client", "keys", &client_id, "--jwks", jwks.to_str().unwrap()]
+    )
+    .status
+    .success());
+    assert_eq!(
+        ask(&assertion(&new_key, "k2", &client_id, &endpoint, "jti-4")).status(),
+        200
+    );
+    assert_eq!(
+        ask(&assertion(&key, "k1", &client_id, &endpoint, "jti-5")).status(),
+        401
+    );
+    // A revoked client gets nothing.
+    assert!(sijill(s.dir.path(), &["client", "revoke", &client_id]).status.success());
+    assert_eq!(
+        ask(&assertion(&new_key, "k2", &client_id, &endpoint, "jti-6")).status(),
+        401
+    );
+}
