@@ -14,8 +14,9 @@ use std::cell::OnceCell;
 use axum::http::StatusCode;
 use serde_json::Value;
 use sijill_auth::policy::OWNING_ORGANIZATION;
-use sijill_auth::{decide, Action, Category, Decision, Grant, Principal, Request, Subject};
+use sijill_auth::{allows_any_resource, decide, Action, Decision, Grant, Principal, Request, Subject};
 use sijill_fhir::definitions;
+use sijill_store::index::IndexRow;
 use sijill_store::query::Compartment;
 use sijill_store::{Current, SearchQuery, Stored};
 
@@ -47,8 +48,9 @@ pub struct Guard<'a> {
     grants: OnceCell<Vec<String>>,
 }
 
-/// The ids of the patients a resource belongs to (its Patient compartment owners).
-pub fn patients_of(resource_type: &str, resource: &Value) -> Vec<String> {
+/// The ids of the patients a resource belongs to (its Patient compartment owners), from its
+/// index rows.
+fn patients_of(resource_type: &str, resource: &Value, rows: &[IndexRow]) -> Vec<String> {
     if resource_type == "Patient" {
         return resource["id"]
             .as_str()
@@ -58,22 +60,21 @@ pub fn patients_of(resource_type: &str, resource: &Value) -> Vec<String> {
     let Some(params) = definitions::compartment_params("Patient", resource_type) else {
         return Vec::new();
     };
-    let mut owners: Vec<String> = sijill_store::index::extract(resource_type, resource)
-        .into_iter()
+    let mut owners: Vec<String> = rows
+        .iter()
         .filter(|row| params.contains(&row.param) && row.system.as_deref() == Some("Patient"))
-        .map(|row| row.value)
+        .map(|row| row.value.clone())
         .collect();
     owners.sort();
     owners.dedup();
     owners
 }
 
-/// The id of the Organization a resource names through `param`.
-fn organization_param(resource_type: &str, resource: &Value, param: &str) -> Option<String> {
-    sijill_store::index::extract(resource_type, resource)
-        .into_iter()
+/// The id of the Organization a resource names through `param`, from its index rows.
+fn organization_param(rows: &[IndexRow], param: &str) -> Option<String> {
+    rows.iter()
         .find(|row| row.param == param && row.system.as_deref() == Some("Organization"))
-        .map(|row| row.value)
+        .map(|row| row.value.clone())
 }
 
 fn parse(stored: &Stored) -> FhirResult<Value> {
@@ -84,14 +85,6 @@ fn parse(stored: &Stored) -> FhirResult<Value> {
             format!("a stored resource is not JSON: {e}"),
         )
     })
-}
-
-/// The error for a resource the actor may not see: the same as for one that is not there.
-pub fn not_found(resource_type: &str, id: &str) -> FhirError {
-    FhirError::not_found(format!(
-        "{resource_type}/{} does not exist",
-        crate::engine::truncate(id)
-    ))
 }
 
 fn forbidden(decision: Decision) -> FhirError {
@@ -122,20 +115,13 @@ impl<'a> Guard<'a> {
         }
     }
 
-    /// Whether every request passes (the local operator: command-line tools).
-    fn unrestricted(&self) -> bool {
-        self.actor.is_none()
-    }
-
     /// The patients whose active grant covers the actor's organization.
     fn granted_patients(&self) -> &[String] {
         self.grants.get_or_init(|| {
-            let (Some(actor), Some(org)) = (self.actor, self.actor.and_then(|a| a.organization.as_deref())) else {
+            let practitioner = self.actor.filter(|a| a.role == sijill_auth::Role::Practitioner);
+            let Some(org) = practitioner.and_then(|a| a.organization.as_deref()) else {
                 return Vec::new();
             };
-            if actor.role != sijill_auth::Role::Practitioner {
-                return Vec::new();
-            }
             active_grants(self.engine, org).unwrap_or_else(|e| {
                 tracing::warn!(error = %e.issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default(), "grant lookup failed: no grants");
                 Vec::new()
@@ -153,12 +139,12 @@ impl<'a> Guard<'a> {
 
     /// The organization a resource belongs to (following a Schedule's actor and a Slot's
     /// schedule).
-    fn organization_of(&self, resource_type: &str, resource: &Value, depth: u8) -> Option<String> {
+    fn organization_of(&self, resource_type: &str, resource: &Value, rows: &[IndexRow], depth: u8) -> Option<String> {
         if resource_type == "Organization" {
             return resource["id"].as_str().map(str::to_string);
         }
         if let Some((_, param)) = OWNING_ORGANIZATION.iter().find(|(t, _)| *t == resource_type) {
-            return organization_param(resource_type, resource, param);
+            return organization_param(rows, param);
         }
         let via = match resource_type {
             "Schedule" => resource["actor"]
@@ -173,9 +159,21 @@ impl<'a> Guard<'a> {
             return None;
         }
         match self.engine.store.read(t, id).ok()? {
-            Current::Found(s) => self.organization_of(t, &serde_json::from_slice(&s.body).ok()?, depth + 1),
+            Current::Found(s) => {
+                let next: Value = serde_json::from_slice(&s.body).ok()?;
+                let next_rows = sijill_store::index::extract(t, &next);
+                self.organization_of(t, &next, &next_rows, depth + 1)
+            }
             _ => None,
         }
+    }
+
+    /// Whether the actor may do `action` to any resource of the type, so that the resource
+    /// need not be looked into (the local operator; an administrator; a citizen reading the
+    /// directory).
+    fn sees_through(&self, action: Action, resource_type: &str) -> bool {
+        self.actor
+            .is_none_or(|actor| allows_any_resource(actor, action, resource_type))
     }
 
     /// The decisions for one resource: one per patient it belongs to (or one when it
@@ -184,27 +182,18 @@ impl<'a> Guard<'a> {
         let Some(actor) = self.actor else {
             return vec![Decision::Allow];
         };
-        let patients = patients_of(resource_type, resource);
-        let organization = self.organization_of(resource_type, resource, 0);
+        if allows_any_resource(actor, action, resource_type) {
+            return vec![Decision::Allow];
+        }
+        let rows = sijill_store::index::extract(resource_type, resource);
+        let patients = patients_of(resource_type, resource, &rows);
+        let organization = self.organization_of(resource_type, resource, &rows, 0);
         let base = Request {
-            action,
-            resource_type,
-            subject: Subject::Nobody,
             organization: organization.as_deref(),
-            grant: Grant::None,
-            count_only: false,
+            ..Request::whole_type(action, resource_type, false)
         };
-        let patient_data = matches!(
-            sijill_auth::policy::category(resource_type),
-            Category::PatientRecord | Category::Financial
-        );
         if patients.is_empty() {
-            let subject = if patient_data {
-                Subject::AnyPatient
-            } else {
-                Subject::Nobody
-            };
-            return vec![decide(actor, &Request { subject, ..base })];
+            return vec![decide(actor, &base)];
         }
         patients
             .iter()
@@ -230,7 +219,7 @@ impl<'a> Guard<'a> {
     /// The decision on reading a stored resource: allowed when one of its patients'
     /// compartments allows it.
     fn read_decision(&self, stored: &Stored) -> Decision {
-        if self.unrestricted() || stored.deleted {
+        if stored.deleted || self.sees_through(Action::Read, &stored.resource_type) {
             return Decision::Allow;
         }
         let Ok(v) = serde_json::from_slice::<Value>(&stored.body) else {
@@ -253,14 +242,26 @@ impl<'a> Guard<'a> {
         match self.read_decision(stored) {
             Decision::Allow => Ok(()),
             d @ Decision::OutOfScope(_) => Err(forbidden(d)),
-            Decision::Deny(_) => Err(not_found(&stored.resource_type, &stored.id)),
+            Decision::Deny(_) => Err(FhirError::resource_not_found(&stored.resource_type, &stored.id)),
+        }
+    }
+
+    /// Refuses, for a version read, a resource whose current content the actor may not see:
+    /// its older versions are as absent as it is.
+    pub fn check_current_visible(&self, resource_type: &str, id: &str) -> FhirResult<()> {
+        if self.sees_through(Action::Read, resource_type) {
+            return Ok(());
+        }
+        match self.engine.store.read(resource_type, id)? {
+            Current::Found(current) => self.check_visible(&current),
+            _ => Ok(()),
         }
     }
 
     /// Refuses (as "does not exist") a deleted resource whose last content the actor could
     /// not see: even its deletion is not theirs to learn.
     pub fn check_visible_deleted(&self, deleted: &Stored) -> FhirResult<()> {
-        if self.unrestricted() || deleted.version < 2 {
+        if deleted.version < 2 || self.sees_through(Action::Read, &deleted.resource_type) {
             return Ok(());
         }
         match self
@@ -269,7 +270,7 @@ impl<'a> Guard<'a> {
             .vread(&deleted.resource_type, &deleted.id, deleted.version - 1)?
         {
             Some(before) if !before.deleted => self.check_visible(&before),
-            _ => Err(not_found(&deleted.resource_type, &deleted.id)),
+            _ => Err(FhirError::resource_not_found(&deleted.resource_type, &deleted.id)),
         }
     }
 
@@ -277,9 +278,6 @@ impl<'a> Guard<'a> {
     /// every patient it belongs to must allow it. A resource the actor may not even see is
     /// answered as absent.
     pub fn check_write(&self, action: Action, resource_type: &str, resource: &Value) -> FhirResult<()> {
-        if self.unrestricted() {
-            return Ok(());
-        }
         let decisions = self.decisions(action, resource_type, resource);
         match decisions.into_iter().find(|d| !d.allowed()) {
             None => Ok(()),
@@ -290,7 +288,7 @@ impl<'a> Guard<'a> {
     /// Checks a write against the stored current version (update, patch, delete): it must
     /// be visible, and the write allowed on it.
     pub fn check_write_existing(&self, action: Action, stored: &Stored) -> FhirResult<()> {
-        if self.unrestricted() || stored.deleted {
+        if stored.deleted || self.sees_through(action, &stored.resource_type) {
             return Ok(());
         }
         self.check_visible(stored)?;
@@ -306,23 +304,7 @@ impl<'a> Guard<'a> {
             None => definitions::resource_types().collect(),
         };
         for t in types {
-            let patient_data = matches!(
-                sijill_auth::policy::category(t),
-                Category::PatientRecord | Category::Financial
-            );
-            let request = Request {
-                action: Action::History,
-                resource_type: t,
-                subject: if patient_data {
-                    Subject::AnyPatient
-                } else {
-                    Subject::Nobody
-                },
-                organization: None,
-                grant: Grant::None,
-                count_only: false,
-            };
-            let d = decide(actor, &request);
+            let d = decide(actor, &Request::whole_type(Action::History, t, false));
             if !d.allowed() {
                 return Err(forbidden(d));
             }
@@ -336,20 +318,7 @@ impl<'a> Guard<'a> {
         let Some(actor) = self.actor else {
             return Ok(SearchScope::All);
         };
-        let category = sijill_auth::policy::category(resource_type);
-        let patient_data = matches!(category, Category::PatientRecord | Category::Financial);
-        let any = Request {
-            action: Action::Search,
-            resource_type,
-            subject: if patient_data {
-                Subject::AnyPatient
-            } else {
-                Subject::Nobody
-            },
-            organization: None,
-            grant: Grant::None,
-            count_only,
-        };
+        let any = Request::whole_type(Action::Search, resource_type, count_only);
         let first = decide(actor, &any);
         let scope = match first {
             Decision::Allow => SearchScope::All,
@@ -384,7 +353,7 @@ impl<'a> Guard<'a> {
                 });
             }
         }
-        if resource_type != "Patient" && definitions::compartment_params("Patient", resource_type).is_none() {
+        if !sijill_auth::can_be_about_a_patient(resource_type) {
             return None;
         }
         let candidates: Vec<String> = match actor.role {
@@ -412,25 +381,7 @@ impl<'a> Guard<'a> {
     /// Chains and `_has` run inner searches without the outer restriction: each type they
     /// reach must be one the actor may search without restriction.
     fn refuse_reaching_hidden(&self, actor: &Principal, query: &SearchQuery) -> FhirResult<()> {
-        let searchable = |t: &str| {
-            let patient_data = matches!(
-                sijill_auth::policy::category(t),
-                Category::PatientRecord | Category::Financial
-            );
-            let request = Request {
-                action: Action::Search,
-                resource_type: t,
-                subject: if patient_data {
-                    Subject::AnyPatient
-                } else {
-                    Subject::Nobody
-                },
-                organization: None,
-                grant: Grant::None,
-                count_only: false,
-            };
-            decide(actor, &request).allowed()
-        };
+        let searchable = |t: &str| decide(actor, &Request::whole_type(Action::Search, t, false)).allowed();
         fn reached<'c>(c: &'c sijill_store::Criterion, out: &mut Vec<(&'static str, &'c str)>) {
             if let Some((target, inner)) = &c.chain {
                 out.push(("chained search into", target));
@@ -472,9 +423,8 @@ impl<'a> Guard<'a> {
                         c
                     }
                     Some(c) => {
-                        // Another compartment (Encounter/…): keep it and add the patients as
-                        // a criterion-free restriction through a second compartment is not
-                        // possible; refuse instead.
+                        // A query holds one compartment: another one (Encounter/…) cannot
+                        // also carry the patient restriction, so the search is refused.
                         return Err(FhirError::new(
                             StatusCode::FORBIDDEN,
                             "forbidden",

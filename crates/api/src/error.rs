@@ -27,7 +27,16 @@ impl FhirError {
         Self::new(StatusCode::BAD_REQUEST, "invalid", diagnostics)
     }
 
-    /// 404 for a resource or type that is not there.
+    /// 404 for a resource that is not there (also the answer for one the actor may not see:
+    /// the two must read the same).
+    pub fn resource_not_found(resource_type: &str, id: &str) -> Self {
+        Self::not_found(format!(
+            "{resource_type}/{} does not exist",
+            crate::engine::truncate(id)
+        ))
+    }
+
+    /// 404 for a type or anything else that is not there.
     pub fn not_found(diagnostics: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", diagnostics)
     }

@@ -255,38 +255,36 @@ async fn fhir(State(state): State<Arc<AppState>>, request: axum::extract::Reques
     let (parts, body) = request.into_parts();
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let remote = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    // Everything but the CapabilityStatement needs a valid token.
-    let open = uri.path().trim_end_matches('/') == "/fhir/metadata";
-    let ctx = match (&state.identity, open) {
-        (Some(identity), false) => match identity.authenticate(&headers) {
-            Ok(principal) => RequestContext::of(principal, remote),
-            Err(e) => {
-                let mut response = error_response(&e);
-                state
-                    .metrics
-                    .record_request("unauthenticated", 401, started.elapsed().as_secs_f64());
-                if method == HttpMethod::HEAD {
-                    *response.body_mut() = Body::empty();
-                }
-                return response;
-            }
-        },
-        _ => RequestContext::local_operator(remote),
-    };
     let head = method == HttpMethod::HEAD;
-    let limit = state.engine.limits.max_body_bytes;
-    let result = match axum::body::to_bytes(body, limit).await {
-        Err(_) => Err(FhirError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too-costly",
-            format!("The request body is larger than {limit} bytes"),
-        )),
-        Ok(bytes) => build_request(&state.engine, &method, &uri, &headers, &bytes),
+    // Everything but reading the CapabilityStatement needs a valid token. (The
+    // CapabilityStatement consults no guard, so it runs in the operator's context.)
+    let open =
+        matches!(method, HttpMethod::GET | HttpMethod::HEAD) && uri.path().trim_end_matches('/') == "/fhir/metadata";
+    let authenticated = match &state.identity {
+        Some(identity) if !open => identity.authenticate(&headers).map(|p| RequestContext::of(p, remote)),
+        _ => Ok(RequestContext::local_operator(remote)),
     };
-    let interaction = result
-        .as_ref()
-        .map(|r| interaction_name(r.method, &r.path))
-        .unwrap_or("unknown");
+    let (ctx, result, interaction) = match authenticated {
+        // The body of a request without a valid token is not read; its context only
+        // carries a request id.
+        Err(e) => (RequestContext::local_operator(remote), Err(e), "unauthenticated"),
+        Ok(ctx) => {
+            let limit = state.engine.limits.max_body_bytes;
+            let result = match axum::body::to_bytes(body, limit).await {
+                Err(_) => Err(FhirError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too-costly",
+                    format!("The request body is larger than {limit} bytes"),
+                )),
+                Ok(bytes) => build_request(&state.engine, &method, &uri, &headers, &bytes),
+            };
+            let interaction = result
+                .as_ref()
+                .map(|r| interaction_name(r.method, &r.path))
+                .unwrap_or("unknown");
+            (ctx, result, interaction)
+        }
+    };
     let prefer = prefer_return(&headers);
     let response = match result {
         Err(e) => error_response(&e),

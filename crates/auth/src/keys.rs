@@ -22,6 +22,10 @@ pub const SIGNING_ALGORITHM: Algorithm = Algorithm::ES256;
 /// How many keys a rotation keeps (the new one and the one before it).
 const KEPT_KEYS: usize = 2;
 
+/// Least time between two reloads caused by unknown key ids (tokens with made-up `kid`s must
+/// not turn every request into a file read).
+const RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One key as stored on disk.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredKey {
@@ -49,6 +53,8 @@ pub struct KeyRing {
     path: PathBuf,
     /// Newest first.
     keys: parking_lot::RwLock<Vec<SigningKey>>,
+    /// When an unknown key id last caused a reload.
+    last_reload: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 fn key_file(data_dir: &Path) -> PathBuf {
@@ -134,6 +140,7 @@ impl KeyRing {
         let ring = KeyRing {
             path,
             keys: parking_lot::RwLock::new(Vec::new()),
+            last_reload: parking_lot::Mutex::new(None),
         };
         ring.reload()?;
         Ok(ring)
@@ -203,8 +210,12 @@ impl KeyRing {
             .kid
             .ok_or_else(|| AuthError::BadToken("the token names no key (kid)".into()))?;
         if !self.keys.read().iter().any(|k| k.kid == kid) {
-            // Perhaps another process rotated: look again once.
-            let _ = self.reload();
+            // Perhaps another process rotated: look again, at most every few seconds.
+            let mut last = self.last_reload.lock();
+            if last.is_none_or(|t| t.elapsed() >= RELOAD_INTERVAL) {
+                *last = Some(std::time::Instant::now());
+                let _ = self.reload();
+            }
         }
         let keys = self.keys.read();
         let key = keys

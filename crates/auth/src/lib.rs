@@ -15,7 +15,10 @@ pub mod policy;
 pub mod principal;
 pub mod scopes;
 
-pub use policy::{decide, Action, Category, Decision, Grant, Request, Subject};
+pub use policy::{
+    allows_any_resource, can_be_about_a_patient, decide, holds_patient_data, Action, Category, Decision, Grant,
+    Request, Subject,
+};
 pub use principal::{AccessClaims, Principal, Role};
 pub use scopes::{Permission, ResourceScope, ScopeContext, Scopes};
 
@@ -34,6 +37,13 @@ pub enum AuthError {
     /// The identity provider could not be reached or answered wrongly.
     #[error("identity provider: {0}")]
     Provider(String),
+}
+
+/// The issuer of the tokens for a FHIR base URL: `http://host/fhir` → `http://host/auth`
+/// (the server and `sijill token` must agree on it).
+pub fn issuer_for(base_url: &str) -> String {
+    let origin = base_url.trim_end_matches('/').trim_end_matches("/fhir");
+    format!("{origin}/auth")
 }
 
 /// Seconds since the epoch, now.

@@ -141,7 +141,7 @@ const DEFINITIONS: &[&str] = &[
 ];
 
 /// The category of a resource type. Types in the Patient compartment are patient records
-/// unless they are financial or audit data, or directory entries (a Device is directory data
+/// unless they are financial or audit data, or directory entries (a Schedule is directory data
 /// until it names a patient: see [`Subject`]).
 pub fn category(resource_type: &str) -> Category {
     if resource_type == "AuditEvent" {
@@ -159,6 +159,18 @@ pub fn category(resource_type: &str) -> Category {
     } else {
         Category::Other
     }
+}
+
+/// Whether a resource type holds data about patients (record or financial), so that a
+/// request over the whole type concerns any patient.
+pub fn holds_patient_data(resource_type: &str) -> bool {
+    matches!(category(resource_type), Category::PatientRecord | Category::Financial)
+}
+
+/// Whether a resource of this type can belong to a patient: the Patient itself and the
+/// members of the Patient compartment.
+pub fn can_be_about_a_patient(resource_type: &str) -> bool {
+    resource_type == "Patient" || sijill_fhir::definitions::compartment_params("Patient", resource_type).is_some()
 }
 
 /// The search parameter (and element) that names the organization a resource belongs to,
@@ -225,6 +237,42 @@ pub enum Decision {
     Deny(String),
 }
 
+impl<'a> Request<'a> {
+    /// A request over every resource of a type (a search, a type history): about any
+    /// patient when the type holds patient data, about nobody otherwise; no organization,
+    /// no grant.
+    pub fn whole_type(action: Action, resource_type: &'a str, count_only: bool) -> Request<'a> {
+        Request {
+            action,
+            resource_type,
+            subject: if holds_patient_data(resource_type) {
+                Subject::AnyPatient
+            } else {
+                Subject::Nobody
+            },
+            organization: None,
+            grant: Grant::None,
+            count_only,
+        }
+    }
+}
+
+/// Whether `action` on *any* resource of the type is allowed, whoever it is about, whatever
+/// organization it belongs to and whether or not a grant exists — so a caller may skip
+/// looking inside the resource. True when both the type as a whole and one patient without
+/// a grant are allowed (the rules only ever add permission for an own patient, an own
+/// organization or an active grant; the policy tests check the implication over every
+/// combination).
+pub fn allows_any_resource(actor: &Principal, action: Action, resource_type: &str) -> bool {
+    let whole = Request::whole_type(action, resource_type, false);
+    let nobody_in_particular = Request {
+        subject: Subject::Patient(""),
+        ..whole
+    };
+    decide(actor, &whole).allowed()
+        && (!can_be_about_a_patient(resource_type) || decide(actor, &nobody_in_particular).allowed())
+}
+
 impl Decision {
     /// Whether it is an allow.
     pub fn allowed(&self) -> bool {
@@ -243,7 +291,7 @@ pub fn decide(actor: &Principal, request: &Request<'_>) -> Decision {
         ));
     }
     let category = match (category(request.resource_type), request.subject) {
-        // A directory entry that names a patient (an implanted device) is record data.
+        // A directory entry that names a patient (a patient's own Schedule) is record data.
         (Category::Directory | Category::Other, Subject::Patient(_)) => Category::PatientRecord,
         (c, _) => c,
     };
@@ -297,9 +345,6 @@ fn role_allows(actor: &Principal, category: Category, request: &Request<'_>) -> 
     use Action::*;
     use Category::*;
     let reading = matches!(request.action, Read | Search);
-    if actor.role == Role::Admin {
-        return true;
-    }
     if reading && matches!(category, Directory | Definitions) {
         return true;
     }

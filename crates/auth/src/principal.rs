@@ -102,6 +102,37 @@ pub struct AccessClaims {
     pub development: bool,
 }
 
+impl AccessClaims {
+    /// Claims of a token issued now for `lifetime_seconds`, with a fresh id; no patient,
+    /// user or organization yet, not from the development identity provider.
+    pub fn new(
+        issuer: &str,
+        audience: &str,
+        role: Role,
+        subject: &str,
+        client_id: &str,
+        scopes: &Scopes,
+        lifetime_seconds: i64,
+    ) -> AccessClaims {
+        let now = crate::now_unix();
+        AccessClaims {
+            iss: issuer.to_string(),
+            aud: audience.to_string(),
+            sub: subject.to_string(),
+            exp: now + lifetime_seconds,
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            scope: scopes.to_string(),
+            role,
+            client_id: client_id.to_string(),
+            patient: None,
+            fhir_user: None,
+            organization: None,
+            development: false,
+        }
+    }
+}
+
 /// A verified actor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {

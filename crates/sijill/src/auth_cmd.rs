@@ -136,25 +136,24 @@ pub fn token(data_dir: &Path, args: TokenArgs) -> Result<ExitCode, String> {
         _ if role == Role::Insurer => None,
         _ => Some("Practitioner/operator".to_string()),
     };
-    let now = sijill_auth::now_unix();
-    let base = args.base_url.trim_end_matches('/').to_string();
+    let base = args.base_url.trim_end_matches('/');
+    let operator = format!(
+        "operator:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
     let claims = AccessClaims {
-        iss: sijill_api::identity::issuer_for(&base),
-        aud: base,
-        sub: format!(
-            "operator:{}",
-            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-        ),
-        exp: now + args.minutes * 60,
-        iat: now,
-        jti: uuid_like(),
-        scope: scopes.to_string(),
-        role,
-        client_id: "sijill-cli".into(),
         patient: args.patient.clone(),
         fhir_user,
         organization: args.organization.clone(),
-        development: false,
+        ..AccessClaims::new(
+            &sijill_auth::issuer_for(base),
+            base,
+            role,
+            &operator,
+            "sijill-cli",
+            &scopes,
+            args.minutes * 60,
+        )
     };
     let token = keys.sign(&claims).map_err(|e| e.to_string())?;
     operator_log(
@@ -164,10 +163,6 @@ pub fn token(data_dir: &Path, args: TokenArgs) -> Result<ExitCode, String> {
     )?;
     println!("{token}");
     Ok(ExitCode::SUCCESS)
-}
-
-fn uuid_like() -> String {
-    sijill_auth::random_token(16)
 }
 
 /// `sijill client …`.

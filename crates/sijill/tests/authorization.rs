@@ -213,29 +213,19 @@ fn a_citizen_reaches_only_their_own_record_by_every_route() {
         {"request": {"method": "GET", "url": format!("Observation/{}", w.obs_b)}},
         {"request": {"method": "GET", "url": format!("Observation?subject=Patient/{}", w.b)}},
         {"request": {"method": "GET", "url": format!("Observation/{}", w.obs_a)}}]});
-    let answer = json(
-        s.request_as(&me, reqwest::Method::POST, "")
-            .header("content-type", "application/fhir+json")
-            .body(batch.to_string())
-            .send()
-            .unwrap(),
-    );
+    let answer = json(s.post_as(&me, "", &batch));
     assert_eq!(answer["entry"][0]["response"]["status"], "404 Not Found", "{answer}");
     assert_eq!(answer["entry"][1]["resource"]["entry"], Value::Null, "{answer}");
     assert_eq!(answer["entry"][2]["response"]["status"], "200 OK");
     // Citizens do not write clinical data, and a refused write changes nothing.
-    let write = s
-        .request_as(&me, reqwest::Method::POST, "Observation")
-        .header("content-type", "application/fhir+json")
-        .body(json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": format!("Patient/{}", w.a)}}).to_string())
-        .send()
-        .unwrap();
+    let write = s.post_as(
+        &me,
+        "Observation",
+        &json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": format!("Patient/{}", w.a)}}),
+    );
     assert_outcome(write, 403, "do not allow create on Observation");
     assert_eq!(json(s.get("Observation?_summary=count"))["total"], 3);
-    let delete = s
-        .request_as(&me, reqwest::Method::DELETE, &format!("Observation/{}", w.obs_b))
-        .send()
-        .unwrap();
+    let delete = s.delete_as(&me, &format!("Observation/{}", w.obs_b));
     assert_eq!(delete.status(), 404);
     assert_eq!(s.get(&format!("Observation/{}", w.obs_b)).status(), 200);
     // The directory is public to every signed-in actor.
@@ -297,17 +287,14 @@ fn a_practitioner_reads_a_record_only_under_an_active_grant() {
     );
     assert_eq!(s.get_as(&dr, &format!("Encounter/{}", w.enc_b)).status(), 200);
     // Writing for the granting patient is allowed; deleting is not.
-    let add = s
-        .request_as(&dr, reqwest::Method::POST, "Observation")
-        .header("content-type", "application/fhir+json")
-        .body(json!({"resourceType": "Observation", "status": "final", "code": {"text": "pulse"}, "subject": {"reference": format!("Patient/{}", w.b)}}).to_string())
-        .send()
-        .unwrap();
+    let add = s.post_as(
+        &dr,
+        "Observation",
+        &json!({"resourceType": "Observation", "status": "final", "code": {"text": "pulse"}, "subject": {"reference": format!("Patient/{}", w.b)}}),
+    );
     assert_eq!(add.status(), 201);
     assert_outcome(
-        s.request_as(&dr, reqwest::Method::DELETE, &format!("Observation/{}", w.obs_b))
-            .send()
-            .unwrap(),
+        s.delete_as(&dr, &format!("Observation/{}", w.obs_b)),
         403,
         "may not delete",
     );
@@ -341,13 +328,7 @@ fn insurers_planners_and_auditors_see_only_what_their_role_allows() {
     // A facility administrator manages their own facility's directory only.
     let admin_of = s.token(&["--role", "facility-admin", "--organization", &w.facility]);
     let location = |org: &str| json!({"resourceType": "Location", "name": "Ward 3", "managingOrganization": {"reference": format!("Organization/{org}")}});
-    let post = |body: Value| {
-        s.request_as(&admin_of, reqwest::Method::POST, "Location")
-            .header("content-type", "application/fhir+json")
-            .body(body.to_string())
-            .send()
-            .unwrap()
-    };
+    let post = |body: Value| s.post_as(&admin_of, "Location", &body);
     assert_eq!(post(location(&w.facility)).status(), 201);
     assert_outcome(post(location(&w.insurer)), 403, "facility-admin may not create");
 }

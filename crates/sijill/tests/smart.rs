@@ -81,33 +81,33 @@ fn an_app_signs_a_citizen_in_with_pkce_and_refreshes_with_rotation() {
         .send()
         .unwrap();
     assert_eq!(unknown.status(), 400);
+    // The login id hidden in the development identity provider's page, and signing in with it.
+    let login_of = |page: &str| {
+        page.split("name=\"login\" value=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let sign_in = |login: &str| {
+        http.post(format!("{}/auth/dev-login", s.root))
+            .form(&[("login", login), ("national_id", "AB123456")])
+            .send()
+            .unwrap()
+    };
     // The development identity provider's page says what it is.
     let page = authorize(&challenge).text().unwrap();
     assert!(page.contains("DEVELOPMENT IDENTITY PROVIDER"), "{page}");
-    let login = page
-        .split("name=\"login\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
-    let signed_in = http
-        .post(format!("{}/auth/dev-login", s.root))
-        .form(&[("login", login.as_str()), ("national_id", "AB123456")])
-        .send()
-        .unwrap();
+    let login = login_of(&page);
+    let signed_in = sign_in(&login);
     assert!(signed_in.status().is_redirection());
     let back = query_of(signed_in.headers()["location"].to_str().unwrap());
     assert_eq!(param(&back, "state").as_deref(), Some("app-state-1"));
     let code = param(&back, "code").expect("code");
     // The login state is single use.
-    let again = http
-        .post(format!("{}/auth/dev-login", s.root))
-        .form(&[("login", login.as_str()), ("national_id", "AB123456")])
-        .send()
-        .unwrap();
-    assert_eq!(again.status(), 400);
+    assert_eq!(sign_in(&login).status(), 400);
     let exchange = |code: &str, verifier: &str| {
         http.post(format!("{}/auth/token", s.root))
             .form(&[
@@ -125,20 +125,7 @@ fn an_app_signs_a_citizen_in_with_pkce_and_refreshes_with_rotation() {
     assert_eq!(wrong.status(), 400);
     assert_eq!(json(wrong)["error"], "invalid_grant");
     // Start again and exchange correctly.
-    let page = authorize(&challenge).text().unwrap();
-    let login = page
-        .split("name=\"login\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
-    let signed_in = http
-        .post(format!("{}/auth/dev-login", s.root))
-        .form(&[("login", login.as_str()), ("national_id", "AB123456")])
-        .send()
-        .unwrap();
+    let signed_in = sign_in(&login_of(&authorize(&challenge).text().unwrap()));
     let code = param(&query_of(signed_in.headers()["location"].to_str().unwrap()), "code").unwrap();
     let tokens = json(exchange(&code, verifier));
     assert_eq!(tokens["patient"], patient.as_str(), "{tokens}");

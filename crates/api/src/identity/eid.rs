@@ -10,7 +10,7 @@ use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
 use sijill_auth::oidc::{verify_id_token, ProviderMetadata};
 
-use super::smart::{finish_login, page, PendingLogin};
+use super::smart::{finish_login, html_escape, page, with_query, PendingLogin};
 use crate::http::AppState;
 
 /// How Sijill is registered at the eID provider.
@@ -89,27 +89,20 @@ impl EidProvider {
     }
 
     /// Where to send the browser to sign in for a pending app login.
-    pub fn login_url(&self, state: &str, pending: &PendingLogin) -> Result<String, String> {
-        let q = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs([
+    pub fn login_url(&self, state: &str, pending: &PendingLogin) -> String {
+        with_query(
+            &self.metadata.authorization_endpoint,
+            &[
                 ("response_type", "code"),
-                ("client_id", self.settings.client_id.as_str()),
-                ("redirect_uri", self.settings.redirect_uri.as_str()),
+                ("client_id", &self.settings.client_id),
+                ("redirect_uri", &self.settings.redirect_uri),
                 ("scope", "openid"),
                 ("state", state),
-                ("nonce", pending.nonce.as_str()),
-                (
-                    "code_challenge",
-                    sijill_auth::pkce::challenge(&pending.eid_verifier).as_str(),
-                ),
+                ("nonce", &pending.nonce),
+                ("code_challenge", &sijill_auth::pkce::challenge(&pending.eid_verifier)),
                 ("code_challenge_method", "S256"),
-            ])
-            .finish();
-        let endpoint = &self.metadata.authorization_endpoint;
-        Ok(format!(
-            "{endpoint}{}{q}",
-            if endpoint.contains('?') { "&" } else { "?" }
-        ))
+            ],
+        )
     }
 
     /// Exchanges the code and checks the ID token; returns (subject, national id).
@@ -207,13 +200,9 @@ pub async fn callback(State(state): State<Arc<AppState>>, Query(q): Query<Callba
             page(
                 StatusCode::UNAUTHORIZED,
                 "Sign-in refused",
-                &format!("The national eID login could not be checked: {}", html(&why)),
+                &format!("The national eID login could not be checked: {}", html_escape(&why)),
                 false,
             )
         }
     }
-}
-
-fn html(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }

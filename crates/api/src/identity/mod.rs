@@ -8,8 +8,6 @@ pub mod eid;
 pub mod people;
 pub mod smart;
 
-use std::sync::Arc;
-
 use axum::http::{header, HeaderMap, StatusCode};
 use sijill_auth::clients::Registry;
 use sijill_auth::keys::KeyRing;
@@ -44,12 +42,6 @@ pub struct Identity {
 /// Most verified tokens remembered.
 const VERIFIED_CACHE: usize = 10_000;
 
-/// The issuer that goes with a FHIR base URL: `http://host/fhir` → `http://host/auth`.
-pub fn issuer_for(base_url: &str) -> String {
-    let origin = base_url.trim_end_matches('/').trim_end_matches("/fhir");
-    format!("{origin}/auth")
-}
-
 impl Identity {
     /// The identity layer for a server whose FHIR base is `base_url`.
     pub fn new(
@@ -61,7 +53,7 @@ impl Identity {
         Ok(Identity {
             keys: KeyRing::open(data_dir).map_err(|e| e.to_string())?,
             clients: Registry::open(data_dir),
-            issuer: issuer_for(base_url),
+            issuer: sijill_auth::issuer_for(base_url),
             audience: base_url.trim_end_matches('/').to_string(),
             eid,
             sessions: smart::Sessions::default(),
@@ -117,37 +109,21 @@ impl Identity {
         Principal::from_claims(claims).map_err(|e| unauthorized(&e.to_string()))
     }
 
-    /// Signs an access token for an actor.
-    #[allow(clippy::too_many_arguments)]
-    pub fn issue(
-        &self,
-        role: Role,
-        subject: &str,
-        client_id: &str,
-        scopes: &Scopes,
-        patient: Option<String>,
-        fhir_user: Option<String>,
-        organization: Option<String>,
-        lifetime_seconds: i64,
-    ) -> Result<(String, AccessClaims), String> {
-        let now = sijill_auth::now_unix();
-        let claims = AccessClaims {
-            iss: self.issuer.clone(),
-            aud: self.audience.clone(),
-            sub: subject.to_string(),
-            exp: now + lifetime_seconds,
-            iat: now,
-            jti: uuid::Uuid::new_v4().to_string(),
-            scope: scopes.to_string(),
-            role,
-            client_id: client_id.to_string(),
-            patient,
-            fhir_user,
-            organization,
+    /// The claims of a new access token from this server for an actor (issuer, audience,
+    /// lifetime and the development mark filled in).
+    pub fn claims(&self, role: Role, subject: &str, client_id: &str, scopes: &Scopes) -> AccessClaims {
+        AccessClaims {
             development: self.development(),
-        };
-        let token = self.keys.sign(&claims).map_err(|e| e.to_string())?;
-        Ok((token, claims))
+            ..AccessClaims::new(
+                &self.issuer,
+                &self.audience,
+                role,
+                subject,
+                client_id,
+                scopes,
+                ACCESS_TOKEN_SECONDS,
+            )
+        }
     }
 }
 
@@ -155,6 +131,3 @@ impl Identity {
 pub fn unauthorized(why: &str) -> FhirError {
     FhirError::new(StatusCode::UNAUTHORIZED, "login", why.to_string())
 }
-
-/// The shared identity layer.
-pub type SharedIdentity = Arc<Identity>;

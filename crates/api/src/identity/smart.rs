@@ -21,7 +21,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sijill_auth::clients::ClientKind;
-use sijill_auth::{Principal, Role, ScopeContext, Scopes};
+use sijill_auth::{AccessClaims, Principal, Role, ScopeContext, Scopes};
 
 use super::{Identity, ACCESS_TOKEN_SECONDS};
 use crate::http::AppState;
@@ -41,7 +41,7 @@ pub struct PendingLogin {
     scope: Scopes,
     app_state: String,
     code_challenge: String,
-    /// Nonce and PKCE verifier of Sijill's own login at the eID provider.
+    /// Nonce of Sijill's own login at the eID provider.
     pub nonce: String,
     /// PKCE verifier of Sijill's own login at the eID provider.
     pub eid_verifier: String,
@@ -83,7 +83,6 @@ pub struct Sessions {
     codes: parking_lot::Mutex<HashMap<String, IssuedCode>>,
     refresh: parking_lot::Mutex<HashMap<String, Refresh>>,
     spent_refresh: parking_lot::Mutex<HashMap<String, String>>,
-    revoked_families: parking_lot::Mutex<Vec<String>>,
     revoked_tokens: parking_lot::Mutex<HashMap<String, i64>>,
     seen_assertions: parking_lot::Mutex<HashMap<String, i64>>,
 }
@@ -184,7 +183,8 @@ pub struct AuthorizeQuery {
     code_challenge_method: Option<String>,
 }
 
-fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
+/// `uri` with `pairs` added to its query.
+pub fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
     let q = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish();
@@ -273,11 +273,7 @@ async fn authorize(State(state): State<Arc<AppState>>, Query(q): Query<Authorize
     let eid_redirect = id.eid.as_ref().map(|eid| eid.login_url(&login_state, &pending));
     id.sessions.logins.lock().insert(login_state.clone(), pending);
     match eid_redirect {
-        Some(Ok(url)) => Redirect::to(&url).into_response(),
-        Some(Err(e)) => fail(
-            "temporarily_unavailable",
-            &format!("the national eID provider cannot be reached: {e}"),
-        ),
+        Some(url) => Redirect::to(&url).into_response(),
         None => dev_login_page(&login_state, &client.name),
     }
 }
@@ -298,7 +294,8 @@ fn dev_login_page(login_state: &str, app: &str) -> Response {
     page(StatusCode::OK, "Sign in", &body, true)
 }
 
-fn html_escape(s: &str) -> String {
+/// Text made safe to place in HTML (content and quoted attributes).
+pub fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -435,19 +432,15 @@ struct TokenForm {
 }
 
 fn token_response(id: &Identity, grant: &Grant, refresh: Option<String>) -> Response {
-    let issued = id.issue(
-        grant.role,
-        &grant.subject,
-        &grant.client_id,
-        &grant.scope,
-        grant.patient.clone(),
-        grant.fhir_user.clone(),
-        grant.organization.clone(),
-        ACCESS_TOKEN_SECONDS,
-    );
-    let (access, claims) = match issued {
+    let claims = AccessClaims {
+        patient: grant.patient.clone(),
+        fhir_user: grant.fhir_user.clone(),
+        organization: grant.organization.clone(),
+        ..id.claims(grant.role, &grant.subject, &grant.client_id, &grant.scope)
+    };
+    let access = match id.keys.sign(&claims) {
         Ok(t) => t,
-        Err(e) => return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e),
+        Err(e) => return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
     };
     let mut body = json!({
         "access_token": access,
@@ -528,7 +521,6 @@ async fn token(State(state): State<Arc<AppState>>, Form(form): Form<TokenForm>) 
                 // A spent refresh token used again: someone copied it. End the whole family.
                 if let Some(family) = id.sessions.spent_refresh.lock().get(&presented).cloned() {
                     id.sessions.refresh.lock().retain(|_, r| r.family != family);
-                    id.sessions.revoked_families.lock().push(family);
                 }
                 return bad("invalid_grant", "the refresh token is unknown, used or revoked");
             };

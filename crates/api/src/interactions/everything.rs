@@ -195,12 +195,7 @@ pub fn everything(
             guard.check_visible_deleted(&patient)?;
             return Err(FhirError::new(StatusCode::GONE, "deleted", "The patient was deleted"));
         }
-        Current::NotFound => {
-            return Err(FhirError::not_found(format!(
-                "Patient/{} does not exist",
-                truncate(patient_id)
-            )))
-        }
+        Current::NotFound => return Err(FhirError::resource_not_found("Patient", patient_id)),
     }
     let after = options.cursor.as_ref().map(|(_, t, id)| (t.as_str(), id.as_str()));
     let mut collected = collect(engine, patient_id, &options, after, options.count, true)?;

@@ -59,7 +59,7 @@ pub fn history(
     if let HistoryScope::Instance(t, id) = &query.scope {
         // An instance whose versions the actor may not all see is, to them, absent.
         if page.entries.iter().any(|s| !guard.visible(s)) {
-            return Err(crate::access::not_found(t, id));
+            return Err(FhirError::resource_not_found(t, id));
         }
     }
     let path = match &query.scope {

@@ -76,12 +76,7 @@ pub fn patch(
                     format!("{resource_type}/{} was deleted", truncate(&target)),
                 ))
             }
-            Current::NotFound => {
-                return Err(FhirError::not_found(format!(
-                    "{resource_type}/{} does not exist",
-                    truncate(&target)
-                )))
-            }
+            Current::NotFound => return Err(FhirError::resource_not_found(resource_type, &target)),
         };
         guard.check_write_existing(Action::Update, &current)?;
         if let Some(expected) = if_match {

@@ -38,10 +38,7 @@ pub fn read(
             guard.check_visible_deleted(&stored)?;
             Err(gone(resource_type, id, &stored))
         }
-        Current::NotFound => Err(FhirError::not_found(format!(
-            "{resource_type}/{} does not exist",
-            truncate(id)
-        ))),
+        Current::NotFound => Err(FhirError::resource_not_found(resource_type, id)),
     }
 }
 
@@ -54,10 +51,7 @@ pub fn vread(
     version: &str,
 ) -> FhirResult<FhirResponse> {
     let v = parse_version(version)?;
-    // A version of a resource the actor may not see now is as absent as the resource.
-    if let Current::Found(current) = engine.store.read(resource_type, id)? {
-        guard.check_visible(&current)?;
-    }
+    guard.check_current_visible(resource_type, id)?;
     match engine.store.vread(resource_type, id, v)? {
         Some(stored) if stored.deleted => {
             guard.check_visible_deleted(&stored)?;

@@ -116,7 +116,7 @@ fn explicit_rows() {
         row(Citizen, Create, "Location", Nobody, false),
         row(Citizen, Read, "AuditEvent", Patient(OWN), false),
         row(Citizen, Read, "Task", Nobody, false),
-        // An implanted device names its patient: record data.
+        // A directory entry that names a patient is record data.
         row(Citizen, Read, "Device", Patient(OTHER), false),
         // Practitioners: a patient's record only under an active grant.
         row(Practitioner, Read, "Observation", Patient(OTHER), false),
@@ -312,4 +312,53 @@ fn categories() {
     assert_eq!(category("ValueSet"), Category::Definitions);
     assert_eq!(category("AuditEvent"), Category::Audit);
     assert_eq!(category("Task"), Category::Other);
+}
+
+#[test]
+fn allowing_any_resource_implies_allowing_each() {
+    // The guard skips looking inside a resource when `allows_any_resource` holds: every
+    // particular request of that action and type must then be allowed too.
+    for (role, r) in every_request() {
+        if r.count_only {
+            continue;
+        }
+        let actor = actor(role);
+        for t in [
+            "Observation",
+            "Patient",
+            "Claim",
+            "Coverage",
+            "Location",
+            "Device",
+            "ValueSet",
+            "AuditEvent",
+            "Task",
+        ] {
+            let impossible = matches!(r.subject, Subject::Patient(_)) && !can_be_about_a_patient(t);
+            if impossible || !allows_any_resource(&actor, r.action, t) {
+                continue;
+            }
+            let particular = Request {
+                resource_type: t,
+                ..request(&r)
+            };
+            assert!(
+                decide(&actor, &particular).allowed(),
+                "{role:?} {:?} {t} {:?} {:?} {:?}",
+                r.action,
+                r.subject,
+                r.grant,
+                r.organization
+            );
+        }
+    }
+    assert!(allows_any_resource(&actor(Role::Admin), Action::Update, "Observation"));
+    assert!(allows_any_resource(&actor(Role::Citizen), Action::Read, "Location"));
+    assert!(!allows_any_resource(&actor(Role::Citizen), Action::Read, "Observation"));
+    // A facility administrator reads the directory, but not a Schedule that names a patient.
+    assert!(!allows_any_resource(
+        &actor(Role::FacilityAdmin),
+        Action::Read,
+        "Schedule"
+    ));
 }

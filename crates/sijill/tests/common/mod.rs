@@ -118,14 +118,25 @@ impl Server {
 
     /// A request to a path below the FHIR base with `token` instead of the administrator's.
     pub fn request_as(&self, token: &str, method: reqwest::Method, path: &str) -> RequestBuilder {
-        let url = if path.starts_with("http") {
-            path.to_string()
-        } else {
-            format!("{}/{}", self.base, path)
-        };
         Client::new()
-            .request(method, url)
+            .request(method, self.url(path))
             .header("authorization", format!("Bearer {token}"))
+    }
+
+    /// POST a FHIR JSON body with `token`.
+    pub fn post_as(&self, token: &str, path: &str, body: &Value) -> Response {
+        self.request_as(token, reqwest::Method::POST, path)
+            .header("content-type", "application/fhir+json")
+            .body(body.to_string())
+            .send()
+            .expect("POST")
+    }
+
+    /// DELETE with `token`.
+    pub fn delete_as(&self, token: &str, path: &str) -> Response {
+        self.request_as(token, reqwest::Method::DELETE, path)
+            .send()
+            .expect("DELETE")
     }
 
     /// GET with `token`.
@@ -133,14 +144,18 @@ impl Server {
         self.request_as(token, reqwest::Method::GET, path).send().expect("GET")
     }
 
-    /// A request to a path below the FHIR base (`Patient/1`) or an absolute URL.
-    pub fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
-        let url = if path.starts_with("http") {
+    /// The URL of a path below the FHIR base (`Patient/1`), or an absolute URL as it is.
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
             path.to_string()
         } else {
             format!("{}/{}", self.base, path)
-        };
-        self.client.request(method, url)
+        }
+    }
+
+    /// A request to a path below the FHIR base (`Patient/1`) or an absolute URL.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
     }
 
     /// GET.
