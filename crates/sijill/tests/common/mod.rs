@@ -55,12 +55,19 @@ impl Server {
         Self::start_in(dir, extra)
     }
 
-    /// Starts a server on an existing data directory.
+    /// Starts a server on an existing data directory (on a free loopback port unless
+    /// `extra` has its own `--listen`).
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(binary())
             .arg("--data-dir")
             .arg(dir.path())
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("serve")
+            .args(listen)
             .args(extra)
             .env("SIJILL_LOG", "warn")
             .stdout(Stdio::piped())
