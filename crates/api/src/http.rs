@@ -34,6 +34,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Token checking and issuing; None only for in-process tools that need no login.
     pub identity: Option<Arc<crate::identity::Identity>>,
+    /// Rate limits per user, client and address.
+    pub rate_limits: crate::rate_limit::RateLimits,
 }
 
 /// The router of the whole server.
@@ -46,7 +48,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(health))
         .route("/metrics", get(metrics))
-        .merge(crate::identity::smart::routes())
+        .merge(
+            crate::identity::smart::routes().route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                crate::edge::limit_by_address,
+            )),
+        )
         .fallback(|| async { error_response(&FhirError::not_found("Nothing here: the FHIR API is at /fhir")) })
         .with_state(state)
 }
@@ -264,6 +271,34 @@ async fn fhir(State(state): State<Arc<AppState>>, request: axum::extract::Reques
         Some(identity) if !open => identity.authenticate(&headers).map(|p| RequestContext::of(p, remote)),
         _ => Ok(RequestContext::local_operator(remote)),
     };
+    // Each user and client has a budget; failed logins spend their address's.
+    let over_budget = match &authenticated {
+        Ok(RequestContext {
+            actor: crate::context::Actor::Principal(p),
+            ..
+        }) => {
+            // The user is the person acted as (their FHIR resource); systems have none.
+            let user = p.fhir_user.as_deref().unwrap_or(&p.subject);
+            state.rate_limits.check_principal(user, &p.client_id).err()
+        }
+        Ok(_) => None,
+        Err(_) => state.rate_limits.check_address(remote).err(),
+    };
+    if let Some(wait) = over_budget {
+        let mut response = error_response(&FhirError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "throttled",
+            "Too many requests: slow down and try again after the time in Retry-After",
+        ));
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(crate::rate_limit::retry_after_seconds(wait)),
+        );
+        state
+            .metrics
+            .record_request("throttled", 429, started.elapsed().as_secs_f64());
+        return response;
+    }
     let (ctx, result, interaction) = match authenticated {
         // The body of a request without a valid token is not read; its context only
         // carries a request id.

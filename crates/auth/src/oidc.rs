@@ -53,7 +53,8 @@ pub fn verify_id_token(
     national_id_claim: &str,
 ) -> Result<Identity, AuthError> {
     let bad = |m: String| AuthError::BadToken(m);
-    let header = jsonwebtoken::decode_header(id_token).map_err(|_| bad("the ID token is not a JWT with an accepted algorithm".into()))?;
+    let header = jsonwebtoken::decode_header(id_token)
+        .map_err(|_| bad("the ID token is not a JWT with an accepted algorithm".into()))?;
     if !ID_TOKEN_ALGORITHMS.contains(&header.alg) {
         return Err(bad(format!("ID token algorithm {:?} is not accepted", header.alg)));
     }

@@ -43,6 +43,19 @@ pub struct ServeArgs {
     /// The ID-token claim with the national identifier (default: the country profile's).
     #[arg(long, env = "SIJILL_EID_CLAIM")]
     eid_claim: Option<String>,
+    /// Requests per second per user (token subject); 0: no limit.
+    #[arg(long, env = "SIJILL_RATE_LIMIT_USER", default_value_t = 100)]
+    rate_limit_user: u32,
+    /// Requests per second per client app or system, all its users together; 0: no limit.
+    #[arg(long, env = "SIJILL_RATE_LIMIT_CLIENT", default_value_t = 2000)]
+    rate_limit_client: u32,
+    /// Requests per second per network address on /auth and without a valid token; 0: no limit.
+    #[arg(long, env = "SIJILL_RATE_LIMIT_ADDRESS", default_value_t = 20)]
+    rate_limit_address: u32,
+    /// An origin (https://portal.example) whose browser apps may call the API (CORS);
+    /// repeat or separate with commas. None by default.
+    #[arg(long = "cors-origin", env = "SIJILL_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Vec<String>,
     /// Log format: text or json.
     #[arg(long, env = "SIJILL_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -109,6 +122,16 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
             args.listen
         ));
     }
+    let edge = sijill_api::edge::EdgeSettings {
+        rate: sijill_api::rate_limit::RateSettings {
+            per_user: args.rate_limit_user,
+            per_client: args.rate_limit_client,
+            per_address: args.rate_limit_address,
+        },
+        cors_origins: args.cors_origins.clone(),
+        tls: false,
+    };
+    sijill_api::edge::parse_origins(&edge.cors_origins)?;
     let store = crate::open_store(data_dir)?;
     let demo = if args.demo { load_demo(&store, &args)? } else { None };
     let unsupported = sijill_store::index::unsupported_params();
@@ -159,7 +182,7 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
             None if args.demo => println!("The data directory already holds data: no demo population loaded."),
             None => {}
         }
-        sijill_api::serve(listener, engine, std::sync::Arc::new(identity), shutdown_signal()).await.map_err(|e| e.to_string())
+        sijill_api::serve(listener, engine, std::sync::Arc::new(identity), edge, shutdown_signal()).await.map_err(|e| e.to_string())
     })?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

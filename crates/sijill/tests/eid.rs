@@ -252,10 +252,7 @@ fn login(setup: &Setup, national_id: &str) -> Ending {
         {
             // The provider's sign-in form: the login is the national identifier.
             let url = response.url().to_string();
-            response = browser.post_form(
-                &url,
-                &[("prompt", "login"), ("login", national_id), ("password", "x")],
-            );
+            response = browser.post_form(&url, &[("prompt", "login"), ("login", national_id), ("password", "x")]);
         } else {
             let status = response.status().as_u16();
             return Ending::Refused(status, response.text().unwrap());
@@ -350,7 +347,13 @@ fn a_provider_that_names_another_issuer_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let out = sijill(
         dir.path(),
-        &["serve", "--listen", &format!("127.0.0.1:{port}"), "--eid-issuer", &other_name],
+        &[
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--eid-issuer",
+            &other_name,
+        ],
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

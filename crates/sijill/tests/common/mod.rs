@@ -70,6 +70,10 @@ impl Server {
             .args(listen)
             .args(extra)
             .env("SIJILL_LOG", "warn")
+            // Tests send bursts with one token; the rate-limit tests pass their own limits.
+            .env("SIJILL_RATE_LIMIT_USER", "0")
+            .env("SIJILL_RATE_LIMIT_CLIENT", "0")
+            .env("SIJILL_RATE_LIMIT_ADDRESS", "0")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -152,7 +156,7 @@ impl Server {
     }
 
     /// The URL of a path below the FHIR base (`Patient/1`), or an absolute URL as it is.
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         if path.starts_with("http") {
             path.to_string()
         } else {

@@ -1,0 +1,163 @@
+//! Rate limits at the edge: per user and per client for authenticated requests, per
+//! network address for the authorization endpoints and for requests without a valid token
+//! (which slows down guessing). Each limit is a keyed GCRA from the `governor` crate.
+
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+/// Requests per second allowed for each key; 0 turns that limit off. A key may send a
+/// burst of [`BURST_SECONDS`] seconds' worth at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSettings {
+    /// Per user (the token's subject: a person, or a system client).
+    pub per_user: u32,
+    /// Per client application or system (all its users together).
+    pub per_client: u32,
+    /// Per network address, on `/auth/*` and on requests with a missing or bad token.
+    pub per_address: u32,
+}
+
+impl Default for RateSettings {
+    fn default() -> Self {
+        RateSettings {
+            per_user: 50,
+            per_client: 1000,
+            per_address: 20,
+        }
+    }
+}
+
+impl RateSettings {
+    /// No limits at all (in-process tools, and benchmarks that measure the engine).
+    pub const OFF: RateSettings = RateSettings {
+        per_user: 0,
+        per_client: 0,
+        per_address: 0,
+    };
+}
+
+/// How many seconds of the rate a key may spend at once.
+pub const BURST_SECONDS: u32 = 4;
+
+/// Keys forgotten when a limiter remembers more than this many (idle keys are dropped).
+const MAX_KEYS: usize = 100_000;
+
+struct Limiter<K: Hash + Eq + Clone>(DefaultKeyedRateLimiter<K>);
+
+impl<K: Hash + Eq + Clone> Limiter<K> {
+    fn new(per_second: u32) -> Option<Limiter<K>> {
+        let rate = NonZeroU32::new(per_second)?;
+        let burst = rate.saturating_mul(NonZeroU32::new(BURST_SECONDS).expect("non-zero"));
+        Some(Limiter(DefaultKeyedRateLimiter::keyed(
+            Quota::per_second(rate).allow_burst(burst),
+        )))
+    }
+
+    fn check(&self, key: &K) -> Result<(), Duration> {
+        if self.0.len() > MAX_KEYS {
+            self.0.retain_recent();
+        }
+        self.0
+            .check_key(key)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+/// The server's rate limiters.
+pub struct RateLimits {
+    user: Option<Limiter<String>>,
+    client: Option<Limiter<String>>,
+    address: Option<Limiter<IpAddr>>,
+}
+
+impl RateLimits {
+    /// Limiters for these settings.
+    pub fn new(settings: RateSettings) -> RateLimits {
+        RateLimits {
+            user: Limiter::new(settings.per_user),
+            client: Limiter::new(settings.per_client),
+            address: Limiter::new(settings.per_address),
+        }
+    }
+
+    /// Counts one request of a user through a client; Err(wait) when either is over its
+    /// rate.
+    pub fn check_principal(&self, user: &str, client: &str) -> Result<(), Duration> {
+        if let Some(l) = &self.user {
+            l.check(&user.to_string())?;
+        }
+        if let Some(l) = &self.client {
+            l.check(&client.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Counts one request from a network address (unknown addresses are not limited).
+    pub fn check_address(&self, address: Option<IpAddr>) -> Result<(), Duration> {
+        match (&self.address, address) {
+            (Some(l), Some(a)) => l.check(&a),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The `Retry-After` value for a wait: whole seconds, at least one.
+pub fn retry_after_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_over_the_burst_is_told_to_wait_and_others_are_not() {
+        let limits = RateLimits::new(RateSettings {
+            per_user: 2,
+            per_client: 0,
+            per_address: 0,
+        });
+        for _ in 0..2 * BURST_SECONDS {
+            assert!(limits.check_principal("alice", "app").is_ok());
+        }
+        let wait = limits.check_principal("alice", "app").unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(limits.check_principal("bob", "app").is_ok());
+    }
+
+    #[test]
+    fn a_client_limit_counts_all_its_users_together() {
+        let limits = RateLimits::new(RateSettings {
+            per_user: 0,
+            per_client: 1,
+            per_address: 0,
+        });
+        for n in 0..BURST_SECONDS {
+            assert!(limits.check_principal(&format!("user-{n}"), "app").is_ok());
+        }
+        assert!(limits.check_principal("someone-else", "app").is_err());
+        assert!(limits.check_principal("someone-else", "other-app").is_ok());
+    }
+
+    #[test]
+    fn zero_means_no_limit() {
+        let limits = RateLimits::new(RateSettings::OFF);
+        for _ in 0..10_000 {
+            assert!(limits.check_principal("u", "c").is_ok());
+            assert!(limits.check_address(Some([127, 0, 0, 1].into())).is_ok());
+        }
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+        assert_eq!(retry_after_seconds(Duration::from_secs(2)), 2);
+        assert_eq!(retry_after_seconds(Duration::from_millis(2500)), 3);
+    }
+}
