@@ -49,10 +49,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health/ready", get(health))
         .route("/metrics", get(metrics))
         .merge(
-            crate::identity::smart::routes().route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                crate::edge::limit_by_address,
-            )),
+            crate::identity::smart::routes()
+                .merge(crate::identity::admin::routes())
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    crate::edge::limit_by_address,
+                )),
         )
         .fallback(|| async { error_response(&FhirError::not_found("Nothing here: the FHIR API is at /fhir")) })
         .with_state(state)

@@ -218,6 +218,75 @@ impl Registry {
     }
 }
 
+/// A request to register a client: the body of `POST /auth/clients`, and what
+/// `sijill client add` builds from its options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    /// A name people recognise.
+    pub name: String,
+    /// `app` or `system`.
+    pub kind: String,
+    /// The widest scopes the client may be granted.
+    pub scope: String,
+    /// An app's redirect URIs.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// The role of a system's tokens.
+    pub role: Option<String>,
+    /// The organization a system acts for.
+    pub organization: Option<String>,
+    /// A system's public keys.
+    pub jwks: Option<JwkSet>,
+}
+
+impl Registration {
+    /// Checks the request and registers the client.
+    pub fn register(self, registry: &Registry) -> Result<Client, AuthError> {
+        let bad = |m: String| AuthError::Clients(m);
+        let kind = match self.kind.as_str() {
+            "app" => ClientKind::App {
+                redirect_uris: self.redirect_uris,
+            },
+            "system" => {
+                let role_name = self.role.ok_or_else(|| bad("a system client needs a role".into()))?;
+                let role = Role::parse(&role_name).ok_or_else(|| {
+                    let names: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
+                    bad(format!("unknown role '{role_name}': one of {}", names.join(", ")))
+                })?;
+                ClientKind::System {
+                    role,
+                    organization: self.organization,
+                    jwks: self
+                        .jwks
+                        .ok_or_else(|| bad("a system client needs its public keys (jwks)".into()))?,
+                }
+            }
+            other => return Err(bad(format!("kind must be app or system, not '{other}'"))),
+        };
+        registry.add(&self.name, &self.scope, kind)
+    }
+}
+
+/// Appends one event to the operator log (`auth/operator.log` in the data directory): who
+/// minted tokens or changed clients and keys, and when. Both `sijill token|client|keys` and
+/// the administrator's API write it.
+pub fn log_operator_event(data_dir: &Path, mut event: serde_json::Value) -> Result<(), AuthError> {
+    use std::io::Write as _;
+    if let Some(map) = event.as_object_mut() {
+        map.insert("at".into(), crate::now_rfc3339().into());
+    }
+    let path = data_dir.join("auth").join("operator.log");
+    let fail = |e: std::io::Error| AuthError::Clients(format!("{}: {e}", path.display()));
+    std::fs::create_dir_all(data_dir.join("auth")).map_err(fail)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(fail)?;
+    writeln!(f, "{event}").map_err(fail)
+}
+
 /// Checks a system client's assertion (`private_key_jwt`): signed by one of its keys with
 /// ES384 or RS384, `iss` = `sub` = its id, `aud` = the token endpoint, at most five minutes
 /// of life. Returns the client and the assertion's `jti` and expiry (the caller refuses a

@@ -1,12 +1,11 @@
 //! `sijill token`, `sijill client` and `sijill keys`: the operator's identity tools on the
 //! server machine.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use sijill_auth::clients::{ClientKind, Registry};
+use sijill_auth::clients::{ClientKind, Registration, Registry};
 use sijill_auth::keys::KeyRing;
 use sijill_auth::{AccessClaims, Role, Scopes};
 
@@ -100,15 +99,9 @@ fn role(name: &str) -> Result<Role, String> {
     })
 }
 
-/// Appends one line to the operator log (`auth/operator.log`): who minted what, when.
+/// Appends one event to the operator log.
 fn operator_log(data_dir: &Path, event: serde_json::Value) -> Result<(), String> {
-    let path = data_dir.join("auth").join("operator.log");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    writeln!(f, "{event}").map_err(|e| format!("{}: {e}", path.display()))
+    sijill_auth::clients::log_operator_event(data_dir, event).map_err(|e| e.to_string())
 }
 
 /// Mints an access token from the command line (the operator is trusted: this is the
@@ -158,7 +151,7 @@ pub fn token(data_dir: &Path, args: TokenArgs) -> Result<ExitCode, String> {
     let token = keys.sign(&claims).map_err(|e| e.to_string())?;
     operator_log(
         data_dir,
-        serde_json::json!({"at": sijill_auth::now_rfc3339(), "event": "token", "by": claims.sub, "role": role.name(),
+        serde_json::json!({"event": "token", "by": claims.sub, "role": role.name(),
             "patient": claims.patient, "organization": claims.organization, "jti": claims.jti, "exp": claims.exp}),
     )?;
     println!("{token}");
@@ -170,26 +163,26 @@ pub fn client(data_dir: &Path, command: ClientCommand) -> Result<ExitCode, Strin
     let registry = Registry::open(data_dir);
     match command {
         ClientCommand::Add(a) => {
-            let kind = match a.kind.as_str() {
-                "app" => ClientKind::App {
-                    redirect_uris: a.redirect_uris,
-                },
-                "system" => {
-                    let path = a.jwks.ok_or("a system client needs --jwks FILE")?;
-                    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                    ClientKind::System {
-                        role: role(a.role.as_deref().ok_or("a system client needs --role")?)?,
-                        organization: a.organization,
-                        jwks: serde_json::from_str(&text)
-                            .map_err(|e| format!("{}: not a JWK Set: {e}", path.display()))?,
-                    }
+            let jwks = match &a.jwks {
+                None => None,
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                    Some(serde_json::from_str(&text).map_err(|e| format!("{}: not a JWK Set: {e}", path.display()))?)
                 }
-                other => return Err(format!("--kind must be app or system, not '{other}'")),
             };
-            let client = registry.add(&a.name, &a.scope, kind).map_err(|e| e.to_string())?;
+            let registration = Registration {
+                name: a.name,
+                kind: a.kind,
+                scope: a.scope,
+                redirect_uris: a.redirect_uris,
+                role: a.role,
+                organization: a.organization,
+                jwks,
+            };
+            let client = registration.register(&registry).map_err(|e| e.to_string())?;
             operator_log(
                 data_dir,
-                serde_json::json!({"at": sijill_auth::now_rfc3339(), "event": "client-add", "client_id": client.client_id, "name": client.name}),
+                serde_json::json!({"event": "client-add", "client_id": client.client_id, "name": client.name}),
             )?;
             println!("{}", client.client_id);
         }
@@ -207,7 +200,7 @@ pub fn client(data_dir: &Path, command: ClientCommand) -> Result<ExitCode, Strin
             registry.revoke(&client_id).map_err(|e| e.to_string())?;
             operator_log(
                 data_dir,
-                serde_json::json!({"at": sijill_auth::now_rfc3339(), "event": "client-revoke", "client_id": client_id}),
+                serde_json::json!({"event": "client-revoke", "client_id": client_id}),
             )?;
             println!("revoked {client_id}");
         }
@@ -217,7 +210,7 @@ pub fn client(data_dir: &Path, command: ClientCommand) -> Result<ExitCode, Strin
             registry.set_keys(&client_id, set).map_err(|e| e.to_string())?;
             operator_log(
                 data_dir,
-                serde_json::json!({"at": sijill_auth::now_rfc3339(), "event": "client-keys", "client_id": client_id}),
+                serde_json::json!({"event": "client-keys", "client_id": client_id}),
             )?;
             println!("new keys for {client_id}");
         }
@@ -231,10 +224,7 @@ pub fn keys(data_dir: &Path, command: KeysCommand) -> Result<ExitCode, String> {
     match command {
         KeysCommand::Rotate => {
             let kid = keys.rotate().map_err(|e| e.to_string())?;
-            operator_log(
-                data_dir,
-                serde_json::json!({"at": sijill_auth::now_rfc3339(), "event": "keys-rotate", "kid": kid}),
-            )?;
+            operator_log(data_dir, serde_json::json!({"event": "keys-rotate", "kid": kid}))?;
             println!("{kid}");
         }
         KeysCommand::Show => println!(

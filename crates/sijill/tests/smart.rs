@@ -286,3 +286,113 @@ fn an_institution_system_gets_a_token_with_a_signed_assertion() {
         401
     );
 }
+
+#[test]
+fn an_administrator_manages_clients_over_the_api() {
+    let s = Server::start();
+    let fund = s.create(&json!({"resourceType": "Organization", "name": "CNAS"}));
+    let api = format!("{}/auth/clients", s.root);
+    let admin = |method: reqwest::Method, url: &str| {
+        Client::new()
+            .request(method, url)
+            .header("authorization", format!("Bearer {}", s.admin_token))
+    };
+    // Only a platform administrator.
+    assert_eq!(Client::new().get(&api).send().unwrap().status(), 401);
+    let planner = s.token(&["--role", "planner"]);
+    let r = Client::new()
+        .get(&api)
+        .header("authorization", format!("Bearer {planner}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Bad registrations change nothing.
+    let bad = [
+        "{not json".to_string(),
+        json!({"name": "x", "kind": "app", "scope": "openid", "redirect_uris": ["http://evil.example/cb"]}).to_string(),
+        json!({"name": "x", "kind": "app", "scope": "openid", "redirect_uris": [], "colour": "red"}).to_string(),
+        json!({"name": "x", "kind": "system", "scope": "system/Coverage.rs", "role": "insurer", "organization": fund})
+            .to_string(),
+        json!({"name": "x", "kind": "robot", "scope": "openid"}).to_string(),
+    ];
+    for body in bad {
+        let r = admin(reqwest::Method::POST, &api).body(body.clone()).send().unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        assert_eq!(json(r)["error"], "invalid_client_metadata");
+    }
+    assert_eq!(
+        json(admin(reqwest::Method::GET, &api).send().unwrap())["clients"],
+        json!([])
+    );
+    // A system registered over the API gets tokens with its key; a new key replaces the old.
+    let (key, public) = system_key("k1");
+    let registered = admin(reqwest::Method::POST, &api)
+        .json(
+            &json!({"name": "CNAS Chifa", "kind": "system", "scope": "system/Coverage.rs",
+            "role": "insurer", "organization": fund, "jwks": public}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let client_id = json(registered)["client_id"].as_str().unwrap().to_string();
+    let listed = json(admin(reqwest::Method::GET, &api).send().unwrap());
+    assert_eq!(listed["clients"][0]["client_id"], client_id.as_str());
+    let endpoint = format!("{}/auth/token", s.root);
+    let ask = |key: &jsonwebtoken::EncodingKey, kid: &str, jti: &str| {
+        Client::new()
+            .post(&endpoint)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "system/Coverage.rs"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &assertion(key, kid, &client_id, &endpoint, jti)),
+            ])
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(ask(&key, "k1", "a1"), 200);
+    let (new_key, new_public) = system_key("k2");
+    let keys_url = format!("{api}/{client_id}/jwks");
+    assert_eq!(
+        admin(reqwest::Method::PUT, &keys_url)
+            .body("[]")
+            .send()
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        admin(reqwest::Method::PUT, &keys_url)
+            .json(&new_public)
+            .send()
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(ask(&key, "k1", "a2"), 401);
+    assert_eq!(ask(&new_key, "k2", "a3"), 200);
+    // Revoked: no more tokens; an unknown client is 404.
+    let one = format!("{api}/{client_id}");
+    assert_eq!(admin(reqwest::Method::DELETE, &one).send().unwrap().status(), 204);
+    assert_eq!(ask(&new_key, "k2", "a4"), 401);
+    assert_eq!(
+        admin(reqwest::Method::DELETE, &format!("{api}/nobody"))
+            .send()
+            .unwrap()
+            .status(),
+        404
+    );
+    // Each change is in the operator log, with the administrator who made it.
+    let log = std::fs::read_to_string(s.dir.path().join("auth/operator.log")).unwrap();
+    for event in ["client-add", "client-keys", "client-revoke"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(event) && l.contains(&client_id) && l.contains("\"by\"")),
+            "{event} not in {log}"
+        );
+    }
+}

@@ -4,6 +4,7 @@
 //! The decisions themselves are in `sijill_auth`; this module only verifies who is calling
 //! and issues tokens.
 
+pub mod admin;
 pub mod eid;
 pub mod people;
 pub mod smart;
@@ -34,6 +35,8 @@ pub struct Identity {
     pub sessions: smart::Sessions,
     /// The identifier system of national identifiers (from the country profile).
     pub national_id_system: String,
+    /// The data directory (for the operator log).
+    pub data_dir: std::path::PathBuf,
     /// Tokens whose signature was already checked (a signature check costs more than the
     /// read it guards); bounded, and expiry and revocation are still checked every time.
     verified: parking_lot::Mutex<std::collections::HashMap<String, AccessClaims>>,
@@ -58,6 +61,7 @@ impl Identity {
             eid,
             sessions: smart::Sessions::default(),
             national_id_system: national_id_system.to_string(),
+            data_dir: data_dir.to_path_buf(),
             verified: Default::default(),
         })
     }
