@@ -27,21 +27,24 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 /// The identity layer and the calling administrator, or the error response.
-fn administrator(state: &AppState, headers: &HeaderMap) -> Result<(Arc<Identity>, Principal), Response> {
-    let identity = state
-        .identity
-        .clone()
-        .ok_or_else(|| oauth_error(StatusCode::NOT_FOUND, "invalid_request", "no identity layer"))?;
+fn administrator(state: &AppState, headers: &HeaderMap) -> Result<(Arc<Identity>, Principal), Box<Response>> {
+    let identity = state.identity.clone().ok_or_else(|| {
+        Box::new(oauth_error(
+            StatusCode::NOT_FOUND,
+            "invalid_request",
+            "no identity layer",
+        ))
+    })?;
     let principal = identity.authenticate(headers).map_err(|e| {
         let why = e.issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default();
-        oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", &why)
+        Box::new(oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", &why))
     })?;
     if principal.role != Role::Admin {
-        return Err(oauth_error(
+        return Err(Box::new(oauth_error(
             StatusCode::FORBIDDEN,
             "insufficient_scope",
             "only a platform administrator manages clients",
-        ));
+        )));
     }
     Ok((identity, principal))
 }
@@ -61,7 +64,7 @@ fn log(identity: &Identity, by: &Principal, event: &str, client_id: &str) {
 async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let (identity, _) = match administrator(&state, &headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match identity.clients.list() {
         Ok(clients) => Json(json!({ "clients": clients })).into_response(),
@@ -73,7 +76,7 @@ async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respons
 async fn register(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let (identity, admin) = match administrator(&state, &headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let registration: Registration = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -98,7 +101,7 @@ async fn register(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
 async fn revoke(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(client_id): Path<String>) -> Response {
     let (identity, admin) = match administrator(&state, &headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !identity
         .clients
@@ -127,7 +130,7 @@ async fn replace_keys(
 ) -> Response {
     let (identity, admin) = match administrator(&state, &headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let keys = match serde_json::from_slice(&body) {
         Ok(k) => k,
