@@ -1,9 +1,9 @@
 // A real OpenID Connect provider (npm `oidc-provider`) on 127.0.0.1 that stands in for the
 // national eID in Sijill's integration tests.
 //
-//   node provider.mjs --redirect-uri URI --client-secret SECRET
+//   node provider.mjs --redirect-uri URI --client-secret SECRET [--tls-cert PEM --tls-key PEM]
 //
-// It prints `issuer http://127.0.0.1:PORT` once it listens. A person signs in with their
+// It prints `issuer http(s)://127.0.0.1:PORT` once it listens (HTTPS with --tls-cert). A person signs in with their
 // national identifier as the login; the ID token carries it in the `national_id` claim.
 //
 // To test the relying party's checks, `POST /test/id-token-mode` with a mode as the body
@@ -11,7 +11,9 @@
 // unless the mode is about the signature): honest, wrong-issuer, expired, wrong-audience,
 // foreign-key, alg-none, hmac-public-key, tampered, replay (the previous login's token).
 
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import { createHmac } from 'node:crypto';
 import Provider from 'oidc-provider';
 import * as jose from 'jose';
@@ -34,9 +36,12 @@ const { privateKey } = await jose.generateKeyPair('ES256', { extractable: true }
 const privateJwk = { ...(await jose.exportJWK(privateKey)), kid: KID, alg: 'ES256', use: 'sig' };
 const publicJwk = { kty: privateJwk.kty, crv: privateJwk.crv, x: privateJwk.x, y: privateJwk.y, kid: KID };
 
-const server = createServer();
+const tlsCert = argument('tls-cert');
+const server = tlsCert
+  ? createTlsServer({ cert: readFileSync(tlsCert), key: readFileSync(argument('tls-key')) })
+  : createServer();
 await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-const issuer = `http://127.0.0.1:${server.address().port}`;
+const issuer = `${tlsCert ? 'https' : 'http'}://127.0.0.1:${server.address().port}`;
 
 const provider = new Provider(issuer, {
   clients: [{

@@ -24,8 +24,8 @@ pub struct EdgeSettings {
     /// Origins (`https://portal.example`) whose browser apps may call the API and the
     /// token endpoint; empty: none (browsers then refuse cross-origin calls).
     pub cors_origins: Vec<String>,
-    /// Whether the server is reached over TLS (adds Strict-Transport-Security).
-    pub tls: bool,
+    /// The server's certificate and key: served over TLS (with Strict-Transport-Security).
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// Checks `cors_origins`: each must be an origin (scheme, host and optional port; no path).
@@ -82,7 +82,7 @@ pub fn harden(router: Router, settings: &EdgeSettings, origins: Vec<HeaderValue>
             HeaderValue::from_static(value),
         ));
     }
-    if settings.tls {
+    if settings.tls.is_some() {
         router = router.layer(SetResponseHeaderLayer::if_not_present(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=31536000"),

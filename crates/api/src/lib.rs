@@ -17,6 +17,7 @@ pub mod interactions;
 pub mod metrics;
 pub mod rate_limit;
 pub mod snapshots;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,8 +26,8 @@ use std::sync::Arc;
 pub use engine::{Engine, Limits};
 pub use http::AppState;
 
-/// Serves the API on `listener` until `shutdown` completes; requests in flight finish
-/// before this returns.
+/// Serves the API on `listener` (over TLS when `edge.tls` names a certificate) until
+/// `shutdown` completes; requests in flight finish before this returns.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     engine: Engine,
@@ -35,6 +36,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let origins = edge::parse_origins(&edge.cors_origins).map_err(std::io::Error::other)?;
+    let tls = match &edge.tls {
+        Some(files) => Some(tls::server_config(files).map_err(std::io::Error::other)?),
+        None => None,
+    };
     let state = Arc::new(AppState {
         engine,
         metrics: metrics::Metrics::default(),
@@ -42,7 +47,21 @@ pub async fn serve(
         rate_limits: rate_limit::RateLimits::new(edge.rate),
     });
     let app = edge::harden(http::router(state), &edge, origins);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => axum::serve(listener, service).with_graceful_shutdown(shutdown).await,
+        Some(config) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stopper.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
+            });
+            let config = axum_server::tls_rustls::RustlsConfig::from_config(config);
+            axum_server::from_tcp_rustls(listener.into_std()?, config)
+                .handle(handle)
+                .serve(service)
+                .await
+        }
+    }
 }

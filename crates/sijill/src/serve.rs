@@ -56,6 +56,16 @@ pub struct ServeArgs {
     /// repeat or separate with commas. None by default.
     #[arg(long = "cors-origin", env = "SIJILL_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Vec<String>,
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long, env = "SIJILL_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of the certificate.
+    #[arg(long, env = "SIJILL_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// A PEM file of extra root certificates to trust for the eID provider (besides the
+    /// system's), e.g. a national certification authority.
+    #[arg(long, env = "SIJILL_EID_CA_FILE")]
+    eid_ca_file: Option<std::path::PathBuf>,
     /// Log format: text or json.
     #[arg(long, env = "SIJILL_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -129,9 +139,19 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
             per_address: args.rate_limit_address,
         },
         cors_origins: args.cors_origins.clone(),
-        tls: false,
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(sijill_api::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
     };
     sijill_api::edge::parse_origins(&edge.cors_origins)?;
+    if let Some(files) = &edge.tls {
+        sijill_api::tls::server_config(files)?;
+    }
+    let scheme = if edge.tls.is_some() { "https" } else { "http" };
     let store = crate::open_store(data_dir)?;
     let demo = if args.demo { load_demo(&store, &args)? } else { None };
     let unsupported = sijill_store::index::unsupported_params();
@@ -155,7 +175,7 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
-        let base_url = args.base_url.unwrap_or_else(|| format!("http://{local}/fhir"));
+        let base_url = args.base_url.unwrap_or_else(|| format!("{scheme}://{local}/fhir"));
         let engine = Engine::new(store, base_url.clone(), limits);
         let eid = match &args.eid_issuer {
             None => None,
@@ -167,13 +187,14 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
                     client_secret: args.eid_client_secret.clone(),
                     national_id_claim: args.eid_claim.clone().unwrap_or_else(|| profile.national_id.claim.clone()),
                     redirect_uri: format!("{origin}/auth/callback"),
+                    ca_file: args.eid_ca_file.clone(),
                 };
                 Some(sijill_api::identity::eid::EidProvider::discover(settings).await?)
             }
         };
         let identity = sijill_api::identity::Identity::new(data_dir, &base_url, &profile.national_id.system, eid)?;
         tracing::info!(address = %local, base_url = %base_url, data_dir = %data_dir.display(), "Sijill is serving FHIR R4");
-        println!("Sijill listening on http://{local} (FHIR base {base_url})");
+        println!("Sijill listening on {scheme}://{local} (FHIR base {base_url})");
         if identity.development() {
             println!("No national eID provider configured: logins use the DEVELOPMENT identity provider (loopback only).");
         }

@@ -127,3 +127,51 @@ fn every_response_carries_the_security_headers() {
         assert!(!h.contains_key("strict-transport-security"), "only over TLS");
     }
 }
+
+#[test]
+fn with_a_certificate_the_server_speaks_only_https() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = common::test_certificates(certs_dir.path());
+    let (chain, key) = (certs.chain.to_str().unwrap(), certs.key.to_str().unwrap());
+    let s = Server::start_with(&["--tls-cert", chain, "--tls-key", key]);
+    assert!(s.base.starts_with("https://127.0.0.1:"), "{}", s.base);
+    let r = s.http().get(s.url("Patient")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["strict-transport-security"], "max-age=31536000");
+    // A client that does not trust the CA cannot connect; plain HTTP gets no answer.
+    assert!(Client::new().get(s.url("metadata")).send().is_err());
+    let plain = s.url("metadata").replacen("https://", "http://", 1);
+    assert!(Client::new()
+        .get(plain)
+        .send()
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true));
+}
+
+#[test]
+fn an_unreadable_certificate_or_key_stops_the_server_at_start() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = common::test_certificates(certs_dir.path());
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |cert: &std::path::Path, key: &std::path::Path| {
+        let out = common::sijill(
+            dir.path(),
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key.to_str().unwrap(),
+            ],
+        );
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    // The key given as certificate, the certificate given as key, a key of another certificate.
+    assert!(serve(&certs.key, &certs.key).contains("no certificate"));
+    assert!(serve(&certs.chain, &certs.chain).contains("private key"));
+    let err = serve(&certs.chain, &certs_dir.path().join("ca.key"));
+    assert!(err.contains("do not make a TLS configuration"), "{err}");
+}

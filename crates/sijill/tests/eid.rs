@@ -28,7 +28,7 @@ struct EidProvider {
 }
 
 impl EidProvider {
-    fn start(redirect_uri: &str) -> EidProvider {
+    fn start(redirect_uri: &str, tls: Option<&common::TestCertificates>) -> EidProvider {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/eid-provider");
         assert!(
             dir.join("node_modules/oidc-provider").is_dir(),
@@ -38,6 +38,14 @@ impl EidProvider {
         let mut child = Command::new("node")
             .arg(dir.join("provider.mjs"))
             .args(["--redirect-uri", redirect_uri, "--client-secret", EID_SECRET])
+            .args(tls.map_or(vec![], |t| {
+                vec![
+                    "--tls-cert".into(),
+                    t.chain.clone().into_os_string(),
+                    "--tls-key".into(),
+                    t.key.clone().into_os_string(),
+                ]
+            }))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -56,7 +64,10 @@ impl EidProvider {
 
     /// Makes the provider's token endpoint return a doctored ID token (see provider.mjs).
     fn set_mode(&self, mode: &str) {
-        let r = Client::new()
+        let r = Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap()
             .post(format!("{}/test/id-token-mode", self.issuer))
             .body(mode.to_string())
             .send()
@@ -86,21 +97,44 @@ struct Setup {
     server: Server,
     patient: String,
     app: String,
+    /// The test CA when both servers speak HTTPS.
+    ca: Option<PathBuf>,
+    _certificates: Option<tempfile::TempDir>,
 }
 
 fn setup() -> Setup {
+    setup_with(false)
+}
+
+/// With `tls`, the provider and Sijill both serve HTTPS with certificates of a test CA,
+/// which Sijill trusts through `--eid-ca-file`.
+fn setup_with(tls: bool) -> Setup {
+    let certificates_dir = tls.then(|| tempfile::tempdir().unwrap());
+    let certificates = certificates_dir.as_ref().map(|d| common::test_certificates(d.path()));
     let port = free_port();
-    let root = format!("http://127.0.0.1:{port}");
-    let eid = EidProvider::start(&format!("{root}/auth/callback"));
+    let scheme = if tls { "https" } else { "http" };
+    let root = format!("{scheme}://127.0.0.1:{port}");
+    let eid = EidProvider::start(&format!("{root}/auth/callback"), certificates.as_ref());
     let listen = format!("127.0.0.1:{port}");
-    let server = Server::start_with(&[
-        "--listen",
-        &listen,
-        "--eid-issuer",
-        &eid.issuer,
-        "--eid-client-secret",
-        EID_SECRET,
-    ]);
+    let mut args = vec![
+        "--listen".to_string(),
+        listen,
+        "--eid-issuer".into(),
+        eid.issuer.clone(),
+        "--eid-client-secret".into(),
+        EID_SECRET.into(),
+    ];
+    if let Some(c) = &certificates {
+        for (flag, path) in [
+            ("--tls-cert", &c.chain),
+            ("--tls-key", &c.key),
+            ("--eid-ca-file", &c.ca),
+        ] {
+            args.push(flag.into());
+            args.push(path.to_str().unwrap().into());
+        }
+    }
+    let server = Server::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(server.root, root);
     let patient = server.create(&json!({"resourceType": "Patient",
         "identifier": [{"system": "https://sijill.health/id/ma/cnie", "value": NATIONAL_ID}]}));
@@ -126,7 +160,19 @@ fn setup() -> Setup {
         server,
         patient,
         app,
+        ca: certificates.map(|c| c.ca),
+        _certificates: certificates_dir,
     }
+}
+
+/// A client for the test's own calls, trusting the test CA when there is one.
+fn client(setup: &Setup) -> Client {
+    let mut builder = Client::builder().redirect(reqwest::redirect::Policy::none());
+    if let Some(ca) = &setup.ca {
+        let pem = std::fs::read(ca).unwrap();
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+    }
+    builder.build().unwrap()
 }
 
 /// A browser without JavaScript: follows redirects by hand and keeps cookies (all hosts are
@@ -137,12 +183,9 @@ struct Browser {
 }
 
 impl Browser {
-    fn new() -> Browser {
+    fn new(http: Client) -> Browser {
         Browser {
-            http: Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
+            http,
             cookies: BTreeMap::new(),
         }
     }
@@ -213,7 +256,7 @@ enum Ending {
 /// Runs an app's login with the national eID as a person whose national identifier is
 /// `national_id`, up to Sijill's answer at its callback.
 fn login(setup: &Setup, national_id: &str) -> Ending {
-    let mut browser = Browser::new();
+    let mut browser = Browser::new(client(setup));
     let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(VERIFIER.as_bytes()));
     let start = reqwest::Url::parse_with_params(
         &format!("{}/auth/authorize", setup.server.root),
@@ -262,7 +305,7 @@ fn login(setup: &Setup, national_id: &str) -> Ending {
 }
 
 fn exchange(setup: &Setup, code: &str) -> serde_json::Value {
-    let r = Client::new()
+    let r = client(setup)
         .post(format!("{}/auth/token", setup.server.root))
         .form(&[
             ("grant_type", "authorization_code"),
@@ -307,6 +350,27 @@ fn decode_payload(jwt: &str) -> serde_json::Value {
 }
 
 #[test]
+fn the_login_works_with_both_servers_on_https() {
+    let setup = setup_with(true);
+    assert!(setup.eid.issuer.starts_with("https://"));
+    assert!(setup.server.base.starts_with("https://"));
+    let Ending::Code(code) = login(&setup, NATIONAL_ID) else {
+        panic!("the login over HTTPS was refused");
+    };
+    let tokens = exchange(&setup, &code);
+    assert_eq!(tokens["patient"], setup.patient.as_str(), "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap();
+    let read = setup
+        .server
+        .http()
+        .get(setup.server.url(&format!("Patient/{}", setup.patient)))
+        .header("authorization", format!("Bearer {access}"))
+        .send()
+        .unwrap();
+    assert_eq!(read.status(), 200);
+}
+
+#[test]
 fn every_doctored_id_token_is_refused() {
     let setup = setup();
     // One honest login first, so that "replay" has a previous token to send again.
@@ -340,7 +404,7 @@ fn every_doctored_id_token_is_refused() {
 #[test]
 fn a_provider_that_names_another_issuer_is_refused_at_start() {
     let port = free_port();
-    let eid = EidProvider::start(&format!("http://127.0.0.1:{port}/auth/callback"));
+    let eid = EidProvider::start(&format!("http://127.0.0.1:{port}/auth/callback"), None);
     // The same provider reached by another name: its discovery document names itself
     // differently from the configured issuer.
     let other_name = eid.issuer.replace("127.0.0.1", "localhost");

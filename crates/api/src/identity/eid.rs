@@ -26,6 +26,8 @@ pub struct EidSettings {
     pub national_id_claim: String,
     /// Sijill's callback URL (`{origin}/auth/callback`).
     pub redirect_uri: String,
+    /// Extra root certificates (PEM) to trust for the provider, besides the system's.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// A discovered eID provider.
@@ -36,12 +38,21 @@ pub struct EidProvider {
     http: reqwest::Client,
 }
 
-fn http_client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
+/// The client that talks to the provider: HTTPS with the system's roots (and the extra
+/// ones configured), no redirects, a timeout.
+fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| e.to_string())
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+        for root in roots {
+            builder = builder.add_root_certificate(root);
+        }
+    }
+    builder.build().map_err(|e| e.to_string())
 }
 
 async fn fetch_keys(http: &reqwest::Client, uri: &str) -> Result<JwkSet, String> {
@@ -59,7 +70,7 @@ impl EidProvider {
     /// Reads the provider's discovery document and keys. Its issuer must be exactly the
     /// configured one.
     pub async fn discover(settings: EidSettings) -> Result<EidProvider, String> {
-        let http = http_client()?;
+        let http = http_client(settings.ca_file.as_deref())?;
         let url = format!(
             "{}/.well-known/openid-configuration",
             settings.issuer.trim_end_matches('/')

@@ -22,6 +22,103 @@ pub fn mint_token(dir: &Path, base: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("token").trim().to_string()
 }
 
+/// A client builder that trusts every certificate of the `--tls-cert` file in `serve_args`
+/// (the test certificates' chain ends with their CA).
+pub fn trusting_test_roots(
+    mut builder: reqwest::blocking::ClientBuilder,
+    serve_args: &[&str],
+) -> reqwest::blocking::ClientBuilder {
+    if let Some(i) = serve_args.iter().position(|a| *a == "--tls-cert") {
+        let pem = std::fs::read(serve_args[i + 1]).expect("test certificate");
+        for root in reqwest::Certificate::from_pem_bundle(&pem).expect("PEM") {
+            builder = builder.add_root_certificate(root);
+        }
+    }
+    builder
+}
+
+/// Test certificates made with the `openssl` command: a CA, and a server certificate for
+/// 127.0.0.1 signed by it.
+pub struct TestCertificates {
+    /// The server's chain (leaf, then CA).
+    pub chain: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+    /// The CA certificate alone.
+    pub ca: PathBuf,
+}
+
+/// Makes [`TestCertificates`] in `dir`.
+pub fn test_certificates(dir: &Path) -> TestCertificates {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Sijill test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("server.ext"),
+        "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write extensions");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    let chain = [
+        std::fs::read(dir.join("server.pem")).unwrap(),
+        std::fs::read(dir.join("ca.pem")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(dir.join("chain.pem"), chain).expect("write chain");
+    TestCertificates {
+        chain: dir.join("chain.pem"),
+        key: dir.join("server.key"),
+        ca: dir.join("ca.pem"),
+    }
+}
+
 /// The path of the binary under test.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_sijill")
@@ -91,7 +188,7 @@ impl Server {
         });
         let root = line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_string();
         let base = format!("{root}/fhir");
@@ -108,11 +205,14 @@ impl Server {
             dir,
             stdout: printed,
             admin_token,
-            client: Client::builder()
-                .timeout(std::time::Duration::from_secs(120))
-                .default_headers(headers)
-                .build()
-                .expect("client"),
+            client: trusting_test_roots(
+                Client::builder()
+                    .timeout(std::time::Duration::from_secs(120))
+                    .default_headers(headers),
+                extra,
+            )
+            .build()
+            .expect("client"),
         }
     }
 
