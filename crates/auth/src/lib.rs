@@ -19,7 +19,7 @@ pub use policy::{
     allows_any_resource, can_be_about_a_patient, decide, holds_patient_data, Action, Category, Decision, Grant,
     Request, Subject,
 };
-pub use principal::{AccessClaims, Principal, Role};
+pub use principal::{AccessClaims, Principal, Role, PLATFORM_ROLE_SYSTEM};
 pub use scopes::{Permission, ResourceScope, ScopeContext, Scopes};
 
 /// What can go wrong in identity and authorization.

@@ -67,6 +67,10 @@ impl Role {
     }
 }
 
+/// The code system of platform roles on a PractitionerRole (`facility-admin`, `planner`,
+/// `auditor`, `admin`); a PractitionerRole without one is a practitioner's.
+pub const PLATFORM_ROLE_SYSTEM: &str = "https://sijill.health/fhir/CodeSystem/platform-role";
+
 /// The claims of a Sijill access token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AccessClaims {

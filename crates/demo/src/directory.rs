@@ -20,6 +20,23 @@ pub struct Clinician {
     pub role: String,
     /// Index into `SPECIALTIES`; None for nurses.
     pub specialty: Option<usize>,
+    /// Their national identifier (how they sign in).
+    pub national_id: Option<String>,
+    /// Their name as written in Latin script.
+    pub name: String,
+}
+
+/// A ministry official who signs in with a platform role (planner, auditor).
+#[derive(Debug, Clone)]
+pub struct Official {
+    /// The platform role code (`planner`, `auditor`).
+    pub platform_role: &'static str,
+    /// Practitioner id.
+    pub practitioner: String,
+    /// Their national identifier.
+    pub national_id: Option<String>,
+    /// Their name as written in Latin script.
+    pub name: String,
 }
 
 /// A facility and what patients' records need to refer to it.
@@ -27,6 +44,8 @@ pub struct Clinician {
 pub struct Facility {
     /// Organization id.
     pub id: String,
+    /// Its name.
+    pub name: String,
     /// Location id of its site.
     pub site: String,
     /// 1 primary, 2 secondary, 3 tertiary.
@@ -66,6 +85,8 @@ pub struct Directory {
     pub facilities: Vec<Facility>,
     /// Organization ids of the insurers, in profile order.
     pub insurers: Vec<String>,
+    /// The ministry's planner and auditor.
+    pub officials: Vec<Official>,
 }
 
 impl Directory {
@@ -108,6 +129,8 @@ struct Builder<'a> {
     settings: &'a Settings,
     rng: Rng,
     out: Vec<Value>,
+    /// Members of staff so far (numbers their national identifiers).
+    staff_count: u64,
 }
 
 impl<'a> Builder<'a> {
@@ -186,12 +209,74 @@ impl<'a> Builder<'a> {
         }));
         Facility {
             id,
+            name,
             site,
             level: t.level,
             region,
             clinicians: Vec::new(),
             wards: Vec::new(),
         }
+    }
+
+    fn next_staff_national_id(&mut self) -> Option<String> {
+        self.staff_count += 1;
+        crate::person::staff_national_id(self.settings, self.staff_count - 1)
+    }
+
+    /// The ministry of health, with a planner (aggregate figures) and an auditor (audit
+    /// events) who sign in with their platform role.
+    fn officials(&mut self) -> Vec<Official> {
+        let p = &self.settings.profile;
+        let ministry = self.rng.uuid();
+        self.push(json!({
+            "resourceType": "Organization",
+            "id": ministry,
+            "identifier": [{"system": p.identifier_systems.facility, "value": format!("{}-MOH", p.code.to_uppercase())}],
+            "active": true,
+            "type": [concept("http://terminology.hl7.org/CodeSystem/organization-type", "govt", "Government")],
+            "name": "Ministry of Health",
+            "alias": ["وزارة الصحة"],
+            "address": [{"country": p.code.to_uppercase()}],
+        }));
+        let mut officials = Vec::new();
+        for (platform_role, display) in [("planner", "Planner"), ("auditor", "Auditor")] {
+            let practitioner = self.rng.uuid();
+            let male = self.rng.chance(0.5);
+            let given = self.rng.pick(if male {
+                &p.given_names.male
+            } else {
+                &p.given_names.female
+            });
+            let family = self.rng.pick(&p.family_names);
+            let national_id = self.next_staff_national_id();
+            let mut person = json!({
+                "resourceType": "Practitioner",
+                "id": practitioner,
+                "active": true,
+                "name": names(given, family, None),
+                "gender": if male { "male" } else { "female" },
+            });
+            if let Some(n) = &national_id {
+                person["identifier"] = json!([{"use": "official", "system": p.national_id.system, "value": n}]);
+            }
+            self.push(person);
+            let role = self.rng.uuid();
+            self.push(json!({
+                "resourceType": "PractitionerRole",
+                "id": role,
+                "active": true,
+                "practitioner": reference("Practitioner", &practitioner),
+                "organization": reference("Organization", &ministry),
+                "code": [concept(sijill_auth::PLATFORM_ROLE_SYSTEM, platform_role, display)],
+            }));
+            officials.push(Official {
+                platform_role,
+                practitioner,
+                national_id,
+                name: format!("{} {}", given.lat, family.lat),
+            });
+        }
+        officials
     }
 
     fn phone(&mut self) -> String {
@@ -293,10 +378,15 @@ impl<'a> Builder<'a> {
                 "nurse",
             ),
         };
+        let national_id = self.next_staff_national_id();
+        let mut identifier = vec![json!({"system": p.identifier_systems.practitioner, "value": licence})];
+        if let Some(n) = &national_id {
+            identifier.push(json!({"use": "official", "system": p.national_id.system, "value": n}));
+        }
         self.push(json!({
             "resourceType": "Practitioner",
             "id": practitioner,
-            "identifier": [{"system": p.identifier_systems.practitioner, "value": licence}],
+            "identifier": identifier,
             "active": true,
             "name": names(given, family, specialty.map(|_| "Dr")),
             "gender": if male { "male" } else { "female" },
@@ -327,6 +417,8 @@ impl<'a> Builder<'a> {
             practitioner,
             role,
             specialty,
+            national_id,
+            name: format!("{} {}", given.lat, family.lat),
         }
     }
 
@@ -569,6 +661,7 @@ pub fn build(settings: &Settings) -> (Directory, Vec<Value>) {
         settings,
         rng: Rng::new(settings.seed, 0),
         out: Vec::new(),
+        staff_count: 0,
     };
     let insurers = b.insurers();
     let p = &settings.profile;
@@ -590,5 +683,13 @@ pub fn build(settings: &Settings) -> (Directory, Vec<Value>) {
             facilities.push(facility);
         }
     }
-    (Directory { facilities, insurers }, b.out)
+    let officials = b.officials();
+    (
+        Directory {
+            facilities,
+            insurers,
+            officials,
+        },
+        b.out,
+    )
 }

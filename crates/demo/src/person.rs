@@ -100,6 +100,17 @@ fn national_id(profile: &CountryProfile, age: u32, index: u64, seed: u64) -> Opt
     Some(unique_number(template, index, seed, 1))
 }
 
+/// The national identifier of member of staff `n` (numbered after the citizens, so it is
+/// nobody else's); None when the profile defines no format.
+pub fn staff_national_id(settings: &Settings, n: u64) -> Option<String> {
+    let nid = &settings.profile.national_id;
+    let index = settings.patients as u64 + n;
+    let template = nid
+        .templates
+        .get((index % nid.templates.len().max(1) as u64) as usize)?;
+    Some(unique_number(template, index, settings.seed, 1))
+}
+
 /// The identity of citizen `index`, and their random stream positioned after it.
 pub fn person(settings: &Settings, index: u64) -> (Person, Rng) {
     let p = &settings.profile;

@@ -363,44 +363,68 @@ pub fn load_into(store: Arc<dyn Store>, settings: Settings) -> Result<Population
 }
 
 /// Lines that tell a newcomer whom the demo population holds and how to look at them.
-pub fn introduce(population: &Population, base_url: &str) -> Vec<String> {
+pub fn introduce(population: &Population, base_url: &str, development_login: bool) -> Vec<String> {
     let settings = population.settings();
+    let id_name = &settings.profile.national_id.name;
     let citizen = (0..settings.patients as u64)
         .map(|i| person::person(settings, i).0)
         .find(|p| p.age >= 18 && p.national_id.is_some());
-    let mut lines = vec![format!(
-        "Demo population: {} citizens of {} (seed {}). Every name, number and record in it is synthetic.",
-        settings.patients, settings.profile.name.en, settings.seed
-    )];
+    let mut lines = vec![
+        format!(
+            "Demo population: {} citizens of {} (seed {}). Every name, number and record in it is synthetic.",
+            settings.patients, settings.profile.name.en, settings.seed
+        ),
+        if development_login {
+            "Demo logins: an app's sign-in goes to the development identity provider; enter the national identifier shown. On this machine, `sijill token` mints a token directly:".to_string()
+        } else {
+            "Demo people (sign-in goes to the national eID; on this machine, `sijill token` mints a token directly):"
+                .to_string()
+        },
+    ];
+    let token = |args: String| format!("sijill token --base-url {base_url} {args}");
     if let Some(c) = citizen {
         lines.push(format!(
-            "  demo citizen:      {} {} ({} {}): {base_url}/Patient/{}/$everything",
+            "  citizen:      {} {}, {id_name} {}\n                {}",
             c.given.lat,
             c.family.lat,
-            settings.profile.national_id.name,
             c.national_id.unwrap_or_default(),
-            c.id
+            token(format!("--role citizen --patient {}", c.id))
         ));
     }
     let directory = population.directory();
-    if let Some(doctor) = directory
+    if let Some((facility, doctor)) = directory
         .facilities
         .iter()
-        .flat_map(|f| &f.clinicians)
-        .find(|c| c.specialty.is_some())
+        .flat_map(|f| f.clinicians.iter().map(move |c| (f, c)))
+        .find(|(_, c)| c.specialty.is_some() && c.national_id.is_some())
     {
         lines.push(format!(
-            "  demo practitioner: {base_url}/PractitionerRole/{} (Practitioner/{})",
-            doctor.role, doctor.practitioner
+            "  practitioner: Dr {}, {} at {}, {id_name} {}\n                {}",
+            doctor.name,
+            doctor
+                .specialty
+                .map(|s| sijill_demo::codes::SPECIALTIES[s].display)
+                .unwrap_or_default(),
+            facility.name,
+            doctor.national_id.as_deref().unwrap_or_default(),
+            token(format!(
+                "--role practitioner --practitioner {} --organization {}",
+                doctor.practitioner, facility.id
+            ))
         ));
     }
-    lines.push(format!(
-        "  demo planner:      aggregate figures, e.g. {base_url}/Encounter?_summary=count"
-    ));
-    lines.push(
-        "  Sign-in with the national eID is not built yet: this server acts as the local operator for every request, so keep it on loopback."
-            .into(),
-    );
+    for official in &directory.officials {
+        lines.push(format!(
+            "  {:<13} {}, Ministry of Health, {id_name} {}\n                {}",
+            format!("{}:", official.platform_role),
+            official.name,
+            official.national_id.as_deref().unwrap_or_default(),
+            token(format!(
+                "--role {} --practitioner {}",
+                official.platform_role, official.practitioner
+            ))
+        ));
+    }
     lines
 }
 

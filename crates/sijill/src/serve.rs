@@ -199,7 +199,7 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
             println!("No national eID provider configured: logins use the DEVELOPMENT identity provider (loopback only).");
         }
         match &demo {
-            Some(population) => crate::demo::introduce(population, &base_url).iter().for_each(|l| println!("{l}")),
+            Some(population) => crate::demo::introduce(population, &base_url, identity.development()).iter().for_each(|l| println!("{l}")),
             None if args.demo => println!("The data directory already holds data: no demo population loaded."),
             None => {}
         }

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{json, sijill, Server};
+use common::{dev_sign_in, json, register_app, sijill, Server};
 
 fn demo_args<'a>(out: &'a str, format: &'a str) -> Vec<&'a str> {
     vec![
@@ -77,10 +77,12 @@ fn demo_rejects_an_unknown_country_and_a_bad_date() {
 fn serve_demo_loads_a_population_it_introduces_and_serves() {
     let server = Server::start_with(&["--demo", "--demo-patients", "30", "--demo-country", "ma"]);
     let started = Instant::now();
-    let citizen_line = loop {
+    // The introduction: a citizen, a practitioner, a planner and an auditor, each with the
+    // national identifier they sign in with.
+    let people = loop {
         let lines = server.stdout.lock().unwrap().clone();
-        if let Some(l) = lines.iter().find(|l| l.contains("demo citizen")) {
-            break l.clone();
+        if lines.iter().any(|l| l.trim_start().starts_with("auditor:")) {
+            break lines;
         }
         assert!(
             started.elapsed() < Duration::from_secs(20),
@@ -88,23 +90,32 @@ fn serve_demo_loads_a_population_it_introduces_and_serves() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
+    let national_id_of = |role: &str| {
+        let line = people
+            .iter()
+            .find(|l| l.trim_start().starts_with(&format!("{role}:")))
+            .unwrap_or_else(|| panic!("no {role} in {people:?}"));
+        line.split("CNIE ").nth(1).unwrap().trim().to_string()
+    };
     let count = json(server.get("Patient?_summary=count"));
     assert_eq!(count["total"], 30);
-    // The line names the citizen's national ID and their $everything URL.
-    let everything = citizen_line
-        .split_whitespace()
-        .find(|w| w.contains("$everything"))
-        .unwrap();
-    let patient_id = everything.split('/').rev().nth(1).unwrap();
-    let national_id = citizen_line.split("CNIE ").nth(1).unwrap().split(')').next().unwrap();
-    let found = json(server.get(&format!(
-        "Patient?identifier=https://sijill.health/id/ma/cnie|{national_id}"
-    )));
-    assert_eq!(found["total"], 1, "{found}");
-    assert_eq!(found["entry"][0]["resource"]["id"], patient_id);
-    let record = json(server.get(&format!("Patient/{patient_id}/$everything?_count=1000")));
-    let entries = record["entry"].as_array().map(Vec::len).unwrap_or(0);
-    assert!(entries > 3, "{record}");
+    let redirect = "http://127.0.0.1:9/demo-app";
+    let app = register_app(
+        &server,
+        "openid fhirUser launch/patient patient/*.rs user/*.rs",
+        redirect,
+    );
+    // The citizen signs in and reads their own record.
+    let tokens = dev_sign_in(
+        &server,
+        &app,
+        redirect,
+        "openid fhirUser launch/patient patient/*.rs",
+        &national_id_of("citizen"),
+    );
+    let patient_id = tokens["patient"].as_str().expect("patient in context").to_string();
+    let access = tokens["access_token"].as_str().unwrap();
+    let record = json(server.get_as(access, &format!("Patient/{patient_id}/$everything?_count=1000")));
     let types: std::collections::HashSet<&str> = record["entry"]
         .as_array()
         .unwrap()
@@ -115,4 +126,38 @@ fn serve_demo_loads_a_population_it_introduces_and_serves() {
         types.contains("Encounter") || types.contains("Immunization"),
         "{types:?}"
     );
+    // The practitioner signs in as themselves; without a grant the citizen's record is hidden.
+    let tokens = dev_sign_in(
+        &server,
+        &app,
+        redirect,
+        "openid fhirUser user/*.rs",
+        &national_id_of("practitioner"),
+    );
+    let id_token = tokens["id_token"].as_str().unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            id_token.split('.').nth(1).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        claims["fhirUser"].as_str().unwrap().contains("/Practitioner/"),
+        "{claims}"
+    );
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(server.get_as(access, &format!("Patient/{patient_id}")).status(), 404);
+    // The planner sees counts, not people.
+    let tokens = dev_sign_in(
+        &server,
+        &app,
+        redirect,
+        "openid fhirUser user/*.rs",
+        &national_id_of("planner"),
+    );
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(json(server.get_as(access, "Patient?_summary=count"))["total"], 30);
+    assert_ne!(server.get_as(access, &format!("Patient/{patient_id}")).status(), 200);
 }

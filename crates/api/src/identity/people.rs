@@ -10,9 +10,7 @@ use sijill_store::{SearchQuery, Stored};
 
 use crate::http::AppState;
 
-/// The code system of platform roles on a PractitionerRole (`facility-admin`, `planner`,
-/// `auditor`, `admin`); a PractitionerRole without one is a practitioner's.
-pub const PLATFORM_ROLE_SYSTEM: &str = "https://sijill.health/fhir/CodeSystem/platform-role";
+pub use sijill_auth::PLATFORM_ROLE_SYSTEM;
 
 /// The person a login maps to.
 #[derive(Debug, Clone)]

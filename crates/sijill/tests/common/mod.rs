@@ -380,3 +380,81 @@ pub fn package_dir() -> PathBuf {
     );
     dir
 }
+
+/// Signs a person in to an app through the development identity provider with their
+/// national identifier, and returns the token response. `app` is a registered app whose
+/// redirect URI is `redirect_uri`.
+pub fn dev_sign_in(server: &Server, app: &str, redirect_uri: &str, scope: &str, national_id: &str) -> Value {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let http = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let verifier = "a-dev-sign-in-verifier-long-enough-for-rfc-7636-0123456789abcdef";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier));
+    let page = http
+        .get(format!("{}/auth/authorize", server.root))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", app),
+            ("redirect_uri", redirect_uri),
+            ("scope", scope),
+            ("state", "s"),
+            ("aud", server.base.as_str()),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .and_then(|r| r.text())
+        .expect("authorize");
+    let login = page
+        .split("name=\"login\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no sign-in form in {page}"));
+    let signed_in = http
+        .post(format!("{}/auth/dev-login", server.root))
+        .form(&[("login", login), ("national_id", national_id)])
+        .send()
+        .expect("dev-login");
+    let location = signed_in.headers()["location"].to_str().expect("location").to_string();
+    let code = form_urlencoded::parse(location.split_once('?').map(|(_, q)| q).unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("{national_id} was not signed in: {location}"));
+    let tokens = http
+        .post(format!("{}/auth/token", server.root))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect_uri),
+            ("client_id", app),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .expect("token");
+    assert_eq!(tokens.status(), 200);
+    json(tokens)
+}
+
+/// Registers an app with `sijill client add` and returns its client id.
+pub fn register_app(server: &Server, scope: &str, redirect_uri: &str) -> String {
+    let out = sijill(
+        server.dir.path(),
+        &[
+            "client",
+            "add",
+            "--name",
+            "Test app",
+            "--kind",
+            "app",
+            "--scope",
+            scope,
+            "--redirect-uri",
+            redirect_uri,
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("client id").trim().to_string()
+}
