@@ -175,3 +175,21 @@ fn an_unreadable_certificate_or_key_stops_the_server_at_start() {
     let err = serve(&certs.chain, &certs_dir.path().join("ca.key"));
     assert!(err.contains("do not make a TLS configuration"), "{err}");
 }
+
+#[test]
+fn oversized_headers_are_refused_before_any_work() {
+    let s = Server::start();
+    let huge = "x".repeat(512 * 1024);
+    let r = s.http().get(s.url("Patient")).header("x-filler", huge).send();
+    match r {
+        Ok(r) => assert_eq!(r.status(), 431),
+        Err(e) => assert!(e.is_request() || e.is_connect() || e.is_body(), "{e}"),
+    }
+    let many = (0..200).fold(s.http().get(s.url("Patient")), |req, i| req.header(format!("x-h{i}"), "v"));
+    match many.send() {
+        Ok(r) => assert_eq!(r.status(), 431),
+        Err(e) => assert!(e.is_request() || e.is_connect() || e.is_body(), "{e}"),
+    }
+    // The server is still there.
+    assert_eq!(s.http().get(s.url("Patient")).send().unwrap().status(), 200);
+}
