@@ -185,7 +185,9 @@ fn oversized_headers_are_refused_before_any_work() {
         Ok(r) => assert_eq!(r.status(), 431),
         Err(e) => assert!(e.is_request() || e.is_connect() || e.is_body(), "{e}"),
     }
-    let many = (0..200).fold(s.http().get(s.url("Patient")), |req, i| req.header(format!("x-h{i}"), "v"));
+    let many = (0..200).fold(s.http().get(s.url("Patient")), |req, i| {
+        req.header(format!("x-h{i}"), "v")
+    });
     match many.send() {
         Ok(r) => assert_eq!(r.status(), 431),
         Err(e) => assert!(e.is_request() || e.is_connect() || e.is_body(), "{e}"),

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use common::{json, sijill, Server};
+use common::{json, register_app, sijill, Server};
 use reqwest::blocking::{Client, Response};
 use serde_json::json;
 use sha2::Digest;
@@ -138,23 +138,7 @@ fn setup_with(tls: bool) -> Setup {
     assert_eq!(server.root, root);
     let patient = server.create(&json!({"resourceType": "Patient",
         "identifier": [{"system": "https://sijill.health/id/ma/cnie", "value": NATIONAL_ID}]}));
-    let out = sijill(
-        server.dir.path(),
-        &[
-            "client",
-            "add",
-            "--name",
-            "Citizen portal",
-            "--kind",
-            "app",
-            "--scope",
-            "openid fhirUser launch/patient patient/*.rs",
-            "--redirect-uri",
-            APP_REDIRECT,
-        ],
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let app = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let app = register_app(&server, "openid fhirUser launch/patient patient/*.rs", APP_REDIRECT);
     Setup {
         eid,
         server,

@@ -6,7 +6,7 @@ mod common;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use common::{assert_outcome, json, sijill, Server};
+use common::{assert_outcome, json, register_app, sijill, Server};
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use sha2::Digest;
@@ -34,23 +34,11 @@ fn an_app_signs_a_citizen_in_with_pkce_and_refreshes_with_rotation() {
     let s = Server::start();
     let patient = s.create(&json!({"resourceType": "Patient", "identifier": [{"system": "https://sijill.health/id/ma/cnie", "value": "AB123456"}]}));
     let other = s.create(&json!({"resourceType": "Patient"}));
-    let out = sijill(
-        s.dir.path(),
-        &[
-            "client",
-            "add",
-            "--name",
-            "Citizen portal",
-            "--kind",
-            "app",
-            "--scope",
-            "openid fhirUser launch/patient offline_access patient/*.rs",
-            "--redirect-uri",
-            REDIRECT,
-        ],
+    let client_id = register_app(
+        &s,
+        "openid fhirUser launch/patient offline_access patient/*.rs",
+        REDIRECT,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let client_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let verifier = "a-verifier-that-is-long-enough-to-satisfy-rfc-7636-rules-0123456789";
     let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
     let http = no_redirects();
