@@ -9,7 +9,7 @@
 //!   exactly like an absent one.
 //! - Every write is checked against the resource as it is and as it will be.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 
 use axum::http::StatusCode;
 use serde_json::Value;
@@ -46,6 +46,9 @@ pub struct Guard<'a> {
     actor: Option<&'a Principal>,
     /// Patients who granted the actor's organization access (looked up once, on demand).
     grants: OnceCell<Vec<String>>,
+    /// `allows_any_resource` answers already found in this request (a search asks once per
+    /// result otherwise), by action and type.
+    outright: RefCell<Vec<(Action, String, bool)>>,
 }
 
 /// The ids of the patients a resource belongs to (its Patient compartment owners), from its
@@ -112,6 +115,7 @@ impl<'a> Guard<'a> {
             engine,
             actor,
             grants: OnceCell::new(),
+            outright: RefCell::new(Vec::new()),
         }
     }
 
@@ -173,7 +177,24 @@ impl<'a> Guard<'a> {
     /// directory).
     fn sees_through(&self, action: Action, resource_type: &str) -> bool {
         self.actor
-            .is_none_or(|actor| allows_any_resource(actor, action, resource_type))
+            .is_none_or(|actor| self.allowed_outright(actor, action, resource_type))
+    }
+
+    /// [`allows_any_resource`], asked once per action and type in a request.
+    fn allowed_outright(&self, actor: &Principal, action: Action, resource_type: &str) -> bool {
+        let known = self
+            .outright
+            .borrow()
+            .iter()
+            .find(|(a, t, _)| *a == action && t == resource_type)
+            .map(|(_, _, allowed)| *allowed);
+        known.unwrap_or_else(|| {
+            let allowed = allows_any_resource(actor, action, resource_type);
+            self.outright
+                .borrow_mut()
+                .push((action, resource_type.to_string(), allowed));
+            allowed
+        })
     }
 
     /// The decisions for one resource: one per patient it belongs to (or one when it
@@ -182,7 +203,7 @@ impl<'a> Guard<'a> {
         let Some(actor) = self.actor else {
             return vec![Decision::Allow];
         };
-        if allows_any_resource(actor, action, resource_type) {
+        if self.allowed_outright(actor, action, resource_type) {
             return vec![Decision::Allow];
         }
         let rows = sijill_store::index::extract(resource_type, resource);

@@ -16,20 +16,36 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::http::AppState;
 use crate::rate_limit::{retry_after_seconds, RateSettings};
 
-/// How the server meets the network.
-#[derive(Debug, Clone, Default)]
+/// How the server meets the network, checked and loaded once at start.
+#[derive(Debug, Clone)]
 pub struct EdgeSettings {
     /// Rate limits.
     pub rate: RateSettings,
-    /// Origins (`https://portal.example`) whose browser apps may call the API and the
-    /// token endpoint; empty: none (browsers then refuse cross-origin calls).
-    pub cors_origins: Vec<String>,
-    /// The server's certificate and key: served over TLS (with Strict-Transport-Security).
-    pub tls: Option<crate::tls::TlsFiles>,
+    /// Origins whose browser apps may call the API and the token endpoint; empty: none
+    /// (browsers then refuse cross-origin calls).
+    pub cors_origins: Vec<HeaderValue>,
+    /// The TLS configuration: served over TLS (with Strict-Transport-Security).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-/// Checks `cors_origins`: each must be an origin (scheme, host and optional port; no path).
-pub fn parse_origins(origins: &[String]) -> Result<Vec<HeaderValue>, String> {
+impl EdgeSettings {
+    /// Checks the origins (`https://portal.example`) and loads the certificate, if any; the
+    /// error names the bad origin or file.
+    pub fn new(
+        rate: RateSettings,
+        cors_origins: &[String],
+        tls: Option<&crate::tls::TlsFiles>,
+    ) -> Result<EdgeSettings, String> {
+        Ok(EdgeSettings {
+            rate,
+            cors_origins: parse_origins(cors_origins)?,
+            tls: tls.map(crate::tls::server_config).transpose()?,
+        })
+    }
+}
+
+/// Checks `origins`: each must be an origin (scheme, host and optional port; no path).
+fn parse_origins(origins: &[String]) -> Result<Vec<HeaderValue>, String> {
     origins
         .iter()
         .map(|o| {
@@ -65,7 +81,7 @@ const EXPOSED_HEADERS: [&str; 6] = [
 ];
 
 /// Wraps the whole router with security headers and, when origins are allowed, CORS.
-pub fn harden(router: Router, settings: &EdgeSettings, origins: Vec<HeaderValue>) -> Router {
+pub fn harden(router: Router, settings: &EdgeSettings) -> Router {
     let fixed = [
         ("x-content-type-options", "nosniff"),
         ("referrer-policy", "no-referrer"),
@@ -88,10 +104,10 @@ pub fn harden(router: Router, settings: &EdgeSettings, origins: Vec<HeaderValue>
             HeaderValue::from_static("max-age=31536000"),
         ));
     }
-    if !origins.is_empty() {
+    if !settings.cors_origins.is_empty() {
         router = router.layer(
             CorsLayer::new()
-                .allow_origin(AllowOrigin::list(origins))
+                .allow_origin(AllowOrigin::list(settings.cors_origins.clone()))
                 .allow_methods([
                     Method::GET,
                     Method::HEAD,

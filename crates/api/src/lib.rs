@@ -26,7 +26,7 @@ use std::sync::Arc;
 pub use engine::{Engine, Limits};
 pub use http::AppState;
 
-/// Serves the API on `listener` (over TLS when `edge.tls` names a certificate) until
+/// Serves the API on `listener` (over TLS when `edge.tls` has a configuration) until
 /// `shutdown` completes; requests in flight finish before this returns.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -35,20 +35,15 @@ pub async fn serve(
     edge: edge::EdgeSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let origins = edge::parse_origins(&edge.cors_origins).map_err(std::io::Error::other)?;
-    let tls = match &edge.tls {
-        Some(files) => Some(tls::server_config(files).map_err(std::io::Error::other)?),
-        None => None,
-    };
     let state = Arc::new(AppState {
         engine,
         metrics: metrics::Metrics::default(),
         identity: Some(identity),
         rate_limits: rate_limit::RateLimits::new(edge.rate),
     });
-    let app = edge::harden(http::router(state), &edge, origins);
+    let app = edge::harden(http::router(state), &edge);
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
-    match tls {
+    match edge.tls {
         None => axum::serve(listener, service).with_graceful_shutdown(shutdown).await,
         Some(config) => {
             let handle = axum_server::Handle::new();

@@ -5,6 +5,7 @@
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -47,22 +48,30 @@ pub const BURST_SECONDS: u32 = 4;
 /// Keys forgotten when a limiter remembers more than this many (idle keys are dropped).
 const MAX_KEYS: usize = 100_000;
 
-struct Limiter<K: Hash + Eq + Clone>(DefaultKeyedRateLimiter<K>);
+/// How often (in checks) a limiter counts its keys: counting visits every shard, so it is
+/// kept off most requests.
+const SWEEP_EVERY: u64 = 4096;
+
+struct Limiter<K: Hash + Eq + Clone> {
+    keyed: DefaultKeyedRateLimiter<K>,
+    checks: AtomicU64,
+}
 
 impl<K: Hash + Eq + Clone> Limiter<K> {
     fn new(per_second: u32) -> Option<Limiter<K>> {
         let rate = NonZeroU32::new(per_second)?;
         let burst = rate.saturating_mul(NonZeroU32::new(BURST_SECONDS).expect("non-zero"));
-        Some(Limiter(DefaultKeyedRateLimiter::keyed(
-            Quota::per_second(rate).allow_burst(burst),
-        )))
+        Some(Limiter {
+            keyed: DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            checks: AtomicU64::new(0),
+        })
     }
 
     fn check(&self, key: &K) -> Result<(), Duration> {
-        if self.0.len() > MAX_KEYS {
-            self.0.retain_recent();
+        if self.checks.fetch_add(1, Ordering::Relaxed).is_multiple_of(SWEEP_EVERY) && self.keyed.len() > MAX_KEYS {
+            self.keyed.retain_recent();
         }
-        self.0
+        self.keyed
             .check_key(key)
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }

@@ -152,9 +152,7 @@ pub fn category(resource_type: &str) -> Category {
         Category::Directory
     } else if DEFINITIONS.contains(&resource_type) {
         Category::Definitions
-    } else if resource_type == "Patient"
-        || sijill_fhir::definitions::compartment_params("Patient", resource_type).is_some()
-    {
+    } else if can_be_about_a_patient(resource_type) {
         Category::PatientRecord
     } else {
         Category::Other

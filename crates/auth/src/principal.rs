@@ -156,10 +156,6 @@ pub struct Principal {
     pub context: ScopeContext,
     /// The client.
     pub client_id: String,
-    /// The token id.
-    pub token_id: String,
-    /// Whether the identity came from the development identity provider.
-    pub development: bool,
 }
 
 impl Principal {
@@ -191,8 +187,6 @@ impl Principal {
             scopes: Scopes::parse(&claims.scope),
             context,
             client_id: claims.client_id,
-            token_id: claims.jti,
-            development: claims.development,
         })
     }
 }

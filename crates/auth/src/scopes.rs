@@ -168,13 +168,7 @@ impl Scopes {
                     .permissions
                     .iter()
                     .copied()
-                    .filter(|p| {
-                        allowed.resources.iter().any(|a| {
-                            a.context == s.context
-                                && (a.resource_type == "*" || a.resource_type == s.resource_type)
-                                && a.permissions.contains(p)
-                        })
-                    })
+                    .filter(|p| allowed.permits(s.context, &s.resource_type, *p))
                     .collect();
                 (!permissions.is_empty()).then(|| ResourceScope {
                     permissions,

@@ -132,25 +132,22 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
             args.listen
         ));
     }
-    let edge = sijill_api::edge::EdgeSettings {
-        rate: sijill_api::rate_limit::RateSettings {
+    let tls_files = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(sijill_api::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    let edge = sijill_api::edge::EdgeSettings::new(
+        sijill_api::rate_limit::RateSettings {
             per_user: args.rate_limit_user,
             per_client: args.rate_limit_client,
             per_address: args.rate_limit_address,
         },
-        cors_origins: args.cors_origins.clone(),
-        tls: match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => Some(sijill_api::tls::TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-            }),
-            _ => None,
-        },
-    };
-    sijill_api::edge::parse_origins(&edge.cors_origins)?;
-    if let Some(files) = &edge.tls {
-        sijill_api::tls::server_config(files)?;
-    }
+        &args.cors_origins,
+        tls_files.as_ref(),
+    )?;
     let scheme = if edge.tls.is_some() { "https" } else { "http" };
     let store = crate::open_store(data_dir)?;
     let demo = if args.demo { load_demo(&store, &args)? } else { None };
@@ -180,13 +177,12 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
         let eid = match &args.eid_issuer {
             None => None,
             Some(issuer) => {
-                let origin = base_url.trim_end_matches('/').trim_end_matches("/fhir");
                 let settings = sijill_api::identity::eid::EidSettings {
                     issuer: issuer.clone(),
                     client_id: args.eid_client_id.clone(),
                     client_secret: args.eid_client_secret.clone(),
                     national_id_claim: args.eid_claim.clone().unwrap_or_else(|| profile.national_id.claim.clone()),
-                    redirect_uri: format!("{origin}/auth/callback"),
+                    redirect_uri: format!("{}/callback", sijill_auth::issuer_for(&base_url)),
                     ca_file: args.eid_ca_file.clone(),
                 };
                 Some(sijill_api::identity::eid::EidProvider::discover(settings).await?)

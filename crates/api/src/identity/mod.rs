@@ -39,7 +39,17 @@ pub struct Identity {
     pub data_dir: std::path::PathBuf,
     /// Tokens whose signature was already checked (a signature check costs more than the
     /// read it guards); bounded, and expiry and revocation are still checked every time.
-    verified: parking_lot::Mutex<std::collections::HashMap<String, AccessClaims>>,
+    verified: parking_lot::Mutex<std::collections::HashMap<String, Verified>>,
+}
+
+/// A token whose signature was checked: what every later request still checks (expiry,
+/// revocation, where it was issued) and the actor it describes.
+#[derive(Clone)]
+struct Verified {
+    exp: i64,
+    jti: String,
+    development: bool,
+    principal: Principal,
 }
 
 /// Most verified tokens remembered.
@@ -86,31 +96,39 @@ impl Identity {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| unauthorized("The Authorization header must carry a Bearer token"))?;
         let cached = self.verified.lock().get(token).cloned();
-        let claims: AccessClaims = match cached {
-            Some(c) if c.exp > sijill_auth::now_unix() => c,
-            Some(_) => return Err(unauthorized("the token has expired")),
+        let verified = match cached {
+            Some(v) => v,
             None => {
-                let c: AccessClaims = self
+                let claims: AccessClaims = self
                     .keys
                     .verify(token, &self.issuer, &self.audience)
                     .map_err(|e| unauthorized(&e.to_string()))?;
+                let v = Verified {
+                    exp: claims.exp,
+                    jti: claims.jti.clone(),
+                    development: claims.development,
+                    principal: Principal::from_claims(claims).map_err(|e| unauthorized(&e.to_string()))?,
+                };
                 let mut verified = self.verified.lock();
                 if verified.len() >= VERIFIED_CACHE {
                     verified.clear();
                 }
-                verified.insert(token.to_string(), c.clone());
-                c
+                verified.insert(token.to_string(), v.clone());
+                v
             }
         };
-        if self.sessions.is_revoked(&claims.jti) {
+        if verified.exp <= sijill_auth::now_unix() {
+            return Err(unauthorized("the token has expired"));
+        }
+        if self.sessions.is_revoked(&verified.jti) {
             return Err(unauthorized("the token was revoked"));
         }
-        if claims.development && !self.development() {
+        if verified.development && !self.development() {
             return Err(unauthorized(
                 "a development token is not valid on a server with a national eID provider",
             ));
         }
-        Principal::from_claims(claims).map_err(|e| unauthorized(&e.to_string()))
+        Ok(verified.principal)
     }
 
     /// The claims of a new access token from this server for an actor (issuer, audience,
