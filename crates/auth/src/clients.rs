@@ -195,7 +195,7 @@ impl Registry {
         let client = clients
             .iter_mut()
             .find(|c| c.client_id == client_id)
-            .ok_or_else(|| AuthError::Clients(format!("no client {client_id}")))?;
+            .ok_or_else(|| AuthError::UnknownClient(client_id.to_string()))?;
         client.revoked = true;
         self.save(clients)
     }
@@ -209,7 +209,7 @@ impl Registry {
         let client = clients
             .iter_mut()
             .find(|c| c.client_id == client_id && !c.revoked)
-            .ok_or_else(|| AuthError::Clients(format!("no active client {client_id}")))?;
+            .ok_or_else(|| AuthError::UnknownClient(client_id.to_string()))?;
         match &mut client.kind {
             ClientKind::System { jwks, .. } => *jwks = new_keys,
             ClientKind::App { .. } => return Err(AuthError::Clients("an app has no keys".into())),

@@ -34,6 +34,9 @@ pub enum AuthError {
     /// The client registry could not be read or written, or a registration is invalid.
     #[error("clients: {0}")]
     Clients(String),
+    /// No (active) client has this id.
+    #[error("clients: no client {0}")]
+    UnknownClient(String),
     /// The identity provider could not be reached or answered wrongly.
     #[error("identity provider: {0}")]
     Provider(String),

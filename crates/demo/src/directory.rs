@@ -16,8 +16,6 @@ use crate::Settings;
 pub struct Clinician {
     /// Practitioner id.
     pub practitioner: String,
-    /// PractitionerRole id.
-    pub role: String,
     /// Index into `SPECIALTIES`; None for nurses.
     pub specialty: Option<usize>,
     /// Their national identifier (how they sign in).
@@ -415,7 +413,6 @@ impl<'a> Builder<'a> {
         }
         Clinician {
             practitioner,
-            role,
             specialty,
             national_id,
             name: format!("{} {}", given.lat, family.lat),

@@ -20,7 +20,6 @@ use crate::Settings;
 struct Diagnosis {
     kind: Chronic,
     onset: Date,
-    condition_id: String,
 }
 
 /// Measurements of a citizen that evolve over time.
@@ -608,11 +607,7 @@ impl Writer<'_> {
             let onset_age = earliest + self.rng.unit() * (age as f64 - earliest).max(0.0);
             let onset = self.person.birth + Duration::days((onset_age * 365.25) as i64);
             let onset = onset.min(self.settings.as_of - Duration::days(1));
-            self.diagnoses.push(Diagnosis {
-                kind,
-                onset,
-                condition_id: String::new(),
-            });
+            self.diagnoses.push(Diagnosis { kind, onset });
         }
         let has = |k| self.diagnoses.iter().any(|d| d.kind == k);
         if has(Chronic::Obesity) {
@@ -651,7 +646,6 @@ impl Writer<'_> {
                 None,
                 "problem-list-item",
             );
-            self.diagnoses[i].condition_id = condition.clone();
             self.measure(kind, &first, 0.0);
             let interval = match kind {
                 Chronic::Diabetes => (80, 130),

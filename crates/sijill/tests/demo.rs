@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{dev_sign_in, json, register_app, sijill, Server};
+use common::{decode_payload, dev_sign_in, json, register_app, sijill, Server};
 
 fn demo_args<'a>(out: &'a str, format: &'a str) -> Vec<&'a str> {
     vec![
@@ -135,14 +135,7 @@ fn serve_demo_loads_a_population_it_introduces_and_serves() {
         &national_id_of("practitioner"),
     );
     let id_token = tokens["id_token"].as_str().unwrap();
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::Engine::decode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            id_token.split('.').nth(1).unwrap(),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let claims = decode_payload(id_token);
     assert!(
         claims["fhirUser"].as_str().unwrap().contains("/Practitioner/"),
         "{claims}"

@@ -9,12 +9,9 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use common::{json, register_app, sijill, Server};
+use common::{decode_payload, json, pkce_challenge, register_app, sijill, Server};
 use reqwest::blocking::{Client, Response};
 use serde_json::json;
-use sha2::Digest;
 
 const APP_REDIRECT: &str = "http://127.0.0.1:9/app-callback";
 const EID_SECRET: &str = "a-test-secret-shared-with-the-eid";
@@ -241,7 +238,7 @@ enum Ending {
 /// `national_id`, up to Sijill's answer at its callback.
 fn login(setup: &Setup, national_id: &str) -> Ending {
     let mut browser = Browser::new(client(setup));
-    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(VERIFIER.as_bytes()));
+    let challenge = pkce_challenge(VERIFIER);
     let start = reqwest::Url::parse_with_params(
         &format!("{}/auth/authorize", setup.server.root),
         &[
@@ -326,11 +323,6 @@ fn a_citizen_signs_in_to_an_app_with_the_national_eid() {
         Ending::Code(_) => panic!("an unknown person was signed in"),
         Ending::Refused(status, page) => panic!("expected an error sent to the app: {status} {page}"),
     }
-}
-
-fn decode_payload(jwt: &str) -> serde_json::Value {
-    let payload = jwt.split('.').nth(1).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
 #[test]

@@ -4,12 +4,9 @@
 
 mod common;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use common::{assert_outcome, json, register_app, sijill, Server};
+use common::{assert_outcome, json, pkce_challenge, register_app, sijill, Server};
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
-use sha2::Digest;
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
 
@@ -40,7 +37,7 @@ fn an_app_signs_a_citizen_in_with_pkce_and_refreshes_with_rotation() {
         REDIRECT,
     );
     let verifier = "a-verifier-that-is-long-enough-to-satisfy-rfc-7636-rules-0123456789";
-    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let challenge = pkce_challenge(verifier);
     let http = no_redirects();
     let authorize = |challenge: &str| {
         http.get(format!("{}/auth/authorize", s.root))

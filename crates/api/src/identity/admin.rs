@@ -103,19 +103,13 @@ async fn revoke(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(cli
         Ok(a) => a,
         Err(r) => return *r,
     };
-    if !identity
-        .clients
-        .list()
-        .unwrap_or_default()
-        .iter()
-        .any(|c| c.client_id == client_id)
-    {
-        return oauth_error(StatusCode::NOT_FOUND, "invalid_client", "no such client");
-    }
     match identity.clients.revoke(&client_id) {
         Ok(()) => {
             log(&identity, &admin, "client-revoke", &client_id);
             StatusCode::NO_CONTENT.into_response()
+        }
+        Err(sijill_auth::AuthError::UnknownClient(_)) => {
+            oauth_error(StatusCode::NOT_FOUND, "invalid_client", "no such client")
         }
         Err(e) => refused(e),
     }

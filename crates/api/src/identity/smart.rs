@@ -130,6 +130,19 @@ fn no_tokens() -> Response {
     oauth_error(StatusCode::NOT_FOUND, "invalid_request", "this server issues no tokens")
 }
 
+/// Sends the browser back to an app's (already checked) redirect URI with an OAuth error.
+fn redirect_error(redirect_uri: &str, app_state: &str, error: &str, description: &str) -> Response {
+    Redirect::to(&with_query(
+        redirect_uri,
+        &[
+            ("error", error),
+            ("error_description", description),
+            ("state", app_state),
+        ],
+    ))
+    .into_response()
+}
+
 /// An OAuth 2.0 error response.
 pub fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     let mut r = (status, Json(json!({"error": error, "error_description": description}))).into_response();
@@ -225,17 +238,7 @@ async fn authorize(State(state): State<Arc<AppState>>, Query(q): Query<Authorize
         );
     }
     let app_state = q.state.clone().unwrap_or_default();
-    let fail = |error: &str, description: &str| {
-        Redirect::to(&with_query(
-            &redirect_uri,
-            &[
-                ("error", error),
-                ("error_description", description),
-                ("state", &app_state),
-            ],
-        ))
-        .into_response()
-    };
+    let fail = |error: &str, description: &str| redirect_error(&redirect_uri, &app_state, error, description);
     if q.response_type.as_deref() != Some("code") {
         return fail("unsupported_response_type", "only response_type=code is supported");
     }
@@ -353,17 +356,8 @@ async fn dev_login(State(state): State<Arc<AppState>>, Form(form): Form<DevLogin
 /// Maps the signed-in person to their role and record, issues a code and sends the
 /// browser back to the app.
 pub async fn finish_login(state: &Arc<AppState>, pending: PendingLogin, subject: &str, national_id: &str) -> Response {
-    let fail = |error: &str, description: &str| {
-        Redirect::to(&with_query(
-            &pending.redirect_uri,
-            &[
-                ("error", error),
-                ("error_description", description),
-                ("state", &pending.app_state),
-            ],
-        ))
-        .into_response()
-    };
+    let fail =
+        |error: &str, description: &str| redirect_error(&pending.redirect_uri, &pending.app_state, error, description);
     let wants_patient = pending
         .scope
         .resources

@@ -381,18 +381,36 @@ pub fn package_dir() -> PathBuf {
     dir
 }
 
+/// The PKCE S256 challenge of a verifier, computed here independently of the server's code
+/// (RFC 7636: base64url of the SHA-256 of the verifier).
+pub fn pkce_challenge(verifier: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
+}
+
+/// The claims of a JWT, read without checking its signature.
+pub fn decode_payload(jwt: &str) -> Value {
+    use base64::Engine as _;
+    let payload = jwt.split('.').nth(1).expect("a JWT has a payload");
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url"),
+    )
+    .expect("JSON claims")
+}
+
 /// Signs a person in to an app through the development identity provider with their
 /// national identifier, and returns the token response. `app` is a registered app whose
 /// redirect URI is `redirect_uri`.
 pub fn dev_sign_in(server: &Server, app: &str, redirect_uri: &str, scope: &str, national_id: &str) -> Value {
-    use base64::Engine as _;
-    use sha2::Digest as _;
     let http = Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
     let verifier = "a-dev-sign-in-verifier-long-enough-for-rfc-7636-0123456789abcdef";
-    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier));
+    let challenge = pkce_challenge(verifier);
     let page = http
         .get(format!("{}/auth/authorize", server.root))
         .query(&[
