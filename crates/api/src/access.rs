@@ -173,9 +173,9 @@ impl<'a> Guard<'a> {
     }
 
     /// Whether the actor may do `action` to any resource of the type, so that the resource
-    /// need not be looked into (the local operator; an administrator; a citizen reading the
-    /// directory).
-    fn sees_through(&self, action: Action, resource_type: &str) -> bool {
+    /// need not be looked into, nor read first (the local operator; an administrator; a
+    /// citizen reading the directory).
+    pub fn sees_through(&self, action: Action, resource_type: &str) -> bool {
         self.actor
             .is_none_or(|actor| self.allowed_outright(actor, action, resource_type))
     }
