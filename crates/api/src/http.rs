@@ -32,8 +32,8 @@ pub struct AppState {
     pub engine: Engine,
     /// Metrics.
     pub metrics: Metrics,
-    /// Token checking and issuing; None only for in-process tools that need no login.
-    pub identity: Option<Arc<crate::identity::Identity>>,
+    /// Token checking and issuing.
+    pub identity: Arc<crate::identity::Identity>,
     /// Rate limits per user, client and address.
     pub rate_limits: crate::rate_limit::RateLimits,
 }
@@ -269,9 +269,13 @@ async fn fhir(State(state): State<Arc<AppState>>, request: axum::extract::Reques
     // CapabilityStatement consults no guard, so it runs in the operator's context.)
     let open =
         matches!(method, HttpMethod::GET | HttpMethod::HEAD) && uri.path().trim_end_matches('/') == "/fhir/metadata";
-    let authenticated = match &state.identity {
-        Some(identity) if !open => identity.authenticate(&headers).map(|p| RequestContext::of(p, remote)),
-        _ => Ok(RequestContext::local_operator(remote)),
+    let authenticated = if open {
+        Ok(RequestContext::local_operator(remote))
+    } else {
+        state
+            .identity
+            .authenticate(&headers)
+            .map(|p| RequestContext::of(p, remote))
     };
     // Each user and client has a budget; failed logins spend their address's.
     let over_budget = match &authenticated {

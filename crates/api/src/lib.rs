@@ -38,7 +38,7 @@ pub async fn serve(
     let state = Arc::new(AppState {
         engine,
         metrics: metrics::Metrics::default(),
-        identity: Some(identity),
+        identity,
         rate_limits: rate_limit::RateLimits::new(edge.rate),
     });
     let app = edge::harden(http::router(state), &edge);

@@ -176,9 +176,7 @@ pub struct CallbackQuery {
 
 /// `GET /auth/callback`: the end of the login at the eID provider.
 pub async fn callback(State(state): State<Arc<AppState>>, Query(q): Query<CallbackQuery>) -> Response {
-    let Some(identity) = state.identity.as_deref() else {
-        return page(StatusCode::NOT_FOUND, "Not available", "", false);
-    };
+    let identity = &*state.identity;
     let Some(eid) = identity.eid.as_ref() else {
         return page(
             StatusCode::NOT_FOUND,

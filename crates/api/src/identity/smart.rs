@@ -122,14 +122,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/auth/introspect", post(introspect))
 }
 
-fn identity(state: &AppState) -> Option<&Identity> {
-    state.identity.as_deref()
-}
-
-fn no_tokens() -> Response {
-    oauth_error(StatusCode::NOT_FOUND, "invalid_request", "this server issues no tokens")
-}
-
 /// Sends the browser back to an app's (already checked) redirect URI with an OAuth error.
 fn redirect_error(redirect_uri: &str, app_state: &str, error: &str, description: &str) -> Response {
     Redirect::to(&with_query(
@@ -152,9 +144,7 @@ pub fn oauth_error(status: StatusCode, error: &str, description: &str) -> Respon
 }
 
 async fn smart_configuration(State(state): State<Arc<AppState>>) -> Response {
-    let Some(id) = identity(&state) else {
-        return no_tokens();
-    };
+    let id = &*state.identity;
     Json(json!({
         "issuer": id.issuer,
         "jwks_uri": format!("{}/jwks", id.issuer),
@@ -177,10 +167,7 @@ async fn smart_configuration(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn jwks(State(state): State<Arc<AppState>>) -> Response {
-    match identity(&state) {
-        Some(id) => Json(id.keys.jwks()).into_response(),
-        None => no_tokens(),
-    }
+    Json(state.identity.keys.jwks()).into_response()
 }
 
 /// The query of `/auth/authorize`.
@@ -205,9 +192,7 @@ pub fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
 }
 
 async fn authorize(State(state): State<Arc<AppState>>, Query(q): Query<AuthorizeQuery>) -> Response {
-    let Some(id) = identity(&state) else {
-        return no_tokens();
-    };
+    let id = &*state.identity;
     // Until the client and its redirect URI are known good, errors are shown, not redirected.
     let client = match q.client_id.as_deref().map(|c| id.clients.get(c)) {
         Some(Ok(Some(c))) => c,
@@ -330,9 +315,7 @@ struct DevLogin {
 }
 
 async fn dev_login(State(state): State<Arc<AppState>>, Form(form): Form<DevLogin>) -> Response {
-    let Some(id) = identity(&state) else {
-        return no_tokens();
-    };
+    let id = &*state.identity;
     if !id.development() {
         return page(
             StatusCode::NOT_FOUND,
@@ -382,9 +365,7 @@ pub async fn finish_login(state: &Arc<AppState>, pending: PendingLogin, subject:
         organization: person.organization,
     };
     let code = sijill_auth::random_token(32);
-    let Some(id) = state.identity.as_deref() else {
-        return fail("server_error", "no identity layer");
-    };
+    let id = &*state.identity;
     {
         let mut codes = id.sessions.codes.lock();
         codes.retain(|_, c| c.issued.elapsed() < CODE_TTL);
@@ -475,9 +456,7 @@ fn new_refresh(id: &Identity, grant: &Grant, family: Option<String>) -> Option<S
 }
 
 async fn token(State(state): State<Arc<AppState>>, Form(form): Form<TokenForm>) -> Response {
-    let Some(id) = identity(&state) else {
-        return no_tokens();
-    };
+    let id = &*state.identity;
     let bad = |error: &str, description: &str| oauth_error(StatusCode::BAD_REQUEST, error, description);
     match form.grant_type.as_deref() {
         Some("authorization_code") => {
@@ -592,9 +571,7 @@ struct TokenOnly {
 }
 
 async fn revoke(State(state): State<Arc<AppState>>, Form(form): Form<TokenOnly>) -> Response {
-    let Some(id) = identity(&state) else {
-        return no_tokens();
-    };
+    let id = &*state.identity;
     let token = form.token.unwrap_or_default();
     if let Some(r) = id.sessions.refresh.lock().remove(&token) {
         id.sessions.spent_refresh.lock().insert(token.clone(), r.family);
@@ -610,9 +587,7 @@ async fn revoke(State(state): State<Arc<AppState>>, Form(form): Form<TokenOnly>)
 }
 
 async fn introspect(State(state): State<Arc<AppState>>, headers: HeaderMap, Form(form): Form<TokenOnly>) -> Response {
-    let Some(id) = identity(&state) else {
-        return no_tokens();
-    };
+    let id = &*state.identity;
     let caller: Result<Principal, _> = id.authenticate(&headers);
     match caller {
         Ok(p) if p.role == Role::Admin || p.context == ScopeContext::System => {}
