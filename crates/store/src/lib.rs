@@ -9,6 +9,7 @@
 
 pub mod index;
 pub mod query;
+pub mod sql;
 pub mod sqlite;
 pub mod time_fmt;
 

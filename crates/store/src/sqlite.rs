@@ -17,12 +17,12 @@ use serde_json::Value;
 use sijill_fhir::primitives::is_valid_id;
 
 use crate::index::IndexRow;
-use crate::query::{Match, Prefix, SearchQuery, SortKey};
+use crate::query::{SearchQuery, SortKey};
+use crate::sql::{param_key, Arg, Dialect, ParamKeys, SqlBuilder};
 use crate::{
     now_instant, prepare_version, Current, HistoryPage, HistoryQuery, HistoryScope, PreparedResource, Result, Store,
     StoreError, StoreTx, Stored,
 };
-use sijill_fhir::definitions::SearchParamType;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -112,8 +112,6 @@ CREATE INDEX search_composite_rid ON search_composite (rid);
 /// The file name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "sijill.db";
 
-/// Integer keys of the indexed (resource type, parameter) pairs, fixed when the store opens.
-type ParamKeys = HashMap<(&'static str, &'static str), i64>;
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
@@ -200,19 +198,6 @@ fn load_param_keys(conn: &mut Connection) -> Result<ParamKeys> {
     }
     tx.commit()?;
     Ok(keys)
-}
-
-/// The key of an indexed parameter (-1, which matches nothing, when it is not indexed).
-fn param_key(keys: &ParamKeys, resource_type: &str, code: &str) -> i64 {
-    sijill_fhir::definitions::type_def(resource_type)
-        .and_then(|t| {
-            crate::index::params_for(t.name)?
-                .get_key_value(code)
-                .map(|(c, _)| (t.name, *c))
-        })
-        .and_then(|k| keys.get(&k))
-        .copied()
-        .unwrap_or(-1)
 }
 
 fn open_connection(path: &Path) -> Result<Connection> {
@@ -351,437 +336,6 @@ fn read_current(conn: &Connection, resource_type: &str, id: &str) -> Result<Curr
         Some(s) => Current::Found(s),
         None => Current::NotFound,
     })
-}
-
-/// How many index rows a probe counts before it calls a criterion unselective.
-const PROBE_LIMIT: usize = 1000;
-
-/// The WHERE clause of a search and its bound values.
-///
-/// The plan is chosen here rather than left to SQLite, which has no statistics about how many
-/// resources a value matches: the criterion that matches the fewest index rows (counted by a
-/// probe bounded at `PROBE_LIMIT`) drives the query as a list of row ids, and every other
-/// criterion is checked per candidate through the `rid` indexes. When no criterion is
-/// selective (all probes reach the bound), resources are scanned in id order, which stops as
-/// soon as a page is full.
-fn search_sql(
-    conn: &Connection,
-    keys: &ParamKeys,
-    resource_type: &str,
-    query: &SearchQuery,
-    after_id: Option<&str>,
-) -> Result<(String, Vec<SqlValue>)> {
-    let driver = match &query.compartment {
-        Some(_) => Driver::Compartment,
-        None if query.criteria.iter().any(|c| c.param == "_id") => Driver::None,
-        None => choose_driver(conn, keys, resource_type, query)?,
-    };
-    let type_column = if driver == Driver::None { "r.type" } else { "+r.type" };
-    let mut sql = format!("{type_column} = ? AND r.deleted = 0");
-    let mut args: Vec<SqlValue> = vec![resource_type.to_string().into()];
-    if let Some(after) = after_id {
-        sql.push_str(" AND r.id > ?");
-        args.push(after.to_string().into());
-    }
-    for (i, c) in query.criteria.iter().enumerate() {
-        let form = if driver == Driver::Criterion(i) {
-            Form::Member
-        } else {
-            Form::Exists
-        };
-        criterion_sql(keys, resource_type, c, "r", 1, form, &mut sql, &mut args);
-    }
-    if let Some(comp) = &query.compartment {
-        let param_keys: Vec<String> = comp
-            .params
-            .iter()
-            .map(|p| param_key(keys, resource_type, p).to_string())
-            .collect();
-        let owners = vec!["?"; comp.owner_ids.len()].join(",");
-        if comp.owner_ids.is_empty() {
-            sql.push_str(" AND 0");
-        } else {
-            // The owner itself belongs to its compartment.
-            let owner = if comp.owner_type == resource_type {
-                format!(" UNION SELECT o.rid FROM resources o WHERE o.type = ? AND o.id IN ({owners})")
-            } else {
-                String::new()
-            };
-            sql.push_str(&format!(
-                " AND r.rid IN (SELECT s.rid FROM search_index s WHERE s.param IN ({}) AND s.value IN ({owners}) AND s.system = ?{owner})",
-                param_keys.join(",")
-            ));
-            args.extend(comp.owner_ids.iter().map(|id| id.clone().into()));
-            args.push(comp.owner_type.clone().into());
-            if !owner.is_empty() {
-                args.push(comp.owner_type.clone().into());
-                args.extend(comp.owner_ids.iter().map(|id| id.clone().into()));
-            }
-        }
-    }
-    Ok((sql, args))
-}
-
-/// What drives a search.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Driver {
-    /// A scan of the type's resources in id order.
-    None,
-    /// The compartment's owner reference.
-    Compartment,
-    /// The criterion at this position.
-    Criterion(usize),
-}
-
-/// How a criterion is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Form {
-    /// `rid IN (rows that match)`: a list that drives the query.
-    Member,
-    /// `EXISTS (a matching row of this resource)`: checked per candidate.
-    Exists,
-}
-
-/// The most selective criterion that can drive, if any matches fewer than `PROBE_LIMIT` rows.
-fn choose_driver(conn: &Connection, keys: &ParamKeys, resource_type: &str, query: &SearchQuery) -> Result<Driver> {
-    let mut best: Option<(usize, usize)> = None;
-    for (i, c) in query.criteria.iter().enumerate() {
-        if !can_drive(c) {
-            continue;
-        }
-        let mut args = Vec::new();
-        let Some(subquery) = rows_subquery(keys, resource_type, c, 1, &mut args) else {
-            continue;
-        };
-        let rows: i64 = conn.query_row(
-            &format!("SELECT count(*) FROM ({subquery} LIMIT {PROBE_LIMIT})"),
-            params_from_iter(args),
-            |r| r.get(0),
-        )?;
-        let rows = rows as usize;
-        if rows < PROBE_LIMIT && best.is_none_or(|(_, fewest)| rows < fewest) {
-            best = Some((i, rows));
-        }
-    }
-    Ok(best.map(|(i, _)| Driver::Criterion(i)).unwrap_or(Driver::None))
-}
-
-/// Whether a criterion can be written as a list of the rows it matches found through an
-/// index (not a negation, a `:missing`, a `_has`, or a chain ending in one of those).
-/// Ranges must bound the start of the stored range (the index's order), and substring
-/// matches cannot use an index at all.
-fn can_drive(c: &crate::query::Criterion) -> bool {
-    let plain = !c.negated && c.has.is_none();
-    let indexed = c.values.iter().all(|m| match m {
-        Match::Date { prefix, .. } | Match::Number { prefix, .. } => {
-            matches!(prefix, Prefix::Eq | Prefix::Sa | Prefix::Lt | Prefix::Le)
-        }
-        Match::Missing(_) | Match::Contains(_) | Match::UriAbove(_) => false,
-        _ => true,
-    });
-    plain && indexed && c.chain.as_ref().is_none_or(|(_, inner)| can_drive(inner))
-}
-
-/// Appends ` AND <condition>` for one criterion on the resources aliased `alias` (of
-/// `resource_type`). A chained criterion joins the referenced resources as `t{depth}`.
-#[allow(clippy::too_many_arguments)]
-fn criterion_sql(
-    keys: &ParamKeys,
-    resource_type: &str,
-    c: &crate::query::Criterion,
-    alias: &str,
-    depth: usize,
-    form: Form,
-    sql: &mut String,
-    args: &mut Vec<SqlValue>,
-) {
-    if form == Form::Member {
-        if let Some(rows) = rows_subquery(keys, resource_type, c, depth, args) {
-            sql.push_str(&format!(" AND {alias}.rid IN ({rows})"));
-            return;
-        }
-    }
-    if let Some((source, reference, inner)) = &c.has {
-        let key = param_key(keys, source, reference);
-        let o = format!("t{depth}");
-        let mut inner_sql = String::new();
-        criterion_sql(keys, source, inner, &o, depth + 1, Form::Exists, &mut inner_sql, args);
-        sql.push_str(&format!(
-            " AND {alias}.id IN (SELECT s.value FROM search_index s JOIN resources {o} ON {o}.rid = s.rid \
-             WHERE s.param = {key} AND s.system = '{}' AND {o}.deleted = 0{inner_sql})",
-            resource_type.replace('\'', "")
-        ));
-        return;
-    }
-    if let Some((target, inner)) = &c.chain {
-        let key = param_key(keys, resource_type, &c.param);
-        let t = format!("t{depth}");
-        let mut inner_sql = String::new();
-        criterion_sql(keys, target, inner, &t, depth + 1, Form::Exists, &mut inner_sql, args);
-        sql.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM search_index s JOIN resources {t} ON {t}.type = s.system AND {t}.id = s.value \
-             WHERE s.rid = {alias}.rid AND +s.param = {key} AND {t}.type = '{}' AND {t}.deleted = 0{inner_sql})",
-            target.replace('\'', "")
-        ));
-        return;
-    }
-    if c.param == "_id" {
-        let ids: Vec<&str> = c
-            .values
-            .iter()
-            .filter_map(|m| match m {
-                Match::Id(id) => Some(id.as_str()),
-                _ => None,
-            })
-            .collect();
-        sql.push_str(&format!(" AND {alias}.id IN ({})", vec!["?"; ids.len()].join(",")));
-        args.extend(ids.into_iter().map(|i| SqlValue::from(i.to_string())));
-        return;
-    }
-    let key = param_key(keys, resource_type, &c.param);
-    let table = index_table(c.kind);
-    if let Some(Match::Missing(missing)) = c.values.first() {
-        let exists = if *missing { "NOT EXISTS" } else { "EXISTS" };
-        sql.push_str(&format!(
-            " AND {exists} (SELECT 1 FROM {table} s WHERE s.rid = {alias}.rid AND +s.param = {key})"
-        ));
-        return;
-    }
-    let alternatives = alternatives_sql(c, args);
-    sql.push_str(&format!(
-        " AND {} (SELECT 1 FROM {table} s WHERE s.rid = {alias}.rid AND +s.param = {key} AND ({alternatives}))",
-        if c.negated { "NOT EXISTS" } else { "EXISTS" }
-    ));
-}
-
-/// The index table that holds a parameter type's rows.
-fn index_table(kind: SearchParamType) -> &'static str {
-    match kind {
-        SearchParamType::Date => "search_date",
-        SearchParamType::Number | SearchParamType::Quantity => "search_number",
-        SearchParamType::Composite => "search_composite",
-        _ => "search_index",
-    }
-}
-
-/// The criterion's values as alternatives on an index row `s`, their values bound.
-fn alternatives_sql(c: &crate::query::Criterion, args: &mut Vec<SqlValue>) -> String {
-    let mut alternatives = Vec::new();
-    for m in &c.values {
-        let (clause, values) = match_clause(m);
-        alternatives.push(format!("({clause})"));
-        args.extend(values);
-    }
-    alternatives.join(" OR ")
-}
-
-/// A subquery listing the row ids of the resources (of `resource_type`) that match a
-/// criterion, found through the index — or None when the criterion cannot be listed that
-/// way (a negation, `:missing`, `_has`, `_id`), leaving `args` untouched. A chain lists the
-/// referenced resources that match first, then the references to them.
-fn rows_subquery(
-    keys: &ParamKeys,
-    resource_type: &str,
-    c: &crate::query::Criterion,
-    depth: usize,
-    args: &mut Vec<SqlValue>,
-) -> Option<String> {
-    let listable = !c.negated && c.has.is_none() && c.param != "_id";
-    if !listable || matches!(c.values.first(), Some(Match::Missing(_))) {
-        return None;
-    }
-    let key = param_key(keys, resource_type, &c.param);
-    if let Some((target, inner)) = &c.chain {
-        let t = format!("t{depth}");
-        let mut inner_sql = String::new();
-        criterion_sql(keys, target, inner, &t, depth + 1, Form::Member, &mut inner_sql, args);
-        return Some(format!(
-            "SELECT s.rid FROM resources {t} CROSS JOIN search_index s \
-             ON s.param = {key} AND s.value = {t}.id AND s.system = {t}.type \
-             WHERE +{t}.type = '{}' AND {t}.deleted = 0{inner_sql}",
-            target.replace('\'', "")
-        ));
-    }
-    let table = index_table(c.kind);
-    let alternatives = alternatives_sql(c, args);
-    Some(format!(
-        "SELECT s.rid FROM {table} s WHERE s.param = {key} AND ({alternatives})"
-    ))
-}
-
-/// The SQL condition for one searched value on an index row `s`, with its bound values.
-fn match_clause(m: &Match) -> (String, Vec<SqlValue>) {
-    if let Match::Composite { first, second } = m {
-        let (c1, mut args) = match first.as_ref() {
-            Match::Token {
-                system: None,
-                code: Some(code),
-            } => ("s.c1_value = ?".to_string(), vec![code.clone()]),
-            Match::Token {
-                system: Some(s),
-                code: Some(code),
-            } => (
-                "s.c1_value = ? AND s.c1_system = ?".to_string(),
-                vec![code.clone(), s.clone()],
-            ),
-            Match::Token {
-                system: Some(s),
-                code: None,
-            } => ("s.c1_system = ?".to_string(), vec![s.clone()]),
-            _ => ("1".to_string(), vec![]),
-        };
-        let mut bound: Vec<SqlValue> = args.drain(..).map(SqlValue::from).collect();
-        let (c2, more) = match_clause(second);
-        bound.extend(more);
-        return (format!("({c1}) AND ({c2})"), bound);
-    }
-    let (clause, values): (&str, Vec<String>) = match m {
-        Match::Token {
-            system: None,
-            code: Some(code),
-        } => (
-            "s.value = ? AND s.system NOT IN ('#text', '#of-type')",
-            vec![code.clone()],
-        ),
-        Match::Token {
-            system: Some(s),
-            code: Some(text),
-        } if s == crate::index::TOKEN_TEXT => (
-            "s.system = '#text' AND s.value >= ? AND s.value < ?",
-            vec![text.clone(), format!("{text}\u{10FFFF}")],
-        ),
-        Match::Token {
-            system: Some(s),
-            code: Some(code),
-        } if s.is_empty() => ("s.value = ? AND s.system = ''", vec![code.clone()]),
-        Match::Token {
-            system: Some(s),
-            code: Some(code),
-        } => ("s.value = ? AND s.system = ?", vec![code.clone(), s.clone()]),
-        Match::Token {
-            system: Some(s),
-            code: None,
-        } => ("s.system = ?", vec![s.clone()]),
-        Match::Token {
-            system: None,
-            code: None,
-        } => ("1", vec![]),
-        Match::String { value, exact: false } => (
-            "s.value >= ? AND s.value < ?",
-            vec![value.clone(), format!("{value}\u{10FFFF}")],
-        ),
-        Match::String { value, exact: true } => ("s.exact = ?", vec![value.clone()]),
-        Match::Contains(value) => (
-            "s.value LIKE ? ESCAPE '\\'",
-            vec![format!(
-                "%{}%",
-                value.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
-            )],
-        ),
-        Match::UriBelow(value) => (
-            "s.value >= ? AND s.value < ?",
-            vec![value.clone(), format!("{value}\u{10FFFF}")],
-        ),
-        Match::UriAbove(value) => ("substr(?, 1, length(s.value)) = s.value", vec![value.clone()]),
-        Match::Reference {
-            resource_type: Some(t),
-            id,
-        } => ("s.value = ? AND s.system = ?", vec![id.clone(), t.clone()]),
-        Match::Reference {
-            resource_type: None,
-            id,
-        } => ("s.value = ?", vec![id.clone()]),
-        Match::Uri(u) | Match::Id(u) => ("s.value = ?", vec![u.clone()]),
-        Match::Missing(_) | Match::Composite { .. } => ("0", vec![]),
-        Match::Number {
-            prefix,
-            value,
-            low,
-            high,
-            system,
-            code,
-        } => {
-            let (clause, binds) = number_clause(*prefix);
-            let mut bound: Vec<SqlValue> = binds
-                .iter()
-                .map(|b| {
-                    SqlValue::Real(match b {
-                        NumberBound::Value => *value,
-                        NumberBound::Low => *low,
-                        NumberBound::High => *high,
-                        NumberBound::ApproxLow => value - value.abs() * 0.1,
-                        NumberBound::ApproxHigh => value + value.abs() * 0.1,
-                    })
-                })
-                .collect();
-            let mut clause = format!("({clause})");
-            if let Some(system) = system {
-                clause.push_str(" AND s.system = ?");
-                bound.push(SqlValue::Text(system.clone()));
-            }
-            if let Some(code) = code {
-                clause.push_str(" AND s.code = ?");
-                bound.push(SqlValue::Text(code.clone()));
-            }
-            return (format!("({clause})"), bound);
-        }
-        Match::Date { prefix, low, high } => {
-            let (clause, binds) = date_clause(*prefix);
-            (
-                clause,
-                binds
-                    .iter()
-                    .map(|is_high| if *is_high { high.clone() } else { low.clone() })
-                    .collect(),
-            )
-        }
-    };
-    (clause.to_string(), values.into_iter().map(SqlValue::from).collect())
-}
-
-/// The SQL condition on a date row `s` (columns low, high) for a prefix, and for each
-/// value it binds whether that is the searched high bound (true) or low bound (false).
-fn date_clause(prefix: Prefix) -> (&'static str, &'static [bool]) {
-    match prefix {
-        // `s.low <= ?` is implied by `s.high <= ?`; it bounds the index range scanned.
-        Prefix::Eq => ("s.low >= ? AND s.low <= ? AND s.high <= ?", &[false, true, true]),
-        Prefix::Ne => ("NOT (s.low >= ? AND s.high <= ?)", &[false, true]),
-        Prefix::Gt => ("s.high > ?", &[true]),
-        Prefix::Lt => ("s.low < ?", &[false]),
-        Prefix::Ge => ("s.high > ? OR (s.low >= ? AND s.high <= ?)", &[true, false, true]),
-        Prefix::Le => ("s.low < ? OR (s.low >= ? AND s.high <= ?)", &[false, false, true]),
-        Prefix::Sa => ("s.low > ?", &[true]),
-        Prefix::Eb => ("s.high < ?", &[false]),
-        Prefix::Ap => ("s.low <= ? AND s.high >= ?", &[true, false]),
-    }
-}
-
-/// Which searched number a placeholder of a number clause binds.
-enum NumberBound {
-    Value,
-    Low,
-    High,
-    ApproxLow,
-    ApproxHigh,
-}
-
-/// The SQL condition on a number row `s` (columns low, high) for a prefix, and what each
-/// placeholder binds. `eq` honours the precision of the searched value.
-fn number_clause(prefix: Prefix) -> (&'static str, &'static [NumberBound]) {
-    use NumberBound::*;
-    match prefix {
-        Prefix::Eq => ("s.low >= ? AND s.low < ? AND s.high < ?", &[Low, High, High]),
-        Prefix::Ne => ("NOT (s.low >= ? AND s.high < ?)", &[Low, High]),
-        Prefix::Gt => ("s.high > ?", &[Value]),
-        Prefix::Lt => ("s.low < ?", &[Value]),
-        // ge and le include what eq matches (the precision range of the value).
-        Prefix::Ge => ("s.high >= ?", &[Low]),
-        Prefix::Le => ("s.low < ?", &[High]),
-        // sa / eb: the whole stored range starts after / ends before the value.
-        Prefix::Sa => ("s.low > ?", &[Value]),
-        Prefix::Eb => ("s.high < ?", &[Value]),
-        Prefix::Ap => ("s.high >= ? AND s.low <= ?", &[ApproxLow, ApproxHigh]),
-    }
 }
 
 /// Inserts the index rows of one resource.
@@ -1193,6 +747,37 @@ impl StoreTx for SqliteTx<'_> {
     }
 }
 
+/// The search SQL for SQLite, with the store's parameter keys.
+fn builder(keys: &ParamKeys) -> SqlBuilder<'_> {
+    SqlBuilder {
+        dialect: Dialect::Sqlite,
+        keys,
+    }
+}
+
+/// The WHERE clause of a search on this connection (its probes run here).
+fn search_sql(
+    conn: &Connection,
+    keys: &ParamKeys,
+    resource_type: &str,
+    query: &SearchQuery,
+    after_id: Option<&str>,
+) -> Result<(String, Vec<Arg>)> {
+    let mut probe = |sql: &str, args: Vec<Arg>| -> Result<i64> {
+        Ok(conn.query_row(sql, params_from_iter(args), |r| r.get(0))?)
+    };
+    builder(keys).search_sql(&mut probe, resource_type, query, after_id)
+}
+
+impl rusqlite::ToSql for Arg {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(match self {
+            Arg::Text(t) => rusqlite::types::ToSqlOutput::from(t.as_str()),
+            Arg::Real(r) => rusqlite::types::ToSqlOutput::from(*r),
+        })
+    }
+}
+
 fn search_ids(
     conn: &Connection,
     keys: &ParamKeys,
@@ -1210,35 +795,6 @@ fn search_ids(
     Ok(ids)
 }
 
-/// The ORDER BY expression of one sort key: the smallest value of the resource for an
-/// ascending sort, the largest for a descending one (dates: the start or end of the range).
-fn sort_expression(keys: &ParamKeys, resource_type: &str, key: &SortKey) -> String {
-    if key.param == "_id" {
-        return format!("r.id {}", if key.descending { "DESC" } else { "ASC" });
-    }
-    let k = param_key(keys, resource_type, &key.param);
-    let (table, column) = match key.kind {
-        SearchParamType::Date => ("search_date", if key.descending { "high" } else { "low" }),
-        SearchParamType::Number | SearchParamType::Quantity => {
-            ("search_number", if key.descending { "high" } else { "low" })
-        }
-        _ => ("search_index", "value"),
-    };
-    let not_text = if table == "search_index" {
-        " AND s.system NOT IN ('#text', '#of-type')"
-    } else {
-        ""
-    };
-    let (agg, dir) = if key.descending {
-        ("max", "DESC")
-    } else {
-        ("min", "ASC")
-    };
-    format!(
-        "(SELECT {agg}(s.{column}) FROM {table} s WHERE s.rid = r.rid AND s.param = {k}{not_text}) {dir} NULLS LAST"
-    )
-}
-
 impl Store for SqliteStore {
     fn search_sorted_ids(
         &self,
@@ -1251,7 +807,7 @@ impl Store for SqliteStore {
             let (clause, args) = search_sql(c, &self.param_keys, resource_type, query, None)?;
             let mut order: Vec<String> = sort
                 .iter()
-                .map(|k| sort_expression(&self.param_keys, resource_type, k))
+                .map(|k| builder(&self.param_keys).sort_expression(resource_type, k))
                 .collect();
             order.push("r.id".into());
             let mut stmt = c.prepare(&format!(
