@@ -429,7 +429,7 @@ pub fn introduce(population: &Population, base_url: &str, development_login: boo
 }
 
 /// Runs `sijill demo`.
-pub fn run(data_dir: &Path, args: DemoArgs) -> Result<ExitCode, String> {
+pub fn run(data_dir: &Path, database: Option<&str>, args: DemoArgs) -> Result<ExitCode, String> {
     let settings = settings(&args)?;
     let sink: Box<dyn Sink> = match &args.out {
         Some(dir) => {
@@ -446,7 +446,7 @@ pub fn run(data_dir: &Path, args: DemoArgs) -> Result<ExitCode, String> {
             }
         }
         None => {
-            let store = crate::open_store(data_dir)?;
+            let store = crate::open_store(data_dir, database)?;
             Box::new(StoreSink {
                 engine: Engine::new(store, "urn:sijill:demo", Limits::default()),
             })

@@ -21,8 +21,8 @@ pub struct ExportArgs {
 }
 
 /// Runs the export.
-pub fn run(data_dir: &Path, args: ExportArgs) -> Result<ExitCode, String> {
-    let store = crate::open_store(data_dir)?;
+pub fn run(data_dir: &Path, database: Option<&str>, args: ExportArgs) -> Result<ExitCode, String> {
+    let store = crate::open_store(data_dir, database)?;
     std::fs::create_dir_all(&args.output).map_err(|e| format!("cannot create {}: {e}", args.output.display()))?;
     let total: u64 = store.counts().map_err(|e| e.to_string())?.iter().map(|(_, n)| n).sum();
     let bar = crate::progress_bar(total, "{bar:40} {pos}/{len} resources ({per_sec}) {msg}");

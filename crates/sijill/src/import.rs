@@ -204,7 +204,7 @@ fn count_bundle_response(file: &Path, payload: &Payload, tally: &Tally) {
 }
 
 /// Runs the import.
-pub fn run(data_dir: &Path, args: ImportArgs) -> Result<ExitCode, String> {
+pub fn run(data_dir: &Path, database: Option<&str>, args: ImportArgs) -> Result<ExitCode, String> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIJILL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
@@ -212,7 +212,7 @@ pub fn run(data_dir: &Path, args: ImportArgs) -> Result<ExitCode, String> {
         .with_env_filter(filter)
         .init();
     let files = collect_files(&args.paths)?;
-    let store = crate::open_store(data_dir)?;
+    let store = crate::open_store(data_dir, database)?;
     let engine = Engine::new(store, "urn:sijill:import", Limits::default());
     let ctx = RequestContext::local_operator(None);
     let tally = Tally::default();

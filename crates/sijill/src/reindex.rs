@@ -1,15 +1,12 @@
 //! `sijill reindex`: rebuilds the search index from the current versions, with progress, in
-//! short transactions so that a server on the same data directory keeps serving and writing.
+//! short transactions so that a server on the same store keeps serving and writing.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use sijill_store::sqlite::SqliteStore;
-
 /// Runs the rebuild.
-pub fn run(data_dir: &Path) -> Result<ExitCode, String> {
-    let store =
-        SqliteStore::open(data_dir).map_err(|e| format!("cannot open the store in {}: {e}", data_dir.display()))?;
+pub fn run(data_dir: &Path, database: Option<&str>) -> Result<ExitCode, String> {
+    let store = crate::open_store(data_dir, database)?;
     let bar = crate::progress_bar(0, "{bar:40} {pos}/{len} resources ({per_sec}) [{elapsed_precise}]");
     store
         .reindex(&mut |done, total| {

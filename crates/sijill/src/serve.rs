@@ -111,7 +111,7 @@ fn load_demo(
 }
 
 /// Runs the server until SIGTERM or Ctrl-C.
-pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
+pub fn run(data_dir: &Path, database: Option<&str>, args: ServeArgs) -> Result<ExitCode, String> {
     let filter = EnvFilter::try_from_env("SIJILL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     if args.log_format == "json" {
         tracing_subscriber::fmt()
@@ -149,7 +149,7 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
         tls_files.as_ref(),
     )?;
     let scheme = if edge.tls.is_some() { "https" } else { "http" };
-    let store = crate::open_store(data_dir)?;
+    let store = crate::open_store(data_dir, database)?;
     let demo = if args.demo { load_demo(&store, &args)? } else { None };
     let unsupported = sijill_store::index::unsupported_params();
     tracing::info!(
@@ -167,7 +167,10 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async move {
+    // The store outlives the runtime: a PostgreSQL connection must not be closed from
+    // inside it (the driver blocks on its own runtime to close).
+    let store_outside = store.clone();
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -200,7 +203,10 @@ pub fn run(data_dir: &Path, args: ServeArgs) -> Result<ExitCode, String> {
             None => {}
         }
         sijill_api::serve(listener, engine, std::sync::Arc::new(identity), edge, shutdown_signal()).await.map_err(|e| e.to_string())
-    })?;
+    });
+    drop(runtime);
+    drop(store_outside);
+    served?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

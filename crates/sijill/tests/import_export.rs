@@ -207,16 +207,16 @@ fn a_killed_import_keeps_whole_transactions_only() {
     let mut child = Command::new(binary())
         .arg("--data-dir")
         .arg(data.path())
+        .envs(common::store_env(data.path()))
         .args(["import", "--jobs", "1", input.path().to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until the database has grown, then kill without warning.
-    let db = data.path().join("sijill.db-wal");
+    // Wait until some bundles are in, then kill without warning.
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(60) {
-        if std::fs::metadata(&db).map(|m| m.len() > 2_000_000).unwrap_or(false) {
+        if common::query_count(data.path(), "SELECT count(*) FROM resources") >= 1000 {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -254,16 +254,11 @@ fn reindex_rebuilds_a_lost_index() {
         .status
         .success());
     // Lose the index behind the store's back.
-    let db = rusqlite::Connection::open(data.path().join("sijill.db")).unwrap();
-    db.execute_batch("DELETE FROM search_index").unwrap();
-    drop(db);
+    common::execute_sql(data.path(), "DELETE FROM search_index");
     let out = sijill(data.path(), &["reindex"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("reindexed 50 resources"));
-    let db = rusqlite::Connection::open(data.path().join("sijill.db")).unwrap();
-    let rows: i64 = db
-        .query_row("SELECT count(*) FROM search_index", [], |r| r.get(0))
-        .unwrap();
+    let rows = common::query_count(data.path(), "SELECT count(*) FROM search_index");
     assert!(rows >= 50, "{rows}");
 }
 
@@ -282,15 +277,13 @@ fn reindex_runs_while_the_server_serves_and_writes() {
     );
     assert_eq!(r.status(), 200);
     // Lose the index of the women behind the server's back.
-    let db = rusqlite::Connection::open(server.dir.path().join("sijill.db")).unwrap();
-    db.execute("DELETE FROM search_index WHERE value = 'female'", [])
-        .unwrap();
-    drop(db);
+    common::execute_sql(server.dir.path(), "DELETE FROM search_index WHERE value = 'female'");
     assert_eq!(json(server.get("Patient?gender=female&_summary=count"))["total"], 0);
     // The server keeps taking writes while another process reindexes.
     let mut reindex = Command::new(binary())
         .arg("--data-dir")
         .arg(server.dir.path())
+        .envs(common::store_env(server.dir.path()))
         .arg("reindex")
         .stderr(Stdio::null())
         .spawn()

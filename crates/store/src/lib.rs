@@ -1,19 +1,22 @@
 //! Versioned FHIR resource storage.
 //!
 //! The [`Store`] trait is what the API layer talks to; [`sqlite::SqliteStore`] is the
-//! embedded backend. Every write happens inside a unit of work ([`Store::write`]) that is
+//! embedded backend, [`pg::PgStore`] the PostgreSQL one. Every write happens inside a unit of work ([`Store::write`]) that is
 //! one ACID transaction: either every change in it is committed, or none is.
 //!
 //! Resources are kept as the exact JSON bytes that are served. Every create, update and
 //! delete adds a version; nothing is overwritten.
 
 pub mod index;
+pub mod pg;
 pub mod query;
 pub mod sql;
 pub mod sqlite;
 pub mod time_fmt;
 
 use std::sync::Arc;
+
+use sijill_fhir::primitives::is_valid_id;
 
 pub use query::{Criterion, SearchQuery, SortKey};
 pub use time_fmt::{now_instant, parse_instant};
@@ -163,6 +166,28 @@ pub struct PreparedResource {
     pub rows: Vec<index::IndexRow>,
 }
 
+impl PreparedResource {
+    /// The bytes and index rows with the transaction's `stamp` as lastUpdated, written over
+    /// the placeholder the preparation left.
+    pub fn stamped(self, stamp: &str) -> Result<(Vec<u8>, Vec<index::IndexRow>)> {
+        let mut bytes = self.bytes;
+        match bytes.get_mut(self.stamp_at..self.stamp_at + stamp.len()) {
+            Some(slot) if self.last_updated.len() == stamp.len() => slot.copy_from_slice(stamp.as_bytes()),
+            _ => {
+                return Err(StoreError::Database(
+                    "prepared resource without a lastUpdated slot".into(),
+                ))
+            }
+        }
+        // The index rows were extracted with the placeholder: `_lastUpdated` takes the stamp.
+        let mut rows = self.rows;
+        for row in rows.iter_mut().filter(|r| r.param == "_lastUpdated") {
+            row.range = Some((stamp.to_string(), stamp.to_string()));
+        }
+        Ok((bytes, rows))
+    }
+}
+
 /// Sets `id`, `meta.versionId` and `meta.lastUpdated` on a resource (putting
 /// `resourceType`, `id` and `meta` first), serialises it and extracts its index rows.
 pub fn prepare_version(
@@ -231,6 +256,36 @@ fn with_server_meta(
     out
 }
 
+/// `If-Match`: the current version (0 when the resource does not exist) must be the one
+/// the client names.
+pub(crate) fn check_version(current: Option<u64>, if_match: Option<u64>) -> Result<()> {
+    match if_match {
+        Some(expected) => {
+            let actual = current.unwrap_or(0);
+            if actual == expected {
+                Ok(())
+            } else {
+                Err(StoreError::VersionConflict {
+                    expected,
+                    current: actual,
+                })
+            }
+        }
+        None => Ok(()),
+    }
+}
+
+/// A resource id must be a valid FHIR id.
+pub(crate) fn check_id(id: &str) -> Result<()> {
+    if is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "'{id}' is not a valid resource id ([A-Za-z0-9-.]{{1,64}})"
+        )))
+    }
+}
+
 /// A store of versioned resources.
 pub trait Store: Send + Sync {
     /// Runs `work` in one ACID transaction: committed when it returns Ok, rolled back
@@ -277,4 +332,7 @@ pub trait Store: Send + Sync {
     fn counts(&self) -> Result<Vec<(String, u64)>>;
     /// Checks that the store answers (readiness).
     fn ping(&self) -> Result<()>;
+    /// Rebuilds the whole search index from the current versions, online: in short
+    /// transactions, so that writers go on between them. Reports (done, total).
+    fn reindex(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<()>;
 }

@@ -440,7 +440,9 @@ impl SqlBuilder<'_> {
                     .collect();
                 // PostgreSQL keeps a composite's numeric component in its own typed columns.
                 let clause = if in_composite && self.dialect == Dialect::Postgres {
-                    clause.replace("s.low", "s.low_number").replace("s.high", "s.high_number")
+                    clause
+                        .replace("s.low", "s.low_number")
+                        .replace("s.high", "s.high_number")
                 } else {
                     clause.to_string()
                 };

@@ -14,14 +14,13 @@ use parking_lot::Mutex;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::Value;
-use sijill_fhir::primitives::is_valid_id;
 
 use crate::index::IndexRow;
 use crate::query::{SearchQuery, SortKey};
 use crate::sql::{param_key, Arg, Dialect, ParamKeys, SqlBuilder};
 use crate::{
-    now_instant, prepare_version, Current, HistoryPage, HistoryQuery, HistoryScope, PreparedResource, Result, Store,
-    StoreError, StoreTx, Stored,
+    check_id, check_version, now_instant, prepare_version, Current, HistoryPage, HistoryQuery, HistoryScope,
+    PreparedResource, Result, Store, StoreError, StoreTx, Stored,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -111,7 +110,6 @@ CREATE INDEX search_composite_rid ON search_composite (rid);
 
 /// The file name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "sijill.db";
-
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
@@ -495,38 +493,6 @@ fn reindex_batch(conn: &mut Connection, keys: &ParamKeys, after: i64) -> Result<
     Ok(Some((upto, done)))
 }
 
-impl SqliteStore {
-    /// Rebuilds the whole search index from the current versions (`sijill reindex`), online:
-    /// in short transactions of `REINDEX_BATCH` resources, so that writers — of this process
-    /// or of a server on the same database — go on between them. Each resource's rows are
-    /// replaced atomically: a search meanwhile sees it indexed by the old rules or the new.
-    pub fn reindex(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
-        let total: i64 = self
-            .with_reader(|c| Ok(c.query_row("SELECT count(*) FROM resources WHERE deleted = 0", [], |r| r.get(0))?))?;
-        let total = total as u64;
-        progress(0, total);
-        let mut after = 0i64;
-        let mut done = 0u64;
-        loop {
-            let step = {
-                let mut writer = self.writer.lock();
-                reindex_batch(&mut writer.conn, &self.param_keys, after)?
-            };
-            let Some((upto, count)) = step else { break };
-            after = upto;
-            done += count;
-            progress(done.min(total), total.max(done));
-        }
-        let writer = self.writer.lock();
-        writer.conn.execute(
-            "INSERT INTO store_meta (key, value) VALUES ('index_fingerprint', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![crate::index::fingerprint()],
-        )?;
-        Ok(())
-    }
-}
-
 /// The writer's view inside one transaction.
 struct SqliteTx<'c> {
     conn: &'c Connection,
@@ -640,35 +606,6 @@ impl SqliteTx<'_> {
     }
 }
 
-/// `If-Match`: the current version (0 when the resource does not exist) must be the one
-/// the client names.
-fn check_version(current: Option<&CurrentRow>, if_match: Option<u64>) -> Result<()> {
-    match if_match {
-        Some(expected) => {
-            let actual = current.map(|c| c.version).unwrap_or(0);
-            if actual == expected {
-                Ok(())
-            } else {
-                Err(StoreError::VersionConflict {
-                    expected,
-                    current: actual,
-                })
-            }
-        }
-        None => Ok(()),
-    }
-}
-
-fn check_id(id: &str) -> Result<()> {
-    if is_valid_id(id) {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(format!(
-            "'{id}' is not a valid resource id ([A-Za-z0-9-.]{{1,64}})"
-        )))
-    }
-}
-
 impl StoreTx for SqliteTx<'_> {
     fn create(&mut self, resource_type: &str, body: Value, id: Option<&str>) -> Result<Stored> {
         let id = match id {
@@ -687,7 +624,7 @@ impl StoreTx for SqliteTx<'_> {
     fn update(&mut self, resource_type: &str, id: &str, body: Value, if_match: Option<u64>) -> Result<(Stored, bool)> {
         check_id(id)?;
         let current = self.current_version(resource_type, id)?;
-        check_version(current.as_ref(), if_match)?;
+        check_version(current.as_ref().map(|c| c.version), if_match)?;
         let (version, existed) = match &current {
             Some(c) => (c.version + 1, !c.deleted),
             None => (1, false),
@@ -698,7 +635,7 @@ impl StoreTx for SqliteTx<'_> {
 
     fn delete(&mut self, resource_type: &str, id: &str, if_match: Option<u64>) -> Result<Option<Stored>> {
         let current = self.current_version(resource_type, id)?;
-        check_version(current.as_ref(), if_match)?;
+        check_version(current.as_ref().map(|c| c.version), if_match)?;
         match current {
             Some(c) if !c.deleted => Ok(Some(self.put_version(
                 resource_type,
@@ -727,23 +664,10 @@ impl StoreTx for SqliteTx<'_> {
                 p.resource_type, p.id
             )));
         }
-        let mut bytes = p.bytes;
-        // Stamp the transaction's lastUpdated over the placeholder the preparation left.
-        let slot = bytes.get_mut(p.stamp_at..p.stamp_at + self.stamp.len());
-        match slot {
-            Some(slot) if p.last_updated.len() == self.stamp.len() => slot.copy_from_slice(self.stamp.as_bytes()),
-            _ => {
-                return Err(StoreError::Database(
-                    "prepared resource without a lastUpdated slot".into(),
-                ))
-            }
-        }
-        // The index rows were extracted with the placeholder: `_lastUpdated` takes the stamp.
-        let mut rows = p.rows;
-        for row in rows.iter_mut().filter(|r| r.param == "_lastUpdated") {
-            row.range = Some((self.stamp.to_string(), self.stamp.to_string()));
-        }
-        self.write_version(&p.resource_type, &p.id, 1, self.stamp.to_string(), bytes, rows, None)
+        let resource_type = p.resource_type.clone();
+        let id = p.id.clone();
+        let (bytes, rows) = p.stamped(self.stamp)?;
+        self.write_version(&resource_type, &id, 1, self.stamp.to_string(), bytes, rows, None)
     }
 }
 
@@ -763,9 +687,8 @@ fn search_sql(
     query: &SearchQuery,
     after_id: Option<&str>,
 ) -> Result<(String, Vec<Arg>)> {
-    let mut probe = |sql: &str, args: Vec<Arg>| -> Result<i64> {
-        Ok(conn.query_row(sql, params_from_iter(args), |r| r.get(0))?)
-    };
+    let mut probe =
+        |sql: &str, args: Vec<Arg>| -> Result<i64> { Ok(conn.query_row(sql, params_from_iter(args), |r| r.get(0))?) };
     builder(keys).search_sql(&mut probe, resource_type, query, after_id)
 }
 
@@ -986,6 +909,32 @@ impl Store for SqliteStore {
 
     fn ping(&self) -> Result<()> {
         self.with_reader(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?))
+    }
+
+    fn reindex(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+        let total: i64 = self
+            .with_reader(|c| Ok(c.query_row("SELECT count(*) FROM resources WHERE deleted = 0", [], |r| r.get(0))?))?;
+        let total = total as u64;
+        progress(0, total);
+        let mut after = 0i64;
+        let mut done = 0u64;
+        loop {
+            let step = {
+                let mut writer = self.writer.lock();
+                reindex_batch(&mut writer.conn, &self.param_keys, after)?
+            };
+            let Some((upto, count)) = step else { break };
+            after = upto;
+            done += count;
+            progress(done.min(total), total.max(done));
+        }
+        let writer = self.writer.lock();
+        writer.conn.execute(
+            "INSERT INTO store_meta (key, value) VALUES ('index_fingerprint', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![crate::index::fingerprint()],
+        )?;
+        Ok(())
     }
 }
 

@@ -9,6 +9,70 @@ use std::process::{Child, Command, Output, Stdio};
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use serde_json::Value;
 
+/// The PostgreSQL server the suite runs against instead of the embedded store, when the
+/// environment names one (`SIJILL_TEST_DATABASE=postgres://user@host:port`): scripts/test
+/// runs the core and search suites a second time that way.
+pub fn test_postgres() -> Option<String> {
+    std::env::var("SIJILL_TEST_DATABASE").ok().filter(|u| !u.is_empty())
+}
+
+/// The store of a data directory as `sijill` takes it: on PostgreSQL (when the suite runs
+/// there) a database of its own, named after the directory; else nothing (embedded store).
+pub fn store_env(dir: &Path) -> Vec<(&'static str, String)> {
+    match test_postgres() {
+        Some(server) => {
+            let name: String = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().to_lowercase())
+                .unwrap_or_default()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            vec![(
+                "SIJILL_DATABASE",
+                format!("{}/sijill_t{name}", server.trim_end_matches('/')),
+            )]
+        }
+        None => Vec::new(),
+    }
+}
+
+/// Runs SQL on a data directory's store behind the server's back (to damage it in tests):
+/// with psql on PostgreSQL, else on the SQLite file.
+pub fn execute_sql(dir: &Path, sql: &str) {
+    match store_env(dir).into_iter().next() {
+        Some((_, url)) => {
+            let out = Command::new("psql")
+                .arg(&url)
+                .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+                .output()
+                .expect("run psql");
+            assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        None => {
+            let db = rusqlite::Connection::open(dir.join("sijill.db")).expect("open the database");
+            db.execute_batch(sql).expect("run SQL");
+        }
+    }
+}
+
+/// The number a counting query (`SELECT count(*) …`) gives on a data directory's store.
+pub fn query_count(dir: &Path, sql: &str) -> i64 {
+    match store_env(dir).into_iter().next() {
+        Some((_, url)) => {
+            let out = Command::new("psql")
+                .arg(&url)
+                .args(["-tA", "-c", sql])
+                .output()
+                .expect("run psql");
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+        }
+        None => rusqlite::Connection::open(dir.join("sijill.db"))
+            .and_then(|db| db.query_row(sql, [], |r| r.get(0)))
+            .unwrap_or(0),
+    }
+}
+
 /// Mints a token with `sijill token` for the server at `base`.
 pub fn mint_token(dir: &Path, base: &str, args: &[&str]) -> String {
     let mut all = vec!["token", "--base-url", base];
@@ -152,9 +216,22 @@ impl Server {
         Self::start_in(dir, extra)
     }
 
+    /// Starts a server with a data directory of its own on the PostgreSQL database `url`
+    /// (several servers may share one).
+    pub fn start_on_database(url: &str) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::launch(dir, &[], &[("SIJILL_DATABASE", url.to_string())])
+    }
+
     /// Starts a server on an existing data directory (on a free loopback port unless
     /// `extra` has its own `--listen`).
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        let env = store_env(dir.path());
+        Self::launch(dir, extra, &env)
+    }
+
+    /// Starts `sijill serve` on `dir` with extra arguments and environment.
+    fn launch(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, String)]) -> Server {
         let listen: &[&str] = if extra.contains(&"--listen") {
             &[]
         } else {
@@ -163,6 +240,7 @@ impl Server {
         let mut child = Command::new(binary())
             .arg("--data-dir")
             .arg(dir.path())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .arg("serve")
             .args(listen)
             .args(extra)
@@ -365,6 +443,7 @@ pub fn sijill(dir: &Path, args: &[&str]) -> Output {
     Command::new(binary())
         .arg("--data-dir")
         .arg(dir)
+        .envs(store_env(dir))
         .args(args)
         .output()
         .expect("run sijill")

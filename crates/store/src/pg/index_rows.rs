@@ -1,0 +1,199 @@
+//! Index rows for PostgreSQL, written in bulk: the rows of any number of resources are
+//! gathered into columns and inserted with one `INSERT … SELECT FROM unnest(…)` per table.
+
+use postgres::Transaction;
+
+use crate::index::IndexRow;
+use crate::sql::{param_key, ParamKeys};
+use crate::Result;
+
+/// Longest text a btree index entry may hold comfortably; longer values are cut (at a
+/// character boundary) before indexing. Searches compare the same prefix.
+const MAX_INDEXED_BYTES: usize = 2000;
+
+/// The search tables, in the order their rows are removed and written.
+pub const INDEX_TABLES: [&str; 4] = ["search_index", "search_date", "search_number", "search_composite"];
+
+/// Index rows of one or more resources, by table, as columns.
+#[derive(Default)]
+pub struct IndexBatch {
+    tokens: TokenColumns,
+    dates: DateColumns,
+    numbers: NumberColumns,
+    composites: CompositeColumns,
+}
+
+#[derive(Default)]
+struct TokenColumns {
+    param: Vec<i32>,
+    value: Vec<String>,
+    system: Vec<String>,
+    rid: Vec<i64>,
+    exact: Vec<String>,
+    patient_key: Vec<Option<String>>,
+}
+
+#[derive(Default)]
+struct DateColumns {
+    param: Vec<i32>,
+    low: Vec<String>,
+    high: Vec<String>,
+    rid: Vec<i64>,
+    patient_key: Vec<Option<String>>,
+}
+
+#[derive(Default)]
+struct NumberColumns {
+    param: Vec<i32>,
+    low: Vec<f64>,
+    high: Vec<f64>,
+    system: Vec<String>,
+    code: Vec<String>,
+    rid: Vec<i64>,
+    patient_key: Vec<Option<String>>,
+}
+
+#[derive(Default)]
+struct CompositeColumns {
+    param: Vec<i32>,
+    c1_system: Vec<String>,
+    c1_value: Vec<String>,
+    value: Vec<String>,
+    system: Vec<String>,
+    code: Vec<String>,
+    low: Vec<Option<String>>,
+    high: Vec<Option<String>>,
+    low_number: Vec<Option<f64>>,
+    high_number: Vec<Option<f64>>,
+    rid: Vec<i64>,
+    patient_key: Vec<Option<String>>,
+}
+
+/// `s` cut to at most [`MAX_INDEXED_BYTES`].
+fn fit(s: &str) -> String {
+    if s.len() <= MAX_INDEXED_BYTES {
+        return s.to_string();
+    }
+    let mut end = MAX_INDEXED_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+impl IndexBatch {
+    /// Adds the rows of the resource `rid` (of `resource_type`, in `patient_key`'s compartment).
+    pub fn add(
+        &mut self,
+        keys: &ParamKeys,
+        resource_type: &str,
+        rid: i64,
+        patient_key: Option<&str>,
+        rows: &[IndexRow],
+    ) {
+        let patient = patient_key.map(str::to_string);
+        for row in rows {
+            let key = param_key(keys, resource_type, row.param) as i32;
+            let system = fit(row.system.as_deref().unwrap_or(""));
+            if let Some((c1_system, c1_value)) = &row.composite {
+                let c = &mut self.composites;
+                c.param.push(key);
+                c.c1_system.push(fit(c1_system));
+                c.c1_value.push(fit(c1_value));
+                c.system.push(system);
+                let (value, code) = match (&row.number, &row.range) {
+                    (Some(_), _) => (String::new(), fit(&row.value)),
+                    (None, Some(_)) => (String::new(), String::new()),
+                    (None, None) => (fit(&row.value), String::new()),
+                };
+                c.value.push(value);
+                c.code.push(code);
+                c.low.push(row.range.as_ref().map(|(l, _)| l.clone()));
+                c.high.push(row.range.as_ref().map(|(_, h)| h.clone()));
+                c.low_number.push(row.number.map(|(l, _)| l));
+                c.high_number.push(row.number.map(|(_, h)| h));
+                c.rid.push(rid);
+                c.patient_key.push(patient.clone());
+            } else if let Some((low, high)) = row.number {
+                let n = &mut self.numbers;
+                n.param.push(key);
+                n.low.push(low);
+                n.high.push(high);
+                n.system.push(system);
+                n.code.push(fit(&row.value));
+                n.rid.push(rid);
+                n.patient_key.push(patient.clone());
+            } else if let Some((low, high)) = &row.range {
+                let d = &mut self.dates;
+                d.param.push(key);
+                d.low.push(low.clone());
+                d.high.push(high.clone());
+                d.rid.push(rid);
+                d.patient_key.push(patient.clone());
+            } else {
+                let t = &mut self.tokens;
+                t.param.push(key);
+                t.value.push(fit(&row.value));
+                t.system.push(system);
+                t.rid.push(rid);
+                t.exact.push(fit(row.exact.as_deref().unwrap_or("")));
+                t.patient_key.push(patient.clone());
+            }
+        }
+    }
+
+    /// Inserts every gathered row (one statement per table that has rows).
+    pub fn insert(&self, tx: &mut Transaction<'_>) -> Result<()> {
+        let t = &self.tokens;
+        if !t.param.is_empty() {
+            tx.execute(
+                "INSERT INTO search_index (param, value, system, rid, exact, patient_key)
+                 SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
+                 ON CONFLICT DO NOTHING",
+                &[&t.param, &t.value, &t.system, &t.rid, &t.exact, &t.patient_key],
+            )?;
+        }
+        let d = &self.dates;
+        if !d.param.is_empty() {
+            tx.execute(
+                "INSERT INTO search_date (param, low, high, rid, patient_key)
+                 SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+                 ON CONFLICT DO NOTHING",
+                &[&d.param, &d.low, &d.high, &d.rid, &d.patient_key],
+            )?;
+        }
+        let n = &self.numbers;
+        if !n.param.is_empty() {
+            tx.execute(
+                "INSERT INTO search_number (param, low, high, system, code, rid, patient_key)
+                 SELECT * FROM unnest($1::int[], $2::float8[], $3::float8[], $4::text[], $5::text[], $6::bigint[], $7::text[])
+                 ON CONFLICT DO NOTHING",
+                &[&n.param, &n.low, &n.high, &n.system, &n.code, &n.rid, &n.patient_key],
+            )?;
+        }
+        let c = &self.composites;
+        if !c.param.is_empty() {
+            tx.execute(
+                "INSERT INTO search_composite
+                   (param, c1_system, c1_value, value, system, code, low, high, low_number, high_number, rid, patient_key)
+                 SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                      $7::text[], $8::text[], $9::float8[], $10::float8[], $11::bigint[], $12::text[])",
+                &[
+                    &c.param,
+                    &c.c1_system,
+                    &c.c1_value,
+                    &c.value,
+                    &c.system,
+                    &c.code,
+                    &c.low,
+                    &c.high,
+                    &c.low_number,
+                    &c.high_number,
+                    &c.rid,
+                    &c.patient_key,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+}

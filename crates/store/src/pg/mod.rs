@@ -1,0 +1,793 @@
+//! The production store: PostgreSQL (15 or newer), shared by any number of server processes.
+//!
+//! Same tables and the same search statements as the embedded store ([`crate::sql`]); what
+//! differs is concurrency. Writers run in READ COMMITTED transactions from a connection
+//! pool and never take a global lock:
+//! - an update or delete locks the resource's row (`SELECT … FOR UPDATE`), so concurrent
+//!   writers of one resource queue behind each other and each sees the version the other
+//!   wrote (If-Match is checked against it: no lost update);
+//! - a create inserts with `ON CONFLICT DO NOTHING`, so two creates of one id cannot both win;
+//! - a search inside a write (conditional create, update and delete) first takes a
+//!   transaction-scoped advisory lock on its query, so two conditional creates of the same
+//!   resource run one after the other and the second finds the first (no duplicate).
+//!
+//! New resources prepared outside the transaction (imports, transaction Bundles) are
+//! gathered and written in bulk: one multi-row statement per table per batch.
+
+mod index_rows;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::{ToSql, Type};
+use postgres::{Client, NoTls, Row, Transaction};
+use r2d2_postgres::PostgresConnectionManager;
+use serde_json::Value;
+
+use crate::index::IndexRow;
+use crate::query::{SearchQuery, SortKey};
+use crate::sql::{numbered, Arg, Dialect, ParamKeys, SqlBuilder};
+use crate::{
+    check_id, check_version, prepare_version, Current, HistoryPage, HistoryQuery, HistoryScope, PreparedResource,
+    Result, Store, StoreError, StoreTx, Stored,
+};
+use index_rows::{IndexBatch, INDEX_TABLES};
+
+/// Longest a single statement may run (reads and writes; export and reindex have none).
+const STATEMENT_TIMEOUT_MS: u64 = 10_000;
+
+/// Connections per server process.
+const POOL_SIZE: u32 = 16;
+
+/// Resources whose index rows one step of a reindex replaces.
+const REINDEX_BATCH: i64 = 500;
+
+/// The store's clock: the database's, in the stored instant format, so that every server
+/// process stamps versions from one clock.
+const NOW_SQL: &str = "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')";
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    param_keys: ParamKeys,
+    /// The newest lastUpdated this process committed (its stamps never go back).
+    last_stamp: Mutex<String>,
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) if *db.code() == postgres::error::SqlState::QUERY_CANCELED => StoreError::Invalid(format!(
+                "The query ran longer than {} s and was stopped: narrow it",
+                STATEMENT_TIMEOUT_MS / 1000
+            )),
+            Some(db) => StoreError::Database(format!("{} ({})", db.message(), db.code().code())),
+            None => StoreError::Database(e.to_string()),
+        }
+    }
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(e: r2d2::Error) -> Self {
+        StoreError::Database(format!("no database connection: {e}"))
+    }
+}
+
+impl ToSql for Arg {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Arg::Text(t) => t.to_sql(ty, out),
+            Arg::Real(r) => r.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <String as ToSql>::accepts(ty) || <f64 as ToSql>::accepts(ty)
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+/// Appends ` AND <condition>` to a filter, its one `?` bound to `value` as the next `$n`.
+fn bound(filter: &mut String, args: &mut Vec<Box<dyn ToSql + Sync>>, condition: &str, value: Box<dyn ToSql + Sync>) {
+    args.push(value);
+    filter.push_str(&condition.replace('?', &format!("${}", args.len())));
+}
+
+/// Bound values as the driver takes them.
+fn bind(args: &[Arg]) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
+}
+
+/// Connects to `url`, creating the database when it does not exist yet (the role needs
+/// CREATEDB for that; otherwise an administrator creates it first).
+fn connect_creating(url: &str) -> Result<postgres::Config> {
+    let config: postgres::Config = url.parse().map_err(|e| {
+        StoreError::Invalid(format!(
+            "not a PostgreSQL URL ({e}): postgres://user@host:port/database"
+        ))
+    })?;
+    match config.connect(NoTls) {
+        Ok(_) => return Ok(config),
+        Err(e) if e.as_db_error().map(|d| d.code()) == Some(&postgres::error::SqlState::INVALID_CATALOG_NAME) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let name = config.get_dbname().unwrap_or("postgres").to_string();
+    let mut admin = config.clone();
+    admin.dbname("postgres");
+    let mut client = admin.connect(NoTls)?;
+    client.batch_execute(&format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\"")))?;
+    tracing::info!(database = %name, "created the database");
+    Ok(config)
+}
+
+impl PgStore {
+    /// Opens the store at `url` (`postgres://user@host:port/database`), creating the
+    /// database when missing, applying pending migrations and rebuilding the search index
+    /// when its extraction rules changed.
+    pub fn open(url: &str) -> Result<Self> {
+        let mut config = connect_creating(url)?;
+        config.options(&format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"));
+        if config.get_application_name().is_none() {
+            config.application_name("sijill");
+        }
+        let mut client = config.connect(NoTls)?;
+        schema::migrate(&mut client)?;
+        let param_keys = load_param_keys(&mut client)?;
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(POOL_SIZE)
+            .min_idle(Some(1))
+            .connection_timeout(std::time::Duration::from_secs(10))
+            .build(manager)?;
+        let store = PgStore {
+            pool,
+            param_keys,
+            last_stamp: Mutex::new(String::new()),
+        };
+        let recorded: Option<String> = client
+            .query_opt("SELECT value FROM store_meta WHERE key = 'index_fingerprint'", &[])?
+            .map(|r| r.get(0));
+        if recorded.as_deref() != Some(crate::index::fingerprint().as_str()) {
+            store.reindex(&mut |done, total| {
+                if done == 0 && total > 0 {
+                    tracing::warn!(resources = total, "search index rules changed: rebuilding the index");
+                }
+            })?;
+        }
+        Ok(store)
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&self) -> Result<i64> {
+        let mut client = self.pool.get()?;
+        Ok(client
+            .query_one("SELECT coalesce(max(version), 0)::bigint FROM schema_migrations", &[])?
+            .get(0))
+    }
+
+    fn builder(&self) -> SqlBuilder<'_> {
+        SqlBuilder {
+            dialect: Dialect::Postgres,
+            keys: &self.param_keys,
+        }
+    }
+
+    /// The WHERE clause of a search, its probes run on `client`.
+    fn search_sql(
+        &self,
+        client: &mut impl postgres::GenericClient,
+        resource_type: &str,
+        query: &SearchQuery,
+        after_id: Option<&str>,
+    ) -> Result<(String, Vec<Arg>)> {
+        search_sql(&self.param_keys, client, resource_type, query, after_id)
+    }
+}
+
+/// The WHERE clause of a search, its probes run on `client`.
+fn search_sql(
+    keys: &ParamKeys,
+    client: &mut impl postgres::GenericClient,
+    resource_type: &str,
+    query: &SearchQuery,
+    after_id: Option<&str>,
+) -> Result<(String, Vec<Arg>)> {
+    let mut probe = |sql: &str, args: Vec<Arg>| -> Result<i64> {
+        Ok(client.query_one(numbered(sql).as_str(), &bind(&args))?.get(0))
+    };
+    SqlBuilder {
+        dialect: Dialect::Postgres,
+        keys,
+    }
+    .search_sql(&mut probe, resource_type, query, after_id)
+}
+
+/// Gives every indexed (type, parameter) pair its integer key, adding new pairs.
+fn load_param_keys(client: &mut Client) -> Result<ParamKeys> {
+    let mut pairs: Vec<(&'static str, &'static str)> = Vec::new();
+    for rt in sijill_fhir::definitions::resource_types() {
+        for code in crate::index::params_for(rt).into_iter().flat_map(|p| p.keys()) {
+            pairs.push((rt, code));
+        }
+    }
+    let types: Vec<&str> = pairs.iter().map(|(t, _)| *t).collect();
+    let codes: Vec<&str> = pairs.iter().map(|(_, c)| *c).collect();
+    client.execute(
+        "INSERT INTO index_params (type, code) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+        &[&types, &codes],
+    )?;
+    let known: HashMap<(String, String), i32> = client
+        .query("SELECT type, code, key FROM index_params", &[])?
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
+    let mut keys = ParamKeys::new();
+    for (rt, code) in pairs {
+        if let Some(key) = known.get(&(rt.to_string(), code.to_string())) {
+            keys.insert((rt, code), i64::from(*key));
+        }
+    }
+    Ok(keys)
+}
+
+/// The Patient whose compartment a resource belongs to: the patient itself, or the first
+/// patient its compartment references name. None for reference data.
+fn patient_key(resource_type: &str, id: &str, rows: &[IndexRow]) -> Option<String> {
+    if resource_type == "Patient" {
+        return Some(id.to_string());
+    }
+    let params = sijill_fhir::definitions::compartment_params("Patient", resource_type)?;
+    rows.iter()
+        .find(|r| params.contains(&r.param) && r.system.as_deref() == Some("Patient"))
+        .map(|r| r.value.clone())
+}
+
+const VERSION_COLUMNS: &str = "v.type, v.id, v.version, v.last_updated, v.deleted, v.body";
+
+fn stored_from_row(row: &Row) -> Stored {
+    let body: Vec<u8> = row.get(5);
+    Stored {
+        resource_type: row.get(0),
+        id: row.get(1),
+        version: row.get::<_, i64>(2) as u64,
+        last_updated: row.get(3),
+        deleted: row.get(4),
+        body: Arc::from(body),
+    }
+}
+
+fn read_current(client: &mut impl postgres::GenericClient, resource_type: &str, id: &str) -> Result<Current> {
+    let row = client.query_opt(
+        &format!(
+            "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
+             WHERE r.type = $1 AND r.id = $2"
+        ),
+        &[&resource_type, &id],
+    )?;
+    Ok(match row.map(|r| stored_from_row(&r)) {
+        Some(s) if s.deleted => Current::Deleted(s),
+        Some(s) => Current::Found(s),
+        None => Current::NotFound,
+    })
+}
+
+fn search_ids(
+    keys: &ParamKeys,
+    client: &mut impl postgres::GenericClient,
+    resource_type: &str,
+    query: &SearchQuery,
+    limit: usize,
+) -> Result<Vec<String>> {
+    let (clause, args) = search_sql(keys, client, resource_type, query, None)?;
+    let sql = numbered(&format!(
+        "SELECT r.id FROM resources r WHERE {clause} ORDER BY r.id LIMIT {limit}"
+    ));
+    Ok(client.query(&sql, &bind(&args))?.iter().map(|r| r.get(0)).collect())
+}
+
+/// The current version of a resource as a writer sees it.
+struct CurrentRow {
+    rid: i64,
+    version: u64,
+    deleted: bool,
+}
+
+/// A new resource waiting to be written with the next batch.
+struct Pending {
+    resource_type: String,
+    id: String,
+    bytes: Vec<u8>,
+    rows: Vec<IndexRow>,
+}
+
+/// The writer's view inside one transaction.
+struct PgTx<'a, 'c> {
+    tx: &'a mut Transaction<'c>,
+    keys: &'a ParamKeys,
+    /// The lastUpdated of every version this transaction writes.
+    stamp: &'a str,
+    /// Prepared resources not written yet (written before any other statement and at commit).
+    pending: Vec<Pending>,
+}
+
+impl PgTx<'_, '_> {
+    /// The current version of a resource, its row locked until the transaction ends.
+    fn current_version(&mut self, resource_type: &str, id: &str) -> Result<Option<CurrentRow>> {
+        self.flush()?;
+        let row = self.tx.query_opt(
+            "SELECT rid, version, deleted FROM resources WHERE type = $1 AND id = $2 FOR UPDATE",
+            &[&resource_type, &id],
+        )?;
+        Ok(row.map(|r| CurrentRow {
+            rid: r.get(0),
+            version: r.get::<_, i64>(1) as u64,
+            deleted: r.get(2),
+        }))
+    }
+
+    /// Claims a new resource row; None when another transaction created it first.
+    fn claim(&mut self, resource_type: &str, id: &str, patient: Option<&str>) -> Result<Option<i64>> {
+        Ok(self
+            .tx
+            .query_opt(
+                "INSERT INTO resources (type, id, version, deleted, patient_key) VALUES ($1, $2, 1, false, $3)
+                 ON CONFLICT (type, id) DO NOTHING RETURNING rid",
+                &[&resource_type, &id, &patient],
+            )?
+            .map(|r| r.get(0)))
+    }
+
+    /// Writes one version of an existing or new resource (the body None records a delete).
+    /// None when the resource is new but another transaction created it meanwhile.
+    fn put_version(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        body: Option<Value>,
+        existing: Option<&CurrentRow>,
+    ) -> Result<Option<Stored>> {
+        let version = existing.map(|c| c.version + 1).unwrap_or(1);
+        let (bytes, rows) = match body {
+            Some(body) => prepare_version(resource_type, id, version, body, self.stamp)?,
+            None => (Vec::new(), Vec::new()),
+        };
+        let deleted = bytes.is_empty();
+        let patient = patient_key(resource_type, id, &rows);
+        let rid = match existing {
+            Some(current) => {
+                self.tx.execute(
+                    "UPDATE resources SET version = $1, deleted = $2, patient_key = coalesce($3, patient_key) WHERE rid = $4",
+                    &[&(version as i64), &deleted, &patient, &current.rid],
+                )?;
+                for table in INDEX_TABLES {
+                    self.tx
+                        .execute(&format!("DELETE FROM {table} WHERE rid = $1"), &[&current.rid])?;
+                }
+                current.rid
+            }
+            None => match self.claim(resource_type, id, patient.as_deref())? {
+                Some(rid) => rid,
+                None => return Ok(None),
+            },
+        };
+        self.tx.execute(
+            "INSERT INTO resource_versions (rid, type, id, version, last_updated, deleted, body, patient_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &rid,
+                &resource_type,
+                &id,
+                &(version as i64),
+                &self.stamp,
+                &deleted,
+                &bytes,
+                &patient,
+            ],
+        )?;
+        let mut batch = IndexBatch::default();
+        batch.add(self.keys, resource_type, rid, patient.as_deref(), &rows);
+        batch.insert(self.tx)?;
+        Ok(Some(Stored {
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
+            version,
+            last_updated: self.stamp.to_string(),
+            deleted,
+            body: Arc::from(bytes),
+        }))
+    }
+
+    /// Writes the pending new resources: a row id for each, then one statement per table.
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let types: Vec<&str> = pending.iter().map(|p| p.resource_type.as_str()).collect();
+        let ids: Vec<&str> = pending.iter().map(|p| p.id.as_str()).collect();
+        let patients: Vec<Option<String>> = pending
+            .iter()
+            .map(|p| patient_key(&p.resource_type, &p.id, &p.rows))
+            .collect();
+        let claimed = self.tx.query(
+            "INSERT INTO resources (type, id, version, deleted, patient_key)
+             SELECT t, i, 1, false, p FROM unnest($1::text[], $2::text[], $3::text[]) AS n(t, i, p)
+             ON CONFLICT (type, id) DO NOTHING RETURNING type, id, rid",
+            &[&types, &ids, &patients],
+        )?;
+        let rids: HashMap<(String, String), i64> = claimed.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect();
+        let mut row_ids = Vec::with_capacity(pending.len());
+        for p in &pending {
+            match rids.get(&(p.resource_type.clone(), p.id.clone())) {
+                Some(rid) => row_ids.push(*rid),
+                None => {
+                    return Err(StoreError::Invalid(format!(
+                        "{}/{} already exists",
+                        p.resource_type, p.id
+                    )));
+                }
+            }
+        }
+        let bodies: Vec<&[u8]> = pending.iter().map(|p| p.bytes.as_slice()).collect();
+        self.tx.execute(
+            "INSERT INTO resource_versions (rid, type, id, version, last_updated, deleted, body, patient_key)
+             SELECT r, t, i, 1, $4, false, b, p FROM unnest($1::bigint[], $2::text[], $3::text[], $5::bytea[], $6::text[])
+               AS n(r, t, i, b, p)",
+            &[&row_ids, &types, &ids, &self.stamp, &bodies, &patients],
+        )?;
+        let mut batch = IndexBatch::default();
+        for ((p, rid), patient) in pending.iter().zip(&row_ids).zip(&patients) {
+            batch.add(self.keys, &p.resource_type, *rid, patient.as_deref(), &p.rows);
+        }
+        batch.insert(self.tx)
+    }
+}
+
+impl StoreTx for PgTx<'_, '_> {
+    fn create(&mut self, resource_type: &str, body: Value, id: Option<&str>) -> Result<Stored> {
+        let id = match id {
+            Some(id) => {
+                check_id(id)?;
+                id.to_string()
+            }
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        self.flush()?;
+        self.put_version(resource_type, &id, Some(body), None)?
+            .ok_or_else(|| StoreError::Invalid(format!("{resource_type}/{id} already exists")))
+    }
+
+    fn update(&mut self, resource_type: &str, id: &str, body: Value, if_match: Option<u64>) -> Result<(Stored, bool)> {
+        check_id(id)?;
+        let mut current = self.current_version(resource_type, id)?;
+        check_version(current.as_ref().map(|c| c.version), if_match)?;
+        if current.is_none() {
+            if let Some(stored) = self.put_version(resource_type, id, Some(body.clone()), None)? {
+                return Ok((stored, true));
+            }
+            // Created meanwhile by another transaction: this becomes its next version.
+            current = self.current_version(resource_type, id)?;
+            check_version(current.as_ref().map(|c| c.version), if_match)?;
+        }
+        let existed = current.as_ref().is_some_and(|c| !c.deleted);
+        let stored = self
+            .put_version(resource_type, id, Some(body), current.as_ref())?
+            .ok_or_else(|| StoreError::Database(format!("{resource_type}/{id} vanished during its update")))?;
+        Ok((stored, !existed))
+    }
+
+    fn delete(&mut self, resource_type: &str, id: &str, if_match: Option<u64>) -> Result<Option<Stored>> {
+        let current = self.current_version(resource_type, id)?;
+        check_version(current.as_ref().map(|c| c.version), if_match)?;
+        match current {
+            Some(c) if !c.deleted => self.put_version(resource_type, id, None, Some(&c)),
+            _ => Ok(None),
+        }
+    }
+
+    fn read(&mut self, resource_type: &str, id: &str) -> Result<Current> {
+        self.flush()?;
+        read_current(self.tx, resource_type, id)
+    }
+
+    fn search_ids(&mut self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {
+        self.flush()?;
+        // Conditional writes with the same criteria take turns: the later one sees the
+        // earlier one's resource once it commits.
+        let lock = format!("{resource_type}?{query:?}");
+        self.tx
+            .execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock])?;
+        search_ids(self.keys, self.tx, resource_type, query, limit)
+    }
+
+    fn insert_prepared(&mut self, p: PreparedResource) -> Result<Stored> {
+        check_id(&p.id)?;
+        let resource_type = p.resource_type.clone();
+        let id = p.id.clone();
+        let (bytes, rows) = p.stamped(self.stamp)?;
+        let stored = Stored {
+            resource_type: resource_type.clone(),
+            id: id.clone(),
+            version: 1,
+            last_updated: self.stamp.to_string(),
+            deleted: false,
+            body: Arc::from(bytes.as_slice()),
+        };
+        self.pending.push(Pending {
+            resource_type,
+            id,
+            bytes,
+            rows,
+        });
+        Ok(stored)
+    }
+}
+
+impl PgStore {
+    /// A pooled connection.
+    fn client(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Replaces the index rows of the current versions with row ids in `(after, after + batch]`
+    /// in one transaction. Returns the highest row id looked at and how many were indexed,
+    /// or None past the end.
+    fn reindex_batch(&self, after: i64) -> Result<Option<(i64, u64)>> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction()?;
+        tx.batch_execute("SET LOCAL statement_timeout = 0")?;
+        let max: Option<i64> = tx.query_one("SELECT max(rid) FROM resources", &[])?.get(0);
+        let Some(max) = max.filter(|m| *m > after) else {
+            return Ok(None);
+        };
+        let upto = (after + REINDEX_BATCH).min(max);
+        for table in INDEX_TABLES {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE rid > $1 AND rid <= $2"),
+                &[&after, &upto],
+            )?;
+        }
+        let rows = tx.query(
+            "SELECT r.rid, r.type, r.id, v.body FROM resources r
+             JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
+             WHERE NOT r.deleted AND r.rid > $1 AND r.rid <= $2",
+            &[&after, &upto],
+        )?;
+        let mut batch = IndexBatch::default();
+        for row in &rows {
+            let (rid, ty, id, body): (i64, String, String, Vec<u8>) = (row.get(0), row.get(1), row.get(2), row.get(3));
+            let value: Value = serde_json::from_slice(&body).map_err(|e| StoreError::Database(e.to_string()))?;
+            let index = crate::index::extract(&ty, &value);
+            let patient = patient_key(&ty, &id, &index);
+            batch.add(&self.param_keys, &ty, rid, patient.as_deref(), &index);
+        }
+        batch.insert(&mut tx)?;
+        tx.commit()?;
+        Ok(Some((upto, rows.len() as u64)))
+    }
+}
+
+impl Store for PgStore {
+    fn write(&self, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction()?;
+        let clock: String = tx.query_one(NOW_SQL, &[])?.get(0);
+        let stamp = std::cmp::max(clock, self.last_stamp.lock().clone());
+        {
+            let mut ptx = PgTx {
+                tx: &mut tx,
+                keys: &self.param_keys,
+                stamp: &stamp,
+                pending: Vec::new(),
+            };
+            work(&mut ptx)?;
+            ptx.flush()?;
+        }
+        tx.commit()?;
+        let mut last = self.last_stamp.lock();
+        if *last < stamp {
+            *last = stamp;
+        }
+        Ok(())
+    }
+
+    fn read(&self, resource_type: &str, id: &str) -> Result<Current> {
+        read_current(&mut *self.client()?, resource_type, id)
+    }
+
+    fn vread(&self, resource_type: &str, id: &str, version: u64) -> Result<Option<Stored>> {
+        let row = self.client()?.query_opt(
+            &format!(
+                "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid
+                 WHERE r.type = $1 AND r.id = $2 AND v.version = $3"
+            ),
+            &[&resource_type, &id, &(version as i64)],
+        )?;
+        Ok(row.map(|r| stored_from_row(&r)))
+    }
+
+    fn history(&self, q: &HistoryQuery) -> Result<HistoryPage> {
+        let mut client = self.client()?;
+        let mut filter = String::from("TRUE");
+        let mut args: Vec<Box<dyn ToSql + Sync>> = Vec::new();
+        match &q.scope {
+            HistoryScope::System => {}
+            HistoryScope::Type(t) => bound(&mut filter, &mut args, " AND v.type = ?", Box::new(t.clone())),
+            HistoryScope::Instance(t, id) => {
+                bound(&mut filter, &mut args, " AND v.type = ?", Box::new(t.clone()));
+                bound(
+                    &mut filter,
+                    &mut args,
+                    " AND v.rid = (SELECT rid FROM resources WHERE type = v.type AND id = ?)",
+                    Box::new(id.clone()),
+                );
+            }
+        }
+        if let Some(since) = &q.since {
+            bound(
+                &mut filter,
+                &mut args,
+                " AND v.last_updated >= ?",
+                Box::new(since.clone()),
+            );
+        }
+        let snapshot_seq: i64 = match q.at_or_before_seq {
+            Some(s) => s,
+            None => client
+                .query_one("SELECT coalesce(max(seq), 0)::bigint FROM resource_versions", &[])?
+                .get(0),
+        };
+        bound(&mut filter, &mut args, " AND v.seq <= ?", Box::new(snapshot_seq));
+        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
+        let total: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM resource_versions v WHERE {filter}"),
+                &params,
+            )?
+            .get(0);
+        drop(params);
+        if let Some(before) = q.before_seq {
+            bound(&mut filter, &mut args, " AND v.seq < ?", Box::new(before));
+        }
+        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
+        let rows = client.query(
+            &format!(
+                "SELECT {VERSION_COLUMNS}, v.seq FROM resource_versions v WHERE {filter} ORDER BY v.seq DESC LIMIT {}",
+                q.count + 1
+            ),
+            &params,
+        )?;
+        let mut entries: Vec<(Stored, i64)> = rows.iter().map(|r| (stored_from_row(r), r.get(6))).collect();
+        let next_before_seq = if entries.len() > q.count {
+            entries.truncate(q.count);
+            entries.last().map(|(_, seq)| *seq)
+        } else {
+            None
+        };
+        Ok(HistoryPage {
+            entries: entries.into_iter().map(|(s, _)| s).collect(),
+            next_before_seq,
+            snapshot_seq,
+            total: total as u64,
+        })
+    }
+
+    fn search_sorted_ids(
+        &self,
+        resource_type: &str,
+        query: &SearchQuery,
+        sort: &[SortKey],
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let mut client = self.client()?;
+        let (clause, args) = self.search_sql(&mut *client, resource_type, query, None)?;
+        let mut order: Vec<String> = sort
+            .iter()
+            .map(|k| self.builder().sort_expression(resource_type, k))
+            .collect();
+        order.push("r.id".into());
+        let sql = numbered(&format!(
+            "SELECT r.id FROM resources r WHERE {clause} ORDER BY {} LIMIT {limit}",
+            order.join(", ")
+        ));
+        Ok(client.query(&sql, &bind(&args))?.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn search_ids(&self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {
+        search_ids(&self.param_keys, &mut *self.client()?, resource_type, query, limit)
+    }
+
+    fn search(
+        &self,
+        resource_type: &str,
+        query: &SearchQuery,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Stored>, u64)> {
+        let total = {
+            let mut client = self.client()?;
+            let (clause, args) = self.search_sql(&mut *client, resource_type, query, None)?;
+            let sql = numbered(&format!("SELECT count(*) FROM resources r WHERE {clause}"));
+            let total: i64 = client.query_one(&sql, &bind(&args))?.get(0);
+            total as u64
+        };
+        Ok((self.search_page(resource_type, query, after_id, limit)?, total))
+    }
+
+    fn search_page(
+        &self,
+        resource_type: &str,
+        query: &SearchQuery,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Stored>> {
+        let mut client = self.client()?;
+        let (clause, args) = self.search_sql(&mut *client, resource_type, query, after_id)?;
+        let sql = numbered(&format!(
+            "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
+             WHERE {clause} ORDER BY r.id LIMIT {limit}"
+        ));
+        Ok(client.query(&sql, &bind(&args))?.iter().map(stored_from_row).collect())
+    }
+
+    fn export(&self, resource_type: Option<&str>, sink: &mut dyn FnMut(&Stored) -> Result<()>) -> Result<()> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction()?;
+        tx.batch_execute("SET LOCAL statement_timeout = 0")?;
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
+             WHERE NOT r.deleted AND ($1::text IS NULL OR r.type = $1) ORDER BY r.type, r.id"
+        );
+        let mut rows = tx.query_raw(&sql, [&resource_type as &(dyn ToSql + Sync)])?;
+        while let Some(row) = rows.next()? {
+            sink(&stored_from_row(&row))?;
+        }
+        Ok(())
+    }
+
+    fn counts(&self) -> Result<Vec<(String, u64)>> {
+        let rows = self.client()?.query(
+            "SELECT type, count(*) FROM resources WHERE NOT deleted GROUP BY type ORDER BY type",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+            .collect())
+    }
+
+    fn ping(&self) -> Result<()> {
+        self.client()?.query_one("SELECT 1", &[])?;
+        Ok(())
+    }
+
+    fn reindex(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+        let total: i64 = self
+            .client()?
+            .query_one("SELECT count(*) FROM resources WHERE NOT deleted", &[])?
+            .get(0);
+        let total = total as u64;
+        progress(0, total);
+        let mut after = 0i64;
+        let mut done = 0u64;
+        while let Some((upto, count)) = self.reindex_batch(after)? {
+            after = upto;
+            done += count;
+            progress(done.min(total), total.max(done));
+        }
+        self.client()?.execute(
+            "INSERT INTO store_meta (key, value) VALUES ('index_fingerprint', $1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&crate::index::fingerprint()],
+        )?;
+        Ok(())
+    }
+}
