@@ -56,6 +56,7 @@ impl From<StoreError> for FhirError {
                 Self::new(StatusCode::PRECONDITION_FAILED, "multiple-matches", e.to_string())
             }
             StoreError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not-found", e.to_string()),
+            StoreError::Contention(_) => Self::new(StatusCode::CONFLICT, "transient", e.to_string()),
             StoreError::Database(_) => {
                 tracing::error!(error = %e, "store failure");
                 Self::new(

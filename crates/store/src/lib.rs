@@ -69,6 +69,10 @@ pub enum StoreError {
     /// A resource that the operation needs does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// Concurrent writers got in each other's way (a deadlock the database broke); nothing
+    /// was written and the same request may be sent again.
+    #[error("{0}; nothing was written: send the request again")]
+    Contention(String),
     /// The database failed.
     #[error("database error: {0}")]
     Database(String),
@@ -146,6 +150,10 @@ pub trait StoreTx {
     fn search_ids(&mut self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>>;
     /// Inserts a new resource prepared outside the transaction (version 1).
     fn insert_prepared(&mut self, prepared: PreparedResource) -> Result<Stored>;
+    /// Makes conditional writes with the same conditions (type and criteria of a conditional
+    /// create, update or delete) take turns until this unit of work ends, so that the later
+    /// one's search sees what the earlier one wrote. Call before searching for them.
+    fn lock_conditions(&mut self, conditions: &[(&str, &SearchQuery)]) -> Result<()>;
 }
 
 /// A new resource made ready for storage — server meta set, serialised, index rows

@@ -656,6 +656,11 @@ impl StoreTx for SqliteTx<'_> {
         search_ids(self.conn, self.keys, resource_type, query, limit)
     }
 
+    fn lock_conditions(&mut self, _conditions: &[(&str, &SearchQuery)]) -> Result<()> {
+        // One writer at a time: every unit of work already takes turns.
+        Ok(())
+    }
+
     fn insert_prepared(&mut self, p: PreparedResource) -> Result<Stored> {
         check_id(&p.id)?;
         if self.current_version(&p.resource_type, &p.id)?.is_some() {

@@ -471,6 +471,8 @@ fn transaction(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirRe
     by_order.sort_by_key(|&i| order(entries[i].method));
     let mut results: Vec<Option<FhirResponse>> = vec![None; entries.len()];
     engine.with_tx(Exec::Standalone, |tx| {
+        let locks: Vec<(&str, &SearchQuery)> = conditions.iter().map(|(_, rt, q, _)| (rt.as_str(), q)).collect();
+        tx.lock_conditions(&locks)?;
         for (index, rt, query, found) in &conditions {
             if tx.search_ids(rt, query, 2)? != *found {
                 return Err(changed_meanwhile(Some(*index)));

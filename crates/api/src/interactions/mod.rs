@@ -122,7 +122,10 @@ pub fn if_none_exist_query(q: &str) -> Vec<(String, String)> {
 
 /// The ids of at most two resources matching conditional criteria (two is enough to know
 /// there is more than one).
+/// The condition is locked first, so that concurrent conditional writes with the same
+/// criteria take turns.
 pub fn matching_ids(tx: &mut dyn StoreTx, resource_type: &str, query: &SearchQuery) -> FhirResult<Vec<String>> {
+    tx.lock_conditions(&[(resource_type, query)])?;
     Ok(tx.search_ids(resource_type, query, 2)?)
 }
 

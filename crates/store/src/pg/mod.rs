@@ -7,9 +7,12 @@
 //!   writers of one resource queue behind each other and each sees the version the other
 //!   wrote (If-Match is checked against it: no lost update);
 //! - a create inserts with `ON CONFLICT DO NOTHING`, so two creates of one id cannot both win;
-//! - a search inside a write (conditional create, update and delete) first takes a
-//!   transaction-scoped advisory lock on its query, so two conditional creates of the same
-//!   resource run one after the other and the second finds the first (no duplicate).
+//! - the conditions of conditional creates, updates and deletes are locked first
+//!   ([`StoreTx::lock_conditions`]: transaction-scoped advisory locks, in key order), so two
+//!   conditional creates of the same resource run one after the other and the second finds
+//!   the first (no duplicate);
+//! - a deadlock the database breaks (writers of several resources in opposite orders) is
+//!   [`StoreError::Contention`]: nothing written, send again.
 //!
 //! New resources prepared outside the transaction (imports, transaction Bundles) are
 //! gathered and written in bulk: one multi-row statement per table per batch.
@@ -64,6 +67,12 @@ impl From<postgres::Error> for StoreError {
                 "The query ran longer than {} s and was stopped: narrow it",
                 STATEMENT_TIMEOUT_MS / 1000
             )),
+            Some(db)
+                if *db.code() == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                    || *db.code() == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE =>
+            {
+                StoreError::Contention("another transaction wrote the same resources at the same time".into())
+            }
             Some(db) => StoreError::Database(format!("{} ({})", db.message(), db.code().code())),
             None => StoreError::Database(e.to_string()),
         }
@@ -500,12 +509,27 @@ impl StoreTx for PgTx<'_, '_> {
 
     fn search_ids(&mut self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {
         self.flush()?;
-        // Conditional writes with the same criteria take turns: the later one sees the
-        // earlier one's resource once it commits.
-        let lock = format!("{resource_type}?{query:?}");
-        self.tx
-            .execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock])?;
         search_ids(self.keys, self.tx, resource_type, query, limit)
+    }
+
+    fn lock_conditions(&mut self, conditions: &[(&str, &SearchQuery)]) -> Result<()> {
+        // One transaction-scoped advisory lock per condition, taken in key order so that two
+        // units of work with several conditions cannot wait for each other in a circle.
+        let names: Vec<String> = conditions.iter().map(|(t, q)| format!("{t}?{q:?}")).collect();
+        let mut keys: Vec<i64> = self
+            .tx
+            .query(
+                "SELECT DISTINCT hashtextextended(n, 0) FROM unnest($1::text[]) AS n",
+                &[&names],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        keys.sort_unstable();
+        for key in keys {
+            self.tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])?;
+        }
+        Ok(())
     }
 
     fn insert_prepared(&mut self, p: PreparedResource) -> Result<Stored> {
