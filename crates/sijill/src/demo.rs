@@ -251,6 +251,7 @@ impl Sink for StoreSink {
         }
     }
     fn finish(&mut self) -> Result<String, String> {
+        self.engine.store.refresh_statistics().map_err(|e| e.to_string())?;
         Ok("written to the store".into())
     }
     fn takes_prepared(&self) -> bool {

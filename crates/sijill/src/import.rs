@@ -241,6 +241,7 @@ pub fn run(data_dir: &Path, database: Option<&str>, args: ImportArgs) -> Result<
     });
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
+    engine.store.refresh_statistics().map_err(|e| e.to_string())?;
     let resources = tally.resources.load(Ordering::Relaxed);
     let errors = tally.errors.load(Ordering::Relaxed);
     for m in tally.messages.lock().map(|m| m.clone()).unwrap_or_default() {

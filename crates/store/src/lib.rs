@@ -127,6 +127,25 @@ pub struct HistoryPage {
     pub total: u64,
 }
 
+impl HistoryPage {
+    /// The page from up to `count + 1` versions newest first, each with its sequence number
+    /// (one more than the page holds tells that there is a next page).
+    pub fn from_rows(mut rows: Vec<(Stored, i64)>, count: usize, snapshot_seq: i64, total: u64) -> HistoryPage {
+        let next_before_seq = if rows.len() > count {
+            rows.truncate(count);
+            rows.last().map(|(_, seq)| *seq)
+        } else {
+            None
+        };
+        HistoryPage {
+            entries: rows.into_iter().map(|(s, _)| s).collect(),
+            next_before_seq,
+            snapshot_seq,
+            total,
+        }
+    }
+}
+
 /// The changes one unit of work may make, and the reads it may do inside it.
 pub trait StoreTx {
     /// Creates a resource with a new version 1. `id` is server-assigned when None.
@@ -343,4 +362,7 @@ pub trait Store: Send + Sync {
     /// Rebuilds the whole search index from the current versions, online: in short
     /// transactions, so that writers go on between them. Reports (done, total).
     fn reindex(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<()>;
+    /// Brings the database's planner statistics up to date after a bulk load (PostgreSQL's
+    /// ANALYZE; the embedded store plans without statistics).
+    fn refresh_statistics(&self) -> Result<()>;
 }

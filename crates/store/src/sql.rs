@@ -93,12 +93,16 @@ impl SqlBuilder<'_> {
         param_key(self.keys, resource_type, code)
     }
 
-    /// A column reference that SQLite must not use an index for (`+col`): the planner then
-    /// follows the plan the builder chose. PostgreSQL plans with its statistics.
+    /// A column reference the database must not use an index for, so that it follows the
+    /// plan the builder chose: SQLite's `+col`; in PostgreSQL the same as an expression
+    /// (`col + 0` for the integer parameter key, `col || ''` for text). Without it, a check
+    /// meant to probe one resource's rows through the `rid` index may instead walk every
+    /// row of the parameter in the primary key.
     fn unindexed(&self, column: &str) -> String {
         match self.dialect {
             Dialect::Sqlite => format!("+{column}"),
-            Dialect::Postgres => column.to_string(),
+            Dialect::Postgres if column.ends_with(".param") => format!("({column} + 0)"),
+            Dialect::Postgres => format!("({column} || '')"),
         }
     }
 

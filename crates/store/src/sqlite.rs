@@ -829,23 +829,12 @@ impl Store for SqliteStore {
                 "SELECT {VERSION_COLUMNS}, v.seq FROM resource_versions v WHERE {filter} ORDER BY v.seq DESC LIMIT {}",
                 q.count + 1
             ))?;
-            let mut rows = stmt
+            let rows = stmt
                 .query_map(params_from_iter(args.iter()), |r| {
                     Ok((stored_from_row(r)?, r.get::<_, i64>(6)?))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let next_before_seq = if rows.len() > q.count {
-                rows.truncate(q.count);
-                rows.last().map(|(_, seq)| *seq)
-            } else {
-                None
-            };
-            Ok(HistoryPage {
-                entries: rows.into_iter().map(|(s, _)| s).collect(),
-                next_before_seq,
-                snapshot_seq,
-                total: total as u64,
-            })
+            Ok(HistoryPage::from_rows(rows, q.count, snapshot_seq, total as u64))
         })
     }
 
@@ -910,6 +899,11 @@ impl Store for SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(out)
         })
+    }
+
+    fn refresh_statistics(&self) -> Result<()> {
+        // Search plans are chosen by the store's own probes, not by SQLite statistics.
+        Ok(())
     }
 
     fn ping(&self) -> Result<()> {

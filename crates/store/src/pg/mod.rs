@@ -110,9 +110,18 @@ fn bound(filter: &mut String, args: &mut Vec<Box<dyn ToSql + Sync>>, condition: 
     filter.push_str(&condition.replace('?', &format!("${}", args.len())));
 }
 
-/// Bound values as the driver takes them.
-fn bind(args: &[Arg]) -> Vec<&(dyn ToSql + Sync)> {
-    args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
+/// Bound values with their types, as `query_typed` takes them: the statement is then
+/// parsed, bound and run in one round trip (no separate prepare).
+fn typed(args: &[Arg]) -> Vec<(&(dyn ToSql + Sync), Type)> {
+    args.iter()
+        .map(|a| {
+            let ty = match a {
+                Arg::Text(_) => Type::TEXT,
+                Arg::Real(_) => Type::FLOAT8,
+            };
+            (a as &(dyn ToSql + Sync), ty)
+        })
+        .collect()
 }
 
 /// Connects to `url`, creating the database when it does not exist yet (the role needs
@@ -210,7 +219,7 @@ fn search_sql(
     after_id: Option<&str>,
 ) -> Result<(String, Vec<Arg>)> {
     let mut probe = |sql: &str, args: Vec<Arg>| -> Result<i64> {
-        Ok(client.query_one(numbered(sql).as_str(), &bind(&args))?.get(0))
+        Ok(client.query_typed_one(numbered(sql).as_str(), &typed(&args))?.get(0))
     };
     SqlBuilder {
         dialect: Dialect::Postgres,
@@ -274,12 +283,12 @@ fn stored_from_row(row: &Row) -> Stored {
 }
 
 fn read_current(client: &mut impl postgres::GenericClient, resource_type: &str, id: &str) -> Result<Current> {
-    let row = client.query_opt(
+    let row = client.query_typed_opt(
         &format!(
             "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
              WHERE r.type = $1 AND r.id = $2"
         ),
-        &[&resource_type, &id],
+        &[(&resource_type, Type::TEXT), (&id, Type::TEXT)],
     )?;
     Ok(match row.map(|r| stored_from_row(&r)) {
         Some(s) if s.deleted => Current::Deleted(s),
@@ -299,7 +308,11 @@ fn search_ids(
     let sql = numbered(&format!(
         "SELECT r.id FROM resources r WHERE {clause} ORDER BY r.id LIMIT {limit}"
     ));
-    Ok(client.query(&sql, &bind(&args))?.iter().map(|r| r.get(0)).collect())
+    Ok(client
+        .query_typed(&sql, &typed(&args))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
 }
 
 /// The current version of a resource as a writer sees it.
@@ -331,9 +344,9 @@ impl PgTx<'_, '_> {
     /// The current version of a resource, its row locked until the transaction ends.
     fn current_version(&mut self, resource_type: &str, id: &str) -> Result<Option<CurrentRow>> {
         self.flush()?;
-        let row = self.tx.query_opt(
+        let row = self.tx.query_typed_opt(
             "SELECT rid, version, deleted FROM resources WHERE type = $1 AND id = $2 FOR UPDATE",
-            &[&resource_type, &id],
+            &[(&resource_type, Type::TEXT), (&id, Type::TEXT)],
         )?;
         Ok(row.map(|r| CurrentRow {
             rid: r.get(0),
@@ -689,19 +702,8 @@ impl Store for PgStore {
             ),
             &params,
         )?;
-        let mut entries: Vec<(Stored, i64)> = rows.iter().map(|r| (stored_from_row(r), r.get(6))).collect();
-        let next_before_seq = if entries.len() > q.count {
-            entries.truncate(q.count);
-            entries.last().map(|(_, seq)| *seq)
-        } else {
-            None
-        };
-        Ok(HistoryPage {
-            entries: entries.into_iter().map(|(s, _)| s).collect(),
-            next_before_seq,
-            snapshot_seq,
-            total: total as u64,
-        })
+        let entries: Vec<(Stored, i64)> = rows.iter().map(|r| (stored_from_row(r), r.get(6))).collect();
+        Ok(HistoryPage::from_rows(entries, q.count, snapshot_seq, total as u64))
     }
 
     fn search_sorted_ids(
@@ -722,7 +724,11 @@ impl Store for PgStore {
             "SELECT r.id FROM resources r WHERE {clause} ORDER BY {} LIMIT {limit}",
             order.join(", ")
         ));
-        Ok(client.query(&sql, &bind(&args))?.iter().map(|r| r.get(0)).collect())
+        Ok(client
+            .query_typed(&sql, &typed(&args))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
     }
 
     fn search_ids(&self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {
@@ -740,7 +746,7 @@ impl Store for PgStore {
             let mut client = self.client()?;
             let (clause, args) = self.search_sql(&mut *client, resource_type, query, None)?;
             let sql = numbered(&format!("SELECT count(*) FROM resources r WHERE {clause}"));
-            let total: i64 = client.query_one(&sql, &bind(&args))?.get(0);
+            let total: i64 = client.query_typed_one(&sql, &typed(&args))?.get(0);
             total as u64
         };
         Ok((self.search_page(resource_type, query, after_id, limit)?, total))
@@ -759,7 +765,11 @@ impl Store for PgStore {
             "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
              WHERE {clause} ORDER BY r.id LIMIT {limit}"
         ));
-        Ok(client.query(&sql, &bind(&args))?.iter().map(stored_from_row).collect())
+        Ok(client
+            .query_typed(&sql, &typed(&args))?
+            .iter()
+            .map(stored_from_row)
+            .collect())
     }
 
     fn export(&self, resource_type: Option<&str>, sink: &mut dyn FnMut(&Stored) -> Result<()>) -> Result<()> {
@@ -786,6 +796,13 @@ impl Store for PgStore {
             .iter()
             .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
             .collect())
+    }
+
+    fn refresh_statistics(&self) -> Result<()> {
+        let mut client = self.client()?;
+        client.batch_execute("SET statement_timeout = 0; ANALYZE;")?;
+        client.batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))?;
+        Ok(())
     }
 
     fn ping(&self) -> Result<()> {
