@@ -18,6 +18,7 @@
 //! gathered and written in bulk: one multi-row statement per table per batch.
 
 mod index_rows;
+mod pool;
 pub mod schema;
 
 use std::collections::HashMap;
@@ -27,7 +28,6 @@ use parking_lot::Mutex;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Row, Transaction};
-use r2d2_postgres::PostgresConnectionManager;
 use serde_json::Value;
 
 use crate::index::IndexRow;
@@ -38,6 +38,7 @@ use crate::{
     Result, Store, StoreError, StoreTx, Stored,
 };
 use index_rows::{IndexBatch, INDEX_TABLES};
+use pool::{Manager, Runner};
 
 /// Longest a single statement may run (reads and writes; export and reindex have none).
 const STATEMENT_TIMEOUT_MS: u64 = 10_000;
@@ -54,7 +55,7 @@ const NOW_SQL: &str = "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYY
 
 /// The PostgreSQL store.
 pub struct PgStore {
-    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    pool: r2d2::Pool<Manager>,
     param_keys: ParamKeys,
     /// The newest lastUpdated this process committed (its stamps never go back).
     last_stamp: Mutex<String>,
@@ -110,20 +111,6 @@ fn bound(filter: &mut String, args: &mut Vec<Box<dyn ToSql + Sync>>, condition: 
     filter.push_str(&condition.replace('?', &format!("${}", args.len())));
 }
 
-/// Bound values with their types, as `query_typed` takes them: the statement is then
-/// parsed, bound and run in one round trip (no separate prepare).
-fn typed(args: &[Arg]) -> Vec<(&(dyn ToSql + Sync), Type)> {
-    args.iter()
-        .map(|a| {
-            let ty = match a {
-                Arg::Text(_) => Type::TEXT,
-                Arg::Real(_) => Type::FLOAT8,
-            };
-            (a as &(dyn ToSql + Sync), ty)
-        })
-        .collect()
-}
-
 /// Connects to `url`, creating the database when it does not exist yet (the role needs
 /// CREATEDB for that; otherwise an administrator creates it first).
 fn connect_creating(url: &str) -> Result<postgres::Config> {
@@ -159,7 +146,7 @@ impl PgStore {
         let mut client = config.connect(NoTls)?;
         schema::migrate(&mut client)?;
         let param_keys = load_param_keys(&mut client)?;
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let manager = Manager { config };
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
@@ -198,28 +185,29 @@ impl PgStore {
         }
     }
 
-    /// The WHERE clause of a search, its probes run on `client`.
+    /// The WHERE clause of a search, its probes run on `runner`.
     fn search_sql(
         &self,
-        client: &mut impl postgres::GenericClient,
+        runner: &mut dyn Runner,
         resource_type: &str,
         query: &SearchQuery,
         after_id: Option<&str>,
     ) -> Result<(String, Vec<Arg>)> {
-        search_sql(&self.param_keys, client, resource_type, query, after_id)
+        search_sql(&self.param_keys, runner, resource_type, query, after_id)
     }
 }
 
-/// The WHERE clause of a search, its probes run on `client`.
+/// The WHERE clause of a search, its probes run on `runner`.
 fn search_sql(
     keys: &ParamKeys,
-    client: &mut impl postgres::GenericClient,
+    runner: &mut dyn Runner,
     resource_type: &str,
     query: &SearchQuery,
     after_id: Option<&str>,
 ) -> Result<(String, Vec<Arg>)> {
     let mut probe = |sql: &str, args: Vec<Arg>| -> Result<i64> {
-        Ok(client.query_typed_one(numbered(sql).as_str(), &typed(&args))?.get(0))
+        let rows = runner.rows(numbered(sql).as_str(), &args)?;
+        Ok(rows.first().map(|r| r.get(0)).unwrap_or(0))
     };
     SqlBuilder {
         dialect: Dialect::Postgres,
@@ -282,15 +270,15 @@ fn stored_from_row(row: &Row) -> Stored {
     }
 }
 
-fn read_current(client: &mut impl postgres::GenericClient, resource_type: &str, id: &str) -> Result<Current> {
-    let row = client.query_typed_opt(
+fn read_current(runner: &mut dyn Runner, resource_type: &str, id: &str) -> Result<Current> {
+    let rows = runner.rows(
         &format!(
             "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
              WHERE r.type = $1 AND r.id = $2"
         ),
-        &[(&resource_type, Type::TEXT), (&id, Type::TEXT)],
+        &[Arg::Text(resource_type.to_string()), Arg::Text(id.to_string())],
     )?;
-    Ok(match row.map(|r| stored_from_row(&r)) {
+    Ok(match rows.first().map(stored_from_row) {
         Some(s) if s.deleted => Current::Deleted(s),
         Some(s) => Current::Found(s),
         None => Current::NotFound,
@@ -299,20 +287,16 @@ fn read_current(client: &mut impl postgres::GenericClient, resource_type: &str, 
 
 fn search_ids(
     keys: &ParamKeys,
-    client: &mut impl postgres::GenericClient,
+    runner: &mut dyn Runner,
     resource_type: &str,
     query: &SearchQuery,
     limit: usize,
 ) -> Result<Vec<String>> {
-    let (clause, args) = search_sql(keys, client, resource_type, query, None)?;
+    let (clause, args) = search_sql(keys, runner, resource_type, query, None)?;
     let sql = numbered(&format!(
         "SELECT r.id FROM resources r WHERE {clause} ORDER BY r.id LIMIT {limit}"
     ));
-    Ok(client
-        .query_typed(&sql, &typed(&args))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
+    Ok(runner.rows(&sql, &args)?.iter().map(|r| r.get(0)).collect())
 }
 
 /// The current version of a resource as a writer sees it.
@@ -570,7 +554,7 @@ impl StoreTx for PgTx<'_, '_> {
 
 impl PgStore {
     /// A pooled connection.
-    fn client(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+    fn client(&self) -> Result<r2d2::PooledConnection<Manager>> {
         Ok(self.pool.get()?)
     }
 
@@ -724,11 +708,7 @@ impl Store for PgStore {
             "SELECT r.id FROM resources r WHERE {clause} ORDER BY {} LIMIT {limit}",
             order.join(", ")
         ));
-        Ok(client
-            .query_typed(&sql, &typed(&args))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect())
+        Ok(client.rows(&sql, &args)?.iter().map(|r| r.get(0)).collect())
     }
 
     fn search_ids(&self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {
@@ -746,7 +726,7 @@ impl Store for PgStore {
             let mut client = self.client()?;
             let (clause, args) = self.search_sql(&mut *client, resource_type, query, None)?;
             let sql = numbered(&format!("SELECT count(*) FROM resources r WHERE {clause}"));
-            let total: i64 = client.query_typed_one(&sql, &typed(&args))?.get(0);
+            let total: i64 = client.rows(&sql, &args)?.first().map(|r| r.get(0)).unwrap_or(0);
             total as u64
         };
         Ok((self.search_page(resource_type, query, after_id, limit)?, total))
@@ -765,11 +745,7 @@ impl Store for PgStore {
             "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
              WHERE {clause} ORDER BY r.id LIMIT {limit}"
         ));
-        Ok(client
-            .query_typed(&sql, &typed(&args))?
-            .iter()
-            .map(stored_from_row)
-            .collect())
+        Ok(client.rows(&sql, &args)?.iter().map(stored_from_row).collect())
     }
 
     fn export(&self, resource_type: Option<&str>, sink: &mut dyn FnMut(&Stored) -> Result<()>) -> Result<()> {
