@@ -776,7 +776,9 @@ impl Store for PgStore {
 
     fn refresh_statistics(&self) -> Result<()> {
         let mut client = self.client()?;
-        client.batch_execute("SET statement_timeout = 0; ANALYZE;")?;
+        // VACUUM also marks the new pages all-visible, so index-only scans skip the heap.
+        client.batch_execute("SET statement_timeout = 0")?;
+        client.batch_execute("VACUUM (ANALYZE)")?;
         client.batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))?;
         Ok(())
     }
