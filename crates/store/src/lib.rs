@@ -313,6 +313,15 @@ pub(crate) fn check_id(id: &str) -> Result<()> {
     }
 }
 
+/// `found` with the owner's own type added when it is among `member_types` (the owner
+/// belongs to its compartment without referencing itself).
+pub(crate) fn with_owner_type(mut found: Vec<String>, owner_type: &str, member_types: &[&str]) -> Vec<String> {
+    if member_types.contains(&owner_type) && !found.iter().any(|t| t == owner_type) {
+        found.push(owner_type.to_string());
+    }
+    found
+}
+
 /// A store of versioned resources.
 pub trait Store: Send + Sync {
     /// Runs `work` in one ACID transaction: committed when it returns Ok, rolled back
@@ -355,6 +364,10 @@ pub trait Store: Send + Sync {
     /// Calls `sink` with every current resource of a type (all types when None), in
     /// storage order, streaming from the database.
     fn export(&self, resource_type: Option<&str>, sink: &mut dyn FnMut(&Stored) -> Result<()>) -> Result<()>;
+    /// The types among `member_types` with at least one current resource in the
+    /// compartment of `owner_type/owner_id` (the owner's own type, when listed, always):
+    /// one statement that spares a search of every empty type.
+    fn compartment_types(&self, owner_type: &str, owner_id: &str, member_types: &[&str]) -> Result<Vec<String>>;
     /// Number of current, not deleted resources per type.
     fn counts(&self) -> Result<Vec<(String, u64)>>;
     /// Checks that the store answers (readiness).

@@ -93,6 +93,39 @@ impl SqlBuilder<'_> {
         param_key(self.keys, resource_type, code)
     }
 
+    /// The statement listing which of `member_types` have a current resource that
+    /// references `owner_type/owner_id` through one of their compartment parameters (one
+    /// index lookup per parameter key). None when no member type has such a parameter.
+    pub fn compartment_types_sql(
+        &self,
+        owner_type: &str,
+        owner_id: &str,
+        member_types: &[&str],
+    ) -> Option<(String, Vec<Arg>)> {
+        let keys: Vec<String> = member_types
+            .iter()
+            .flat_map(|t| {
+                sijill_fhir::definitions::compartment_params(owner_type, t)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(move |p| self.key(t, p))
+            })
+            .filter(|k| *k >= 0)
+            .map(|k| k.to_string())
+            .collect();
+        if keys.is_empty() {
+            return None;
+        }
+        Some((
+            format!(
+                "SELECT DISTINCT r.type FROM search_index s JOIN resources r ON r.rid = s.rid \
+                 WHERE s.param IN ({}) AND s.value = ? AND s.system = ? AND NOT r.deleted",
+                keys.join(",")
+            ),
+            vec![Arg::Text(owner_id.to_string()), Arg::Text(owner_type.to_string())],
+        ))
+    }
+
     /// A column reference the database must not use an index for, so that it follows the
     /// plan the builder chose: SQLite's `+col`; in PostgreSQL the same as an expression
     /// (`col + 0` for the integer parameter key, `col || ''` for text). Without it, a check
@@ -160,7 +193,8 @@ impl SqlBuilder<'_> {
                 .map(|p| self.key(resource_type, p).to_string())
                 .collect();
             let owners = vec!["?"; comp.owner_ids.len()].join(",");
-            if comp.owner_ids.is_empty() {
+            // `IN ()` is an error in PostgreSQL: no owner or no parameter matches nothing.
+            if comp.owner_ids.is_empty() || param_keys.is_empty() {
                 sql.push_str(" AND FALSE");
             } else {
                 // The owner itself belongs to its compartment.
@@ -265,6 +299,10 @@ impl SqlBuilder<'_> {
                     _ => None,
                 })
                 .collect();
+            if ids.is_empty() {
+                sql.push_str(" AND FALSE");
+                return;
+            }
             sql.push_str(&format!(" AND {alias}.id IN ({})", vec!["?"; ids.len()].join(",")));
             args.extend(ids.into_iter().map(|i| Arg::from(i.to_string())));
             return;

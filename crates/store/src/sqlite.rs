@@ -890,6 +890,20 @@ impl Store for SqliteStore {
         })
     }
 
+    fn compartment_types(&self, owner_type: &str, owner_id: &str, member_types: &[&str]) -> Result<Vec<String>> {
+        let mut found: Vec<String> = Vec::new();
+        if let Some((sql, args)) = builder(&self.param_keys).compartment_types_sql(owner_type, owner_id, member_types) {
+            found = self.with_reader(|c| {
+                let mut stmt = c.prepare_cached(&sql)?;
+                let types = stmt
+                    .query_map(params_from_iter(args), |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()?;
+                Ok(types)
+            })?;
+        }
+        Ok(crate::with_owner_type(found, owner_type, member_types))
+    }
+
     fn counts(&self) -> Result<Vec<(String, u64)>> {
         self.with_reader(|c| {
             let mut stmt =

@@ -130,7 +130,11 @@ fn collect(
         total: 0,
         more: false,
     };
-    for &member in &options.members {
+    // Most member types have nothing for a given patient: one lookup finds those that do.
+    let present = engine
+        .store
+        .compartment_types("Patient", patient_id, &options.members)?;
+    for &member in options.members.iter().filter(|m| present.iter().any(|p| p == *m)) {
         let query = SearchQuery::parse(member, &options.criteria)?
             .in_compartment("Patient", patient_id, member)
             .ok_or_else(|| FhirError::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", "not a member"))?;

@@ -7,9 +7,10 @@ use crate::index::IndexRow;
 use crate::sql::{param_key, ParamKeys};
 use crate::Result;
 
-/// Longest text a btree index entry may hold comfortably; longer values are cut (at a
-/// character boundary) before indexing. Searches compare the same prefix.
-const MAX_INDEXED_BYTES: usize = 2000;
+/// Longest text of one indexed column: three of them (value, system, exact) must fit in a
+/// btree entry (at most 2,704 bytes). Longer values are cut, at a character boundary,
+/// before indexing, and so are searched values (`Arg` binds them cut the same way).
+pub const MAX_INDEXED_BYTES: usize = 800;
 
 /// The search tables, in the order their rows are removed and written.
 pub const INDEX_TABLES: [&str; 4] = ["search_index", "search_date", "search_number", "search_composite"];
@@ -70,7 +71,7 @@ struct CompositeColumns {
 }
 
 /// `s` cut to at most [`MAX_INDEXED_BYTES`].
-fn fit(s: &str) -> String {
+pub fn fit(s: &str) -> String {
     if s.len() <= MAX_INDEXED_BYTES {
         return s.to_string();
     }

@@ -46,6 +46,9 @@ const STATEMENT_TIMEOUT_MS: u64 = 10_000;
 /// Connections per server process.
 const POOL_SIZE: u32 = 16;
 
+/// Longest a writer waits for another writer's row or condition lock.
+const LOCK_TIMEOUT_MS: u64 = 10_000;
+
 /// Resources whose index rows one step of a reindex replaces.
 const REINDEX_BATCH: i64 = 500;
 
@@ -59,6 +62,37 @@ pub struct PgStore {
     param_keys: ParamKeys,
     /// The newest lastUpdated this process committed (its stamps never go back).
     last_stamp: Mutex<String>,
+    /// Units of work in progress, at most half the pool.
+    writers: WriterSlots,
+}
+
+/// A counting gate: at most `limit` holders at once, the others wait.
+struct WriterSlots {
+    held: Mutex<usize>,
+    freed: parking_lot::Condvar,
+    limit: usize,
+}
+
+impl WriterSlots {
+    /// Waits for a slot; dropping the guard frees it.
+    fn enter(&self) -> WriterSlot<'_> {
+        let mut held = self.held.lock();
+        while *held >= self.limit {
+            self.freed.wait(&mut held);
+        }
+        *held += 1;
+        WriterSlot(self)
+    }
+}
+
+/// A held writer slot.
+struct WriterSlot<'a>(&'a WriterSlots);
+
+impl Drop for WriterSlot<'_> {
+    fn drop(&mut self) {
+        *self.0.held.lock() -= 1;
+        self.0.freed.notify_one();
+    }
 }
 
 impl From<postgres::Error> for StoreError {
@@ -70,7 +104,8 @@ impl From<postgres::Error> for StoreError {
             )),
             Some(db)
                 if *db.code() == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
-                    || *db.code() == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE =>
+                    || *db.code() == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                    || *db.code() == postgres::error::SqlState::LOCK_NOT_AVAILABLE =>
             {
                 StoreError::Contention("another transaction wrote the same resources at the same time".into())
             }
@@ -93,6 +128,8 @@ impl ToSql for Arg {
         out: &mut bytes::BytesMut,
     ) -> std::result::Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
         match self {
+            // Indexed text is cut to MAX_INDEXED_BYTES: a searched value is cut the same way.
+            Arg::Text(t) if t.len() > index_rows::MAX_INDEXED_BYTES => index_rows::fit(t).to_sql(ty, out),
             Arg::Text(t) => t.to_sql(ty, out),
             Arg::Real(r) => r.to_sql(ty, out),
         }
@@ -128,8 +165,17 @@ fn connect_creating(url: &str) -> Result<postgres::Config> {
     let mut admin = config.clone();
     admin.dbname("postgres");
     let mut client = admin.connect(NoTls)?;
-    client.batch_execute(&format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\"")))?;
-    tracing::info!(database = %name, "created the database");
+    // UTF-8 whatever the server's default: prefix searches bound ranges with U+10FFFF.
+    let create = format!(
+        "CREATE DATABASE \"{}\" ENCODING 'UTF8' TEMPLATE template0",
+        name.replace('"', "\"\"")
+    );
+    match client.batch_execute(&create) {
+        Ok(()) => tracing::info!(database = %name, "created the database"),
+        // Another server created it at the same moment.
+        Err(e) if e.as_db_error().map(|d| d.code()) == Some(&postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+        Err(e) => return Err(e.into()),
+    }
     Ok(config)
 }
 
@@ -139,11 +185,18 @@ impl PgStore {
     /// when its extraction rules changed.
     pub fn open(url: &str) -> Result<Self> {
         let mut config = connect_creating(url)?;
-        config.options(&format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"));
+        // Our statements quote with standard strings (ESCAPE '\\'); the URL's own options stay.
+        let options = format!(
+            "{} -c statement_timeout={STATEMENT_TIMEOUT_MS} -c standard_conforming_strings=on",
+            config.get_options().unwrap_or("")
+        );
+        config.options(options.trim());
         if config.get_application_name().is_none() {
             config.application_name("sijill");
         }
         let mut client = config.connect(NoTls)?;
+        // Migrations (and waiting for another server's) may take longer than a request.
+        client.batch_execute("SET statement_timeout = 0")?;
         schema::migrate(&mut client)?;
         let param_keys = load_param_keys(&mut client)?;
         let manager = Manager { config };
@@ -156,6 +209,11 @@ impl PgStore {
             pool,
             param_keys,
             last_stamp: Mutex::new(String::new()),
+            writers: WriterSlots {
+                held: Mutex::new(0),
+                freed: parking_lot::Condvar::new(),
+                limit: (POOL_SIZE / 2) as usize,
+            },
         };
         let recorded: Option<String> = client
             .query_opt("SELECT value FROM store_meta WHERE key = 'index_fingerprint'", &[])?
@@ -304,6 +362,8 @@ struct CurrentRow {
     rid: i64,
     version: u64,
     deleted: bool,
+    /// When the current version was written.
+    last_updated: String,
 }
 
 /// A new resource waiting to be written with the next batch.
@@ -318,35 +378,62 @@ struct Pending {
 struct PgTx<'a, 'c> {
     tx: &'a mut Transaction<'c>,
     keys: &'a ParamKeys,
-    /// The lastUpdated of every version this transaction writes.
-    stamp: &'a str,
+    /// The lastUpdated of every version this transaction writes: taken from the database
+    /// clock at its first write (after the first row lock, so a writer that waited for
+    /// another stamps after it), never earlier than `floor`.
+    stamp: Option<String>,
+    /// The newest stamp this process committed before the transaction began.
+    floor: String,
     /// Prepared resources not written yet (written before any other statement and at commit).
     pending: Vec<Pending>,
 }
 
 impl PgTx<'_, '_> {
+    /// The transaction's lastUpdated (taken on first use).
+    fn stamp(&mut self) -> Result<String> {
+        if let Some(stamp) = &self.stamp {
+            return Ok(stamp.clone());
+        }
+        let clock: String = self.tx.query_one(NOW_SQL, &[])?.get(0);
+        let stamp = std::cmp::max(clock, self.floor.clone());
+        self.stamp = Some(stamp.clone());
+        Ok(stamp)
+    }
+
     /// The current version of a resource, its row locked until the transaction ends.
     fn current_version(&mut self, resource_type: &str, id: &str) -> Result<Option<CurrentRow>> {
         self.flush()?;
-        let row = self.tx.query_typed_opt(
+        // The row alone: a join here would be re-checked, after waiting for the lock,
+        // against versions of the old snapshot, and miss the one just committed.
+        let Some(row) = self.tx.query_typed_opt(
             "SELECT rid, version, deleted FROM resources WHERE type = $1 AND id = $2 FOR UPDATE",
             &[(&resource_type, Type::TEXT), (&id, Type::TEXT)],
+        )?
+        else {
+            return Ok(None);
+        };
+        let (rid, version): (i64, i64) = (row.get(0), row.get(1));
+        let written = self.tx.query_typed_opt(
+            "SELECT last_updated FROM resource_versions WHERE rid = $1 AND version = $2",
+            &[(&rid, Type::INT8), (&version, Type::INT8)],
         )?;
-        Ok(row.map(|r| CurrentRow {
-            rid: r.get(0),
-            version: r.get::<_, i64>(1) as u64,
-            deleted: r.get(2),
+        Ok(Some(CurrentRow {
+            rid,
+            version: version as u64,
+            deleted: row.get(2),
+            last_updated: written.map(|w| w.get(0)).unwrap_or_default(),
         }))
     }
 
-    /// Claims a new resource row; None when another transaction created it first.
-    fn claim(&mut self, resource_type: &str, id: &str, patient: Option<&str>) -> Result<Option<i64>> {
+    /// Claims a new resource row (version 0 until its first version is written); None when
+    /// another transaction created it first (after waiting for that one to end).
+    fn claim(&mut self, resource_type: &str, id: &str) -> Result<Option<i64>> {
         Ok(self
             .tx
             .query_opt(
-                "INSERT INTO resources (type, id, version, deleted, patient_key) VALUES ($1, $2, 1, false, $3)
+                "INSERT INTO resources (type, id, version, deleted) VALUES ($1, $2, 0, true)
                  ON CONFLICT (type, id) DO NOTHING RETURNING rid",
-                &[&resource_type, &id, &patient],
+                &[&resource_type, &id],
             )?
             .map(|r| r.get(0)))
     }
@@ -360,30 +447,50 @@ impl PgTx<'_, '_> {
         body: Option<Value>,
         existing: Option<&CurrentRow>,
     ) -> Result<Option<Stored>> {
-        let version = existing.map(|c| c.version + 1).unwrap_or(1);
+        // A new resource claims its row first: when another transaction creates the same id
+        // at the same moment, the claim waits for it, and the stamp below comes after.
+        let claimed;
+        let existing = match existing {
+            Some(current) => current,
+            None => match self.claim(resource_type, id)? {
+                Some(rid) => {
+                    claimed = CurrentRow {
+                        rid,
+                        version: 0,
+                        deleted: true,
+                        last_updated: String::new(),
+                    };
+                    &claimed
+                }
+                None => return Ok(None),
+            },
+        };
+        let version = existing.version + 1;
+        let stamp = self.stamp()?;
+        if existing.last_updated > stamp {
+            // This transaction stamped before another one wrote the version it now follows
+            // (it waited for that row): its version would look older than its predecessor.
+            return Err(StoreError::Contention(format!(
+                "{resource_type}/{id} was written meanwhile"
+            )));
+        }
         let (bytes, rows) = match body {
-            Some(body) => prepare_version(resource_type, id, version, body, self.stamp)?,
+            Some(body) => prepare_version(resource_type, id, version, body, &stamp)?,
             None => (Vec::new(), Vec::new()),
         };
         let deleted = bytes.is_empty();
         let patient = patient_key(resource_type, id, &rows);
-        let rid = match existing {
-            Some(current) => {
-                self.tx.execute(
-                    "UPDATE resources SET version = $1, deleted = $2, patient_key = coalesce($3, patient_key) WHERE rid = $4",
-                    &[&(version as i64), &deleted, &patient, &current.rid],
-                )?;
-                for table in INDEX_TABLES {
-                    self.tx
-                        .execute(&format!("DELETE FROM {table} WHERE rid = $1"), &[&current.rid])?;
-                }
-                current.rid
+        let rid = existing.rid;
+        self.tx.execute(
+            "UPDATE resources SET version = $1, deleted = $2, patient_key = coalesce($3, patient_key) WHERE rid = $4",
+            &[&(version as i64), &deleted, &patient, &rid],
+        )?;
+        if existing.version > 0 {
+            for table in INDEX_TABLES {
+                self.tx
+                    .execute(&format!("DELETE FROM {table} WHERE rid = $1"), &[&rid])?;
             }
-            None => match self.claim(resource_type, id, patient.as_deref())? {
-                Some(rid) => rid,
-                None => return Ok(None),
-            },
-        };
+        }
         self.tx.execute(
             "INSERT INTO resource_versions (rid, type, id, version, last_updated, deleted, body, patient_key)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -392,7 +499,7 @@ impl PgTx<'_, '_> {
                 &resource_type,
                 &id,
                 &(version as i64),
-                &self.stamp,
+                &stamp,
                 &deleted,
                 &bytes,
                 &patient,
@@ -405,7 +512,7 @@ impl PgTx<'_, '_> {
             resource_type: resource_type.to_string(),
             id: id.to_string(),
             version,
-            last_updated: self.stamp.to_string(),
+            last_updated: stamp,
             deleted,
             body: Arc::from(bytes),
         }))
@@ -417,6 +524,14 @@ impl PgTx<'_, '_> {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
+        let stamp = self.stamp()?;
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = pending.iter().find(|p| !seen.insert((&p.resource_type, &p.id))) {
+            return Err(StoreError::Invalid(format!(
+                "{}/{} already exists",
+                twice.resource_type, twice.id
+            )));
+        }
         let types: Vec<&str> = pending.iter().map(|p| p.resource_type.as_str()).collect();
         let ids: Vec<&str> = pending.iter().map(|p| p.id.as_str()).collect();
         let patients: Vec<Option<String>> = pending
@@ -447,7 +562,7 @@ impl PgTx<'_, '_> {
             "INSERT INTO resource_versions (rid, type, id, version, last_updated, deleted, body, patient_key)
              SELECT r, t, i, 1, $4, false, b, p FROM unnest($1::bigint[], $2::text[], $3::text[], $5::bytea[], $6::text[])
                AS n(r, t, i, b, p)",
-            &[&row_ids, &types, &ids, &self.stamp, &bodies, &patients],
+            &[&row_ids, &types, &ids, &stamp, &bodies, &patients],
         )?;
         let mut batch = IndexBatch::default();
         for ((p, rid), patient) in pending.iter().zip(&row_ids).zip(&patients) {
@@ -512,7 +627,15 @@ impl StoreTx for PgTx<'_, '_> {
     fn lock_conditions(&mut self, conditions: &[(&str, &SearchQuery)]) -> Result<()> {
         // One transaction-scoped advisory lock per condition, taken in key order so that two
         // units of work with several conditions cannot wait for each other in a circle.
-        let names: Vec<String> = conditions.iter().map(|(t, q)| format!("{t}?{q:?}")).collect();
+        // The same criteria in any order are the same condition.
+        let names: Vec<String> = conditions
+            .iter()
+            .map(|(t, q)| {
+                let mut criteria: Vec<String> = q.criteria.iter().map(|c| format!("{c:?}")).collect();
+                criteria.sort();
+                format!("{t}?{}", criteria.join("&"))
+            })
+            .collect();
         let mut keys: Vec<i64> = self
             .tx
             .query(
@@ -533,12 +656,13 @@ impl StoreTx for PgTx<'_, '_> {
         check_id(&p.id)?;
         let resource_type = p.resource_type.clone();
         let id = p.id.clone();
-        let (bytes, rows) = p.stamped(self.stamp)?;
+        let stamp = self.stamp()?;
+        let (bytes, rows) = p.stamped(&stamp)?;
         let stored = Stored {
             resource_type: resource_type.clone(),
             id: id.clone(),
             version: 1,
-            last_updated: self.stamp.to_string(),
+            last_updated: stamp,
             deleted: false,
             body: Arc::from(bytes.as_slice()),
         };
@@ -570,6 +694,13 @@ impl PgStore {
             return Ok(None);
         };
         let upto = (after + REINDEX_BATCH).min(max);
+        // Lock the batch's resources as writers do: a writer of one of them either commits
+        // before (and its new rows are rebuilt here) or waits (and then replaces the rows
+        // built here). Two reindexes take turns on a batch.
+        tx.execute(
+            "SELECT 1 FROM resources WHERE rid > $1 AND rid <= $2 FOR UPDATE",
+            &[&after, &upto],
+        )?;
         for table in INDEX_TABLES {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE rid > $1 AND rid <= $2"),
@@ -598,24 +729,35 @@ impl PgStore {
 
 impl Store for PgStore {
     fn write(&self, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
+        // A unit of work may read through a second pooled connection (the access guard's
+        // lookups): writers hold at most half of the pool, so those reads always find one.
+        let _slot = self.writers.enter();
         let mut client = self.client()?;
         let mut tx = client.transaction()?;
-        let clock: String = tx.query_one(NOW_SQL, &[])?.get(0);
-        let stamp = std::cmp::max(clock, self.last_stamp.lock().clone());
-        {
+        // A write has no statement limit (it is bounded by the request's size), but waits
+        // for another writer's row or condition lock at most LOCK_TIMEOUT_MS.
+        tx.batch_execute(&format!(
+            "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}"
+        ))?;
+        let floor = self.last_stamp.lock().clone();
+        let stamp = {
             let mut ptx = PgTx {
                 tx: &mut tx,
                 keys: &self.param_keys,
-                stamp: &stamp,
+                stamp: None,
+                floor,
                 pending: Vec::new(),
             };
             work(&mut ptx)?;
             ptx.flush()?;
-        }
+            ptx.stamp
+        };
         tx.commit()?;
-        let mut last = self.last_stamp.lock();
-        if *last < stamp {
-            *last = stamp;
+        if let Some(stamp) = stamp {
+            let mut last = self.last_stamp.lock();
+            if *last < stamp {
+                *last = stamp;
+            }
         }
         Ok(())
     }
@@ -763,6 +905,15 @@ impl Store for PgStore {
         Ok(())
     }
 
+    fn compartment_types(&self, owner_type: &str, owner_id: &str, member_types: &[&str]) -> Result<Vec<String>> {
+        let mut found: Vec<String> = Vec::new();
+        if let Some((sql, args)) = self.builder().compartment_types_sql(owner_type, owner_id, member_types) {
+            let rows = self.client()?.rows(&numbered(&sql), &args)?;
+            found = rows.iter().map(|r| r.get(0)).collect();
+        }
+        Ok(crate::with_owner_type(found, owner_type, member_types))
+    }
+
     fn counts(&self) -> Result<Vec<(String, u64)>> {
         let rows = self.client()?.query(
             "SELECT type, count(*) FROM resources WHERE NOT deleted GROUP BY type ORDER BY type",
@@ -778,9 +929,10 @@ impl Store for PgStore {
         let mut client = self.client()?;
         // VACUUM also marks the new pages all-visible, so index-only scans skip the heap.
         client.batch_execute("SET statement_timeout = 0")?;
-        client.batch_execute("VACUUM (ANALYZE)")?;
+        let vacuumed = client.batch_execute("VACUUM (ANALYZE)");
+        // The pooled connection goes back with its usual limit, whatever VACUUM did.
         client.batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))?;
-        Ok(())
+        Ok(vacuumed?)
     }
 
     fn ping(&self) -> Result<()> {
