@@ -62,6 +62,27 @@ pub fn param_key(keys: &ParamKeys, resource_type: &str, code: &str) -> i64 {
         .unwrap_or(-1)
 }
 
+/// The columns of a stored version, in the order both stores read them.
+pub const VERSION_COLUMNS: &str = "v.type, v.id, v.version, v.last_updated, v.deleted, v.body";
+
+/// Resources (`r`) joined to their current versions (`v`).
+pub const CURRENT_VERSIONS: &str = "resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version";
+
+/// The ids a search's WHERE clause matches, in `order` (ending with `r.id`).
+pub fn ids_statement(clause: &str, order: &str, limit: usize) -> String {
+    format!("SELECT r.id FROM resources r WHERE {clause} ORDER BY {order} LIMIT {limit}")
+}
+
+/// How many resources a search's WHERE clause matches.
+pub fn count_statement(clause: &str) -> String {
+    format!("SELECT count(*) FROM resources r WHERE {clause}")
+}
+
+/// A page of the current versions a search's WHERE clause matches, in id order.
+pub fn page_statement(clause: &str, limit: usize) -> String {
+    format!("SELECT {VERSION_COLUMNS} FROM {CURRENT_VERSIONS} WHERE {clause} ORDER BY r.id LIMIT {limit}")
+}
+
 /// Rewrites the `?` placeholders of a statement (outside quoted literals) as `$1, $2, …`.
 pub fn numbered(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 16);

@@ -17,7 +17,10 @@ use serde_json::Value;
 
 use crate::index::IndexRow;
 use crate::query::{SearchQuery, SortKey};
-use crate::sql::{param_key, Arg, Dialect, ParamKeys, SqlBuilder};
+use crate::sql::{
+    count_statement, ids_statement, page_statement, param_key, Arg, Dialect, ParamKeys, SqlBuilder, CURRENT_VERSIONS,
+    VERSION_COLUMNS,
+};
 use crate::{
     check_id, check_version, now_instant, prepare_version, Current, HistoryPage, HistoryQuery, HistoryScope,
     PreparedResource, Result, Store, StoreError, StoreTx, Stored,
@@ -309,8 +312,6 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-const VERSION_COLUMNS: &str = "v.type, v.id, v.version, v.last_updated, v.deleted, v.body";
-
 fn stored_from_row(row: &Row<'_>) -> rusqlite::Result<Stored> {
     let body: Vec<u8> = row.get(5)?;
     Ok(Stored {
@@ -325,7 +326,7 @@ fn stored_from_row(row: &Row<'_>) -> rusqlite::Result<Stored> {
 
 fn read_current(conn: &Connection, resource_type: &str, id: &str) -> Result<Current> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
+        "SELECT {VERSION_COLUMNS} FROM {CURRENT_VERSIONS}
          WHERE r.type = ?1 AND r.id = ?2"
     ))?;
     let found = stmt.query_row(params![resource_type, id], stored_from_row).optional()?;
@@ -714,9 +715,7 @@ fn search_ids(
     limit: usize,
 ) -> Result<Vec<String>> {
     let (clause, args) = search_sql(conn, keys, resource_type, query, None)?;
-    let mut stmt = conn.prepare(&format!(
-        "SELECT r.id FROM resources r WHERE {clause} ORDER BY r.id LIMIT {limit}"
-    ))?;
+    let mut stmt = conn.prepare(&ids_statement(&clause, "r.id", limit))?;
     let ids = stmt
         .query_map(params_from_iter(args), |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<String>>>()?;
@@ -738,10 +737,7 @@ impl Store for SqliteStore {
                 .map(|k| builder(&self.param_keys).sort_expression(resource_type, k))
                 .collect();
             order.push("r.id".into());
-            let mut stmt = c.prepare(&format!(
-                "SELECT r.id FROM resources r WHERE {clause} ORDER BY {} LIMIT {limit}",
-                order.join(", ")
-            ))?;
+            let mut stmt = c.prepare(&ids_statement(&clause, &order.join(", "), limit))?;
             let ids = stmt
                 .query_map(params_from_iter(args), |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<String>>>()?;
@@ -847,11 +843,7 @@ impl Store for SqliteStore {
     ) -> Result<(Vec<Stored>, u64)> {
         let total = self.with_reader(|c| {
             let (clause, args) = search_sql(c, &self.param_keys, resource_type, query, None)?;
-            let total: i64 = c.query_row(
-                &format!("SELECT count(*) FROM resources r WHERE {clause}"),
-                params_from_iter(args.iter()),
-                |r| r.get(0),
-            )?;
+            let total: i64 = c.query_row(&count_statement(&clause), params_from_iter(args.iter()), |r| r.get(0))?;
             Ok(total as u64)
         })?;
         Ok((self.search_page(resource_type, query, after_id, limit)?, total))
@@ -866,11 +858,10 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Stored>> {
         self.with_reader(|c| {
             let (clause, args) = search_sql(c, &self.param_keys, resource_type, query, after_id)?;
-            let mut stmt = c.prepare(&format!(
-                "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
-                 WHERE {clause} ORDER BY r.id LIMIT {limit}"
-            ))?;
-            let found = stmt.query_map(params_from_iter(args), stored_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = c.prepare(&page_statement(&clause, limit))?;
+            let found = stmt
+                .query_map(params_from_iter(args), stored_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(found)
         })
     }
@@ -878,7 +869,7 @@ impl Store for SqliteStore {
     fn export(&self, resource_type: Option<&str>, sink: &mut dyn FnMut(&Stored) -> Result<()>) -> Result<()> {
         self.with_reader_until(None, |c| {
             let sql = format!(
-                "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
+                "SELECT {VERSION_COLUMNS} FROM {CURRENT_VERSIONS}
                  WHERE r.deleted = 0 AND (?1 IS NULL OR r.type = ?1) ORDER BY r.type, r.id"
             );
             let mut stmt = c.prepare(&sql)?;

@@ -32,7 +32,10 @@ use serde_json::Value;
 
 use crate::index::IndexRow;
 use crate::query::{SearchQuery, SortKey};
-use crate::sql::{numbered, Arg, Dialect, ParamKeys, SqlBuilder};
+use crate::sql::{
+    count_statement, ids_statement, numbered, page_statement, Arg, Dialect, ParamKeys, SqlBuilder, CURRENT_VERSIONS,
+    VERSION_COLUMNS,
+};
 use crate::{
     check_id, check_version, prepare_version, Current, HistoryPage, HistoryQuery, HistoryScope, PreparedResource,
     Result, Store, StoreError, StoreTx, Stored,
@@ -314,8 +317,6 @@ fn patient_key(resource_type: &str, id: &str, rows: &[IndexRow]) -> Option<Strin
         .map(|r| r.value.clone())
 }
 
-const VERSION_COLUMNS: &str = "v.type, v.id, v.version, v.last_updated, v.deleted, v.body";
-
 fn stored_from_row(row: &Row) -> Stored {
     let body: Vec<u8> = row.get(5);
     Stored {
@@ -331,7 +332,7 @@ fn stored_from_row(row: &Row) -> Stored {
 fn read_current(runner: &mut dyn Runner, resource_type: &str, id: &str) -> Result<Current> {
     let rows = runner.rows(
         &format!(
-            "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
+            "SELECT {VERSION_COLUMNS} FROM {CURRENT_VERSIONS}
              WHERE r.type = $1 AND r.id = $2"
         ),
         &[Arg::Text(resource_type.to_string()), Arg::Text(id.to_string())],
@@ -351,9 +352,7 @@ fn search_ids(
     limit: usize,
 ) -> Result<Vec<String>> {
     let (clause, args) = search_sql(keys, runner, resource_type, query, None)?;
-    let sql = numbered(&format!(
-        "SELECT r.id FROM resources r WHERE {clause} ORDER BY r.id LIMIT {limit}"
-    ));
+    let sql = numbered(&ids_statement(&clause, "r.id", limit));
     Ok(runner.rows(&sql, &args)?.iter().map(|r| r.get(0)).collect())
 }
 
@@ -846,10 +845,7 @@ impl Store for PgStore {
             .map(|k| self.builder().sort_expression(resource_type, k))
             .collect();
         order.push("r.id".into());
-        let sql = numbered(&format!(
-            "SELECT r.id FROM resources r WHERE {clause} ORDER BY {} LIMIT {limit}",
-            order.join(", ")
-        ));
+        let sql = numbered(&ids_statement(&clause, &order.join(", "), limit));
         Ok(client.rows(&sql, &args)?.iter().map(|r| r.get(0)).collect())
     }
 
@@ -867,7 +863,7 @@ impl Store for PgStore {
         let total = {
             let mut client = self.client()?;
             let (clause, args) = self.search_sql(&mut *client, resource_type, query, None)?;
-            let sql = numbered(&format!("SELECT count(*) FROM resources r WHERE {clause}"));
+            let sql = numbered(&count_statement(&clause));
             let total: i64 = client.rows(&sql, &args)?.first().map(|r| r.get(0)).unwrap_or(0);
             total as u64
         };
@@ -883,10 +879,7 @@ impl Store for PgStore {
     ) -> Result<Vec<Stored>> {
         let mut client = self.client()?;
         let (clause, args) = self.search_sql(&mut *client, resource_type, query, after_id)?;
-        let sql = numbered(&format!(
-            "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
-             WHERE {clause} ORDER BY r.id LIMIT {limit}"
-        ));
+        let sql = numbered(&page_statement(&clause, limit));
         Ok(client.rows(&sql, &args)?.iter().map(stored_from_row).collect())
     }
 
@@ -895,7 +888,7 @@ impl Store for PgStore {
         let mut tx = client.transaction()?;
         tx.batch_execute("SET LOCAL statement_timeout = 0")?;
         let sql = format!(
-            "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
+            "SELECT {VERSION_COLUMNS} FROM {CURRENT_VERSIONS}
              WHERE NOT r.deleted AND ($1::text IS NULL OR r.type = $1) ORDER BY r.type, r.id"
         );
         let mut rows = tx.query_raw(&sql, [&resource_type as &(dyn ToSql + Sync)])?;
