@@ -7,9 +7,11 @@
 //! Resources are kept as the exact JSON bytes that are served. Every create, update and
 //! delete adds a version; nothing is overwritten.
 
+mod gate;
 pub mod index;
 pub mod pg;
 pub mod query;
+mod reindex;
 pub mod sql;
 pub mod sqlite;
 pub mod time_fmt;
@@ -351,7 +353,12 @@ pub trait Store: Send + Sync {
         query: &SearchQuery,
         after_id: Option<&str>,
         limit: usize,
-    ) -> Result<(Vec<Stored>, u64)>;
+    ) -> Result<(Vec<Stored>, u64)> {
+        let total = self.count(resource_type, query)?;
+        Ok((self.search_page(resource_type, query, after_id, limit)?, total))
+    }
+    /// How many current, not deleted resources of a type match a query.
+    fn count(&self, resource_type: &str, query: &SearchQuery) -> Result<u64>;
     /// Like [`Store::search`] without counting the matches (for `_total=none` and
     /// internal lookups: counting a large result costs a scan).
     fn search_page(

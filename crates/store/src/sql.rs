@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use sijill_fhir::definitions::SearchParamType;
 
 use crate::query::{Match, Prefix, SearchQuery, SortKey};
-use crate::Result;
+use crate::{HistoryQuery, HistoryScope, Result};
 
 /// Integer keys of the indexed (resource type, parameter) pairs, fixed when a store opens.
 pub type ParamKeys = HashMap<(&'static str, &'static str), i64>;
@@ -24,6 +24,8 @@ pub enum Arg {
     Text(String),
     /// A floating-point number.
     Real(f64),
+    /// An integer.
+    Int(i64),
 }
 
 impl From<String> for Arg {
@@ -62,6 +64,15 @@ pub fn param_key(keys: &ParamKeys, resource_type: &str, code: &str) -> i64 {
         .unwrap_or(-1)
 }
 
+/// The condition that a token row `s` holds a code, not the text rows the index adds for
+/// `:text` and `:of-type` (`index::TOKEN_TEXT`, `index::TOKEN_OF_TYPE`). A macro so that
+/// statements can embed it with `concat!`.
+macro_rules! is_a_code {
+    () => {
+        "s.system NOT IN ('#text', '#of-type')"
+    };
+}
+
 /// The columns of a stored version, in the order both stores read them.
 pub const VERSION_COLUMNS: &str = "v.type, v.id, v.version, v.last_updated, v.deleted, v.body";
 
@@ -81,6 +92,49 @@ pub fn count_statement(clause: &str) -> String {
 /// A page of the current versions a search's WHERE clause matches, in id order.
 pub fn page_statement(clause: &str, limit: usize) -> String {
     format!("SELECT {VERSION_COLUMNS} FROM {CURRENT_VERSIONS} WHERE {clause} ORDER BY r.id LIMIT {limit}")
+}
+
+/// The newest change sequence number (0 on an empty store): where a history snapshot ends.
+pub const NEWEST_SEQ: &str = "SELECT coalesce(max(seq), 0) FROM resource_versions";
+
+/// A statement and its bound values.
+pub type Statement = (String, Vec<Arg>);
+
+/// The two statements of a history page taken at `snapshot_seq`: the count of every version
+/// the request covers, and the page itself (newest first; one more row than `count` tells
+/// that another page follows; the last column is the version's sequence number).
+pub fn history_statements(q: &HistoryQuery, snapshot_seq: i64) -> (Statement, Statement) {
+    let mut filter = String::from("v.seq <= ?");
+    let mut args = vec![Arg::Int(snapshot_seq)];
+    match &q.scope {
+        HistoryScope::System => {}
+        HistoryScope::Type(t) => {
+            filter.push_str(" AND v.type = ?");
+            args.push(Arg::Text(t.clone()));
+        }
+        HistoryScope::Instance(t, id) => {
+            filter.push_str(" AND v.rid = (SELECT rid FROM resources WHERE type = ? AND id = ?)");
+            args.push(Arg::Text(t.clone()));
+            args.push(Arg::Text(id.clone()));
+        }
+    }
+    if let Some(since) = &q.since {
+        filter.push_str(" AND v.last_updated >= ?");
+        args.push(Arg::Text(since.clone()));
+    }
+    let count = (
+        format!("SELECT count(*) FROM resource_versions v WHERE {filter}"),
+        args.clone(),
+    );
+    if let Some(before) = q.before_seq {
+        filter.push_str(" AND v.seq < ?");
+        args.push(Arg::Int(before));
+    }
+    let page = format!(
+        "SELECT {VERSION_COLUMNS}, v.seq FROM resource_versions v WHERE {filter} ORDER BY v.seq DESC LIMIT {}",
+        q.count + 1
+    );
+    (count, (page, args))
 }
 
 /// Rewrites the `?` placeholders of a statement (outside quoted literals) as `$1, $2, …`.
@@ -423,10 +477,7 @@ impl SqlBuilder<'_> {
             Match::Token {
                 system: None,
                 code: Some(code),
-            } => (
-                "s.value = ? AND s.system NOT IN ('#text', '#of-type')",
-                vec![code.clone()],
-            ),
+            } => (concat!("s.value = ? AND ", is_a_code!()), vec![code.clone()]),
             Match::Token {
                 system: Some(s),
                 code: Some(text),
@@ -549,7 +600,7 @@ impl SqlBuilder<'_> {
             _ => ("search_index", "value"),
         };
         let not_text = if table == "search_index" {
-            " AND s.system NOT IN ('#text', '#of-type')"
+            concat!(" AND ", is_a_code!())
         } else {
             ""
         };

@@ -15,15 +15,17 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
+use crate::gate::Gate;
 use crate::index::IndexRow;
 use crate::query::{SearchQuery, SortKey};
+use crate::reindex::{reindex, reindex_if_rules_changed, IndexRebuild, REINDEX_BATCH};
 use crate::sql::{
-    count_statement, ids_statement, page_statement, param_key, Arg, Dialect, ParamKeys, SqlBuilder, CURRENT_VERSIONS,
-    VERSION_COLUMNS,
+    count_statement, history_statements, ids_statement, page_statement, param_key, Arg, Dialect, ParamKeys, SqlBuilder,
+    CURRENT_VERSIONS, NEWEST_SEQ, VERSION_COLUMNS,
 };
 use crate::{
-    check_id, check_version, now_instant, prepare_version, Current, HistoryPage, HistoryQuery, HistoryScope,
-    PreparedResource, Result, Store, StoreError, StoreTx, Stored,
+    check_id, check_version, now_instant, prepare_version, Current, HistoryPage, HistoryQuery, PreparedResource,
+    Result, Store, StoreError, StoreTx, Stored,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -119,8 +121,8 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
-    /// Readers in use, and the signal that one came back.
-    readers_in_use: (Mutex<usize>, parking_lot::Condvar),
+    /// At most MAX_READERS reads at once.
+    reading: Gate,
     param_keys: ParamKeys,
     /// Held for its Drop: stops the checkpoint thread with the store.
     _checkpointer: Checkpointer,
@@ -225,19 +227,20 @@ impl SqliteStore {
         writer.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -262144;")?;
         migrate(&mut writer)?;
         let param_keys = load_param_keys(&mut writer)?;
-        rebuild_index_if_needed(&mut writer, &param_keys)?;
         let checkpointer = Checkpointer::start(path.clone())?;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             path,
             writer: Mutex::new(Writer {
                 conn: writer,
                 last_stamp: String::new(),
             }),
             readers: Mutex::new(Vec::new()),
-            readers_in_use: (Mutex::new(0), parking_lot::Condvar::new()),
+            reading: Gate::new(MAX_READERS),
             param_keys,
             _checkpointer: checkpointer,
-        })
+        };
+        reindex_if_rules_changed(&store)?;
+        Ok(store)
     }
 
     /// Runs `f` with a reader connection from the pool.
@@ -252,16 +255,7 @@ impl SqliteStore {
         limit: Option<std::time::Duration>,
         f: impl FnOnce(&Connection) -> Result<T>,
     ) -> Result<T> {
-        {
-            let (count, freed) = &self.readers_in_use;
-            let mut in_use = count.lock();
-            while *in_use >= MAX_READERS {
-                freed.wait(&mut in_use);
-            }
-            *in_use += 1;
-        }
-        // Gives the slot back however `f` ends (an error or a panic included).
-        let _slot = ReaderSlot(&self.readers_in_use);
+        let _pass = self.reading.enter();
         let conn = match self.readers.lock().pop() {
             Some(c) => c,
             None => open_connection(&self.path)?,
@@ -281,17 +275,6 @@ impl SqliteStore {
         conn.progress_handler(0, None::<fn() -> bool>);
         self.readers.lock().push(conn);
         out
-    }
-}
-
-/// A taken reader slot; dropping it frees the slot and wakes a waiting reader.
-struct ReaderSlot<'a>(&'a (Mutex<usize>, parking_lot::Condvar));
-
-impl Drop for ReaderSlot<'_> {
-    fn drop(&mut self) {
-        let (count, freed) = self.0;
-        *count.lock() -= 1;
-        freed.notify_one();
     }
 }
 
@@ -399,69 +382,7 @@ fn insert_index_rows(
     Ok(())
 }
 
-/// Rebuilds the search index from the current versions when the extraction rules differ
-/// from those that built it (or it was never recorded). Runs inside one transaction.
-fn rebuild_index_if_needed(conn: &mut Connection, keys: &ParamKeys) -> Result<()> {
-    let recorded: Option<String> = conn
-        .query_row(
-            "SELECT value FROM store_meta WHERE key = 'index_fingerprint'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if recorded.as_deref() == Some(crate::index::fingerprint().as_str()) {
-        return Ok(());
-    }
-    rebuild_index(conn, keys, &mut |done, total| {
-        if done == 0 && total > 0 {
-            tracing::warn!(resources = total, "search index rules changed: rebuilding the index");
-        }
-    })
-}
-
-/// Rebuilds every index row from the current versions in one transaction (readers keep
-/// the old index until it commits), reporting (done, total) as it goes.
-fn rebuild_index(conn: &mut Connection, keys: &ParamKeys, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let total: i64 = tx.query_row("SELECT count(*) FROM resources WHERE deleted = 0", [], |r| r.get(0))?;
-    let total = total as u64;
-    progress(0, total);
-    tx.execute("DELETE FROM search_index", [])?;
-    tx.execute("DELETE FROM search_date", [])?;
-    tx.execute("DELETE FROM search_number", [])?;
-    tx.execute("DELETE FROM search_composite", [])?;
-    {
-        let mut stmt = tx.prepare(
-            "SELECT r.rid, r.type, v.body FROM resources r
-             JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.deleted = 0",
-        )?;
-        let mut rows = stmt.query([])?;
-        let mut done = 0u64;
-        while let Some(row) = rows.next()? {
-            let (rid, ty, body): (i64, String, Vec<u8>) = (row.get(0)?, row.get(1)?, row.get(2)?);
-            let value: Value = serde_json::from_slice(&body).map_err(|e| StoreError::Database(e.to_string()))?;
-            insert_index_rows(&tx, keys, &ty, rid, &crate::index::extract(&ty, &value))?;
-            done += 1;
-            if done.is_multiple_of(1000) {
-                progress(done, total);
-            }
-        }
-        progress(done, total);
-    }
-    tx.execute(
-        "INSERT INTO store_meta (key, value) VALUES ('index_fingerprint', ?1)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![crate::index::fingerprint()],
-    )?;
-    tx.commit()?;
-    Ok(())
-}
-
-/// Resources whose index rows one step of an online reindex replaces.
-const REINDEX_BATCH: i64 = 500;
-
-/// Replaces the index rows of the current versions with row ids in `(after, after + batch]`,
-/// in one short transaction. Returns the highest row id it looked at, or None at the end.
+/// One batch of a rebuild ([`IndexRebuild::rebuild_batch`]) on the writer connection.
 fn reindex_batch(conn: &mut Connection, keys: &ParamKeys, after: i64) -> Result<Option<(i64, u64)>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let max: Option<i64> = tx.query_row("SELECT max(rid) FROM resources", [], |r| r.get(0))?;
@@ -703,6 +624,7 @@ impl rusqlite::ToSql for Arg {
         Ok(match self {
             Arg::Text(t) => rusqlite::types::ToSqlOutput::from(t.as_str()),
             Arg::Real(r) => rusqlite::types::ToSqlOutput::from(*r),
+            Arg::Int(i) => rusqlite::types::ToSqlOutput::from(*i),
         })
     }
 }
@@ -788,45 +710,15 @@ impl Store for SqliteStore {
 
     fn history(&self, q: &HistoryQuery) -> Result<HistoryPage> {
         self.with_reader(|c| {
-            let mut filter = String::from("1 = 1");
-            let mut args: Vec<SqlValue> = Vec::new();
-            match &q.scope {
-                HistoryScope::System => {}
-                HistoryScope::Type(t) => {
-                    filter.push_str(" AND v.type = ?");
-                    args.push(t.clone().into());
-                }
-                HistoryScope::Instance(t, id) => {
-                    filter.push_str(" AND v.type = ? AND v.id = ?");
-                    args.push(t.clone().into());
-                    args.push(id.clone().into());
-                }
-            }
-            if let Some(since) = &q.since {
-                filter.push_str(" AND v.last_updated >= ?");
-                args.push(since.clone().into());
-            }
             let snapshot_seq: i64 = match q.at_or_before_seq {
                 Some(s) => s,
-                None => c.query_row("SELECT coalesce(max(seq), 0) FROM resource_versions", [], |r| r.get(0))?,
+                None => c.query_row(NEWEST_SEQ, [], |r| r.get(0))?,
             };
-            filter.push_str(" AND v.seq <= ?");
-            args.push(snapshot_seq.into());
-            let total: i64 = c.query_row(
-                &format!("SELECT count(*) FROM resource_versions v WHERE {filter}"),
-                params_from_iter(args.iter()),
-                |r| r.get(0),
-            )?;
-            if let Some(before) = q.before_seq {
-                filter.push_str(" AND v.seq < ?");
-                args.push(before.into());
-            }
-            let mut stmt = c.prepare(&format!(
-                "SELECT {VERSION_COLUMNS}, v.seq FROM resource_versions v WHERE {filter} ORDER BY v.seq DESC LIMIT {}",
-                q.count + 1
-            ))?;
-            let rows = stmt
-                .query_map(params_from_iter(args.iter()), |r| {
+            let ((count_sql, count_args), (page_sql, page_args)) = history_statements(q, snapshot_seq);
+            let total: i64 = c.query_row(&count_sql, params_from_iter(count_args), |r| r.get(0))?;
+            let rows = c
+                .prepare(&page_sql)?
+                .query_map(params_from_iter(page_args), |r| {
                     Ok((stored_from_row(r)?, r.get::<_, i64>(6)?))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -834,19 +726,12 @@ impl Store for SqliteStore {
         })
     }
 
-    fn search(
-        &self,
-        resource_type: &str,
-        query: &SearchQuery,
-        after_id: Option<&str>,
-        limit: usize,
-    ) -> Result<(Vec<Stored>, u64)> {
-        let total = self.with_reader(|c| {
+    fn count(&self, resource_type: &str, query: &SearchQuery) -> Result<u64> {
+        self.with_reader(|c| {
             let (clause, args) = search_sql(c, &self.param_keys, resource_type, query, None)?;
             let total: i64 = c.query_row(&count_statement(&clause), params_from_iter(args.iter()), |r| r.get(0))?;
             Ok(total as u64)
-        })?;
-        Ok((self.search_page(resource_type, query, after_id, limit)?, total))
+        })
     }
 
     fn search_page(
@@ -916,24 +801,35 @@ impl Store for SqliteStore {
     }
 
     fn reindex(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
-        let total: i64 = self
+        reindex(self, progress)
+    }
+}
+
+impl IndexRebuild for SqliteStore {
+    fn live_resources(&self) -> Result<u64> {
+        let n: i64 = self
             .with_reader(|c| Ok(c.query_row("SELECT count(*) FROM resources WHERE deleted = 0", [], |r| r.get(0))?))?;
-        let total = total as u64;
-        progress(0, total);
-        let mut after = 0i64;
-        let mut done = 0u64;
-        loop {
-            let step = {
-                let mut writer = self.writer.lock();
-                reindex_batch(&mut writer.conn, &self.param_keys, after)?
-            };
-            let Some((upto, count)) = step else { break };
-            after = upto;
-            done += count;
-            progress(done.min(total), total.max(done));
-        }
-        let writer = self.writer.lock();
-        writer.conn.execute(
+        Ok(n as u64)
+    }
+
+    fn rebuild_batch(&self, after: i64) -> Result<Option<(i64, u64)>> {
+        let mut writer = self.writer.lock();
+        reindex_batch(&mut writer.conn, &self.param_keys, after)
+    }
+
+    fn recorded_fingerprint(&self) -> Result<Option<String>> {
+        self.with_reader(|c| {
+            Ok(c.query_row(
+                "SELECT value FROM store_meta WHERE key = 'index_fingerprint'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+    }
+
+    fn record_fingerprint(&self) -> Result<()> {
+        self.writer.lock().conn.execute(
             "INSERT INTO store_meta (key, value) VALUES ('index_fingerprint', ?1)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             params![crate::index::fingerprint()],
@@ -945,6 +841,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::HistoryScope;
     use serde_json::json;
 
     fn store() -> (tempfile::TempDir, SqliteStore) {
@@ -1057,112 +954,8 @@ mod tests {
         assert!(store.counts().unwrap().is_empty());
     }
 
-    #[test]
-    fn every_plan_finds_the_same_resources() {
-        // 1,050 common observations make `status` and code A unselective (no criterion
-        // drives: resources are scanned in id order); code B and the subject are selective.
-        let (_dir, store) = store();
-        store
-            .write(&mut |tx| {
-                tx.update("Patient", "p1", json!({"resourceType": "Patient"}), None)?;
-                for i in 0..1053 {
-                    let code = if i < 1050 { "A" } else { "B" };
-                    let day = format!("2026-01-{:02}", 1 + i % 28);
-                    let subject = if i % 100 == 0 { "Patient/p1" } else { "Patient/p2" };
-                    tx.create(
-                        "Observation",
-                        json!({"resourceType": "Observation", "status": "final",
-                               "code": {"coding": [{"system": "urn:x", "code": code}]},
-                               "subject": {"reference": subject}, "effectiveDateTime": day}),
-                        None,
-                    )?;
-                }
-                Ok(())
-            })
-            .unwrap();
-        let total = |pairs: &[(&str, &str)]| {
-            store
-                .search("Observation", &query("Observation", pairs), None, 5)
-                .unwrap()
-                .1
-        };
-        assert_eq!(total(&[("status", "final"), ("code", "A")]), 1050);
-        assert_eq!(total(&[("status", "final"), ("code", "B")]), 3);
-        assert_eq!(total(&[("code", "urn:x|B"), ("subject", "Patient/p1")]), 0);
-        assert_eq!(total(&[("code", "A"), ("subject", "Patient/p1")]), 11);
-        assert_eq!(total(&[("status", "final"), ("date", "2026-01-05")]), 38);
-        assert_eq!(total(&[("status", "final"), ("date", "ge2026-01-27")]), 74);
-        assert_eq!(total(&[("status:not", "final")]), 0);
-        assert_eq!(total(&[("code:not", "A"), ("status", "final")]), 3);
-        assert_eq!(total(&[("status", "final"), ("subject:missing", "true")]), 0);
-        assert_eq!(total(&[("subject:Patient._id", "p1"), ("code", "A")]), 11);
-        // A page of the unselective query is the first ids in order, as with any plan.
-        let page = store
-            .search(
-                "Observation",
-                &query("Observation", &[("status", "final"), ("code", "A")]),
-                None,
-                5,
-            )
-            .unwrap()
-            .0;
-        let mut ids: Vec<String> = page.iter().map(|s| s.id.clone()).collect();
-        let sorted = {
-            let mut x = ids.clone();
-            x.sort();
-            x
-        };
-        assert_eq!(ids, sorted);
-        ids.dedup();
-        assert_eq!(ids.len(), 5);
-    }
-
-    #[test]
-    fn token_and_string_matching() {
-        let (_dir, store) = store();
-        store
-            .write(&mut |tx| {
-                tx.create(
-                    "Patient",
-                    json!({"resourceType": "Patient", "identifier": [{"system": "urn:a", "value": "1"}],
-                           "name": [{"family": "Éloufir"}]}),
-                    Some("a"),
-                )?;
-                tx.create(
-                    "Patient",
-                    json!({"resourceType": "Patient", "identifier": [{"value": "1"}]}),
-                    Some("b"),
-                )?;
-                Ok(())
-            })
-            .unwrap();
-        let ids = |pairs: &[(&str, &str)]| -> Vec<String> {
-            store
-                .search("Patient", &query("Patient", pairs), None, 10)
-                .unwrap()
-                .0
-                .into_iter()
-                .map(|s| s.id)
-                .collect()
-        };
-        assert_eq!(ids(&[("identifier", "1")]), vec!["a", "b"]);
-        assert_eq!(ids(&[("identifier", "urn:a|1")]), vec!["a"]);
-        assert_eq!(ids(&[("identifier", "|1")]), vec!["b"]);
-        assert_eq!(ids(&[("identifier", "urn:a|")]), vec!["a"]);
-        assert_eq!(ids(&[("identifier:not", "urn:a|1")]), vec!["b"]);
-        assert_eq!(ids(&[("family", "elou")]), vec!["a"]);
-        assert_eq!(ids(&[("family:exact", "Éloufir")]), vec!["a"]);
-        assert!(ids(&[("family:exact", "eloufir")]).is_empty());
-        assert_eq!(ids(&[("_id", "b,zz")]), vec!["b"]);
-        assert_eq!(
-            store
-                .search("Patient", &query("Patient", &[]), Some("a"), 10)
-                .unwrap()
-                .0
-                .len(),
-            1
-        );
-    }
+    // Plan equivalence and token/string matching: crates/store/tests/both_stores.rs, which
+    // runs them on this store and on PostgreSQL.
 
     #[test]
     fn a_changed_fingerprint_rebuilds_the_index() {

@@ -153,6 +153,12 @@ fn tokens_strings_and_long_values_on_every_store() {
         assert_eq!(ids(&[("family", &long_family[..40])]), vec!["b"], "{n}");
         assert_eq!(ids(&[("family:exact", long_family.as_str())]), vec!["b"], "{n}");
         assert_eq!(ids(&[("_id", "b,zz")]), vec!["b"], "{n}");
+        let after_a = b
+            .store
+            .search("Patient", &query("Patient", &[]), Some("a"), 10)
+            .unwrap()
+            .0;
+        assert_eq!(after_a.len(), 1, "{n}: the page after id a");
         let compartment = b
             .store
             .compartment_types("Patient", "a", &["Observation", "Patient"])

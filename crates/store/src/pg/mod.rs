@@ -30,15 +30,17 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Row, Transaction};
 use serde_json::Value;
 
+use crate::gate::Gate;
 use crate::index::IndexRow;
 use crate::query::{SearchQuery, SortKey};
+use crate::reindex::{reindex, reindex_if_rules_changed, IndexRebuild, REINDEX_BATCH};
 use crate::sql::{
-    count_statement, ids_statement, numbered, page_statement, Arg, Dialect, ParamKeys, SqlBuilder, CURRENT_VERSIONS,
-    VERSION_COLUMNS,
+    count_statement, history_statements, ids_statement, numbered, page_statement, Arg, Dialect, ParamKeys, SqlBuilder,
+    CURRENT_VERSIONS, NEWEST_SEQ, VERSION_COLUMNS,
 };
 use crate::{
-    check_id, check_version, prepare_version, Current, HistoryPage, HistoryQuery, HistoryScope, PreparedResource,
-    Result, Store, StoreError, StoreTx, Stored,
+    check_id, check_version, prepare_version, Current, HistoryPage, HistoryQuery, PreparedResource, Result, Store,
+    StoreError, StoreTx, Stored,
 };
 use index_rows::{IndexBatch, INDEX_TABLES};
 use pool::{Manager, Runner};
@@ -52,9 +54,6 @@ const POOL_SIZE: u32 = 16;
 /// Longest a writer waits for another writer's row or condition lock.
 const LOCK_TIMEOUT_MS: u64 = 10_000;
 
-/// Resources whose index rows one step of a reindex replaces.
-const REINDEX_BATCH: i64 = 500;
-
 /// The store's clock: the database's, in the stored instant format, so that every server
 /// process stamps versions from one clock.
 const NOW_SQL: &str = "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')";
@@ -66,36 +65,7 @@ pub struct PgStore {
     /// The newest lastUpdated this process committed (its stamps never go back).
     last_stamp: Mutex<String>,
     /// Units of work in progress, at most half the pool.
-    writers: WriterSlots,
-}
-
-/// A counting gate: at most `limit` holders at once, the others wait.
-struct WriterSlots {
-    held: Mutex<usize>,
-    freed: parking_lot::Condvar,
-    limit: usize,
-}
-
-impl WriterSlots {
-    /// Waits for a slot; dropping the guard frees it.
-    fn enter(&self) -> WriterSlot<'_> {
-        let mut held = self.held.lock();
-        while *held >= self.limit {
-            self.freed.wait(&mut held);
-        }
-        *held += 1;
-        WriterSlot(self)
-    }
-}
-
-/// A held writer slot.
-struct WriterSlot<'a>(&'a WriterSlots);
-
-impl Drop for WriterSlot<'_> {
-    fn drop(&mut self) {
-        *self.0.held.lock() -= 1;
-        self.0.freed.notify_one();
-    }
+    writers: Gate,
 }
 
 impl From<postgres::Error> for StoreError {
@@ -135,20 +105,15 @@ impl ToSql for Arg {
             Arg::Text(t) if t.len() > index_rows::MAX_INDEXED_BYTES => index_rows::fit(t).to_sql(ty, out),
             Arg::Text(t) => t.to_sql(ty, out),
             Arg::Real(r) => r.to_sql(ty, out),
+            Arg::Int(i) => i.to_sql(ty, out),
         }
     }
 
     fn accepts(ty: &Type) -> bool {
-        <String as ToSql>::accepts(ty) || <f64 as ToSql>::accepts(ty)
+        <String as ToSql>::accepts(ty) || <f64 as ToSql>::accepts(ty) || <i64 as ToSql>::accepts(ty)
     }
 
     postgres::types::to_sql_checked!();
-}
-
-/// Appends ` AND <condition>` to a filter, its one `?` bound to `value` as the next `$n`.
-fn bound(filter: &mut String, args: &mut Vec<Box<dyn ToSql + Sync>>, condition: &str, value: Box<dyn ToSql + Sync>) {
-    args.push(value);
-    filter.push_str(&condition.replace('?', &format!("${}", args.len())));
 }
 
 /// Connects to `url`, creating the database when it does not exist yet (the role needs
@@ -212,23 +177,15 @@ impl PgStore {
             pool,
             param_keys,
             last_stamp: Mutex::new(String::new()),
-            writers: WriterSlots {
-                held: Mutex::new(0),
-                freed: parking_lot::Condvar::new(),
-                limit: (POOL_SIZE / 2) as usize,
-            },
+            writers: Gate::new((POOL_SIZE / 2) as usize),
         };
-        let recorded: Option<String> = client
-            .query_opt("SELECT value FROM store_meta WHERE key = 'index_fingerprint'", &[])?
-            .map(|r| r.get(0));
-        if recorded.as_deref() != Some(crate::index::fingerprint().as_str()) {
-            store.reindex(&mut |done, total| {
-                if done == 0 && total > 0 {
-                    tracing::warn!(resources = total, "search index rules changed: rebuilding the index");
-                }
-            })?;
-        }
+        reindex_if_rules_changed(&store)?;
         Ok(store)
+    }
+
+    /// A pooled connection.
+    fn client(&self) -> Result<r2d2::PooledConnection<Manager>> {
+        Ok(self.pool.get()?)
     }
 
     /// The schema version the database is at.
@@ -238,23 +195,13 @@ impl PgStore {
             .query_one("SELECT coalesce(max(version), 0)::bigint FROM schema_migrations", &[])?
             .get(0))
     }
+}
 
-    fn builder(&self) -> SqlBuilder<'_> {
-        SqlBuilder {
-            dialect: Dialect::Postgres,
-            keys: &self.param_keys,
-        }
-    }
-
-    /// The WHERE clause of a search, its probes run on `runner`.
-    fn search_sql(
-        &self,
-        runner: &mut dyn Runner,
-        resource_type: &str,
-        query: &SearchQuery,
-        after_id: Option<&str>,
-    ) -> Result<(String, Vec<Arg>)> {
-        search_sql(&self.param_keys, runner, resource_type, query, after_id)
+/// The search SQL for PostgreSQL, with the store's parameter keys.
+fn builder(keys: &ParamKeys) -> SqlBuilder<'_> {
+    SqlBuilder {
+        dialect: Dialect::Postgres,
+        keys,
     }
 }
 
@@ -270,11 +217,7 @@ fn search_sql(
         let rows = runner.rows(numbered(sql).as_str(), &args)?;
         Ok(rows.first().map(|r| r.get(0)).unwrap_or(0))
     };
-    SqlBuilder {
-        dialect: Dialect::Postgres,
-        keys,
-    }
-    .search_sql(&mut probe, resource_type, query, after_id)
+    builder(keys).search_sql(&mut probe, resource_type, query, after_id)
 }
 
 /// Gives every indexed (type, parameter) pair its integer key, adding new pairs.
@@ -675,16 +618,32 @@ impl StoreTx for PgTx<'_, '_> {
     }
 }
 
-impl PgStore {
-    /// A pooled connection.
-    fn client(&self) -> Result<r2d2::PooledConnection<Manager>> {
-        Ok(self.pool.get()?)
+impl IndexRebuild for PgStore {
+    fn live_resources(&self) -> Result<u64> {
+        let n: i64 = self
+            .client()?
+            .query_one("SELECT count(*) FROM resources WHERE NOT deleted", &[])?
+            .get(0);
+        Ok(n as u64)
     }
 
-    /// Replaces the index rows of the current versions with row ids in `(after, after + batch]`
-    /// in one transaction. Returns the highest row id looked at and how many were indexed,
-    /// or None past the end.
-    fn reindex_batch(&self, after: i64) -> Result<Option<(i64, u64)>> {
+    fn recorded_fingerprint(&self) -> Result<Option<String>> {
+        Ok(self
+            .client()?
+            .query_opt("SELECT value FROM store_meta WHERE key = 'index_fingerprint'", &[])?
+            .map(|r| r.get(0)))
+    }
+
+    fn record_fingerprint(&self) -> Result<()> {
+        self.client()?.execute(
+            "INSERT INTO store_meta (key, value) VALUES ('index_fingerprint', $1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&crate::index::fingerprint()],
+        )?;
+        Ok(())
+    }
+
+    fn rebuild_batch(&self, after: i64) -> Result<Option<(i64, u64)>> {
         let mut client = self.client()?;
         let mut tx = client.transaction()?;
         tx.batch_execute("SET LOCAL statement_timeout = 0")?;
@@ -730,7 +689,7 @@ impl Store for PgStore {
     fn write(&self, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
         // A unit of work may read through a second pooled connection (the access guard's
         // lookups): writers hold at most half of the pool, so those reads always find one.
-        let _slot = self.writers.enter();
+        let _pass = self.writers.enter();
         let mut client = self.client()?;
         let mut tx = client.transaction()?;
         // A write has no statement limit (it is bounded by the request's size), but waits
@@ -778,55 +737,17 @@ impl Store for PgStore {
 
     fn history(&self, q: &HistoryQuery) -> Result<HistoryPage> {
         let mut client = self.client()?;
-        let mut filter = String::from("TRUE");
-        let mut args: Vec<Box<dyn ToSql + Sync>> = Vec::new();
-        match &q.scope {
-            HistoryScope::System => {}
-            HistoryScope::Type(t) => bound(&mut filter, &mut args, " AND v.type = ?", Box::new(t.clone())),
-            HistoryScope::Instance(t, id) => {
-                bound(&mut filter, &mut args, " AND v.type = ?", Box::new(t.clone()));
-                bound(
-                    &mut filter,
-                    &mut args,
-                    " AND v.rid = (SELECT rid FROM resources WHERE type = v.type AND id = ?)",
-                    Box::new(id.clone()),
-                );
-            }
-        }
-        if let Some(since) = &q.since {
-            bound(
-                &mut filter,
-                &mut args,
-                " AND v.last_updated >= ?",
-                Box::new(since.clone()),
-            );
-        }
         let snapshot_seq: i64 = match q.at_or_before_seq {
             Some(s) => s,
-            None => client
-                .query_one("SELECT coalesce(max(seq), 0)::bigint FROM resource_versions", &[])?
-                .get(0),
+            None => client.query_one(NEWEST_SEQ, &[])?.get(0),
         };
-        bound(&mut filter, &mut args, " AND v.seq <= ?", Box::new(snapshot_seq));
-        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
+        let ((count_sql, count_args), (page_sql, page_args)) = history_statements(q, snapshot_seq);
         let total: i64 = client
-            .query_one(
-                &format!("SELECT count(*) FROM resource_versions v WHERE {filter}"),
-                &params,
-            )?
-            .get(0);
-        drop(params);
-        if let Some(before) = q.before_seq {
-            bound(&mut filter, &mut args, " AND v.seq < ?", Box::new(before));
-        }
-        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
-        let rows = client.query(
-            &format!(
-                "SELECT {VERSION_COLUMNS}, v.seq FROM resource_versions v WHERE {filter} ORDER BY v.seq DESC LIMIT {}",
-                q.count + 1
-            ),
-            &params,
-        )?;
+            .rows(&numbered(&count_sql), &count_args)?
+            .first()
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        let rows = client.rows(&numbered(&page_sql), &page_args)?;
         let entries: Vec<(Stored, i64)> = rows.iter().map(|r| (stored_from_row(r), r.get(6))).collect();
         Ok(HistoryPage::from_rows(entries, q.count, snapshot_seq, total as u64))
     }
@@ -839,10 +760,10 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<Vec<String>> {
         let mut client = self.client()?;
-        let (clause, args) = self.search_sql(&mut *client, resource_type, query, None)?;
+        let (clause, args) = search_sql(&self.param_keys, &mut *client, resource_type, query, None)?;
         let mut order: Vec<String> = sort
             .iter()
-            .map(|k| self.builder().sort_expression(resource_type, k))
+            .map(|k| builder(&self.param_keys).sort_expression(resource_type, k))
             .collect();
         order.push("r.id".into());
         let sql = numbered(&ids_statement(&clause, &order.join(", "), limit));
@@ -853,21 +774,15 @@ impl Store for PgStore {
         search_ids(&self.param_keys, &mut *self.client()?, resource_type, query, limit)
     }
 
-    fn search(
-        &self,
-        resource_type: &str,
-        query: &SearchQuery,
-        after_id: Option<&str>,
-        limit: usize,
-    ) -> Result<(Vec<Stored>, u64)> {
-        let total = {
-            let mut client = self.client()?;
-            let (clause, args) = self.search_sql(&mut *client, resource_type, query, None)?;
-            let sql = numbered(&count_statement(&clause));
-            let total: i64 = client.rows(&sql, &args)?.first().map(|r| r.get(0)).unwrap_or(0);
-            total as u64
-        };
-        Ok((self.search_page(resource_type, query, after_id, limit)?, total))
+    fn count(&self, resource_type: &str, query: &SearchQuery) -> Result<u64> {
+        let mut client = self.client()?;
+        let (clause, args) = search_sql(&self.param_keys, &mut *client, resource_type, query, None)?;
+        let total: i64 = client
+            .rows(&numbered(&count_statement(&clause)), &args)?
+            .first()
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        Ok(total as u64)
     }
 
     fn search_page(
@@ -878,7 +793,7 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<Vec<Stored>> {
         let mut client = self.client()?;
-        let (clause, args) = self.search_sql(&mut *client, resource_type, query, after_id)?;
+        let (clause, args) = search_sql(&self.param_keys, &mut *client, resource_type, query, after_id)?;
         let sql = numbered(&page_statement(&clause, limit));
         Ok(client.rows(&sql, &args)?.iter().map(stored_from_row).collect())
     }
@@ -900,7 +815,7 @@ impl Store for PgStore {
 
     fn compartment_types(&self, owner_type: &str, owner_id: &str, member_types: &[&str]) -> Result<Vec<String>> {
         let mut found: Vec<String> = Vec::new();
-        if let Some((sql, args)) = self.builder().compartment_types_sql(owner_type, owner_id, member_types) {
+        if let Some((sql, args)) = builder(&self.param_keys).compartment_types_sql(owner_type, owner_id, member_types) {
             let rows = self.client()?.rows(&numbered(&sql), &args)?;
             found = rows.iter().map(|r| r.get(0)).collect();
         }
@@ -934,24 +849,6 @@ impl Store for PgStore {
     }
 
     fn reindex(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
-        let total: i64 = self
-            .client()?
-            .query_one("SELECT count(*) FROM resources WHERE NOT deleted", &[])?
-            .get(0);
-        let total = total as u64;
-        progress(0, total);
-        let mut after = 0i64;
-        let mut done = 0u64;
-        while let Some((upto, count)) = self.reindex_batch(after)? {
-            after = upto;
-            done += count;
-            progress(done.min(total), total.max(done));
-        }
-        self.client()?.execute(
-            "INSERT INTO store_meta (key, value) VALUES ('index_fingerprint', $1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            &[&crate::index::fingerprint()],
-        )?;
-        Ok(())
+        reindex(self, progress)
     }
 }

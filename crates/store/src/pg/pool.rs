@@ -98,6 +98,7 @@ impl Runner for Transaction<'_> {
                 let ty = match a {
                     Arg::Text(_) => Type::TEXT,
                     Arg::Real(_) => Type::FLOAT8,
+                    Arg::Int(_) => Type::INT8,
                 };
                 (a as &(dyn ToSql + Sync), ty)
             })
