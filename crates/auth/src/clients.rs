@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::principal::Role;
@@ -309,28 +309,20 @@ pub fn verify_assertion(
     let ClientKind::System { jwks, .. } = &client.kind else {
         return Err(bad("this client is not a system client"));
     };
-    let candidates: Vec<_> = match &header.kid {
-        Some(kid) => jwks.find(kid).into_iter().collect(),
-        None => jwks.keys.iter().collect(),
-    };
     let mut validation = Validation::new(header.alg);
     validation.set_audience(&[token_endpoint]);
     validation.set_issuer(&[client.client_id.as_str()]);
     validation.sub = Some(client.client_id.clone());
     validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
     validation.leeway = 30;
-    for jwk in candidates {
-        let Ok(key) = DecodingKey::from_jwk(jwk) else { continue };
-        if let Ok(data) = jsonwebtoken::decode::<AssertionClaims>(assertion, &key, &validation) {
-            let claims = data.claims;
-            if claims.iss != claims.sub {
-                return Err(bad("the client assertion's iss and sub differ"));
-            }
-            if claims.exp - crate::now_unix() > MAX_ASSERTION_SECONDS {
-                return Err(bad("the client assertion lives longer than five minutes"));
-            }
-            return Ok((client.clone(), claims.jti, claims.exp));
+    if let Ok(claims) = crate::decode_with_jwks::<AssertionClaims>(assertion, &header, jwks, &validation) {
+        if claims.iss != claims.sub {
+            return Err(bad("the client assertion's iss and sub differ"));
         }
+        if claims.exp - crate::now_unix() > MAX_ASSERTION_SECONDS {
+            return Err(bad("the client assertion lives longer than five minutes"));
+        }
+        return Ok((client.clone(), claims.jti, claims.exp));
     }
     Err(bad("the client assertion is not signed by a registered key of the client, or is expired or meant for another server"))
 }

@@ -76,6 +76,42 @@ pub fn describe_jwt_error(e: &jsonwebtoken::errors::Error) -> String {
     }
 }
 
+/// Why a JWT signed by a key of a published set was refused.
+pub(crate) enum JwksRefusal {
+    /// The set has no key the token could be signed with (none with its `kid`).
+    NoKey,
+    /// No key verified it: the last key's error (None when no key was usable).
+    Invalid(Option<jsonwebtoken::errors::Error>),
+}
+
+/// Verifies `token` (whose `header` the caller decoded and checked) with the keys of `jwks`:
+/// the one its `kid` names, or each in turn when it names none. Returns its claims.
+pub(crate) fn decode_with_jwks<T: serde::de::DeserializeOwned>(
+    token: &str,
+    header: &jsonwebtoken::Header,
+    jwks: &jsonwebtoken::jwk::JwkSet,
+    validation: &jsonwebtoken::Validation,
+) -> Result<T, JwksRefusal> {
+    let candidates: Vec<_> = match &header.kid {
+        Some(kid) => jwks.find(kid).into_iter().collect(),
+        None => jwks.keys.iter().collect(),
+    };
+    if candidates.is_empty() {
+        return Err(JwksRefusal::NoKey);
+    }
+    let mut last = None;
+    for jwk in candidates {
+        let Ok(key) = jsonwebtoken::DecodingKey::from_jwk(jwk) else {
+            continue;
+        };
+        match jsonwebtoken::decode::<T>(token, &key, validation) {
+            Ok(data) => return Ok(data.claims),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(JwksRefusal::Invalid(last))
+}
+
 /// A random URL-safe secret of `bytes` random bytes (authorization codes, refresh tokens,
 /// state, nonces).
 pub fn random_token(bytes: usize) -> String {

@@ -2,10 +2,10 @@
 //! document, and the full check of the ID tokens it returns.
 
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 
-use crate::AuthError;
+use crate::{AuthError, JwksRefusal};
 
 /// The parts of the provider's discovery document Sijill uses.
 #[derive(Debug, Clone, Deserialize)]
@@ -58,33 +58,19 @@ pub fn verify_id_token(
     if !ID_TOKEN_ALGORITHMS.contains(&header.alg) {
         return Err(bad(format!("ID token algorithm {:?} is not accepted", header.alg)));
     }
-    let candidates: Vec<_> = match &header.kid {
-        Some(kid) => keys.find(kid).into_iter().collect(),
-        None => keys.keys.iter().collect(),
-    };
-    if candidates.is_empty() {
-        return Err(bad(
-            "the ID token is signed by a key the provider does not publish".into()
-        ));
-    }
     let mut validation = Validation::new(header.alg);
-    validation.algorithms = vec![header.alg];
     validation.set_issuer(&[issuer]);
     validation.set_audience(&[client_id]);
     validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
     validation.leeway = 60;
-    let mut last = bad("the ID token's signature is not valid".into());
-    for jwk in candidates {
-        let key = match DecodingKey::from_jwk(jwk) {
-            Ok(k) => k,
-            Err(_) => continue,
-        };
-        match jsonwebtoken::decode::<serde_json::Value>(id_token, &key, &validation) {
-            Ok(data) => return identity(&data.claims, client_id, nonce, national_id_claim),
-            Err(e) => last = bad(crate::describe_jwt_error(&e)),
-        }
+    match crate::decode_with_jwks::<serde_json::Value>(id_token, &header, keys, &validation) {
+        Ok(claims) => identity(&claims, client_id, nonce, national_id_claim),
+        Err(JwksRefusal::NoKey) => Err(bad(
+            "the ID token is signed by a key the provider does not publish".into()
+        )),
+        Err(JwksRefusal::Invalid(Some(e))) => Err(bad(crate::describe_jwt_error(&e))),
+        Err(JwksRefusal::Invalid(None)) => Err(bad("the ID token's signature is not valid".into())),
     }
-    Err(last)
 }
 
 fn identity(
