@@ -9,7 +9,7 @@
 //!   exactly like an absent one.
 //! - Every write is checked against the resource as it is and as it will be.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 
 use axum::http::StatusCode;
 use serde_json::Value;
@@ -20,6 +20,7 @@ use sijill_store::index::IndexRow;
 use sijill_store::query::Compartment;
 use sijill_store::{Current, SearchQuery, Stored};
 
+use crate::audit::{Disclosures, GrantUse, Interaction, Outcome};
 use crate::context::{Actor, RequestContext};
 use crate::engine::Engine;
 use crate::error::{FhirError, FhirResult};
@@ -40,12 +41,32 @@ pub enum SearchScope {
     },
 }
 
+/// A patient's active grant to the actor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    /// The patient.
+    pub patient: String,
+    /// The Consent that grants it.
+    pub consent: String,
+    /// A break-glass (emergency) access.
+    pub emergency: bool,
+    /// Whether it opens restricted (sensitive) records too.
+    pub sensitive: bool,
+}
+
 /// The guard of one request.
 pub struct Guard<'a> {
     engine: &'a Engine,
+    ctx: &'a RequestContext,
     actor: Option<&'a Principal>,
-    /// Patients who granted the actor's organization access (looked up once, on demand).
-    grants: OnceCell<Vec<String>>,
+    /// What the request does (for its audit events).
+    interaction: Interaction,
+    /// What it disclosed or changed.
+    disclosed: RefCell<Disclosures>,
+    /// Whether its events were already appended (in its write's transaction).
+    audited: Cell<bool>,
+    /// The active grants of patients to the actor (looked up once, on demand).
+    grants: OnceCell<Vec<GrantRecord>>,
     /// `allows_any_resource` answers already found in this request (a search asks once per
     /// result otherwise), by action and type.
     outright: RefCell<Vec<(Action, String, bool)>>,
@@ -105,40 +126,119 @@ fn forbidden(decision: Decision) -> FhirError {
 }
 
 impl<'a> Guard<'a> {
-    /// The guard for a request's actor.
-    pub fn new(engine: &'a Engine, ctx: &'a RequestContext) -> Guard<'a> {
+    /// The guard for a request's actor and interaction.
+    pub fn new(engine: &'a Engine, ctx: &'a RequestContext, interaction: Interaction) -> Guard<'a> {
         let actor = match &ctx.actor {
             Actor::LocalOperator => None,
             Actor::Principal(p) => Some(p),
         };
         Guard {
             engine,
+            ctx,
             actor,
+            interaction,
+            disclosed: RefCell::default(),
+            audited: Cell::new(false),
             grants: OnceCell::new(),
             outright: RefCell::new(Vec::new()),
         }
     }
 
-    /// The patients whose active grant covers the actor's organization.
-    fn granted_patients(&self) -> &[String] {
+    /// The request's context.
+    pub fn context(&self) -> &RequestContext {
+        self.ctx
+    }
+
+    /// Notes a resource that leaves the engine (or that the request wrote), for the audit.
+    pub fn disclose(&self, stored: &Stored) {
+        let patients = patients_in(stored);
+        self.disclosed.borrow_mut().note(stored, &patients);
+    }
+
+    /// Notes that the request reached a patient's record (before anything was found).
+    pub fn disclose_patient(&self, patient: &str) {
+        self.disclosed.borrow_mut().note_patient(patient);
+    }
+
+    /// The audit events of this request with `outcome`; marks them as taken when
+    /// `in_transaction` (they go into the write's own transaction).
+    pub fn audit_events(&self, outcome: &Outcome, in_transaction: bool) -> Vec<sijill_store::AuditEntry> {
+        if in_transaction {
+            self.audited.set(true);
+        }
+        crate::audit::events(self.ctx, &self.interaction, outcome, &self.disclosed.borrow())
+    }
+
+    /// Whether this request's events were appended with its write.
+    pub fn audited(&self) -> bool {
+        self.audited.get()
+    }
+
+    /// Records that this request's events were committed with its write.
+    pub fn mark_audited(&self) {
+        self.audited.set(true);
+    }
+
+    /// The active grants to the actor: for a practitioner, their organization's (and
+    /// their own emergency ones).
+    pub fn grants(&self) -> &[GrantRecord] {
         self.grants.get_or_init(|| {
             let practitioner = self.actor.filter(|a| a.role == sijill_auth::Role::Practitioner);
-            let Some(org) = practitioner.and_then(|a| a.organization.as_deref()) else {
+            let Some(actor) = practitioner else {
                 return Vec::new();
             };
-            active_grants(self.engine, org).unwrap_or_else(|e| {
+            crate::consent::active_grants(self.engine, actor).unwrap_or_else(|e| {
                 tracing::warn!(error = %e.issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default(), "grant lookup failed: no grants");
                 Vec::new()
             })
         })
     }
 
-    fn grant_for(&self, patient: &str) -> Grant {
-        if self.granted_patients().iter().any(|p| p == patient) {
-            Grant::Active
-        } else {
-            Grant::None
+    fn granted_patients(&self) -> Vec<String> {
+        let mut patients: Vec<String> = self.grants().iter().map(|g| g.patient.clone()).collect();
+        patients.dedup();
+        patients
+    }
+
+    /// The grant of a patient to the actor, when there is one (an emergency one first).
+    pub fn grant_record(&self, patient: &str) -> Option<&GrantRecord> {
+        let mut found = self.grants().iter().filter(|g| g.patient == patient);
+        let first = found.next()?;
+        Some(
+            std::iter::once(first)
+                .chain(found)
+                .max_by_key(|g| (g.emergency, g.sensitive))
+                .unwrap_or(first),
+        )
+    }
+
+    fn grant_for(&self, patient: &str, action: Action) -> Grant {
+        if let Some(g) = self.grant_record(patient) {
+            self.disclosed.borrow_mut().note_grant(
+                patient,
+                GrantUse {
+                    consent: g.consent.clone(),
+                    emergency: g.emergency,
+                },
+            );
+            return Grant::Active;
         }
+        if action == Action::Create && self.in_care_team(patient) {
+            return Grant::CareTeam;
+        }
+        Grant::None
+    }
+
+    /// Whether the actor's facility cares for the patient now (a current encounter, or an
+    /// appointment today).
+    fn in_care_team(&self, patient: &str) -> bool {
+        let Some(actor) = self.actor.filter(|a| a.role == sijill_auth::Role::Practitioner) else {
+            return false;
+        };
+        crate::consent::in_care_team(self.engine, actor, patient).unwrap_or_else(|e| {
+            tracing::warn!(error = %e.issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default(), "care team lookup failed");
+            false
+        })
     }
 
     /// The organization a resource belongs to (following a Schedule's actor and a Slot's
@@ -219,16 +319,36 @@ impl<'a> Guard<'a> {
         patients
             .iter()
             .map(|p| {
-                decide(
+                let decision = decide(
                     actor,
                     &Request {
                         subject: Subject::Patient(p),
-                        grant: self.grant_for(p),
+                        grant: self.grant_for(p, action),
                         ..base
                     },
-                )
+                );
+                match decision {
+                    Decision::Allow if !self.may_see_labels(p, resource) => {
+                        Decision::Deny("a restricted record needs the patient's explicit opening".into())
+                    }
+                    d => d,
+                }
             })
             .collect()
+    }
+
+    /// Whether the actor may see a resource's confidentiality labels: restricted records
+    /// (meta.security R or V) only under a grant that opens them, or an emergency one.
+    fn may_see_labels(&self, patient: &str, resource: &Value) -> bool {
+        if !crate::consent::is_restricted(resource) {
+            return true;
+        }
+        match self.actor.map(|a| a.role) {
+            Some(sijill_auth::Role::Practitioner) => self
+                .grant_record(patient)
+                .is_some_and(|g| g.sensitive || g.emergency),
+            _ => true,
+        }
     }
 
     /// Whether the actor may see this stored resource (in any of its patients'
@@ -261,7 +381,10 @@ impl<'a> Guard<'a> {
     /// says nothing about the resource).
     pub fn check_visible(&self, stored: &Stored) -> FhirResult<()> {
         match self.read_decision(stored) {
-            Decision::Allow => Ok(()),
+            Decision::Allow => {
+                self.disclose(stored);
+                Ok(())
+            }
             d @ Decision::OutOfScope(_) => Err(forbidden(d)),
             Decision::Deny(_) => Err(FhirError::resource_not_found(&stored.resource_type, &stored.id)),
         }
@@ -379,7 +502,7 @@ impl<'a> Guard<'a> {
         }
         let candidates: Vec<String> = match actor.role {
             sijill_auth::Role::Citizen => actor.patient.iter().cloned().collect(),
-            sijill_auth::Role::Practitioner => self.granted_patients().to_vec(),
+            sijill_auth::Role::Practitioner => self.granted_patients(),
             _ => Vec::new(),
         };
         let allowed: Vec<String> = candidates
@@ -389,7 +512,7 @@ impl<'a> Guard<'a> {
                     actor,
                     &Request {
                         subject: Subject::Patient(p),
-                        grant: self.grant_for(p),
+                        grant: self.grant_for(p, any.action),
                         ..any
                     },
                 )
@@ -438,7 +561,7 @@ impl<'a> Guard<'a> {
                 let params = definitions::compartment_params("Patient", resource_type)
                     .map(|p| p.iter().map(|s| s.to_string()).collect())
                     .unwrap_or_default();
-                query.compartment = Some(match query.compartment.take() {
+                let compartment = match query.compartment.take() {
                     Some(mut c) if c.owner_type == "Patient" => {
                         c.owner_ids.retain(|id| allowed.contains(id));
                         c
@@ -456,11 +579,20 @@ impl<'a> Guard<'a> {
                         ));
                     }
                     None => Compartment {
-                        owner_type: "Patient".into(),
-                        owner_ids: allowed.clone(),
-                        params,
+                    owner_type: "Patient".into(),
+                    owner_ids: allowed.clone(),
+                    params,
                     },
+                };
+                // Restricted records stay out unless every patient searched opened them.
+                let all_open = compartment.owner_ids.iter().all(|p| {
+                    self.actor.is_none_or(|a| a.role != sijill_auth::Role::Practitioner)
+                        || self.grant_record(p).is_some_and(|g| g.sensitive || g.emergency)
                 });
+                query.compartment = Some(compartment);
+                if !all_open {
+                    query.criteria.extend(crate::consent::hide_restricted(resource_type)?);
+                }
                 Ok(query)
             }
             SearchScope::Organization { param, id } => {
@@ -485,37 +617,47 @@ impl<'a> Guard<'a> {
     }
 }
 
-/// Patients with an active grant (an active Consent whose provision names the
-/// organization as actor and whose period has not ended).
-fn active_grants(engine: &Engine, organization: &str) -> FhirResult<Vec<String>> {
-    let query = SearchQuery::parse(
-        "Consent",
-        &[
-            ("actor".to_string(), format!("Organization/{organization}")),
-            ("status".to_string(), "active".to_string()),
-        ],
-    )?;
-    let now = sijill_store::now_instant();
-    let mut patients = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = engine.store.search_page("Consent", &query, after.as_deref(), 500)?;
-        for s in &page {
-            let consent = parse(s)?;
-            let end = consent["provision"]["period"]["end"].as_str();
-            let current = end.is_none_or(|e| sijill_store::parse_instant(e).is_some_and(|e| e > now));
-            if let (true, Some(p)) = (current, consent["patient"]["reference"].as_str()) {
-                if let Some(id) = p.strip_prefix("Patient/") {
-                    patients.push(id.to_string());
-                }
-            }
-        }
-        match page.last() {
-            Some(last) if page.len() == 500 => after = Some(last.id.clone()),
-            _ => break,
-        }
+/// The patients whose compartment a stored resource is in: the Patient itself, else the
+/// patients its compartment references name. The stored bytes are scanned for `Patient/`
+/// references first; only a resource naming more than one patient is parsed.
+pub fn patients_in(stored: &Stored) -> Vec<String> {
+    if stored.resource_type == "Patient" {
+        return vec![stored.id.clone()];
     }
-    patients.sort();
-    patients.dedup();
-    Ok(patients)
+    if stored.deleted || definitions::compartment_params("Patient", &stored.resource_type).is_none() {
+        return Vec::new();
+    }
+    let mut named = patient_references(&stored.body);
+    named.sort();
+    named.dedup();
+    if named.len() <= 1 {
+        return named;
+    }
+    match serde_json::from_slice::<Value>(&stored.body) {
+        Ok(v) => {
+            let rows = sijill_store::index::extract(&stored.resource_type, &v);
+            patients_of(&stored.resource_type, &v, &rows)
+        }
+        Err(_) => named,
+    }
+}
+
+/// The ids after every `Patient/` in JSON bytes (relative or absolute references).
+fn patient_references(body: &[u8]) -> Vec<String> {
+    const NEEDLE: &[u8] = b"Patient/";
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(at) = body[i..].windows(NEEDLE.len()).position(|w| w == NEEDLE) {
+        let start = i + at + NEEDLE.len();
+        let preceded = i + at == 0 || matches!(body[i + at - 1], b'"' | b'/');
+        let end = body[start..]
+            .iter()
+            .position(|b| !(b.is_ascii_alphanumeric() || *b == b'-' || *b == b'.'))
+            .map_or(body.len(), |n| start + n);
+        if preceded && end > start && end - start <= 64 && body.get(end) == Some(&b'"') {
+            out.push(String::from_utf8_lossy(&body[start..end]).into_owned());
+        }
+        i = start;
+    }
+    out
 }

@@ -12,6 +12,10 @@ use sijill_fhir::definitions;
 use sijill_store::{Store, StoreError, StoreTx};
 
 use crate::access::Guard;
+use crate::audit::access_log;
+use crate::audit::trail::AuditTrail;
+use crate::audit::{Interaction, Outcome};
+use crate::consent::{self, ConsentSettings};
 use crate::context::RequestContext;
 use crate::error::{FhirError, FhirResult};
 use crate::interactions::{bundle, capabilities, create, delete, everything, history, patch, read, search, update};
@@ -264,24 +268,45 @@ pub struct Engine {
     pub limits: Limits,
     /// Result snapshots of sorted searches.
     pub snapshots: Arc<crate::snapshots::Snapshots>,
+    /// Where the audit events of requests that write nothing go.
+    pub audit: Arc<AuditTrail>,
+    /// Access codes, grants and break-glass.
+    pub consent: ConsentSettings,
 }
 
 impl Engine {
     /// A new engine.
     pub fn new(store: Arc<dyn Store>, base_url: impl Into<String>, limits: Limits) -> Self {
         Engine {
+            audit: Arc::new(AuditTrail::new(store.clone(), true)),
             store,
             base_url: base_url.into().trim_end_matches('/').to_string(),
             limits,
             snapshots: Arc::default(),
+            consent: ConsentSettings::default(),
         }
+    }
+
+    /// The same engine recording no audit events: for measuring what the audit costs,
+    /// never for serving real data.
+    pub fn without_audit(mut self) -> Self {
+        self.audit = Arc::new(AuditTrail::new(self.store.clone(), false));
+        self
     }
 
     /// Runs one interaction on its own.
     pub fn execute(&self, ctx: &RequestContext, req: FhirRequest) -> FhirResult<FhirResponse> {
-        let route = Route::parse(&req.path)?;
+        let route = match Route::parse(&req.path) {
+            Ok(r) => r,
+            Err(e) => {
+                let guard = Guard::new(self, ctx, Interaction::of(req.method, None, &req));
+                return self.audited(&guard, Err(e));
+            }
+        };
         if route == Route::System && req.method == Method::Post {
-            return bundle::process(self, ctx, req);
+            let guard = Guard::new(self, ctx, Interaction::of(req.method, Some(&route), &req));
+            let result = bundle::process(self, &guard, req);
+            return self.audited(&guard, result);
         }
         self.dispatch(ctx, Exec::Standalone, route, req)
     }
@@ -295,6 +320,8 @@ impl Engine {
         self.dispatch(ctx, Exec::InTx(tx), route, req)
     }
 
+    /// Runs an interaction and records its audit events: in the transaction it runs in, or
+    /// (when it wrote nothing itself) through the audit trail before the response leaves.
     fn dispatch(
         &self,
         ctx: &RequestContext,
@@ -302,10 +329,81 @@ impl Engine {
         route: Route,
         req: FhirRequest,
     ) -> FhirResult<FhirResponse> {
-        let guard = Guard::new(self, ctx);
-        let guard = &guard;
+        let guard = Guard::new(self, ctx, Interaction::of(req.method, Some(&route), &req));
+        match exec {
+            Exec::Standalone => {
+                let result = self.run(&guard, Exec::Standalone, route, req);
+                self.audited(&guard, result)
+            }
+            Exec::InTx(tx) => {
+                let result = self.run(&guard, Exec::InTx(&mut *tx), route, req);
+                if !guard.audited() {
+                    tx.append_audit(&guard.audit_events(&outcome_of(&result), true))?;
+                }
+                result
+            }
+        }
+    }
+
+    /// Records the events of a request whose write (if any) did not already: a request
+    /// whose events cannot be recorded fails, whatever it found.
+    fn audited(&self, guard: &Guard<'_>, result: FhirResult<FhirResponse>) -> FhirResult<FhirResponse> {
+        if guard.audited() {
+            return result;
+        }
+        match self.audit.record(guard.audit_events(&outcome_of(&result), false)) {
+            Ok(()) => result,
+            Err(e) => {
+                tracing::error!(error = %e, "a request failed because its audit event could not be written");
+                Err(FhirError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "transient",
+                    "The request could not be recorded in the audit trail, so it was not answered; try again",
+                ))
+            }
+        }
+    }
+
+    fn run(&self, guard: &Guard<'_>, exec: Exec<'_>, route: Route, req: FhirRequest) -> FhirResult<FhirResponse> {
         use Method::*;
+        let is_audit = |t: &str| t == "AuditEvent";
         match (req.method, route) {
+            (Get, Route::Type(t)) | (Post, Route::TypeSearch(t)) if is_audit(&t) => {
+                access_log::search(self, guard, &req.query)
+            }
+            (Get, Route::Instance(t, id)) if is_audit(&t) => access_log::read(self, guard, &id),
+            (Get, Route::TypeOperation(t, op)) if is_audit(&t) && op == "$review-queue" => {
+                access_log::review_queue(self, guard, &req.query)
+            }
+            (Post, Route::InstanceOperation(t, id, op)) if is_audit(&t) && op == "$review" => {
+                access_log::review(self, guard, &id, &req.body)
+            }
+            (_, Route::Type(t) | Route::TypeSearch(t) | Route::TypeHistory(t) | Route::TypeOperation(t, _))
+                if is_audit(&t) =>
+            {
+                Err(access_log::append_only())
+            }
+            (_, Route::Instance(t, ..) | Route::InstanceHistory(t, _) | Route::Version(t, ..))
+            | (_, Route::InstanceOperation(t, ..))
+                if is_audit(&t) =>
+            {
+                Err(access_log::append_only())
+            }
+            (Post, Route::InstanceOperation(t, id, op)) if t == "Patient" && op == "$access-code" => {
+                consent::access_code(self, guard, &id, &req.body)
+            }
+            (Post, Route::TypeOperation(t, op)) if t == "Patient" && op == "$grant-access" => {
+                consent::grant_access(self, guard, &req.body)
+            }
+            (Post, Route::InstanceOperation(t, id, op)) if t == "Patient" && op == "$break-glass" => {
+                consent::break_glass(self, guard, &id, &req.body)
+            }
+            (Post, Route::InstanceOperation(t, id, op)) if t == "Consent" && op == "$revoke" => {
+                consent::revoke(self, guard, &id)
+            }
+            (Get, Route::InstanceOperation(t, id, op)) if t == "Patient" && op == "$access-log" => {
+                access_log::access_log(self, guard, &id, &req.query)
+            }
             (Get, Route::Metadata) => Ok(capabilities::capability_statement(self)),
             (Get, Route::Instance(t, id)) => read::read(self, guard, exec, &t, &id, &req.conditions),
             (Get, Route::Version(t, id, v)) => read::vread(self, guard, &t, &id, &v),
@@ -351,8 +449,57 @@ impl Engine {
     }
 
     /// Runs `work` in a write transaction: standalone requests get a new one, Bundle
-    /// entries use the Bundle's. A FhirError from `work` rolls the transaction back.
-    pub fn with_tx<T>(&self, exec: Exec<'_>, work: impl FnOnce(&mut dyn StoreTx) -> FhirResult<T>) -> FhirResult<T> {
+    /// entries use the Bundle's. A FhirError from `work` rolls the transaction back. When
+    /// `work` succeeds, the request's audit events (what `guard` saw) are appended in the
+    /// same transaction.
+    pub fn with_tx<T>(
+        &self,
+        guard: &Guard<'_>,
+        exec: Exec<'_>,
+        work: impl FnOnce(&mut dyn StoreTx) -> FhirResult<T>,
+    ) -> FhirResult<T> {
+        self.with_tx_marked(guard, exec, None, work)
+    }
+
+    /// [`Engine::with_tx`] for a standalone write whose audit events carry a flag (an
+    /// emergency access, for the auditors' review queue).
+    pub fn with_tx_flagged<T>(
+        &self,
+        guard: &Guard<'_>,
+        flag: &str,
+        work: impl FnOnce(&mut dyn StoreTx) -> FhirResult<T>,
+    ) -> FhirResult<T> {
+        self.with_tx_marked(guard, Exec::Standalone, Some(flag), work)
+    }
+
+    fn with_tx_marked<T>(
+        &self,
+        guard: &Guard<'_>,
+        exec: Exec<'_>,
+        flag: Option<&str>,
+        work: impl FnOnce(&mut dyn StoreTx) -> FhirResult<T>,
+    ) -> FhirResult<T> {
+        let audited_work = |tx: &mut dyn StoreTx| -> FhirResult<T> {
+            let out = work(tx)?;
+            if self.audit.enabled() {
+                let mut events = guard.audit_events(&Outcome::success(), false);
+                for e in &mut events {
+                    e.flag = flag.map(str::to_string);
+                }
+                tx.append_audit(&events)?;
+            }
+            Ok(out)
+        };
+        let result = self.in_transaction(exec, audited_work);
+        if result.is_ok() {
+            guard.mark_audited();
+        }
+        result
+    }
+
+    /// Runs `work` in a write transaction without appending audit events: for work whose
+    /// interactions record their own (a batch entry run with [`Engine::execute_in`]).
+    pub fn in_transaction<T>(&self, exec: Exec<'_>, work: impl FnOnce(&mut dyn StoreTx) -> FhirResult<T>) -> FhirResult<T> {
         match exec {
             Exec::InTx(tx) => work(tx),
             Exec::Standalone => {
@@ -391,6 +538,51 @@ impl Engine {
     /// The absolute URL of a version: `{base}/Type/id/_history/v`.
     pub fn version_url(&self, resource_type: &str, id: &str, version: u64) -> String {
         format!("{}/{resource_type}/{id}/_history/{version}", self.base_url)
+    }
+}
+
+/// The audit outcome of an interaction's result.
+fn outcome_of(result: &FhirResult<FhirResponse>) -> Outcome {
+    match result {
+        Ok(r) => Outcome::of_status(r.status.as_u16(), None),
+        Err(e) => Outcome::of_status(e.status.as_u16(), e.issues.first().map(|i| i.diagnostics.clone())),
+    }
+}
+
+impl Interaction {
+    /// What a request does, for its audit events (`route` None: a path that did not parse).
+    pub fn of(method: Method, route: Option<&Route>, req: &FhirRequest) -> Interaction {
+        use Method::*;
+        let (code, action) = match (method, route) {
+            (_, None) => ("operation", "E"),
+            (Get, Some(Route::Metadata)) => ("capabilities", "R"),
+            (Get, Some(Route::Instance(..))) => ("read", "R"),
+            (Get, Some(Route::Version(..))) => ("vread", "R"),
+            (Get, Some(Route::Type(_) | Route::Compartment(..))) | (Post, Some(Route::TypeSearch(_))) => {
+                ("search-type", "E")
+            }
+            (Get, Some(Route::System)) => ("search-system", "E"),
+            (Get, Some(Route::SystemHistory)) => ("history-system", "R"),
+            (Get, Some(Route::TypeHistory(_))) => ("history-type", "R"),
+            (Get, Some(Route::InstanceHistory(..))) => ("history-instance", "R"),
+            (Post, Some(Route::System)) => ("transaction", "E"),
+            (Post, Some(Route::Type(_))) => ("create", "C"),
+            (Put, _) => ("update", "U"),
+            (Patch, _) => ("patch", "U"),
+            (Delete, _) => ("delete", "D"),
+            _ => ("operation", "E"),
+        };
+        let query = (!req.query.is_empty()).then(|| {
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(req.query.iter())
+                .finish()
+        });
+        Interaction {
+            code,
+            action,
+            request: format!("{} {}", method.as_str(), truncate(&req.path)),
+            query,
+        }
     }
 }
 

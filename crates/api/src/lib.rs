@@ -5,8 +5,10 @@
 //! own module under [`interactions`].
 
 pub mod access;
+pub mod audit;
 pub mod body;
 pub mod bundle_writer;
+pub mod consent;
 pub mod context;
 pub mod edge;
 pub mod engine;

@@ -204,6 +204,9 @@ pub enum Grant {
     None,
     /// An active grant.
     Active,
+    /// No grant, but the actor's facility cares for the patient now (a current encounter
+    /// or an appointment today): new clinical data may be added, nothing read.
+    CareTeam,
 }
 
 /// One request to decide.
@@ -355,8 +358,12 @@ fn role_allows(actor: &Principal, category: Category, request: &Request<'_>) -> 
         }
         Role::Practitioner => match category {
             PatientRecord | Financial => {
-                let granted = matches!(request.subject, Subject::Patient(_)) && request.grant == Grant::Active;
-                granted && matches!(request.action, Read | Search | Create | Update)
+                let one_patient = matches!(request.subject, Subject::Patient(_));
+                match request.grant {
+                    Grant::Active => one_patient && matches!(request.action, Read | Search | Create | Update),
+                    Grant::CareTeam => one_patient && request.action == Create,
+                    Grant::None => false,
+                }
             }
             Other => reading,
             _ => false,

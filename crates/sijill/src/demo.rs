@@ -13,6 +13,9 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
 use serde_json::{json, Value};
+use sijill_api::access::Guard;
+use sijill_api::audit::Interaction;
+use sijill_api::context::RequestContext;
 use sijill_api::engine::{Exec, RequestBody};
 use sijill_api::interactions::checked_resource;
 use sijill_api::{Engine, Limits};
@@ -199,10 +202,12 @@ struct StoreSink {
 impl StoreSink {
     /// Inserts prepared resources in one store transaction.
     fn insert(&self, prepared: Vec<PreparedResource>) -> Result<(), String> {
+        let ctx = RequestContext::local_operator(None);
+        let guard = Guard::new(&self.engine, &ctx, Interaction::bulk("demo population".into()));
         self.engine
-            .with_tx(Exec::Standalone, |tx| {
+            .with_tx(&guard, Exec::Standalone, |tx| {
                 for p in prepared {
-                    tx.insert_prepared(p)?;
+                    guard.disclose(&tx.insert_prepared(p)?);
                 }
                 Ok(())
             })

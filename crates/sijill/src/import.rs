@@ -11,6 +11,8 @@ use std::time::Instant;
 
 use clap::Args;
 use serde_json::Value;
+use sijill_api::access::Guard;
+use sijill_api::audit::Interaction;
 use sijill_api::context::RequestContext;
 use sijill_api::engine::{Conditions, Exec, FhirRequest, Method, Payload, RequestBody};
 use sijill_api::error::FhirError;
@@ -83,7 +85,7 @@ pub fn message(e: &FhirError) -> String {
 
 /// Writes resources that are not in a transaction: each is validated, then the valid ones
 /// are written (update with their id, or create) in one store transaction.
-fn upsert_all(engine: &Engine, file: &Path, resources: Vec<(String, Value)>, tally: &Tally) {
+fn upsert_all(engine: &Engine, ctx: &RequestContext, file: &Path, resources: Vec<(String, Value)>, tally: &Tally) {
     let mut valid = Vec::with_capacity(resources.len());
     for (where_, r) in resources {
         let rt = r.get("resourceType").and_then(Value::as_str).unwrap_or("").to_string();
@@ -97,16 +99,14 @@ fn upsert_all(engine: &Engine, file: &Path, resources: Vec<(String, Value)>, tal
         }
     }
     let n = valid.len() as u64;
-    let result = engine.with_tx(Exec::Standalone, |tx| {
+    let guard = Guard::new(engine, ctx, Interaction::bulk(format!("import {}", file.display())));
+    let result = engine.with_tx(&guard, Exec::Standalone, |tx| {
         for (rt, r) in valid {
-            match r.get("id").and_then(Value::as_str).map(str::to_string) {
-                Some(id) => {
-                    tx.update(&rt, &id, r, None)?;
-                }
-                None => {
-                    tx.create(&rt, r, None)?;
-                }
-            }
+            let stored = match r.get("id").and_then(Value::as_str).map(str::to_string) {
+                Some(id) => tx.update(&rt, &id, r, None)?.0,
+                None => tx.create(&rt, r, None)?,
+            };
+            guard.disclose(&stored);
         }
         Ok(())
     });
@@ -134,10 +134,10 @@ fn import_file(engine: &Engine, ctx: &RequestContext, file: &Path, tally: &Tally
                 Err(e) => tally.fail(file, format!("line {}: {}", n + 1, message(&e))),
             }
             if batch.len() == BATCH {
-                upsert_all(engine, file, std::mem::take(&mut batch), tally);
+                upsert_all(engine, ctx, file, std::mem::take(&mut batch), tally);
             }
         }
-        return upsert_all(engine, file, batch, tally);
+        return upsert_all(engine, ctx, file, batch, tally);
     }
     let value = match sijill_api::body::parse_json(&bytes, engine.limits.max_depth) {
         Ok(v) => v,
@@ -171,9 +171,9 @@ fn import_file(engine: &Engine, ctx: &RequestContext, file: &Path, tally: &Tally
                 .enumerate()
                 .filter_map(|(i, mut e)| e.get_mut("resource").map(|r| (format!("entry {i}"), r.take())))
                 .collect();
-            upsert_all(engine, file, resources, tally);
+            upsert_all(engine, ctx, file, resources, tally);
         }
-        None => upsert_all(engine, file, vec![("resource".into(), value)], tally),
+        None => upsert_all(engine, ctx, file, vec![("resource".into(), value)], tally),
     }
 }
 

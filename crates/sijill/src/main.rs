@@ -8,6 +8,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod audit_cmd;
 mod auth_cmd;
 mod demo;
 mod export;
@@ -61,6 +62,9 @@ enum Command {
     /// Rotate or show the server's token-signing keys.
     #[command(subcommand)]
     Keys(auth_cmd::KeysCommand),
+    /// Check the audit trail's hash chains.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
 }
 
 /// Threads for parallel work: as requested, else one per core.
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
         Command::Token(args) => auth_cmd::token(&cli.data_dir, args),
         Command::Client(command) => auth_cmd::client(&cli.data_dir, command),
         Command::Keys(command) => auth_cmd::keys(&cli.data_dir, command),
+        Command::Audit(command) => audit_cmd::run(&cli.data_dir, database, command),
     };
     match result {
         Ok(code) => code,

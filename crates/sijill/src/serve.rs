@@ -66,6 +66,15 @@ pub struct ServeArgs {
     /// system's), e.g. a national certification authority.
     #[arg(long, env = "SIJILL_EID_CA_FILE")]
     eid_ca_file: Option<std::path::PathBuf>,
+    /// Minutes a patient's access code stays valid.
+    #[arg(long, env = "SIJILL_ACCESS_CODE_MINUTES", default_value_t = 15)]
+    pub access_code_minutes: i64,
+    /// Hours a grant made with an access code lasts.
+    #[arg(long, env = "SIJILL_GRANT_HOURS", default_value_t = 72)]
+    pub grant_hours: i64,
+    /// Hours a break-glass (emergency) access lasts.
+    #[arg(long, env = "SIJILL_BREAK_GLASS_HOURS", default_value_t = 4)]
+    pub break_glass_hours: i64,
     /// Log format: text or json.
     #[arg(long, env = "SIJILL_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -176,7 +185,14 @@ pub fn run(data_dir: &Path, database: Option<&str>, args: ServeArgs) -> Result<E
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         let base_url = args.base_url.unwrap_or_else(|| format!("{scheme}://{local}/fhir"));
-        let engine = Engine::new(store, base_url.clone(), limits);
+        let mut engine = Engine::new(store, base_url.clone(), limits);
+        engine.consent.code_seconds = args.access_code_minutes.max(1) * 60;
+        engine.consent.grant_seconds = args.grant_hours.max(1) * 3600;
+        engine.consent.break_glass_seconds = args.break_glass_hours.max(1) * 3600;
+        if std::env::var("SIJILL_AUDIT").is_ok_and(|v| v == "off-for-benchmark") {
+            tracing::warn!("SIJILL_AUDIT=off-for-benchmark: NO AUDIT EVENTS ARE RECORDED; never serve real data like this");
+            engine = engine.without_audit();
+        }
         let eid = match &args.eid_issuer {
             None => None,
             Some(issuer) => {

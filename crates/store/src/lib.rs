@@ -7,6 +7,7 @@
 //! Resources are kept as the exact JSON bytes that are served. Every create, update and
 //! delete adds a version; nothing is overwritten.
 
+pub mod audit;
 mod gate;
 pub mod index;
 pub mod pg;
@@ -20,8 +21,9 @@ use std::sync::Arc;
 
 use sijill_fhir::primitives::is_valid_id;
 
+pub use audit::{AuditEntry, AuditQuery, SealedAudit};
 pub use query::{Criterion, SearchQuery, SortKey};
-pub use time_fmt::{now_instant, parse_instant};
+pub use time_fmt::{instant_in, now_instant, parse_instant};
 
 /// One stored version of a resource.
 #[derive(Debug, Clone)]
@@ -175,6 +177,16 @@ pub trait StoreTx {
     /// create, update or delete) take turns until this unit of work ends, so that the later
     /// one's search sees what the earlier one wrote. Call before searching for them.
     fn lock_conditions(&mut self, conditions: &[(&str, &SearchQuery)]) -> Result<()>;
+    /// Appends audit events to the trail, sealed in a chain, committed with this unit of
+    /// work.
+    fn append_audit(&mut self, entries: &[AuditEntry]) -> Result<()>;
+    /// A piece of server state (access codes, attempt counters) by kind and key; writers
+    /// of the same key take turns until this unit of work ends.
+    fn state_get(&mut self, kind: &str, key: &str) -> Result<Option<String>>;
+    /// Sets a piece of server state.
+    fn state_put(&mut self, kind: &str, key: &str, value: &str) -> Result<()>;
+    /// Removes a piece of server state.
+    fn state_delete(&mut self, kind: &str, key: &str) -> Result<()>;
 }
 
 /// A new resource made ready for storage — server meta set, serialised, index rows
@@ -385,4 +397,15 @@ pub trait Store: Send + Sync {
     /// Brings the database's planner statistics and visibility map up to date after a bulk
     /// load (PostgreSQL's VACUUM ANALYZE; the embedded store plans without statistics).
     fn refresh_statistics(&self) -> Result<()>;
+    /// Appends audit events in a unit of work of their own.
+    fn append_audit(&self, entries: &[AuditEntry]) -> Result<()> {
+        self.write(&mut |tx| tx.append_audit(entries))
+    }
+    /// Audit rows in chain order (chain, then position) after `after` (chain, position),
+    /// at most `limit`.
+    fn audit_rows(&self, after: Option<(i64, i64)>, limit: usize) -> Result<Vec<SealedAudit>>;
+    /// Audit rows matching a query, newest first.
+    fn audit_search(&self, query: &AuditQuery) -> Result<Vec<SealedAudit>>;
+    /// One audit row by its seq.
+    fn audit_get(&self, seq: i64) -> Result<Option<SealedAudit>>;
 }

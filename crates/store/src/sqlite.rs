@@ -23,6 +23,7 @@ use crate::sql::{
     count_statement, history_statements, ids_statement, page_statement, param_key, Arg, Dialect, ParamKeys, SqlBuilder,
     CURRENT_VERSIONS, NEWEST_SEQ, VERSION_COLUMNS,
 };
+use crate::audit::{self, AuditEntry, AuditQuery, SealedAudit};
 use crate::{
     check_id, check_version, now_instant, prepare_version, Current, HistoryPage, HistoryQuery, PreparedResource,
     Result, Store, StoreError, StoreTx, Stored,
@@ -110,6 +111,34 @@ CREATE TABLE search_composite (
 );
 CREATE INDEX search_composite_lookup ON search_composite (param, c1_value, rid);
 CREATE INDEX search_composite_rid ON search_composite (rid);
+"#,
+    r#"
+CREATE TABLE audit_log (
+    seq      INTEGER PRIMARY KEY,
+    chain    INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    recorded TEXT    NOT NULL,
+    patient  TEXT,
+    agent    TEXT    NOT NULL,
+    flag     TEXT,
+    body     BLOB    NOT NULL,
+    previous BLOB    NOT NULL,
+    hash     BLOB    NOT NULL,
+    UNIQUE (chain, position)
+);
+CREATE INDEX audit_log_patient ON audit_log (patient, seq) WHERE patient IS NOT NULL;
+CREATE INDEX audit_log_agent ON audit_log (agent, seq);
+CREATE INDEX audit_log_flag ON audit_log (flag) WHERE flag IS NOT NULL;
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TABLE store_state (
+    kind  TEXT NOT NULL,
+    key   TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+);
 "#,
 ];
 
@@ -583,6 +612,45 @@ impl StoreTx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn append_audit(&mut self, entries: &[AuditEntry]) -> Result<()> {
+        // One writer: the chain's head cannot move under this unit of work.
+        let head = self
+            .conn
+            .prepare_cached(audit::CHAIN_HEAD)?
+            .query_row(params![0i64], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let mut insert = self.conn.prepare_cached(
+            "INSERT INTO audit_log (chain, position, recorded, patient, agent, flag, body, previous, hash)
+             VALUES (0, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        for (e, (position, previous, hash)) in entries.iter().zip(audit::seal_after(head, 0, entries)) {
+            insert.execute(params![position, e.recorded, e.patient, e.agent, e.flag, e.body, previous, hash])?;
+        }
+        Ok(())
+    }
+
+    fn state_get(&mut self, kind: &str, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM store_state WHERE kind = ?1 AND key = ?2")?
+            .query_row(params![kind, key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn state_put(&mut self, kind: &str, key: &str, value: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO store_state (kind, key, value) VALUES (?1, ?2, ?3)")?
+            .execute(params![kind, key, value])?;
+        Ok(())
+    }
+
+    fn state_delete(&mut self, kind: &str, key: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM store_state WHERE kind = ?1 AND key = ?2")?
+            .execute(params![kind, key])?;
+        Ok(())
+    }
+
     fn insert_prepared(&mut self, p: PreparedResource) -> Result<Stored> {
         check_id(&p.id)?;
         if self.current_version(&p.resource_type, &p.id)?.is_some() {
@@ -627,6 +695,30 @@ impl rusqlite::ToSql for Arg {
             Arg::Int(i) => rusqlite::types::ToSqlOutput::from(*i),
         })
     }
+}
+
+/// Runs an audit row statement.
+fn audit_query(conn: &Connection, sql: &str, args: Vec<Arg>) -> Result<Vec<SealedAudit>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt
+        .query_map(params_from_iter(args), |r| {
+            Ok(SealedAudit {
+                seq: r.get(0)?,
+                chain: r.get(1)?,
+                position: r.get(2)?,
+                entry: AuditEntry {
+                    recorded: r.get(3)?,
+                    patient: r.get(4)?,
+                    agent: r.get(5)?,
+                    flag: r.get(6)?,
+                    body: r.get(7)?,
+                },
+                previous: r.get(8)?,
+                hash: r.get(9)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
 }
 
 fn search_ids(
@@ -794,6 +886,20 @@ impl Store for SqliteStore {
     fn refresh_statistics(&self) -> Result<()> {
         // Search plans are chosen by the store's own probes, not by SQLite statistics.
         Ok(())
+    }
+
+    fn audit_rows(&self, after: Option<(i64, i64)>, limit: usize) -> Result<Vec<SealedAudit>> {
+        let (sql, args) = audit::rows_statement(after, limit);
+        self.with_reader_until(None, |c| audit_query(c, &sql, args))
+    }
+
+    fn audit_search(&self, query: &AuditQuery) -> Result<Vec<SealedAudit>> {
+        let (sql, args) = audit::search_statement(query);
+        self.with_reader(|c| audit_query(c, &sql, args))
+    }
+
+    fn audit_get(&self, seq: i64) -> Result<Option<SealedAudit>> {
+        self.with_reader(|c| Ok(audit_query(c, &audit::row_statement(), vec![Arg::Int(seq)])?.pop()))
     }
 
     fn ping(&self) -> Result<()> {

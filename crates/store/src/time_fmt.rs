@@ -24,6 +24,11 @@ pub fn now_instant() -> String {
     format(OffsetDateTime::now_utc())
 }
 
+/// The time `seconds` from now (negative: ago) in the stored format.
+pub fn instant_in(seconds: i64) -> String {
+    format(OffsetDateTime::now_utc() + time::Duration::seconds(seconds))
+}
+
 /// Parses a FHIR instant/dateTime (`2024-01-02T03:04:05+02:00`, or a date `2024-01-02`,
 /// `2024-01`, `2024`, taken as the start of that period in UTC) into the stored format.
 pub fn parse_instant(s: &str) -> Option<String> {

@@ -20,6 +20,7 @@ use super::{
     checked_resource, conditional_query, if_none_exist_query, multiple_matches, parse_query_string, resource_response,
 };
 use crate::bundle_writer::{BundleWriter, EntryResource};
+use crate::access::Guard;
 use crate::context::RequestContext;
 use crate::engine::{truncate, Conditions, Engine, Exec, FhirRequest, FhirResponse, Method, Payload, RequestBody};
 use crate::error::{FhirError, FhirResult};
@@ -37,7 +38,8 @@ struct Entry {
 }
 
 /// Processes a batch or transaction Bundle.
-pub fn process(engine: &Engine, ctx: &RequestContext, req: FhirRequest) -> FhirResult<FhirResponse> {
+pub fn process(engine: &Engine, guard: &Guard<'_>, req: FhirRequest) -> FhirResult<FhirResponse> {
+    let ctx = guard.context();
     let RequestBody::Resource(bundle) = req.body else {
         return Err(FhirError::bad_request(
             "POST to the server base needs a batch or transaction Bundle",
@@ -73,7 +75,7 @@ pub fn process(engine: &Engine, ctx: &RequestContext, req: FhirRequest) -> FhirR
         ));
     }
     match kind {
-        "transaction" => transaction(engine, ctx, entries),
+        "transaction" => transaction(engine, guard, entries),
         "batch" => Ok(batch(engine, ctx, entries)),
         other => Err(FhirError::bad_request(format!(
             "Bundle.type must be 'transaction' or 'batch' to be processed, not '{}'",
@@ -344,7 +346,8 @@ fn status_line(status: StatusCode) -> String {
     format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""))
 }
 
-fn transaction(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirResult<FhirResponse> {
+fn transaction(engine: &Engine, guard: &Guard<'_>, raw: Vec<Value>) -> FhirResult<FhirResponse> {
+    let ctx = guard.context();
     let mut entries = Vec::with_capacity(raw.len());
     for (i, e) in raw.into_iter().enumerate() {
         let mut entry = parse_entry(engine, i, e).map_err(|e| at_entry(i, e))?;
@@ -470,7 +473,7 @@ fn transaction(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirRe
     let mut by_order: Vec<usize> = (0..entries.len()).collect();
     by_order.sort_by_key(|&i| order(entries[i].method));
     let mut results: Vec<Option<FhirResponse>> = vec![None; entries.len()];
-    engine.with_tx(Exec::Standalone, |tx| {
+    engine.with_tx(guard, Exec::Standalone, |tx| {
         let locks: Vec<(&str, &SearchQuery)> = conditions.iter().map(|(_, rt, q, _)| (rt.as_str(), q)).collect();
         tx.lock_conditions(&locks)?;
         for (index, rt, query, found) in &conditions {
@@ -490,11 +493,16 @@ fn transaction(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirRe
         for &i in &by_order {
             let e = &mut entries[i];
             let response = if let Some(ready) = prepared.remove(&i) {
-                resource_response(engine, StatusCode::CREATED, &tx.insert_prepared(ready)?)
+                let stored = tx.insert_prepared(ready)?;
+                guard.disclose(&stored);
+                resource_response(engine, StatusCode::CREATED, &stored)
             } else if let Some(id) = existing.get(&i) {
                 let rt = e.resource_type.clone().unwrap_or_default();
                 match tx.read(&rt, id)? {
-                    sijill_store::Current::Found(s) => resource_response(engine, StatusCode::OK, &s),
+                    sijill_store::Current::Found(s) => {
+                        guard.disclose(&s);
+                        resource_response(engine, StatusCode::OK, &s)
+                    }
                     _ => return Err(changed_meanwhile(Some(i))),
                 }
             } else {
@@ -526,7 +534,8 @@ fn batch(engine: &Engine, ctx: &RequestContext, raw: Vec<Value>) -> FhirResponse
             if entry.method == Method::Get {
                 return engine.execute(ctx, entry.request);
             }
-            engine.with_tx(Exec::Standalone, |tx| {
+            // The entry's own interaction records its audit events in this transaction.
+            engine.in_transaction(Exec::Standalone, |tx| {
                 let mut cache = HashMap::new();
                 rewrite_body(&mut tx_finder(tx), &no_ids, &mut cache, &mut entry.request.body)?;
                 engine.execute_in(ctx, tx, entry.request)

@@ -25,7 +25,7 @@ pub fn create(
         Some(q) => Some(conditional_query(resource_type, &if_none_exist_query(q))?),
         None => None,
     };
-    engine.with_tx(exec, |tx| {
+    engine.with_tx(guard, exec, |tx| {
         if let Some(query) = &condition {
             match matching_ids(tx, resource_type, query)?.as_slice() {
                 [] => {}
@@ -44,6 +44,7 @@ pub fn create(
             }
         }
         let stored = tx.create(resource_type, resource, None)?;
+        guard.disclose(&stored);
         Ok(resource_response(engine, StatusCode::CREATED, &stored))
     })
 }

@@ -21,14 +21,13 @@ pub fn delete(
 ) -> FhirResult<FhirResponse> {
     let if_match = req.conditions.if_match.as_deref().map(parse_version).transpose()?;
     let criteria = criteria_unless_id(resource_type, id, &req.query)?;
-    engine.with_tx(exec, |tx| {
+    engine.with_tx(guard, exec, |tx| {
         let target = resolve_target(tx, resource_type, id, criteria.as_ref())?;
         let deleted = match target {
             Some(target) => {
-                if !guard.sees_through(Action::Delete, resource_type) {
-                    if let Current::Found(stored) = tx.read(resource_type, &target)? {
-                        guard.check_write_existing(Action::Delete, &stored)?;
-                    }
+                if let Current::Found(stored) = tx.read(resource_type, &target)? {
+                    guard.check_write_existing(Action::Delete, &stored)?;
+                    guard.disclose(&stored);
                 }
                 tx.delete(resource_type, &target, if_match)?
             }

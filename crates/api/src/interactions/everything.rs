@@ -204,6 +204,7 @@ pub fn everything(
     let after = options.cursor.as_ref().map(|(_, t, id)| (t.as_str(), id.as_str()));
     let mut collected = collect(engine, patient_id, &options, after, options.count, true)?;
     collected.found.retain(|s| guard.visible(s));
+    collected.found.iter().for_each(|s| guard.disclose(s));
     let base = format!(
         "{}/Patient/{patient_id}/$everything?{}",
         engine.base_url,
@@ -263,5 +264,6 @@ pub fn everything_for_all(engine: &Engine, guard: &Guard<'_>, params: &[(String,
         links.push(("next", format!("{base}&_cursor={p}:{t}:{id}")));
     }
     let resources: Vec<Stored> = page.into_iter().map(|(_, s)| s).collect();
+    resources.iter().for_each(|s| guard.disclose(s));
     Ok(searchset(engine, &resources, None, &links))
 }

@@ -62,6 +62,7 @@ pub fn history(
             return Err(FhirError::resource_not_found(t, id));
         }
     }
+    page.entries.iter().for_each(|s| guard.disclose(s));
     let path = match &query.scope {
         HistoryScope::System => "_history".to_string(),
         HistoryScope::Type(t) => format!("{t}/_history"),

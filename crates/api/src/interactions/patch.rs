@@ -64,7 +64,7 @@ pub fn patch(
     let max_bytes = engine.limits.max_body_bytes;
     let if_match = req.conditions.if_match.as_deref().map(parse_version).transpose()?;
     let criteria = criteria_unless_id(resource_type, id, &req.query)?;
-    engine.with_tx(exec, |tx| {
+    engine.with_tx(guard, exec, |tx| {
         let target = resolve_target(tx, resource_type, id, criteria.as_ref())?
             .ok_or_else(|| FhirError::not_found(format!("No {resource_type} matches the criteria")))?;
         let current = match tx.read(resource_type, &target)? {
@@ -97,6 +97,7 @@ pub fn patch(
         let resource = checked_resource(RequestBody::Resource(resource), resource_type, Some(&target))?;
         guard.check_write(Action::Update, resource_type, &resource)?;
         let (stored, _) = tx.update(resource_type, &target, resource, Some(current.version))?;
+        guard.disclose(&stored);
         Ok(resource_response(engine, StatusCode::OK, &stored))
     })
 }

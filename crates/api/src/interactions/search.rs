@@ -312,6 +312,7 @@ pub fn search(
         }
     }
     let mut writer = BundleWriter::new("searchset", shape.total.then_some(total), &links);
+    found.iter().chain(included.iter()).for_each(|s| guard.disclose(s));
     for (s, mode) in found
         .iter()
         .map(|s| (s, "match"))

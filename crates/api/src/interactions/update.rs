@@ -24,10 +24,11 @@ pub fn update(
     match id {
         Some(id) => {
             let resource = checked_resource(req.body, resource_type, Some(id))?;
-            engine.with_tx(exec, |tx| {
+            engine.with_tx(guard, exec, |tx| {
                 check_replacing(guard, tx, resource_type, id, &resource)?;
                 let (stored, created) = tx.update(resource_type, id, resource, if_match)?;
                 let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+                guard.disclose(&stored);
                 Ok(resource_response(engine, status, &stored))
             })
         }
@@ -35,7 +36,7 @@ pub fn update(
             let query = conditional_query(resource_type, &req.query)?;
             let resource = checked_resource(req.body, resource_type, None)?;
             let body_id = resource.get("id").and_then(|v| v.as_str()).map(str::to_string);
-            engine.with_tx(exec, |tx| {
+            engine.with_tx(guard, exec, |tx| {
                 let target = match matching_ids(tx, resource_type, &query)?.as_slice() {
                     [] => None,
                     [found] => Some(found.clone()),
@@ -73,6 +74,7 @@ pub fn update(
                     }
                 };
                 let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+                guard.disclose(&stored);
                 Ok(resource_response(engine, status, &stored))
             })
         }

@@ -91,6 +91,10 @@ fn explicit_rows() {
         r.grant = Grant::Active;
         r
     };
+    let care_team = |mut r: Row| {
+        r.grant = Grant::CareTeam;
+        r
+    };
     let org = |mut r: Row, o: &'static str| {
         r.organization = Some(o);
         r
@@ -125,6 +129,11 @@ fn explicit_rows() {
         granted(row(Practitioner, Create, "Observation", Patient(OTHER), true)),
         granted(row(Practitioner, Update, "Observation", Patient(OTHER), true)),
         granted(row(Practitioner, Delete, "Observation", Patient(OTHER), false)),
+        // The care team (a current encounter or appointment, no grant): adds, never reads.
+        care_team(row(Practitioner, Create, "Observation", Patient(OTHER), true)),
+        care_team(row(Practitioner, Read, "Observation", Patient(OTHER), false)),
+        care_team(row(Practitioner, Search, "Condition", Patient(OTHER), false)),
+        care_team(row(Practitioner, Update, "Observation", Patient(OTHER), false)),
         row(Practitioner, Search, "Observation", AnyPatient, false),
         granted(row(Practitioner, History, "Observation", AnyPatient, false)),
         row(Practitioner, Read, "Location", Nobody, true),
@@ -195,7 +204,7 @@ fn every_request() -> Vec<(Role, Row)> {
         for action in Action::ALL {
             for category in Category::ALL {
                 for subject in subjects {
-                    for grant in [Grant::None, Grant::Active] {
+                    for grant in [Grant::None, Grant::CareTeam, Grant::Active] {
                         for organization in [None, Some(MY_ORG), Some(OTHER_ORG)] {
                             for count_only in [false, true] {
                                 let mut r = row(role, action, type_of(category), subject, false);
@@ -216,7 +225,7 @@ fn every_request() -> Vec<(Role, Row)> {
 #[test]
 fn invariants_over_every_combination() {
     let all = every_request();
-    assert_eq!(all.len(), 7 * 6 * 6 * 4 * 2 * 3 * 2);
+    assert_eq!(all.len(), 7 * 6 * 6 * 4 * 3 * 3 * 2);
     for (role, r) in &all {
         let actor = actor(*role);
         let req = request(r);
@@ -244,7 +253,8 @@ fn invariants_over_every_combination() {
                 Role::Citizen => assert_eq!(r.subject, Subject::Patient(OWN), "{context}"),
                 Role::Practitioner => {
                     assert!(
-                        matches!(r.subject, Subject::Patient(_)) && r.grant == Grant::Active,
+                        matches!(r.subject, Subject::Patient(_))
+                            && (r.grant == Grant::Active || (r.grant == Grant::CareTeam && r.action == Action::Create)),
                         "{context}"
                     )
                 }

@@ -30,6 +30,7 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Row, Transaction};
 use serde_json::Value;
 
+use crate::audit::{self, AuditEntry, AuditQuery, SealedAudit};
 use crate::gate::Gate;
 use crate::index::IndexRow;
 use crate::query::{SearchQuery, SortKey};
@@ -66,7 +67,12 @@ pub struct PgStore {
     last_stamp: Mutex<String>,
     /// Units of work in progress, at most half the pool.
     writers: Gate,
+    /// Turns over the audit chains: each unit of work appends to the next one.
+    next_chain: std::sync::atomic::AtomicI64,
 }
+
+/// The advisory lock of audit chain n is this plus n ("SIJILAU" in ASCII).
+const AUDIT_CHAIN_LOCK: i64 = 0x0053_494A_494C_4155 << 8;
 
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
@@ -178,6 +184,7 @@ impl PgStore {
             param_keys,
             last_stamp: Mutex::new(String::new()),
             writers: Gate::new((POOL_SIZE / 2) as usize),
+            next_chain: std::sync::atomic::AtomicI64::new(0),
         };
         reindex_if_rules_changed(&store)?;
         Ok(store)
@@ -328,6 +335,8 @@ struct PgTx<'a, 'c> {
     floor: String,
     /// Prepared resources not written yet (written before any other statement and at commit).
     pending: Vec<Pending>,
+    /// The audit chain this unit of work appends to.
+    chain: i64,
 }
 
 impl PgTx<'_, '_> {
@@ -566,6 +575,63 @@ impl StoreTx for PgTx<'_, '_> {
         search_ids(self.keys, self.tx, resource_type, query, limit)
     }
 
+    fn append_audit(&mut self, entries: &[AuditEntry]) -> Result<()> {
+        // The chain's lock is held until commit, so the next writer on this chain reads the
+        // head this unit of work leaves.
+        self.tx
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&(AUDIT_CHAIN_LOCK + self.chain)])?;
+        let head = self
+            .tx
+            .query_opt(&numbered(audit::CHAIN_HEAD), &[&self.chain])?
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, Vec<u8>>(1)));
+        let links = audit::seal_after(head, self.chain, entries);
+        let column = |f: fn(&AuditEntry) -> Option<String>| entries.iter().map(f).collect::<Vec<_>>();
+        self.tx.execute(
+            "INSERT INTO audit_log (chain, position, recorded, patient, agent, flag, body, previous, hash)
+             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                      $7::bytea[], $8::bytea[], $9::bytea[])",
+            &[
+                &self.chain,
+                &links.iter().map(|l| l.0).collect::<Vec<i64>>(),
+                &column(|e| Some(e.recorded.clone())),
+                &column(|e| e.patient.clone()),
+                &column(|e| Some(e.agent.clone())),
+                &column(|e| e.flag.clone()),
+                &entries.iter().map(|e| e.body.as_slice()).collect::<Vec<&[u8]>>(),
+                &links.iter().map(|l| l.1.as_slice()).collect::<Vec<&[u8]>>(),
+                &links.iter().map(|l| l.2.as_slice()).collect::<Vec<&[u8]>>(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn state_get(&mut self, kind: &str, key: &str) -> Result<Option<String>> {
+        // Writers of one key take turns, also while it does not exist yet.
+        self.tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('state/' || $1 || '/' || $2, 0))",
+            &[&kind, &key],
+        )?;
+        Ok(self
+            .tx
+            .query_opt("SELECT value FROM store_state WHERE kind = $1 AND key = $2", &[&kind, &key])?
+            .map(|r| r.get(0)))
+    }
+
+    fn state_put(&mut self, kind: &str, key: &str, value: &str) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO store_state (kind, key, value) VALUES ($1, $2, $3)
+             ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
+            &[&kind, &key, &value],
+        )?;
+        Ok(())
+    }
+
+    fn state_delete(&mut self, kind: &str, key: &str) -> Result<()> {
+        self.tx
+            .execute("DELETE FROM store_state WHERE kind = $1 AND key = $2", &[&kind, &key])?;
+        Ok(())
+    }
+
     fn lock_conditions(&mut self, conditions: &[(&str, &SearchQuery)]) -> Result<()> {
         // One transaction-scoped advisory lock per condition, taken in key order so that two
         // units of work with several conditions cannot wait for each other in a circle.
@@ -685,6 +751,28 @@ impl IndexRebuild for PgStore {
     }
 }
 
+/// Runs an audit row statement (placeholders `?`).
+fn audit_query(runner: &mut impl Runner, sql: &str, args: &[Arg]) -> Result<Vec<SealedAudit>> {
+    Ok(runner
+        .rows(&numbered(sql), args)?
+        .iter()
+        .map(|r| SealedAudit {
+            seq: r.get(0),
+            chain: r.get(1),
+            position: r.get(2),
+            entry: AuditEntry {
+                recorded: r.get(3),
+                patient: r.get(4),
+                agent: r.get(5),
+                flag: r.get(6),
+                body: r.get(7),
+            },
+            previous: r.get(8),
+            hash: r.get(9),
+        })
+        .collect())
+}
+
 impl Store for PgStore {
     fn write(&self, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
         // A unit of work may read through a second pooled connection (the access guard's
@@ -705,6 +793,7 @@ impl Store for PgStore {
                 stamp: None,
                 floor,
                 pending: Vec::new(),
+                chain: self.next_chain.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % audit::PG_CHAINS,
             };
             work(&mut ptx)?;
             ptx.flush()?;
@@ -831,6 +920,20 @@ impl Store for PgStore {
             .iter()
             .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
             .collect())
+    }
+
+    fn audit_rows(&self, after: Option<(i64, i64)>, limit: usize) -> Result<Vec<SealedAudit>> {
+        let (sql, args) = audit::rows_statement(after, limit);
+        audit_query(&mut *self.client()?, &sql, &args)
+    }
+
+    fn audit_search(&self, query: &AuditQuery) -> Result<Vec<SealedAudit>> {
+        let (sql, args) = audit::search_statement(query);
+        audit_query(&mut *self.client()?, &sql, &args)
+    }
+
+    fn audit_get(&self, seq: i64) -> Result<Option<SealedAudit>> {
+        Ok(audit_query(&mut *self.client()?, &audit::row_statement(), &[Arg::Int(seq)])?.pop())
     }
 
     fn refresh_statistics(&self) -> Result<()> {

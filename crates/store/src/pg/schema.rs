@@ -18,7 +18,8 @@ const MIGRATION_LOCK: i64 = 0x5349_4A49_4C4C_3031;
 
 /// Migrations, in order; `schema_migrations` records which ran. Never edit one that
 /// shipped: add a new one.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE resources (
     rid         bigserial PRIMARY KEY,
     type        text COLLATE "C" NOT NULL,
@@ -99,7 +100,41 @@ CREATE TABLE store_meta (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE audit_log (
+    seq      bigserial PRIMARY KEY,
+    chain    bigint NOT NULL,
+    position bigint NOT NULL,
+    recorded text COLLATE "C" NOT NULL,
+    patient  text COLLATE "C",
+    agent    text COLLATE "C" NOT NULL,
+    flag     text COLLATE "C",
+    body     bytea  NOT NULL,
+    previous bytea  NOT NULL,
+    hash     bytea  NOT NULL,
+    UNIQUE (chain, position)
+);
+CREATE INDEX audit_log_patient ON audit_log (patient, seq) WHERE patient IS NOT NULL;
+CREATE INDEX audit_log_agent ON audit_log (agent, seq);
+CREATE INDEX audit_log_flag ON audit_log (flag) WHERE flag IS NOT NULL;
+CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the audit trail is append-only';
+END
+$$;
+CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+CREATE TABLE store_state (
+    kind  text COLLATE "C" NOT NULL,
+    key   text COLLATE "C" NOT NULL,
+    value text NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+"#,
+];
 
 /// Applies the migrations that have not run yet, each in its own transaction, and returns
 /// the schema version. Refuses a database whose schema is newer than this program.

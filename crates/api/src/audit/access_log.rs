@@ -1,0 +1,305 @@
+//! Reading the audit trail: AuditEvent read and search (auditors), the review queue of
+//! emergency accesses, and the citizen's own access log in plain language.
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+use sijill_auth::{decide, Action, Request, Role};
+use sijill_store::audit::{FLAG_BREAK_GLASS, FLAG_REVIEW_OF};
+use sijill_store::{AuditEntry, AuditQuery, SealedAudit};
+
+use super::{as_resource, Outcome};
+use crate::access::Guard;
+use crate::bundle_writer::{BundleWriter, EntryResource};
+use crate::context::Actor;
+use crate::engine::{truncate, Engine, FhirResponse, Payload, RequestBody};
+use crate::error::{FhirError, FhirResult};
+use crate::interactions::history::parse_count;
+
+/// Refuses anyone but an auditor or administrator (or the local operator).
+fn check_auditor(guard: &Guard<'_>, action: Action) -> FhirResult<()> {
+    match &guard.context().actor {
+        Actor::LocalOperator => Ok(()),
+        Actor::Principal(p) => {
+            let d = decide(p, &Request::whole_type(action, "AuditEvent", false));
+            if d.allowed() {
+                Ok(())
+            } else {
+                Err(FhirError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "the audit trail is for auditors; a citizen reads their own access log at Patient/{id}/$access-log",
+                ))
+            }
+        }
+    }
+}
+
+/// The refusal of any change to the audit trail.
+pub fn append_only() -> FhirError {
+    FhirError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "not-supported",
+        "The audit trail is append-only: AuditEvents are written by the server and never changed",
+    )
+}
+
+fn searchset(engine: &Engine, path: &str, rows: &[SealedAudit], count: usize, text: Option<&dyn Fn(&SealedAudit) -> String>) -> FhirResponse {
+    let self_url = format!("{}/{path}", engine.base_url);
+    let mut links = vec![("self", self_url.clone())];
+    if rows.len() > count {
+        if let Some(last) = rows.get(count - 1) {
+            let sep = if self_url.contains('?') { '&' } else { '?' };
+            links.push(("next", format!("{self_url}{sep}_before={}", last.seq)));
+        }
+    }
+    let mut writer = BundleWriter::new("searchset", None, &links);
+    for row in rows.iter().take(count) {
+        let mut v = as_resource(row);
+        if let Some(text) = text {
+            let words = text(row);
+            v["text"] = json!({"status": "generated", "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{}</div>", escape(&words))});
+        }
+        let url = format!("{}/AuditEvent/{}", engine.base_url, row.seq);
+        writer.entry(Some(&url), EntryResource::Json(&v), &[("search", json!({"mode": "match"}))]);
+    }
+    FhirResponse::new(StatusCode::OK, Payload::Bytes(writer.finish()))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// The paging and date parameters every audit listing takes.
+fn listing_query(engine: &Engine, params: &[(String, String)], query: &mut AuditQuery) -> FhirResult<usize> {
+    let mut count = engine.limits.default_count;
+    for (name, value) in params {
+        match name.as_str() {
+            "_count" => count = parse_count(value, engine.limits.max_count)?.max(1),
+            "_before" => {
+                query.before_seq = Some(
+                    value
+                        .parse()
+                        .map_err(|_| FhirError::bad_request("_before must be an AuditEvent id"))?,
+                )
+            }
+            "date" => {
+                let (prefix, date) = value.split_at(value.len().min(2));
+                let instant = |d: &str| {
+                    sijill_store::parse_instant(d)
+                        .ok_or_else(|| FhirError::bad_request(format!("date '{}' is not a date", truncate(value))))
+                };
+                match prefix {
+                    "ge" | "gt" => query.since = Some(instant(date)?),
+                    "le" | "lt" => query.until = Some(instant(date)?),
+                    _ => {
+                        return Err(FhirError::bad_request(
+                            "date takes ge or le (e.g. date=ge2026-11-01&date=le2026-12-01)",
+                        ))
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    query.limit = count + 1;
+    Ok(count)
+}
+
+/// `GET AuditEvent?patient=&agent=&date=ge…&date=le…&_count=&_before=`, newest first.
+pub fn search(engine: &Engine, guard: &Guard<'_>, params: &[(String, String)]) -> FhirResult<FhirResponse> {
+    check_auditor(guard, Action::Search)?;
+    let mut query = AuditQuery::default();
+    for (name, value) in params {
+        match name.as_str() {
+            "patient" => query.patient = Some(value.trim_start_matches("Patient/").to_string()),
+            "agent" => query.agent = Some(value.clone()),
+            "_count" | "_before" | "date" => {}
+            other => {
+                return Err(FhirError::bad_request(format!(
+                    "AuditEvent search takes patient, agent, date, _count and _before; not '{}'",
+                    truncate(other)
+                )))
+            }
+        }
+    }
+    let count = listing_query(engine, params, &mut query)?;
+    let rows = engine.store.audit_search(&query)?;
+    let echo = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params.iter().filter(|(n, _)| n != "_before"))
+        .finish();
+    Ok(searchset(engine, &format!("AuditEvent?{echo}"), &rows, count, None))
+}
+
+/// `GET AuditEvent/{id}`.
+pub fn read(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<FhirResponse> {
+    check_auditor(guard, Action::Read)?;
+    let row = id
+        .parse::<i64>()
+        .ok()
+        .map(|seq| engine.store.audit_get(seq))
+        .transpose()?
+        .flatten()
+        .ok_or_else(|| FhirError::resource_not_found("AuditEvent", id))?;
+    Ok(FhirResponse::new(StatusCode::OK, Payload::Json(as_resource(&row))))
+}
+
+/// `GET AuditEvent/$review-queue`: emergency accesses no auditor has reviewed yet.
+pub fn review_queue(engine: &Engine, guard: &Guard<'_>, params: &[(String, String)]) -> FhirResult<FhirResponse> {
+    check_auditor(guard, Action::Search)?;
+    let mut query = AuditQuery {
+        flag: Some(FLAG_BREAK_GLASS.into()),
+        unreviewed: true,
+        ..AuditQuery::default()
+    };
+    let count = listing_query(engine, params, &mut query)?;
+    let rows = engine.store.audit_search(&query)?;
+    Ok(searchset(engine, "AuditEvent/$review-queue", &rows, count, None))
+}
+
+/// `POST AuditEvent/{id}/$review` (Parameters `note`): an auditor records that an emergency
+/// access was reviewed; it leaves the queue. The review is itself an audit event.
+pub fn review(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBody) -> FhirResult<FhirResponse> {
+    check_auditor(guard, Action::Search)?;
+    let seq: i64 = id.parse().map_err(|_| FhirError::resource_not_found("AuditEvent", id))?;
+    let row = engine
+        .store
+        .audit_get(seq)?
+        .ok_or_else(|| FhirError::resource_not_found("AuditEvent", id))?;
+    if row.entry.flag.as_deref() != Some(FLAG_BREAK_GLASS) {
+        return Err(FhirError::bad_request("Only emergency (break-glass) accesses are reviewed"));
+    }
+    let note = match body {
+        RequestBody::Resource(v) => v["parameter"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "note"))
+            .and_then(|p| p["valueString"].as_str())
+            .map(str::to_string),
+        _ => None,
+    }
+    .filter(|n| !n.trim().is_empty())
+    .ok_or_else(|| FhirError::bad_request("Parameter 'note' (what the review found) is missing"))?;
+    let mut event: Value = serde_json::from_slice(&guard.audit_events(&Outcome::success(), false)[0].body)
+        .unwrap_or_else(|_| json!({"resourceType": "AuditEvent"}));
+    event["outcomeDesc"] = json!(note);
+    event["entity"] = json!([{
+        "what": {"reference": format!("AuditEvent/{seq}")},
+        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object"},
+        "description": "the emergency access reviewed",
+    }]);
+    let entry = AuditEntry {
+        recorded: sijill_store::now_instant(),
+        patient: row.entry.patient.clone(),
+        agent: super::agent_of(guard.context()),
+        flag: Some(format!("{FLAG_REVIEW_OF}{seq}")),
+        body: serde_json::to_vec(&event).unwrap_or_default(),
+    };
+    engine.store.append_audit(&[entry])?;
+    Ok(FhirResponse::new(
+        StatusCode::OK,
+        Payload::Json(json!({
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "information", "code": "informational", "diagnostics": format!("AuditEvent/{seq} is reviewed")}],
+        })),
+    ))
+}
+
+/// `GET Patient/{id}/$access-log`: for the patient, who reached their record, when, from
+/// which facility, why and under which grant — other people's accesses only, each with a
+/// sentence in plain language.
+pub fn access_log(engine: &Engine, guard: &Guard<'_>, patient: &str, params: &[(String, String)]) -> FhirResult<FhirResponse> {
+    let allowed = match &guard.context().actor {
+        Actor::LocalOperator => true,
+        Actor::Principal(p) => {
+            (p.role == Role::Citizen && p.patient.as_deref() == Some(patient))
+                || decide(p, &Request::whole_type(Action::Search, "AuditEvent", false)).allowed()
+        }
+    };
+    if !allowed {
+        return Err(FhirError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only the patient (or an auditor) reads a patient's access log",
+        ));
+    }
+    let own_user = format!("Patient/{patient}");
+    let mut query = AuditQuery {
+        patient: Some(patient.to_string()),
+        ..AuditQuery::default()
+    };
+    let count = listing_query(engine, params, &mut query)?;
+    // Skip the patient's own requests and the server's own work, a page at a time.
+    let mut rows = Vec::new();
+    loop {
+        let page = engine.store.audit_search(&query)?;
+        let full = page.len() == query.limit;
+        query.before_seq = page.last().map(|r| r.seq);
+        rows.extend(
+            page.into_iter()
+                .filter(|r| r.entry.agent != own_user && r.entry.agent != "operator"),
+        );
+        if rows.len() > count || !full {
+            break;
+        }
+    }
+    let text = |row: &SealedAudit| plain_words(row);
+    Ok(searchset(engine, &format!("Patient/{patient}/$access-log"), &rows, count, Some(&text)))
+}
+
+/// One access, told to the patient.
+fn plain_words(row: &SealedAudit) -> String {
+    let v: Value = serde_json::from_slice(&row.entry.body).unwrap_or_default();
+    let agents = v["agent"].as_array().cloned().unwrap_or_default();
+    let who = agents
+        .first()
+        .and_then(|a| a["who"]["reference"].as_str().or(a["who"]["display"].as_str()))
+        .unwrap_or("someone")
+        .to_string();
+    let role = agents
+        .first()
+        .and_then(|a| a["role"][0]["coding"][0]["code"].as_str())
+        .unwrap_or("user")
+        .replace('-', " ");
+    let facility = agents
+        .iter()
+        .find_map(|a| a["who"]["reference"].as_str().filter(|r| r.starts_with("Organization/")))
+        .map(|f| format!(" at {f}"))
+        .unwrap_or_default();
+    let items = v["entity"]
+        .as_array()
+        .map(|e| e.iter().filter(|x| x["role"]["code"] == "4").count())
+        .unwrap_or(0);
+    let verb = match (v["action"].as_str(), v["subtype"][0]["code"].as_str()) {
+        (_, Some("operation")) => "used an operation on".to_string(),
+        (Some("C"), _) => "added to".to_string(),
+        (Some("U"), _) => "changed".to_string(),
+        (Some("D"), _) => "deleted from".to_string(),
+        _ => "looked at".to_string(),
+    };
+    let what = if items > 0 {
+        format!("{items} item{} of your record", if items == 1 { "" } else { "s" })
+    } else {
+        "your record".to_string()
+    };
+    let why = match v["purposeOfEvent"][0]["coding"][0]["code"].as_str() {
+        Some("ETREAT") => "in an emergency (break-glass)",
+        Some("TREAT") => "for your care",
+        _ => "for the running of the health system",
+    };
+    let grant = agents
+        .first()
+        .and_then(|a| a["policy"][0].as_str())
+        .map(|c| format!(", under your grant {c}"))
+        .unwrap_or_default();
+    let outcome = if v["outcome"] == "0" {
+        String::new()
+    } else {
+        format!(
+            " It was refused: {}.",
+            v["outcomeDesc"].as_str().unwrap_or("not allowed").trim_end_matches('.')
+        )
+    };
+    format!(
+        "On {}, a {role} ({who}){facility} {verb} {what} {why}{grant}.{outcome}",
+        row.entry.recorded.replace('T', " at ").trim_end_matches('Z'),
+    )
+}
