@@ -344,9 +344,9 @@ impl<'a> Guard<'a> {
             return true;
         }
         match self.actor.map(|a| a.role) {
-            Some(sijill_auth::Role::Practitioner) => self
-                .grant_record(patient)
-                .is_some_and(|g| g.sensitive || g.emergency),
+            Some(sijill_auth::Role::Practitioner) => {
+                self.grant_record(patient).is_some_and(|g| g.sensitive || g.emergency)
+            }
             _ => true,
         }
     }
@@ -579,9 +579,9 @@ impl<'a> Guard<'a> {
                         ));
                     }
                     None => Compartment {
-                    owner_type: "Patient".into(),
-                    owner_ids: allowed.clone(),
-                    params,
+                        owner_type: "Patient".into(),
+                        owner_ids: allowed.clone(),
+                        params,
                     },
                 };
                 // Restricted records stay out unless every patient searched opened them.

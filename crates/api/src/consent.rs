@@ -17,7 +17,6 @@ use sijill_auth::{Principal, Role};
 use sijill_store::{Criterion, Current, SearchQuery, StoreTx, Stored};
 
 use crate::access::{GrantRecord, Guard};
-use crate::audit::Outcome;
 use crate::engine::{truncate, Engine, FhirResponse, Payload, RequestBody};
 use crate::error::{FhirError, FhirResult};
 use crate::interactions::resource_response;
@@ -88,9 +87,10 @@ fn parse(stored: &Stored) -> Option<Value> {
 }
 
 fn has_tag(resource: &Value, code: &str) -> bool {
-    resource["meta"]["tag"]
-        .as_array()
-        .is_some_and(|tags| tags.iter().any(|t| t["system"] == GRANT_KIND_SYSTEM && t["code"] == code))
+    resource["meta"]["tag"].as_array().is_some_and(|tags| {
+        tags.iter()
+            .any(|t| t["system"] == GRANT_KIND_SYSTEM && t["code"] == code)
+    })
 }
 
 /// The active grants to a practitioner: active Consents naming their organization whose
@@ -179,7 +179,10 @@ pub fn in_care_team(engine: &Engine, actor: &Principal, patient: &str) -> FhirRe
     }
     let today = sijill_store::now_instant()[..10].to_string();
     let mut by_actor: Vec<(String, String)> = vec![
-        ("actor:PractitionerRole.organization".into(), format!("Organization/{org}")),
+        (
+            "actor:PractitionerRole.organization".into(),
+            format!("Organization/{org}"),
+        ),
         ("actor:Location.organization".into(), format!("Organization/{org}")),
     ];
     if let Some(me) = &actor.fhir_user {
@@ -249,10 +252,11 @@ fn forbidden(why: impl Into<String>) -> FhirError {
     FhirError::new(StatusCode::FORBIDDEN, "forbidden", why)
 }
 
+/// The acting practitioner (their FHIR user, else the token's subject) and facility.
 fn practitioner(guard: &Guard<'_>) -> FhirResult<(String, String)> {
     match &guard.context().actor {
         crate::context::Actor::Principal(p) if p.role == Role::Practitioner => match &p.organization {
-            Some(org) => Ok((p.subject.clone(), org.clone())),
+            Some(org) => Ok((p.fhir_user.clone().unwrap_or_else(|| p.subject.clone()), org.clone())),
             None => Err(forbidden("the token names no facility")),
         },
         _ => Err(forbidden("only a practitioner may do this")),
@@ -367,18 +371,18 @@ fn locked(a: &Attempts) -> Option<&str> {
 pub fn grant_access(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResult<FhirResponse> {
     let (subject, org) = practitioner(guard)?;
     let params = parameters(body)?;
-    let identifier = string_param(&params, "identifier")
-        .ok_or_else(|| FhirError::bad_request("Parameter 'identifier' (the patient's national identifier) is missing"))?;
+    let identifier = string_param(&params, "identifier").ok_or_else(|| {
+        FhirError::bad_request("Parameter 'identifier' (the patient's national identifier) is missing")
+    })?;
     let code = string_param(&params, "code").ok_or_else(|| FhirError::bad_request("Parameter 'code' is missing"))?;
     let settings = &engine.consent;
     let found = SearchQuery::parse("Patient", &[("identifier".into(), identifier.clone())])?;
-    let refusal = engine.with_tx(guard, crate::engine::Exec::Standalone, |tx| {
+    let refused = |why: String| Ok(Err(FhirError::new(StatusCode::FORBIDDEN, "security", why)));
+    let stored = engine.with_tx_or_refuse(guard, |tx| {
         let practitioner_key = format!("practitioner:{subject}");
         let mut mine = load_attempts(tx, &practitioner_key, settings.lockout_seconds)?;
         if let Some(until) = locked(&mine) {
-            return Ok(Err(format!(
-                "Too many wrong codes: you are locked out until {until}"
-            )));
+            return refused(format!("Too many wrong codes: you are locked out until {until}"));
         }
         let patients = tx.search_ids("Patient", &found, 2)?;
         let patient = match patients.as_slice() {
@@ -392,9 +396,9 @@ pub fn grant_access(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> F
         };
         if let (Some(p), Some(until)) = (&patient, theirs.as_ref().and_then(locked)) {
             guard.disclose_patient(p);
-            return Ok(Err(format!(
+            return refused(format!(
                 "Too many wrong codes were entered for this patient: redemption is locked until {until}, and the patient must make a new code"
-            )));
+            ));
         }
         let state: Option<Value> = match &patient {
             Some(p) => tx
@@ -425,12 +429,12 @@ pub fn grant_access(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> F
                 }
                 tx.state_put("code-attempts", key, &serde_json::to_string(t).unwrap_or_default())?;
             }
-            return Ok(Err(
+            return refused(
                 "The identifier and code do not match a valid access code (codes are single use and expire)".to_string(),
-            ));
+            );
         }
         let (Some(p), Some(s)) = (patient, state) else {
-            return Ok(Err("no patient".into()));
+            return refused("no patient".into());
         };
         tx.state_delete("access-code", &p)?;
         tx.state_delete("code-attempts", &practitioner_key)?;
@@ -440,10 +444,7 @@ pub fn grant_access(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> F
         guard.disclose(&stored);
         Ok(Ok(stored))
     })?;
-    match refusal {
-        Ok(stored) => Ok(resource_response(engine, StatusCode::CREATED, &stored)),
-        Err(why) => Err(FhirError::new(StatusCode::FORBIDDEN, "security", why)),
-    }
+    Ok(resource_response(engine, StatusCode::CREATED, &stored))
 }
 
 /// The Consent of a grant from an access code.
@@ -526,7 +527,9 @@ pub fn break_glass(engine: &Engine, guard: &Guard<'_>, patient: &str, body: &Req
         ));
     }
     if reason.chars().count() > 2000 {
-        return Err(FhirError::bad_request("Parameter 'reason' is longer than 2000 characters"));
+        return Err(FhirError::bad_request(
+            "Parameter 'reason' is longer than 2000 characters",
+        ));
     }
     if !matches!(engine.store.read("Patient", patient)?, Current::Found(_)) {
         return Err(FhirError::resource_not_found("Patient", patient));
@@ -579,12 +582,4 @@ pub fn break_glass(engine: &Engine, guard: &Guard<'_>, patient: &str, body: &Req
         Ok(stored)
     })?;
     Ok(resource_response(engine, StatusCode::CREATED, &stored))
-}
-
-/// The outcome of an operation refused before it ran.
-pub fn refused(e: &FhirError) -> Outcome {
-    Outcome::of_status(
-        e.status.as_u16(),
-        e.issues.first().map(|i| i.diagnostics.clone()),
-    )
 }

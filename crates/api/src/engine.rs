@@ -472,6 +472,30 @@ impl Engine {
         self.with_tx_marked(guard, Exec::Standalone, Some(flag), work)
     }
 
+    /// [`Engine::with_tx`] for a standalone write that may end in a refusal that must
+    /// still commit (a wrong access code's attempt counters): `Ok(Err(refusal))` commits
+    /// the work and returns the refusal, whose audit event then records it as refused.
+    pub fn with_tx_or_refuse<T>(
+        &self,
+        guard: &Guard<'_>,
+        work: impl FnOnce(&mut dyn StoreTx) -> FhirResult<Result<T, FhirError>>,
+    ) -> FhirResult<T> {
+        let audited_work = |tx: &mut dyn StoreTx| -> FhirResult<Result<T, FhirError>> {
+            let out = work(tx)?;
+            if out.is_ok() && self.audit.enabled() {
+                tx.append_audit(&guard.audit_events(&Outcome::success(), false))?;
+            }
+            Ok(out)
+        };
+        match self.in_transaction(Exec::Standalone, audited_work)? {
+            Ok(v) => {
+                guard.mark_audited();
+                Ok(v)
+            }
+            Err(refusal) => Err(refusal),
+        }
+    }
+
     fn with_tx_marked<T>(
         &self,
         guard: &Guard<'_>,
@@ -499,7 +523,11 @@ impl Engine {
 
     /// Runs `work` in a write transaction without appending audit events: for work whose
     /// interactions record their own (a batch entry run with [`Engine::execute_in`]).
-    pub fn in_transaction<T>(&self, exec: Exec<'_>, work: impl FnOnce(&mut dyn StoreTx) -> FhirResult<T>) -> FhirResult<T> {
+    pub fn in_transaction<T>(
+        &self,
+        exec: Exec<'_>,
+        work: impl FnOnce(&mut dyn StoreTx) -> FhirResult<T>,
+    ) -> FhirResult<T> {
         match exec {
             Exec::InTx(tx) => work(tx),
             Exec::Standalone => {

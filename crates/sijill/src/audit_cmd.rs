@@ -29,7 +29,8 @@ pub fn run(data_dir: &Path, database: Option<&str>, command: AuditCommand) -> Re
     };
     let store = crate::open_store(data_dir, database)?;
     let bar = crate::progress_bar(0, "{spinner} {pos} audit events checked ({per_sec})");
-    let found = verify(&*store, &mut |n| bar.set_position(n)).map_err(|e| format!("cannot read the audit trail: {e}"))?;
+    let found =
+        verify(&*store, &mut |n| bar.set_position(n)).map_err(|e| format!("cannot read the audit trail: {e}"))?;
     bar.finish_and_clear();
     println!("{} audit events checked", found.checked);
     if let Some(b) = &found.first_break {
@@ -46,7 +47,14 @@ pub fn run(data_dir: &Path, database: Option<&str>, command: AuditCommand) -> Re
         println!("BROKEN: chain {} position {}: {}", b.chain, b.position, b.what);
         return Ok(ExitCode::from(1));
     }
-    println!("every chain holds{}", if anchors.is_empty() { "" } else { ", and every anchor is in place" });
+    println!(
+        "every chain holds{}",
+        if anchors.is_empty() {
+            ""
+        } else {
+            ", and every anchor is in place"
+        }
+    );
     println!("heads (record them outside the database, then check with --anchor):");
     for h in &found.heads {
         println!("{} {} {}", h.chain, h.position, h.hash);

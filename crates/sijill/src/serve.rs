@@ -66,15 +66,15 @@ pub struct ServeArgs {
     /// system's), e.g. a national certification authority.
     #[arg(long, env = "SIJILL_EID_CA_FILE")]
     eid_ca_file: Option<std::path::PathBuf>,
-    /// Minutes a patient's access code stays valid.
-    #[arg(long, env = "SIJILL_ACCESS_CODE_MINUTES", default_value_t = 15)]
-    pub access_code_minutes: i64,
-    /// Hours a grant made with an access code lasts.
-    #[arg(long, env = "SIJILL_GRANT_HOURS", default_value_t = 72)]
-    pub grant_hours: i64,
-    /// Hours a break-glass (emergency) access lasts.
-    #[arg(long, env = "SIJILL_BREAK_GLASS_HOURS", default_value_t = 4)]
-    pub break_glass_hours: i64,
+    /// How long a patient's access code stays valid (`90s`, `15m`, `72h`, `3d`).
+    #[arg(long, env = "SIJILL_ACCESS_CODE_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub access_code_ttl: i64,
+    /// How long a grant made with an access code lasts.
+    #[arg(long, env = "SIJILL_GRANT_TTL", default_value = "72h", value_parser = parse_duration)]
+    pub grant_ttl: i64,
+    /// How long a break-glass (emergency) access lasts.
+    #[arg(long, env = "SIJILL_BREAK_GLASS_TTL", default_value = "4h", value_parser = parse_duration)]
+    pub break_glass_ttl: i64,
     /// Log format: text or json.
     #[arg(long, env = "SIJILL_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -186,9 +186,9 @@ pub fn run(data_dir: &Path, database: Option<&str>, args: ServeArgs) -> Result<E
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         let base_url = args.base_url.unwrap_or_else(|| format!("{scheme}://{local}/fhir"));
         let mut engine = Engine::new(store, base_url.clone(), limits);
-        engine.consent.code_seconds = args.access_code_minutes.max(1) * 60;
-        engine.consent.grant_seconds = args.grant_hours.max(1) * 3600;
-        engine.consent.break_glass_seconds = args.break_glass_hours.max(1) * 3600;
+        engine.consent.code_seconds = args.access_code_ttl;
+        engine.consent.grant_seconds = args.grant_ttl;
+        engine.consent.break_glass_seconds = args.break_glass_ttl;
         if std::env::var("SIJILL_AUDIT").is_ok_and(|v| v == "off-for-benchmark") {
             tracing::warn!("SIJILL_AUDIT=off-for-benchmark: NO AUDIT EVENTS ARE RECORDED; never serve real data like this");
             engine = engine.without_audit();
@@ -225,4 +225,40 @@ pub fn run(data_dir: &Path, database: Option<&str>, args: ServeArgs) -> Result<E
     served?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Parses a duration of whole seconds, minutes, hours or days (`90s`, `15m`, `72h`, `3d`)
+/// into seconds (at least one).
+fn parse_duration(s: &str) -> Result<i64, String> {
+    let (number, unit) = s.trim().split_at(s.trim().len().saturating_sub(1));
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 90s, 15m, 72h or 3d"))?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("'{s}' is not a duration like 90s, 15m, 72h or 3d")),
+    };
+    if seconds < 1 {
+        return Err(format!("'{s}' must be at least one second"));
+    }
+    Ok(seconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("15m"), Ok(900));
+        assert_eq!(parse_duration("72h"), Ok(259_200));
+        assert_eq!(parse_duration("3d"), Ok(259_200));
+        for bad in ["", "15", "m", "0s", "-5m", "1w", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -123,7 +123,8 @@ pub fn seal_after(head: Option<(i64, Vec<u8>)>, chain: i64, entries: &[AuditEntr
 pub(crate) const AUDIT_COLUMNS: &str = "seq, chain, position, recorded, patient, agent, flag, body, previous, hash";
 
 /// The last position and seal of a chain (`?`: the chain).
-pub(crate) const CHAIN_HEAD: &str = "SELECT position, hash FROM audit_log WHERE chain = ? ORDER BY position DESC LIMIT 1";
+pub(crate) const CHAIN_HEAD: &str =
+    "SELECT position, hash FROM audit_log WHERE chain = ? ORDER BY position DESC LIMIT 1";
 
 /// One row by seq (`?`: the seq).
 pub(crate) fn row_statement() -> String {
@@ -178,7 +179,10 @@ pub(crate) fn search_statement(q: &AuditQuery) -> (String, Vec<Arg>) {
         .collect::<Vec<_>>()
         .join(", ");
     (
-        format!("SELECT {columns} FROM audit_log a {clause} ORDER BY a.seq DESC LIMIT {}", q.limit),
+        format!(
+            "SELECT {columns} FROM audit_log a {clause} ORDER BY a.seq DESC LIMIT {}",
+            q.limit
+        ),
         args,
     )
 }

@@ -15,6 +15,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
+use crate::audit::{self, AuditEntry, AuditQuery, SealedAudit};
 use crate::gate::Gate;
 use crate::index::IndexRow;
 use crate::query::{SearchQuery, SortKey};
@@ -23,7 +24,6 @@ use crate::sql::{
     count_statement, history_statements, ids_statement, page_statement, param_key, Arg, Dialect, ParamKeys, SqlBuilder,
     CURRENT_VERSIONS, NEWEST_SEQ, VERSION_COLUMNS,
 };
-use crate::audit::{self, AuditEntry, AuditQuery, SealedAudit};
 use crate::{
     check_id, check_version, now_instant, prepare_version, Current, HistoryPage, HistoryQuery, PreparedResource,
     Result, Store, StoreError, StoreTx, Stored,
@@ -624,7 +624,9 @@ impl StoreTx for SqliteTx<'_> {
              VALUES (0, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         for (e, (position, previous, hash)) in entries.iter().zip(audit::seal_after(head, 0, entries)) {
-            insert.execute(params![position, e.recorded, e.patient, e.agent, e.flag, e.body, previous, hash])?;
+            insert.execute(params![
+                position, e.recorded, e.patient, e.agent, e.flag, e.body, previous, hash
+            ])?;
         }
         Ok(())
     }

@@ -43,7 +43,13 @@ pub fn append_only() -> FhirError {
     )
 }
 
-fn searchset(engine: &Engine, path: &str, rows: &[SealedAudit], count: usize, text: Option<&dyn Fn(&SealedAudit) -> String>) -> FhirResponse {
+fn searchset(
+    engine: &Engine,
+    path: &str,
+    rows: &[SealedAudit],
+    count: usize,
+    text: Option<&dyn Fn(&SealedAudit) -> String>,
+) -> FhirResponse {
     let self_url = format!("{}/{path}", engine.base_url);
     let mut links = vec![("self", self_url.clone())];
     if rows.len() > count {
@@ -60,7 +66,11 @@ fn searchset(engine: &Engine, path: &str, rows: &[SealedAudit], count: usize, te
             v["text"] = json!({"status": "generated", "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{}</div>", escape(&words))});
         }
         let url = format!("{}/AuditEvent/{}", engine.base_url, row.seq);
-        writer.entry(Some(&url), EntryResource::Json(&v), &[("search", json!({"mode": "match"}))]);
+        writer.entry(
+            Some(&url),
+            EntryResource::Json(&v),
+            &[("search", json!({"mode": "match"}))],
+        );
     }
     FhirResponse::new(StatusCode::OK, Payload::Bytes(writer.finish()))
 }
@@ -160,13 +170,17 @@ pub fn review_queue(engine: &Engine, guard: &Guard<'_>, params: &[(String, Strin
 /// access was reviewed; it leaves the queue. The review is itself an audit event.
 pub fn review(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBody) -> FhirResult<FhirResponse> {
     check_auditor(guard, Action::Search)?;
-    let seq: i64 = id.parse().map_err(|_| FhirError::resource_not_found("AuditEvent", id))?;
+    let seq: i64 = id
+        .parse()
+        .map_err(|_| FhirError::resource_not_found("AuditEvent", id))?;
     let row = engine
         .store
         .audit_get(seq)?
         .ok_or_else(|| FhirError::resource_not_found("AuditEvent", id))?;
     if row.entry.flag.as_deref() != Some(FLAG_BREAK_GLASS) {
-        return Err(FhirError::bad_request("Only emergency (break-glass) accesses are reviewed"));
+        return Err(FhirError::bad_request(
+            "Only emergency (break-glass) accesses are reviewed",
+        ));
     }
     let note = match body {
         RequestBody::Resource(v) => v["parameter"]
@@ -206,7 +220,12 @@ pub fn review(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBody) 
 /// `GET Patient/{id}/$access-log`: for the patient, who reached their record, when, from
 /// which facility, why and under which grant — other people's accesses only, each with a
 /// sentence in plain language.
-pub fn access_log(engine: &Engine, guard: &Guard<'_>, patient: &str, params: &[(String, String)]) -> FhirResult<FhirResponse> {
+pub fn access_log(
+    engine: &Engine,
+    guard: &Guard<'_>,
+    patient: &str,
+    params: &[(String, String)],
+) -> FhirResult<FhirResponse> {
     let allowed = match &guard.context().actor {
         Actor::LocalOperator => true,
         Actor::Principal(p) => {
@@ -242,7 +261,13 @@ pub fn access_log(engine: &Engine, guard: &Guard<'_>, patient: &str, params: &[(
         }
     }
     let text = |row: &SealedAudit| plain_words(row);
-    Ok(searchset(engine, &format!("Patient/{patient}/$access-log"), &rows, count, Some(&text)))
+    Ok(searchset(
+        engine,
+        &format!("Patient/{patient}/$access-log"),
+        &rows,
+        count,
+        Some(&text),
+    ))
 }
 
 /// One access, told to the patient.
@@ -261,7 +286,11 @@ fn plain_words(row: &SealedAudit) -> String {
         .replace('-', " ");
     let facility = agents
         .iter()
-        .find_map(|a| a["who"]["reference"].as_str().filter(|r| r.starts_with("Organization/")))
+        .find_map(|a| {
+            a["who"]["reference"]
+                .as_str()
+                .filter(|r| r.starts_with("Organization/"))
+        })
         .map(|f| format!(" at {f}"))
         .unwrap_or_default();
     let items = v["entity"]

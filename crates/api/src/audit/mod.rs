@@ -136,16 +136,18 @@ impl Outcome {
 pub fn agent_of(ctx: &RequestContext) -> String {
     match &ctx.actor {
         Actor::LocalOperator => "operator".into(),
-        Actor::Principal(p) => p
-            .fhir_user
-            .clone()
-            .unwrap_or_else(|| format!("client:{}", p.client_id)),
+        Actor::Principal(p) => p.fhir_user.clone().unwrap_or_else(|| format!("client:{}", p.client_id)),
     }
 }
 
 /// The events of one interaction: one per patient reached (one without a patient when
 /// none was), each listing that patient's resources.
-pub fn events(ctx: &RequestContext, interaction: &Interaction, outcome: &Outcome, disclosed: &Disclosures) -> Vec<AuditEntry> {
+pub fn events(
+    ctx: &RequestContext,
+    interaction: &Interaction,
+    outcome: &Outcome,
+    disclosed: &Disclosures,
+) -> Vec<AuditEntry> {
     let recorded = sijill_store::now_instant();
     let agent = agent_of(ctx);
     let mut groups: Vec<(&str, &[String], usize)> = disclosed
@@ -297,10 +299,15 @@ fn agents(ctx: &RequestContext, grant: Option<&GrantUse>) -> Value {
 
 /// An audit row as a FHIR AuditEvent, with its id (the row's seq).
 pub fn as_resource(row: &SealedAudit) -> Value {
-    let mut v: Value = serde_json::from_slice(&row.entry.body).unwrap_or_else(|_| json!({"resourceType": "AuditEvent"}));
+    let mut v: Value =
+        serde_json::from_slice(&row.entry.body).unwrap_or_else(|_| json!({"resourceType": "AuditEvent"}));
     if let Value::Object(m) = &mut v {
         m.shift_insert(1, "id".into(), json!(row.seq.to_string()));
-        m.shift_insert(2, "meta".into(), json!({"lastUpdated": row.entry.recorded, "versionId": "1"}));
+        m.shift_insert(
+            2,
+            "meta".into(),
+            json!({"lastUpdated": row.entry.recorded, "versionId": "1"}),
+        );
     }
     v
 }

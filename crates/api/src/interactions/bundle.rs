@@ -19,8 +19,8 @@ use sijill_store::{SearchQuery, StoreTx};
 use super::{
     checked_resource, conditional_query, if_none_exist_query, multiple_matches, parse_query_string, resource_response,
 };
-use crate::bundle_writer::{BundleWriter, EntryResource};
 use crate::access::Guard;
+use crate::bundle_writer::{BundleWriter, EntryResource};
 use crate::context::RequestContext;
 use crate::engine::{truncate, Conditions, Engine, Exec, FhirRequest, FhirResponse, Method, Payload, RequestBody};
 use crate::error::{FhirError, FhirResult};

@@ -613,7 +613,10 @@ impl StoreTx for PgTx<'_, '_> {
         )?;
         Ok(self
             .tx
-            .query_opt("SELECT value FROM store_state WHERE kind = $1 AND key = $2", &[&kind, &key])?
+            .query_opt(
+                "SELECT value FROM store_state WHERE kind = $1 AND key = $2",
+                &[&kind, &key],
+            )?
             .map(|r| r.get(0)))
     }
 
