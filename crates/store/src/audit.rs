@@ -113,8 +113,7 @@ pub fn seal_after(head: Option<(i64, Vec<u8>)>, chain: i64, entries: &[AuditEntr
         .map(|e| {
             position += 1;
             let hash = seal(&previous, chain, e);
-            let link = (position, std::mem::replace(&mut previous, hash.clone()), hash);
-            link
+            (position, std::mem::replace(&mut previous, hash.clone()), hash)
         })
         .collect()
 }
