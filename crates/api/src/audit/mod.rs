@@ -132,9 +132,12 @@ impl Outcome {
     }
 }
 
-/// The agent column of an actor's rows: their FHIR user, else their client or subject.
+/// The agent column of an actor's rows: their FHIR user, else their client or subject;
+/// `operator` for the command-line tools, `anonymous` for a network request without a
+/// token (reading the CapabilityStatement).
 pub fn agent_of(ctx: &RequestContext) -> String {
     match &ctx.actor {
+        Actor::LocalOperator if ctx.remote_addr.is_some() => "anonymous".into(),
         Actor::LocalOperator => "operator".into(),
         Actor::Principal(p) => p.fhir_user.clone().unwrap_or_else(|| format!("client:{}", p.client_id)),
     }
@@ -256,11 +259,19 @@ fn agents(ctx: &RequestContext, grant: Option<&GrantUse>) -> Value {
     let mut agents = Vec::new();
     match &ctx.actor {
         Actor::LocalOperator => {
-            agents.push(json!({
+            let mut agent = json!({
                 "type": {"coding": [coding("http://dicom.nema.org/resources/ontology/DCM", "110150", "Application")]},
-                "who": {"display": "the operator's command-line tools on the server"},
+                "who": {"display": if network.is_some() {
+                    "a client without a token"
+                } else {
+                    "the operator's command-line tools on the server"
+                }},
                 "requestor": true,
-            }));
+            });
+            if let Some(n) = &network {
+                agent["network"] = n.clone();
+            }
+            agents.push(agent);
         }
         Actor::Principal(p) => {
             let mut user = json!({
