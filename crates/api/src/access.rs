@@ -65,6 +65,8 @@ pub struct Guard<'a> {
     disclosed: RefCell<Disclosures>,
     /// Whether its events were already appended (in its write's transaction).
     audited: Cell<bool>,
+    /// The flag its events carry (an emergency access, for the auditors' review queue).
+    flag: Cell<Option<&'static str>>,
     /// The active grants of patients to the actor (looked up once, on demand).
     grants: OnceCell<Vec<GrantRecord>>,
     /// `allows_any_resource` answers already found in this request (a search asks once per
@@ -139,6 +141,7 @@ impl<'a> Guard<'a> {
             interaction,
             disclosed: RefCell::default(),
             audited: Cell::new(false),
+            flag: Cell::new(None),
             grants: OnceCell::new(),
             outright: RefCell::new(Vec::new()),
         }
@@ -160,13 +163,20 @@ impl<'a> Guard<'a> {
         self.disclosed.borrow_mut().note_patient(patient);
     }
 
-    /// The audit events of this request with `outcome`; marks them as taken when
-    /// `in_transaction` (they go into the write's own transaction).
-    pub fn audit_events(&self, outcome: &Outcome, in_transaction: bool) -> Vec<sijill_store::AuditEntry> {
-        if in_transaction {
-            self.audited.set(true);
-        }
-        crate::audit::events(self.ctx, &self.interaction, outcome, &self.disclosed.borrow())
+    /// Flags this request's audit events (`FLAG_BREAK_GLASS`).
+    pub fn flag(&self, flag: &'static str) {
+        self.flag.set(Some(flag));
+    }
+
+    /// The audit events of this request with `outcome`.
+    pub fn audit_events(&self, outcome: &Outcome) -> Vec<sijill_store::AuditEntry> {
+        crate::audit::events(
+            self.ctx,
+            &self.interaction,
+            outcome,
+            &self.disclosed.borrow(),
+            self.flag.get(),
+        )
     }
 
     /// Whether this request's events were appended with its write.
@@ -200,16 +210,21 @@ impl<'a> Guard<'a> {
         patients
     }
 
-    /// The grant of a patient to the actor, when there is one (an emergency one first).
+    /// The grant of a patient to the actor, when there is one (the widest: an emergency
+    /// one first, then one that opens restricted records).
     pub fn grant_record(&self, patient: &str) -> Option<&GrantRecord> {
-        let mut found = self.grants().iter().filter(|g| g.patient == patient);
-        let first = found.next()?;
-        Some(
-            std::iter::once(first)
-                .chain(found)
-                .max_by_key(|g| (g.emergency, g.sensitive))
-                .unwrap_or(first),
-        )
+        self.grants()
+            .iter()
+            .filter(|g| g.patient == patient)
+            .max_by_key(|g| (g.emergency, g.sensitive))
+    }
+
+    /// Whether the actor may see the patient's restricted records (meta.security R or V):
+    /// anyone the policy lets see the record, but a practitioner only under a grant that
+    /// opens them, or an emergency one.
+    fn opens_restricted(&self, patient: &str) -> bool {
+        self.actor.is_none_or(|a| a.role != sijill_auth::Role::Practitioner)
+            || self.grant_record(patient).is_some_and(|g| g.sensitive || g.emergency)
     }
 
     fn grant_for(&self, patient: &str, action: Action) -> Grant {
@@ -328,27 +343,13 @@ impl<'a> Guard<'a> {
                     },
                 );
                 match decision {
-                    Decision::Allow if !self.may_see_labels(p, resource) => {
+                    Decision::Allow if crate::consent::is_restricted(resource) && !self.opens_restricted(p) => {
                         Decision::Deny("a restricted record needs the patient's explicit opening".into())
                     }
                     d => d,
                 }
             })
             .collect()
-    }
-
-    /// Whether the actor may see a resource's confidentiality labels: restricted records
-    /// (meta.security R or V) only under a grant that opens them, or an emergency one.
-    fn may_see_labels(&self, patient: &str, resource: &Value) -> bool {
-        if !crate::consent::is_restricted(resource) {
-            return true;
-        }
-        match self.actor.map(|a| a.role) {
-            Some(sijill_auth::Role::Practitioner) => {
-                self.grant_record(patient).is_some_and(|g| g.sensitive || g.emergency)
-            }
-            _ => true,
-        }
     }
 
     /// Whether the actor may see this stored resource (in any of its patients'
@@ -585,10 +586,7 @@ impl<'a> Guard<'a> {
                     },
                 };
                 // Restricted records stay out unless every patient searched opened them.
-                let all_open = compartment.owner_ids.iter().all(|p| {
-                    self.actor.is_none_or(|a| a.role != sijill_auth::Role::Practitioner)
-                        || self.grant_record(p).is_some_and(|g| g.sensitive || g.emergency)
-                });
+                let all_open = compartment.owner_ids.iter().all(|p| self.opens_restricted(p));
                 query.compartment = Some(compartment);
                 if !all_open {
                     query.criteria.extend(crate::consent::hide_restricted(resource_type)?);

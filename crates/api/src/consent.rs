@@ -17,9 +17,10 @@ use sijill_auth::{Principal, Role};
 use sijill_store::{Criterion, Current, SearchQuery, StoreTx, Stored};
 
 use crate::access::{GrantRecord, Guard};
-use crate::engine::{truncate, Engine, FhirResponse, Payload, RequestBody};
+use crate::engine::{truncate, Engine, FhirResponse, RequestBody};
 use crate::error::{FhirError, FhirResult};
 use crate::interactions::resource_response;
+use crate::parameters;
 
 /// The code system of grant kinds on a Consent's `meta.tag`.
 pub const GRANT_KIND_SYSTEM: &str = "https://sijill.health/fhir/CodeSystem/grant-kind";
@@ -64,13 +65,18 @@ impl Default for ConsentSettings {
     }
 }
 
-/// Whether a resource carries a restricted confidentiality label (meta.security R or V).
-pub fn is_restricted(resource: &Value) -> bool {
-    resource["meta"]["security"].as_array().is_some_and(|labels| {
+/// Whether a list of security labels has a restricted confidentiality (R or V).
+fn has_restricted_label(labels: &Value) -> bool {
+    labels.as_array().is_some_and(|labels| {
         labels
             .iter()
             .any(|l| l["system"] == CONFIDENTIALITY_SYSTEM && matches!(l["code"].as_str(), Some("R" | "V")))
     })
+}
+
+/// Whether a resource carries a restricted confidentiality label (meta.security R or V).
+pub fn is_restricted(resource: &Value) -> bool {
+    has_restricted_label(&resource["meta"]["security"])
 }
 
 /// Criteria that leave restricted records out of a search.
@@ -145,11 +151,7 @@ fn grant_of(stored: &Stored, consent: &Value, actor: &Principal, now: &str) -> O
     if emergency && !actor.fhir_user.as_deref().is_some_and(|me| actors.contains(&me)) {
         return None;
     }
-    let sensitive = consent["provision"]["securityLabel"].as_array().is_some_and(|labels| {
-        labels
-            .iter()
-            .any(|l| l["system"] == CONFIDENTIALITY_SYSTEM && matches!(l["code"].as_str(), Some("R" | "V")))
-    });
+    let sensitive = has_restricted_label(&consent["provision"]["securityLabel"]);
     let patient = consent["patient"]["reference"].as_str()?.strip_prefix("Patient/")?;
     Some(GrantRecord {
         patient: patient.to_string(),
@@ -205,58 +207,15 @@ pub fn in_care_team(engine: &Engine, actor: &Principal, patient: &str) -> FhirRe
     Ok(false)
 }
 
-/// The values of a Parameters body by name (valueString, valueBoolean, valueCode,
-/// valueIdentifier as `system|value`).
-fn parameters(body: &RequestBody) -> FhirResult<Vec<(String, Value)>> {
-    let v = match body {
-        RequestBody::Resource(v) => v,
-        RequestBody::None => return Ok(Vec::new()),
-        RequestBody::JsonPatch(_) => return Err(FhirError::bad_request("The operation takes a Parameters body")),
-    };
-    if v["resourceType"] != "Parameters" {
-        return Err(FhirError::bad_request("The operation takes a Parameters body"));
-    }
-    Ok(v["parameter"]
-        .as_array()
-        .map(|ps| {
-            ps.iter()
-                .filter_map(|p| {
-                    let name = p["name"].as_str()?.to_string();
-                    let value = p
-                        .as_object()?
-                        .iter()
-                        .find(|(k, _)| k.starts_with("value"))
-                        .map(|(_, v)| v.clone())?;
-                    Some((name, value))
-                })
-                .collect()
-        })
-        .unwrap_or_default())
-}
-
-fn string_param(params: &[(String, Value)], name: &str) -> Option<String> {
-    params.iter().find(|(n, _)| n == name).and_then(|(_, v)| match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Object(o) => {
-            let value = o.get("value")?.as_str()?;
-            Some(match o.get("system").and_then(Value::as_str) {
-                Some(system) => format!("{system}|{value}"),
-                None => value.to_string(),
-            })
-        }
-        _ => None,
-    })
-}
-
 fn forbidden(why: impl Into<String>) -> FhirError {
     FhirError::new(StatusCode::FORBIDDEN, "forbidden", why)
 }
 
-/// The acting practitioner (their FHIR user, else the token's subject) and facility.
-fn practitioner(guard: &Guard<'_>) -> FhirResult<(String, String)> {
+/// The acting practitioner and their facility.
+fn practitioner<'g>(guard: &'g Guard<'_>) -> FhirResult<(&'g Principal, &'g str)> {
     match &guard.context().actor {
         crate::context::Actor::Principal(p) if p.role == Role::Practitioner => match &p.organization {
-            Some(org) => Ok((p.fhir_user.clone().unwrap_or_else(|| p.subject.clone()), org.clone())),
+            Some(org) => Ok((p, org)),
             None => Err(forbidden("the token names no facility")),
         },
         _ => Err(forbidden("only a practitioner may do this")),
@@ -289,24 +248,6 @@ fn new_code() -> String {
     format!("{}-{}", &s[..4], &s[4..])
 }
 
-fn parameters_response(status: StatusCode, parts: &[(&str, Value)]) -> FhirResponse {
-    let parameter: Vec<Value> = parts
-        .iter()
-        .map(|(name, v)| {
-            let key = match v {
-                Value::Bool(_) => "valueBoolean",
-                Value::Number(_) => "valueInteger",
-                _ => "valueString",
-            };
-            json!({"name": name, key: v})
-        })
-        .collect();
-    FhirResponse::new(
-        status,
-        Payload::Json(json!({"resourceType": "Parameters", "parameter": parameter})),
-    )
-}
-
 /// `POST Patient/{id}/$access-code`: a new one-time code for the citizen's own record
 /// (replacing any earlier one). `includeRestricted=true` lets the grant it becomes open
 /// restricted records too.
@@ -316,10 +257,7 @@ pub fn access_code(engine: &Engine, guard: &Guard<'_>, patient: &str, body: &Req
     if !own {
         return Err(forbidden("only the patient makes an access code for their record"));
     }
-    let params = parameters(body)?;
-    let restricted = params
-        .iter()
-        .any(|(n, v)| n == "includeRestricted" && *v == Value::Bool(true));
+    let restricted = parameters::is_true(&parameters::read(body)?, "includeRestricted");
     let code = new_code();
     let expires = sijill_store::instant_in(engine.consent.code_seconds);
     let state = json!({"hash": code_hash(patient, &code), "expires": expires, "restricted": restricted});
@@ -328,7 +266,7 @@ pub fn access_code(engine: &Engine, guard: &Guard<'_>, patient: &str, body: &Req
         tx.state_put("access-code", patient, &state.to_string())?;
         Ok(())
     })?;
-    Ok(parameters_response(
+    Ok(parameters::response(
         StatusCode::OK,
         &[
             ("code", json!(code)),
@@ -369,12 +307,15 @@ fn locked(a: &Attempts) -> Option<&str> {
 /// `POST Patient/$grant-access` (Parameters `identifier`, `code`): redeems a patient's code
 /// for the practitioner's facility.
 pub fn grant_access(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResult<FhirResponse> {
-    let (subject, org) = practitioner(guard)?;
-    let params = parameters(body)?;
-    let identifier = string_param(&params, "identifier").ok_or_else(|| {
+    let (actor, org) = practitioner(guard)?;
+    // Attempts count against the person (their FHIR user), else the token's subject.
+    let subject = actor.fhir_user.as_deref().unwrap_or(&actor.subject);
+    let params = parameters::read(body)?;
+    let identifier = parameters::string(&params, "identifier").ok_or_else(|| {
         FhirError::bad_request("Parameter 'identifier' (the patient's national identifier) is missing")
     })?;
-    let code = string_param(&params, "code").ok_or_else(|| FhirError::bad_request("Parameter 'code' is missing"))?;
+    let code =
+        parameters::string(&params, "code").ok_or_else(|| FhirError::bad_request("Parameter 'code' is missing"))?;
     let settings = &engine.consent;
     let found = SearchQuery::parse("Patient", &[("identifier".into(), identifier.clone())])?;
     let refused = |why: String| Ok(Err(FhirError::new(StatusCode::FORBIDDEN, "security", why)));
@@ -407,14 +348,11 @@ pub fn grant_access(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> F
             None => None,
         };
         let now = sijill_store::now_instant();
-        let valid = match (&patient, &state) {
-            (Some(p), Some(s)) => {
-                s["hash"].as_str() == Some(code_hash(p, &code).as_str())
-                    && s["expires"].as_str().is_some_and(|e| e > now.as_str())
-            }
-            _ => false,
-        };
-        if !valid {
+        let matched = patient.clone().zip(state).filter(|(p, s)| {
+            s["hash"].as_str() == Some(code_hash(p, &code).as_str())
+                && s["expires"].as_str().is_some_and(|e| e > now.as_str())
+        });
+        let Some((p, s)) = matched else {
             mine.failures += 1;
             if mine.failures >= settings.practitioner_attempts {
                 mine.locked_until = Some(sijill_store::instant_in(settings.lockout_seconds));
@@ -432,14 +370,11 @@ pub fn grant_access(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> F
             return refused(
                 "The identifier and code do not match a valid access code (codes are single use and expire)".to_string(),
             );
-        }
-        let (Some(p), Some(s)) = (patient, state) else {
-            return refused("no patient".into());
         };
         tx.state_delete("access-code", &p)?;
         tx.state_delete("code-attempts", &practitioner_key)?;
         let restricted = s["restricted"] == Value::Bool(true);
-        let consent = grant_consent(&p, &org, &now, &sijill_store::instant_in(settings.grant_seconds), restricted);
+        let consent = grant_consent(&p, org, &now, &sijill_store::instant_in(settings.grant_seconds), restricted);
         let stored = tx.create("Consent", consent, None)?;
         guard.disclose(&stored);
         Ok(Ok(stored))
@@ -447,28 +382,38 @@ pub fn grant_access(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> F
     Ok(resource_response(engine, StatusCode::CREATED, &stored))
 }
 
-/// The Consent of a grant from an access code.
-fn grant_consent(patient: &str, org: &str, start: &str, end: &str, restricted: bool) -> Value {
-    let mut consent = json!({
+/// What every grant's Consent has: an active `patient-privacy` permit, by the facility,
+/// for `actors` (references) from `start` to `end`, tagged with its kind (code, display).
+fn grant_skeleton(kind: (&str, &str), patient: &str, org: &str, start: &str, end: &str, actors: &[String]) -> Value {
+    let actors: Vec<Value> = actors
+        .iter()
+        .map(|r| {
+            json!({
+                "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]},
+                "reference": {"reference": r},
+            })
+        })
+        .collect();
+    json!({
         "resourceType": "Consent",
-        "meta": {"tag": [{"system": GRANT_KIND_SYSTEM, "code": "access-code", "display": "granted with the patient's code"}]},
+        "meta": {"tag": [{"system": GRANT_KIND_SYSTEM, "code": kind.0, "display": kind.1}]},
         "status": "active",
         "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0", "display": "Patient Consent"}]}],
         "patient": {"reference": format!("Patient/{patient}")},
         "dateTime": start,
-        "performer": [{"reference": format!("Patient/{patient}")}],
         "organization": [{"reference": format!("Organization/{org}")}],
-        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
-        "provision": {
-            "type": "permit",
-            "period": {"start": start, "end": end},
-            "actor": [{
-                "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]},
-                "reference": {"reference": format!("Organization/{org}")},
-            }],
-        },
-    });
+        "provision": {"type": "permit", "period": {"start": start, "end": end}, "actor": actors},
+    })
+}
+
+/// The Consent of a grant from an access code: given by the patient, opted in.
+fn grant_consent(patient: &str, org: &str, start: &str, end: &str, restricted: bool) -> Value {
+    let kind = ("access-code", "granted with the patient's code");
+    let mut consent = grant_skeleton(kind, patient, org, start, end, &[format!("Organization/{org}")]);
+    consent["performer"] = json!([{"reference": format!("Patient/{patient}")}]);
+    consent["policyRule"] =
+        json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]});
     if restricted {
         consent["provision"]["securityLabel"] = json!([
             {"system": CONFIDENTIALITY_SYSTEM, "code": "R"},
@@ -514,13 +459,12 @@ pub fn revoke(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<FhirRe
 /// `POST Patient/{id}/$break-glass` (Parameters `reason`): an emergency access for the
 /// practitioner, flagged for review, and a notification to the patient.
 pub fn break_glass(engine: &Engine, guard: &Guard<'_>, patient: &str, body: &RequestBody) -> FhirResult<FhirResponse> {
-    let (_, org) = practitioner(guard)?;
-    let me = match &guard.context().actor {
-        crate::context::Actor::Principal(p) => p.fhir_user.clone(),
-        _ => None,
-    }
-    .ok_or_else(|| forbidden("a break-glass access needs the practitioner's own identity (fhirUser)"))?;
-    let reason = string_param(&parameters(body)?, "reason").unwrap_or_default();
+    let (actor, org) = practitioner(guard)?;
+    let me = actor
+        .fhir_user
+        .clone()
+        .ok_or_else(|| forbidden("a break-glass access needs the practitioner's own identity (fhirUser)"))?;
+    let reason = parameters::string(&parameters::read(body)?, "reason").unwrap_or_default();
     if reason.trim().chars().count() < 10 {
         return Err(FhirError::bad_request(
             "Parameter 'reason' must say why, in at least 10 characters",
@@ -536,32 +480,11 @@ pub fn break_glass(engine: &Engine, guard: &Guard<'_>, patient: &str, body: &Req
     }
     let now = sijill_store::now_instant();
     let end = sijill_store::instant_in(engine.consent.break_glass_seconds);
-    let consent = json!({
-        "resourceType": "Consent",
-        "meta": {"tag": [{"system": GRANT_KIND_SYSTEM, "code": "break-glass", "display": "emergency access"}]},
-        "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0", "display": "Patient Consent"}]}],
-        "patient": {"reference": format!("Patient/{patient}")},
-        "dateTime": now,
-        "organization": [{"reference": format!("Organization/{org}")}],
-        "policyRule": {"coding": [{"system": GRANT_KIND_SYSTEM, "code": "break-glass"}], "text": reason},
-        "provision": {
-            "type": "permit",
-            "period": {"start": now, "end": end},
-            "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "ETREAT"}],
-            "actor": [
-                {
-                    "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]},
-                    "reference": {"reference": me},
-                },
-                {
-                    "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]},
-                    "reference": {"reference": format!("Organization/{org}")},
-                },
-            ],
-        },
-    });
+    let kind = ("break-glass", "emergency access");
+    let mut consent = grant_skeleton(kind, patient, org, &now, &end, &[me, format!("Organization/{org}")]);
+    consent["policyRule"] = json!({"coding": [{"system": GRANT_KIND_SYSTEM, "code": "break-glass"}], "text": reason});
+    consent["provision"]["purpose"] =
+        json!([{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "ETREAT"}]);
     let notice = json!({
         "resourceType": "Communication",
         "status": "in-progress",
@@ -574,7 +497,8 @@ pub fn break_glass(engine: &Engine, guard: &Guard<'_>, patient: &str, body: &Req
             truncate(&reason)
         )}],
     });
-    let stored = engine.with_tx_flagged(guard, sijill_store::audit::FLAG_BREAK_GLASS, |tx| {
+    guard.flag(sijill_store::audit::FLAG_BREAK_GLASS);
+    let stored = engine.with_tx(guard, crate::engine::Exec::Standalone, |tx| {
         let stored = tx.create("Consent", consent.clone(), None)?;
         guard.disclose(&stored);
         let sent = tx.create("Communication", notice.clone(), None)?;

@@ -338,7 +338,8 @@ impl Engine {
             Exec::InTx(tx) => {
                 let result = self.run(&guard, Exec::InTx(&mut *tx), route, req);
                 if !guard.audited() {
-                    tx.append_audit(&guard.audit_events(&outcome_of(&result), true))?;
+                    self.append_events(&guard, tx, &outcome_of(&result))?;
+                    guard.mark_audited();
                 }
                 result
             }
@@ -351,7 +352,7 @@ impl Engine {
         if guard.audited() {
             return result;
         }
-        match self.audit.record(guard.audit_events(&outcome_of(&result), false)) {
+        match self.audit.record(guard.audit_events(&outcome_of(&result))) {
             Ok(()) => result,
             Err(e) => {
                 tracing::error!(error = %e, "a request failed because its audit event could not be written");
@@ -378,17 +379,17 @@ impl Engine {
             (Post, Route::InstanceOperation(t, id, op)) if is_audit(&t) && op == "$review" => {
                 access_log::review(self, guard, &id, &req.body)
             }
-            (_, Route::Type(t) | Route::TypeSearch(t) | Route::TypeHistory(t) | Route::TypeOperation(t, _))
-                if is_audit(&t) =>
-            {
-                Err(access_log::append_only())
-            }
-            (_, Route::Instance(t, ..) | Route::InstanceHistory(t, _) | Route::Version(t, ..))
-            | (_, Route::InstanceOperation(t, ..))
-                if is_audit(&t) =>
-            {
-                Err(access_log::append_only())
-            }
+            (
+                _,
+                Route::Type(t)
+                | Route::TypeSearch(t)
+                | Route::TypeHistory(t)
+                | Route::TypeOperation(t, _)
+                | Route::Instance(t, _)
+                | Route::InstanceHistory(t, _)
+                | Route::Version(t, ..)
+                | Route::InstanceOperation(t, ..),
+            ) if is_audit(&t) => Err(access_log::append_only()),
             (Post, Route::InstanceOperation(t, id, op)) if t == "Patient" && op == "$access-code" => {
                 consent::access_code(self, guard, &id, &req.body)
             }
@@ -458,18 +459,7 @@ impl Engine {
         exec: Exec<'_>,
         work: impl FnOnce(&mut dyn StoreTx) -> FhirResult<T>,
     ) -> FhirResult<T> {
-        self.with_tx_marked(guard, exec, None, work)
-    }
-
-    /// [`Engine::with_tx`] for a standalone write whose audit events carry a flag (an
-    /// emergency access, for the auditors' review queue).
-    pub fn with_tx_flagged<T>(
-        &self,
-        guard: &Guard<'_>,
-        flag: &str,
-        work: impl FnOnce(&mut dyn StoreTx) -> FhirResult<T>,
-    ) -> FhirResult<T> {
-        self.with_tx_marked(guard, Exec::Standalone, Some(flag), work)
+        self.audited_tx(guard, exec, |tx| work(tx).map(Ok))
     }
 
     /// [`Engine::with_tx`] for a standalone write that may end in a refusal that must
@@ -480,45 +470,34 @@ impl Engine {
         guard: &Guard<'_>,
         work: impl FnOnce(&mut dyn StoreTx) -> FhirResult<Result<T, FhirError>>,
     ) -> FhirResult<T> {
-        let audited_work = |tx: &mut dyn StoreTx| -> FhirResult<Result<T, FhirError>> {
-            let out = work(tx)?;
-            if out.is_ok() && self.audit.enabled() {
-                tx.append_audit(&guard.audit_events(&Outcome::success(), false))?;
-            }
-            Ok(out)
-        };
-        match self.in_transaction(Exec::Standalone, audited_work)? {
-            Ok(v) => {
-                guard.mark_audited();
-                Ok(v)
-            }
-            Err(refusal) => Err(refusal),
-        }
+        self.audited_tx(guard, Exec::Standalone, work)
     }
 
-    fn with_tx_marked<T>(
+    /// Runs `work` in a transaction and, when it succeeds without a refusal, appends the
+    /// request's success events in the same transaction.
+    fn audited_tx<T>(
         &self,
         guard: &Guard<'_>,
         exec: Exec<'_>,
-        flag: Option<&str>,
-        work: impl FnOnce(&mut dyn StoreTx) -> FhirResult<T>,
+        work: impl FnOnce(&mut dyn StoreTx) -> FhirResult<Result<T, FhirError>>,
     ) -> FhirResult<T> {
-        let audited_work = |tx: &mut dyn StoreTx| -> FhirResult<T> {
+        let done = self.in_transaction(exec, |tx| {
             let out = work(tx)?;
-            if self.audit.enabled() {
-                let mut events = guard.audit_events(&Outcome::success(), false);
-                for e in &mut events {
-                    e.flag = flag.map(str::to_string);
-                }
-                tx.append_audit(&events)?;
+            if out.is_ok() {
+                self.append_events(guard, tx, &Outcome::success())?;
             }
             Ok(out)
-        };
-        let result = self.in_transaction(exec, audited_work);
-        if result.is_ok() {
-            guard.mark_audited();
+        })??;
+        guard.mark_audited();
+        Ok(done)
+    }
+
+    /// Appends the request's events (with `outcome`) to a running transaction.
+    fn append_events(&self, guard: &Guard<'_>, tx: &mut dyn StoreTx, outcome: &Outcome) -> FhirResult<()> {
+        if self.audit.enabled() {
+            tx.append_audit(&guard.audit_events(outcome))?;
         }
-        result
+        Ok(())
     }
 
     /// Runs `work` in a write transaction without appending audit events: for work whose

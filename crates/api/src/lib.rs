@@ -17,6 +17,7 @@ pub mod http;
 pub mod identity;
 pub mod interactions;
 pub mod metrics;
+pub mod parameters;
 pub mod rate_limit;
 pub mod snapshots;
 pub mod tls;

@@ -4,6 +4,7 @@
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 use sijill_auth::{decide, Action, Request, Role};
+use sijill_fhir::outcome::{operation_outcome, Issue};
 use sijill_store::audit::{FLAG_BREAK_GLASS, FLAG_REVIEW_OF};
 use sijill_store::{AuditEntry, AuditQuery, SealedAudit};
 
@@ -182,17 +183,10 @@ pub fn review(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBody) 
             "Only emergency (break-glass) accesses are reviewed",
         ));
     }
-    let note = match body {
-        RequestBody::Resource(v) => v["parameter"]
-            .as_array()
-            .and_then(|ps| ps.iter().find(|p| p["name"] == "note"))
-            .and_then(|p| p["valueString"].as_str())
-            .map(str::to_string),
-        _ => None,
-    }
-    .filter(|n| !n.trim().is_empty())
-    .ok_or_else(|| FhirError::bad_request("Parameter 'note' (what the review found) is missing"))?;
-    let mut event: Value = serde_json::from_slice(&guard.audit_events(&Outcome::success(), false)[0].body)
+    let note = crate::parameters::string(&crate::parameters::read(body)?, "note")
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| FhirError::bad_request("Parameter 'note' (what the review found) is missing"))?;
+    let mut event: Value = serde_json::from_slice(&guard.audit_events(&Outcome::success())[0].body)
         .unwrap_or_else(|_| json!({"resourceType": "AuditEvent"}));
     event["outcomeDesc"] = json!(note);
     event["entity"] = json!([{
@@ -208,12 +202,10 @@ pub fn review(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBody) 
         body: serde_json::to_vec(&event).unwrap_or_default(),
     };
     engine.store.append_audit(&[entry])?;
+    let reviewed = Issue::information(format!("AuditEvent/{seq} is reviewed"));
     Ok(FhirResponse::new(
         StatusCode::OK,
-        Payload::Json(json!({
-            "resourceType": "OperationOutcome",
-            "issue": [{"severity": "information", "code": "informational", "diagnostics": format!("AuditEvent/{seq} is reviewed")}],
-        })),
+        Payload::Json(operation_outcome(&[reviewed])),
     ))
 }
 

@@ -150,6 +150,7 @@ pub fn events(
     interaction: &Interaction,
     outcome: &Outcome,
     disclosed: &Disclosures,
+    flag: Option<&str>,
 ) -> Vec<AuditEntry> {
     let recorded = sijill_store::now_instant();
     let agent = agent_of(ctx);
@@ -170,7 +171,7 @@ pub fn events(
                 recorded: recorded.clone(),
                 patient: (!patient.is_empty()).then(|| patient.to_string()),
                 agent: agent.clone(),
-                flag: None,
+                flag: flag.map(str::to_string),
                 body: serde_json::to_vec(&body).unwrap_or_default(),
             }
         })

@@ -337,6 +337,8 @@ struct PgTx<'a, 'c> {
     pending: Vec<Pending>,
     /// The audit chain this unit of work appends to.
     chain: i64,
+    /// Audit events to seal at the end of the unit of work.
+    audit: Vec<AuditEntry>,
 }
 
 impl PgTx<'_, '_> {
@@ -470,6 +472,42 @@ impl PgTx<'_, '_> {
     }
 
     /// Writes the pending new resources: a row id for each, then one statement per table.
+    /// Appends the unit of work's audit events to its chain, last before commit: the
+    /// chain's lock is held until commit (so the next writer on this chain reads the head
+    /// this one leaves), and for as short a time as possible.
+    fn seal_audit(&mut self) -> Result<()> {
+        if self.audit.is_empty() {
+            return Ok(());
+        }
+        let entries = std::mem::take(&mut self.audit);
+        let entries = entries.as_slice();
+        self.tx
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&(AUDIT_CHAIN_LOCK + self.chain)])?;
+        let head = self
+            .tx
+            .query_opt(&numbered(audit::CHAIN_HEAD), &[&self.chain])?
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, Vec<u8>>(1)));
+        let links = audit::seal_after(head, self.chain, entries);
+        let column = |f: fn(&AuditEntry) -> Option<String>| entries.iter().map(f).collect::<Vec<_>>();
+        self.tx.execute(
+            "INSERT INTO audit_log (chain, position, recorded, patient, agent, flag, body, previous, hash)
+             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                      $7::bytea[], $8::bytea[], $9::bytea[])",
+            &[
+                &self.chain,
+                &links.iter().map(|l| l.0).collect::<Vec<i64>>(),
+                &column(|e| Some(e.recorded.clone())),
+                &column(|e| e.patient.clone()),
+                &column(|e| Some(e.agent.clone())),
+                &column(|e| e.flag.clone()),
+                &entries.iter().map(|e| e.body.as_slice()).collect::<Vec<&[u8]>>(),
+                &links.iter().map(|l| l.1.as_slice()).collect::<Vec<&[u8]>>(),
+                &links.iter().map(|l| l.2.as_slice()).collect::<Vec<&[u8]>>(),
+            ],
+        )?;
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
@@ -576,32 +614,8 @@ impl StoreTx for PgTx<'_, '_> {
     }
 
     fn append_audit(&mut self, entries: &[AuditEntry]) -> Result<()> {
-        // The chain's lock is held until commit, so the next writer on this chain reads the
-        // head this unit of work leaves.
-        self.tx
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&(AUDIT_CHAIN_LOCK + self.chain)])?;
-        let head = self
-            .tx
-            .query_opt(&numbered(audit::CHAIN_HEAD), &[&self.chain])?
-            .map(|r| (r.get::<_, i64>(0), r.get::<_, Vec<u8>>(1)));
-        let links = audit::seal_after(head, self.chain, entries);
-        let column = |f: fn(&AuditEntry) -> Option<String>| entries.iter().map(f).collect::<Vec<_>>();
-        self.tx.execute(
-            "INSERT INTO audit_log (chain, position, recorded, patient, agent, flag, body, previous, hash)
-             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                      $7::bytea[], $8::bytea[], $9::bytea[])",
-            &[
-                &self.chain,
-                &links.iter().map(|l| l.0).collect::<Vec<i64>>(),
-                &column(|e| Some(e.recorded.clone())),
-                &column(|e| e.patient.clone()),
-                &column(|e| Some(e.agent.clone())),
-                &column(|e| e.flag.clone()),
-                &entries.iter().map(|e| e.body.as_slice()).collect::<Vec<&[u8]>>(),
-                &links.iter().map(|l| l.1.as_slice()).collect::<Vec<&[u8]>>(),
-                &links.iter().map(|l| l.2.as_slice()).collect::<Vec<&[u8]>>(),
-            ],
-        )?;
+        // Sealed at the end of the unit of work, in one statement (see `seal_audit`).
+        self.audit.extend_from_slice(entries);
         Ok(())
     }
 
@@ -797,9 +811,11 @@ impl Store for PgStore {
                 floor,
                 pending: Vec::new(),
                 chain: self.next_chain.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % audit::PG_CHAINS,
+                audit: Vec::new(),
             };
             work(&mut ptx)?;
             ptx.flush()?;
+            ptx.seal_audit()?;
             ptx.stamp
         };
         tx.commit()?;
