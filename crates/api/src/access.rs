@@ -152,6 +152,12 @@ impl<'a> Guard<'a> {
         self.ctx
     }
 
+    /// Whether the actor is this patient (a citizen acting for their own record).
+    pub fn is_the_patient(&self, patient: &str) -> bool {
+        self.actor
+            .is_some_and(|a| a.role == sijill_auth::Role::Citizen && a.patient.as_deref() == Some(patient))
+    }
+
     /// Notes a resource that leaves the engine (or that the request wrote), for the audit.
     pub fn disclose(&self, stored: &Stored) {
         let patients = patients_in(stored);

@@ -252,9 +252,7 @@ fn new_code() -> String {
 /// (replacing any earlier one). `includeRestricted=true` lets the grant it becomes open
 /// restricted records too.
 pub fn access_code(engine: &Engine, guard: &Guard<'_>, patient: &str, body: &RequestBody) -> FhirResult<FhirResponse> {
-    let own = matches!(&guard.context().actor,
-        crate::context::Actor::Principal(p) if p.role == Role::Citizen && p.patient.as_deref() == Some(patient));
-    if !own {
+    if !guard.is_the_patient(patient) {
         return Err(forbidden("only the patient makes an access code for their record"));
     }
     let restricted = parameters::is_true(&parameters::read(body)?, "includeRestricted");
@@ -435,12 +433,11 @@ pub fn revoke(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<FhirRe
         .and_then(|r| r.strip_prefix("Patient/"))
         .unwrap_or("")
         .to_string();
-    let allowed = match &guard.context().actor {
+    let admin = match &guard.context().actor {
         crate::context::Actor::LocalOperator => true,
-        crate::context::Actor::Principal(p) => {
-            p.role == Role::Admin || (p.role == Role::Citizen && p.patient.as_deref() == Some(patient.as_str()))
-        }
+        crate::context::Actor::Principal(p) => p.role == Role::Admin,
     };
+    let allowed = admin || guard.is_the_patient(&patient);
     if !allowed {
         guard.check_visible(&current)?;
         return Err(forbidden("only the patient revokes their grant"));

@@ -172,14 +172,10 @@ pub(crate) fn search_statement(q: &AuditQuery) -> (String, Vec<Arg>) {
     } else {
         format!("WHERE {}", conditions.join(" AND "))
     };
-    let columns = AUDIT_COLUMNS
-        .split(", ")
-        .map(|c| format!("a.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    // The outer query reads one table: its unqualified columns are `a`'s.
     (
         format!(
-            "SELECT {columns} FROM audit_log a {clause} ORDER BY a.seq DESC LIMIT {}",
+            "SELECT {AUDIT_COLUMNS} FROM audit_log a {clause} ORDER BY a.seq DESC LIMIT {}",
             q.limit
         ),
         args,

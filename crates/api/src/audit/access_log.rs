@@ -3,7 +3,7 @@
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
-use sijill_auth::{decide, Action, Request, Role};
+use sijill_auth::{decide, Action, Request};
 use sijill_fhir::outcome::{operation_outcome, Issue};
 use sijill_store::audit::{FLAG_BREAK_GLASS, FLAG_REVIEW_OF};
 use sijill_store::{AuditEntry, AuditQuery, SealedAudit};
@@ -18,20 +18,23 @@ use crate::interactions::history::parse_count;
 
 /// Refuses anyone but an auditor or administrator (or the local operator).
 fn check_auditor(guard: &Guard<'_>, action: Action) -> FhirResult<()> {
+    if reads_the_trail(guard, action) {
+        Ok(())
+    } else {
+        Err(FhirError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the audit trail is for auditors; a citizen reads their own access log at Patient/{id}/$access-log",
+        ))
+    }
+}
+
+/// Whether the actor may `action` the audit trail (an auditor, an administrator, the
+/// local operator).
+fn reads_the_trail(guard: &Guard<'_>, action: Action) -> bool {
     match &guard.context().actor {
-        Actor::LocalOperator => Ok(()),
-        Actor::Principal(p) => {
-            let d = decide(p, &Request::whole_type(action, "AuditEvent", false));
-            if d.allowed() {
-                Ok(())
-            } else {
-                Err(FhirError::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    "the audit trail is for auditors; a citizen reads their own access log at Patient/{id}/$access-log",
-                ))
-            }
-        }
+        Actor::LocalOperator => true,
+        Actor::Principal(p) => decide(p, &Request::whole_type(action, "AuditEvent", false)).allowed(),
     }
 }
 
@@ -218,14 +221,7 @@ pub fn access_log(
     patient: &str,
     params: &[(String, String)],
 ) -> FhirResult<FhirResponse> {
-    let allowed = match &guard.context().actor {
-        Actor::LocalOperator => true,
-        Actor::Principal(p) => {
-            (p.role == Role::Citizen && p.patient.as_deref() == Some(patient))
-                || decide(p, &Request::whole_type(Action::Search, "AuditEvent", false)).allowed()
-        }
-    };
-    if !allowed {
+    if !guard.is_the_patient(patient) && !reads_the_trail(guard, Action::Search) {
         return Err(FhirError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
