@@ -269,26 +269,17 @@ async fn fhir(State(state): State<Arc<AppState>>, request: axum::extract::Reques
     // CapabilityStatement consults no guard, so it runs in the operator's context.)
     let open =
         matches!(method, HttpMethod::GET | HttpMethod::HEAD) && uri.path().trim_end_matches('/') == "/fhir/metadata";
-    let authenticated = if open {
-        Ok(RequestContext::local_operator(remote))
-    } else {
-        state
-            .identity
-            .authenticate(&headers)
-            .map(|p| RequestContext::of(p, remote))
-    };
     // Each user and client has a budget; failed logins spend their address's.
-    let over_budget = match &authenticated {
-        Ok(RequestContext {
-            actor: crate::context::Actor::Principal(p),
-            ..
-        }) => {
-            // The user is the person acted as (their FHIR resource); systems have none.
-            let user = p.fhir_user.as_deref().unwrap_or(&p.subject);
-            state.rate_limits.check_principal(user, &p.client_id).err()
+    let (authenticated, over_budget) = if open {
+        (Ok(RequestContext::local_operator(remote)), None)
+    } else {
+        match state.identity.authenticate(&headers) {
+            Ok(p) => {
+                let over = state.rate_limits.check_principal(&p).err();
+                (Ok(RequestContext::of(p, remote)), over)
+            }
+            Err(e) => (Err(e), state.rate_limits.check_address(remote).err()),
         }
-        Ok(_) => None,
-        Err(_) => state.rate_limits.check_address(remote).err(),
     };
     if let Some(wait) = over_budget {
         let mut response = error_response(&FhirError::new(

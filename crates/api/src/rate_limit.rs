@@ -15,31 +15,13 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 /// burst of [`BURST_SECONDS`] seconds' worth at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateSettings {
-    /// Per user (the token's subject: a person, or a system client).
+    /// Per user (the token's FHIR user — the person signed in — else its subject: a
+    /// system client).
     pub per_user: u32,
     /// Per client application or system (all its users together).
     pub per_client: u32,
     /// Per network address, on `/auth/*` and on requests with a missing or bad token.
     pub per_address: u32,
-}
-
-impl Default for RateSettings {
-    fn default() -> Self {
-        RateSettings {
-            per_user: 50,
-            per_client: 1000,
-            per_address: 20,
-        }
-    }
-}
-
-impl RateSettings {
-    /// No limits at all (in-process tools, and benchmarks that measure the engine).
-    pub const OFF: RateSettings = RateSettings {
-        per_user: 0,
-        per_client: 0,
-        per_address: 0,
-    };
 }
 
 /// How many seconds of the rate a key may spend at once.
@@ -94,14 +76,15 @@ impl RateLimits {
         }
     }
 
-    /// Counts one request of a user through a client; Err(wait) when either is over its
-    /// rate.
-    pub fn check_principal(&self, user: &str, client: &str) -> Result<(), Duration> {
+    /// Counts one request of an actor: their user (the person signed in, their FHIR
+    /// resource; a system client has none and counts by its subject) and their client;
+    /// Err(wait) when either is over its rate.
+    pub fn check_principal(&self, actor: &sijill_auth::Principal) -> Result<(), Duration> {
         if let Some(l) = &self.user {
-            l.check(&user.to_string())?;
+            l.check(actor.fhir_user.as_ref().unwrap_or(&actor.subject))?;
         }
         if let Some(l) = &self.client {
-            l.check(&client.to_string())?;
+            l.check(&actor.client_id)?;
         }
         Ok(())
     }
@@ -124,6 +107,20 @@ pub fn retry_after_seconds(wait: Duration) -> u64 {
 mod tests {
     use super::*;
 
+    /// A user of a client.
+    fn who(user: &str, client: &str) -> sijill_auth::Principal {
+        sijill_auth::Principal {
+            role: sijill_auth::Role::Practitioner,
+            subject: "subject".into(),
+            fhir_user: Some(user.into()),
+            patient: None,
+            organization: None,
+            scopes: sijill_auth::Scopes::parse(""),
+            context: sijill_auth::ScopeContext::User,
+            client_id: client.into(),
+        }
+    }
+
     #[test]
     fn a_user_over_the_burst_is_told_to_wait_and_others_are_not() {
         let limits = RateLimits::new(RateSettings {
@@ -132,11 +129,11 @@ mod tests {
             per_address: 0,
         });
         for _ in 0..2 * BURST_SECONDS {
-            assert!(limits.check_principal("alice", "app").is_ok());
+            assert!(limits.check_principal(&who("alice", "app")).is_ok());
         }
-        let wait = limits.check_principal("alice", "app").unwrap_err();
+        let wait = limits.check_principal(&who("alice", "app")).unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
-        assert!(limits.check_principal("bob", "app").is_ok());
+        assert!(limits.check_principal(&who("bob", "app")).is_ok());
     }
 
     #[test]
@@ -147,17 +144,21 @@ mod tests {
             per_address: 0,
         });
         for n in 0..BURST_SECONDS {
-            assert!(limits.check_principal(&format!("user-{n}"), "app").is_ok());
+            assert!(limits.check_principal(&who(&format!("user-{n}"), "app")).is_ok());
         }
-        assert!(limits.check_principal("someone-else", "app").is_err());
-        assert!(limits.check_principal("someone-else", "other-app").is_ok());
+        assert!(limits.check_principal(&who("someone-else", "app")).is_err());
+        assert!(limits.check_principal(&who("someone-else", "other-app")).is_ok());
     }
 
     #[test]
     fn zero_means_no_limit() {
-        let limits = RateLimits::new(RateSettings::OFF);
+        let limits = RateLimits::new(RateSettings {
+            per_user: 0,
+            per_client: 0,
+            per_address: 0,
+        });
         for _ in 0..10_000 {
-            assert!(limits.check_principal("u", "c").is_ok());
+            assert!(limits.check_principal(&who("u", "c")).is_ok());
             assert!(limits.check_address(Some([127, 0, 0, 1].into())).is_ok());
         }
     }

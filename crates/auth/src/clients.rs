@@ -250,10 +250,7 @@ impl Registration {
             },
             "system" => {
                 let role_name = self.role.ok_or_else(|| bad("a system client needs a role".into()))?;
-                let role = Role::parse(&role_name).ok_or_else(|| {
-                    let names: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
-                    bad(format!("unknown role '{role_name}': one of {}", names.join(", ")))
-                })?;
+                let role = Role::parse_named(&role_name).map_err(bad)?;
                 ClientKind::System {
                     role,
                     organization: self.organization,

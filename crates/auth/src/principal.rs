@@ -56,6 +56,14 @@ impl Role {
         Role::ALL.into_iter().find(|r| r.name() == name)
     }
 
+    /// [`Role::parse`], with an error that lists the roles.
+    pub fn parse_named(name: &str) -> Result<Role, String> {
+        Role::parse(name).ok_or_else(|| {
+            let names: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
+            format!("unknown role '{name}': one of {}", names.join(", "))
+        })
+    }
+
     /// The widest scopes a token of this role may carry.
     pub fn allowed_scopes(self) -> Scopes {
         Scopes::parse(match self {

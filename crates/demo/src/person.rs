@@ -103,12 +103,13 @@ fn national_id(profile: &CountryProfile, age: u32, index: u64, seed: u64) -> Opt
 /// The national identifier of member of staff `n` (numbered after the citizens, so it is
 /// nobody else's); None when the profile defines no format.
 pub fn staff_national_id(settings: &Settings, n: u64) -> Option<String> {
-    let nid = &settings.profile.national_id;
-    let index = settings.patients as u64 + n;
-    let template = nid
-        .templates
-        .get((index % nid.templates.len().max(1) as u64) as usize)?;
-    Some(unique_number(template, index, settings.seed, 1))
+    let profile = &settings.profile;
+    national_id(
+        profile,
+        profile.national_id.from_age,
+        settings.patients as u64 + n,
+        settings.seed,
+    )
 }
 
 /// The identity of citizen `index`, and their random stream positioned after it.

@@ -92,13 +92,6 @@ pub enum KeysCommand {
     Show,
 }
 
-fn role(name: &str) -> Result<Role, String> {
-    Role::parse(name).ok_or_else(|| {
-        let names: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
-        format!("unknown role '{name}': one of {}", names.join(", "))
-    })
-}
-
 /// Appends one event to the operator log.
 fn operator_log(data_dir: &Path, event: serde_json::Value) -> Result<(), String> {
     sijill_auth::clients::log_operator_event(data_dir, event).map_err(|e| e.to_string())
@@ -107,7 +100,7 @@ fn operator_log(data_dir: &Path, event: serde_json::Value) -> Result<(), String>
 /// Mints an access token from the command line (the operator is trusted: this is the
 /// server machine).
 pub fn token(data_dir: &Path, args: TokenArgs) -> Result<ExitCode, String> {
-    let role = role(&args.role)?;
+    let role = Role::parse_named(&args.role)?;
     if role == Role::Citizen && args.patient.is_none() {
         return Err("a citizen token needs --patient".into());
     }

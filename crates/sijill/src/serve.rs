@@ -230,17 +230,19 @@ pub fn run(data_dir: &Path, database: Option<&str>, args: ServeArgs) -> Result<E
 /// Parses a duration of whole seconds, minutes, hours or days (`90s`, `15m`, `72h`, `3d`)
 /// into seconds (at least one).
 fn parse_duration(s: &str) -> Result<i64, String> {
-    let (number, unit) = s.trim().split_at(s.trim().len().saturating_sub(1));
-    let n: i64 = number
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration like 90s, 15m, 72h or 3d"))?;
-    let seconds = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("'{s}' is not a duration like 90s, 15m, 72h or 3d")),
+    let not_a_duration = || format!("'{s}' is not a duration like 90s, 15m, 72h or 3d");
+    let t = s.trim();
+    // The unit is the last character, whatever its width.
+    let (number, unit) = t.split_at(t.char_indices().last().map_or(0, |(i, _)| i));
+    let n: i64 = number.parse().map_err(|_| not_a_duration())?;
+    let unit_seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(not_a_duration()),
     };
+    let seconds = n.checked_mul(unit_seconds).ok_or_else(not_a_duration)?;
     if seconds < 1 {
         return Err(format!("'{s}' must be at least one second"));
     }
@@ -257,7 +259,7 @@ mod tests {
         assert_eq!(parse_duration("15m"), Ok(900));
         assert_eq!(parse_duration("72h"), Ok(259_200));
         assert_eq!(parse_duration("3d"), Ok(259_200));
-        for bad in ["", "15", "m", "0s", "-5m", "1w", "1.5h"] {
+        for bad in ["", "15", "m", "0s", "-5m", "1w", "1.5h", "3é", "99999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
