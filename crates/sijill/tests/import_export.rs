@@ -216,7 +216,7 @@ fn a_killed_import_keeps_whole_transactions_only() {
     // Wait until some bundles are in, then kill without warning.
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(60) {
-        if common::query_count(data.path(), "SELECT count(*) FROM resources") >= 1000 {
+        if common::query_count_while_starting(data.path(), "SELECT count(*) FROM resources") >= 1000 {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -133,9 +133,10 @@ pub(crate) fn row_statement() -> String {
 /// Rows in chain order after (chain, position).
 pub(crate) fn rows_statement(after: Option<(i64, i64)>, limit: usize) -> (String, Vec<Arg>) {
     let (clause, args) = match after {
+        // A row-value comparison, so that both databases seek into (chain, position).
         Some((chain, position)) => (
-            "WHERE chain > ? OR (chain = ? AND position > ?)",
-            vec![Arg::Int(chain), Arg::Int(chain), Arg::Int(position)],
+            "WHERE (chain, position) > (?, ?)",
+            vec![Arg::Int(chain), Arg::Int(position)],
         ),
         None => ("", Vec::new()),
     };

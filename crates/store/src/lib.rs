@@ -355,8 +355,11 @@ pub trait Store: Send + Sync {
         sort: &[SortKey],
         limit: usize,
     ) -> Result<Vec<String>>;
-    /// Ids of the current, not deleted resources of a type matching a query (at most `limit`).
-    fn search_ids(&self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>>;
+    /// Ids of the current, not deleted resources of a type matching a query, in id order
+    /// (at most `limit`).
+    fn search_ids(&self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {
+        self.search_sorted_ids(resource_type, query, &[], limit)
+    }
     /// The current, not deleted resources of a type matching a query, in id order after
     /// `after_id`, at most `limit`. Also returns the total count of matches.
     fn search(

@@ -585,6 +585,13 @@ impl SqlBuilder<'_> {
         (clause.to_string(), values.into_iter().map(Arg::from).collect())
     }
 
+    /// The ORDER BY of an ids statement: the sort keys in order, ties broken by id.
+    pub fn ids_order(&self, resource_type: &str, sort: &[SortKey]) -> String {
+        let mut order: Vec<String> = sort.iter().map(|k| self.sort_expression(resource_type, k)).collect();
+        order.push("r.id".into());
+        order.join(", ")
+    }
+
     /// The ORDER BY expression of one sort key: the smallest value of the resource for an
     /// ascending sort, the largest for a descending one (dates: the start or end of the range).
     pub fn sort_expression(&self, resource_type: &str, key: &SortKey) -> String {

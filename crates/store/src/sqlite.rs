@@ -604,7 +604,7 @@ impl StoreTx for SqliteTx<'_> {
     }
 
     fn search_ids(&mut self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {
-        search_ids(self.conn, self.keys, resource_type, query, limit)
+        search_ids(self.conn, self.keys, resource_type, query, &[], limit)
     }
 
     fn lock_conditions(&mut self, _conditions: &[(&str, &SearchQuery)]) -> Result<()> {
@@ -723,15 +723,18 @@ fn audit_query(conn: &Connection, sql: &str, args: Vec<Arg>) -> Result<Vec<Seale
     Ok(rows)
 }
 
+/// Ids of the matches in `sort` order (ties, and an empty sort, by id).
 fn search_ids(
     conn: &Connection,
     keys: &ParamKeys,
     resource_type: &str,
     query: &SearchQuery,
+    sort: &[SortKey],
     limit: usize,
 ) -> Result<Vec<String>> {
     let (clause, args) = search_sql(conn, keys, resource_type, query, None)?;
-    let mut stmt = conn.prepare(&ids_statement(&clause, "r.id", limit))?;
+    let order = builder(keys).ids_order(resource_type, sort);
+    let mut stmt = conn.prepare(&ids_statement(&clause, &order, limit))?;
     let ids = stmt
         .query_map(params_from_iter(args), |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<String>>>()?;
@@ -746,22 +749,7 @@ impl Store for SqliteStore {
         sort: &[SortKey],
         limit: usize,
     ) -> Result<Vec<String>> {
-        self.with_reader(|c| {
-            let (clause, args) = search_sql(c, &self.param_keys, resource_type, query, None)?;
-            let mut order: Vec<String> = sort
-                .iter()
-                .map(|k| builder(&self.param_keys).sort_expression(resource_type, k))
-                .collect();
-            order.push("r.id".into());
-            let mut stmt = c.prepare(&ids_statement(&clause, &order.join(", "), limit))?;
-            let ids = stmt
-                .query_map(params_from_iter(args), |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()?;
-            Ok(ids)
-        })
-    }
-    fn search_ids(&self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {
-        self.with_reader(|c| search_ids(c, &self.param_keys, resource_type, query, limit))
+        self.with_reader(|c| search_ids(c, &self.param_keys, resource_type, query, sort, limit))
     }
 
     fn write(&self, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
@@ -794,7 +782,8 @@ impl Store for SqliteStore {
     fn vread(&self, resource_type: &str, id: &str, version: u64) -> Result<Option<Stored>> {
         self.with_reader(|c| {
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {VERSION_COLUMNS} FROM resource_versions v WHERE v.type = ?1 AND v.id = ?2 AND v.version = ?3"
+                "SELECT {VERSION_COLUMNS} FROM resource_versions v
+                 WHERE v.rid = (SELECT rid FROM resources WHERE type = ?1 AND id = ?2) AND v.version = ?3"
             ))?;
             Ok(stmt
                 .query_row(params![resource_type, id, version as i64], stored_from_row)

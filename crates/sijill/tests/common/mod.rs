@@ -37,17 +37,24 @@ pub fn store_env(dir: &Path) -> Vec<(&'static str, String)> {
     }
 }
 
+/// Runs `psql` on a database with extra arguments; fails the test when psql fails.
+fn psql(url: &str, args: &[&str], sql: &str) -> String {
+    let out = Command::new("psql")
+        .arg(url)
+        .args(args)
+        .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("run psql");
+    assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs SQL on a data directory's store behind the server's back (to damage it in tests):
 /// with psql on PostgreSQL, else on the SQLite file.
 pub fn execute_sql(dir: &Path, sql: &str) {
     match store_env(dir).into_iter().next() {
         Some((_, url)) => {
-            let out = Command::new("psql")
-                .arg(&url)
-                .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
-                .output()
-                .expect("run psql");
-            assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+            psql(&url, &["-q"], sql);
         }
         None => {
             let db = rusqlite::Connection::open(dir.join("sijill.db")).expect("open the database");
@@ -56,20 +63,33 @@ pub fn execute_sql(dir: &Path, sql: &str) {
     }
 }
 
-/// The number a counting query (`SELECT count(*) …`) gives on a data directory's store.
+/// The number a counting query gives while a store is still being created (its tables may
+/// not exist yet): 0 until the query succeeds. Only for polling.
+pub fn query_count_while_starting(dir: &Path, sql: &str) -> i64 {
+    std::panic::catch_unwind(|| query_count(dir, sql)).unwrap_or(0)
+}
+
+/// The number a counting query (`SELECT count(*) …`) gives on a data directory's store;
+/// 0 when it returns no row, and the test fails when the query does.
 pub fn query_count(dir: &Path, sql: &str) -> i64 {
     match store_env(dir).into_iter().next() {
         Some((_, url)) => {
-            let out = Command::new("psql")
-                .arg(&url)
-                .args(["-tA", "-c", sql])
-                .output()
-                .expect("run psql");
-            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+            let out = psql(&url, &["-tA"], sql);
+            let value = out.trim();
+            if value.is_empty() {
+                0
+            } else {
+                value.parse().unwrap_or_else(|_| panic!("{sql} gave {value:?}"))
+            }
         }
-        None => rusqlite::Connection::open(dir.join("sijill.db"))
-            .and_then(|db| db.query_row(sql, [], |r| r.get(0)))
-            .unwrap_or(0),
+        None => {
+            let db = rusqlite::Connection::open(dir.join("sijill.db")).expect("open the database");
+            match db.query_row(sql, [], |r| r.get(0)) {
+                Ok(n) => n,
+                Err(rusqlite::Error::QueryReturnedNoRows) => 0,
+                Err(e) => panic!("{sql}: {e}"),
+            }
+        }
     }
 }
 

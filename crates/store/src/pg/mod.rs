@@ -294,15 +294,18 @@ fn read_current(runner: &mut dyn Runner, resource_type: &str, id: &str) -> Resul
     })
 }
 
+/// Ids of the matches in `sort` order (ties, and an empty sort, by id).
 fn search_ids(
     keys: &ParamKeys,
     runner: &mut dyn Runner,
     resource_type: &str,
     query: &SearchQuery,
+    sort: &[SortKey],
     limit: usize,
 ) -> Result<Vec<String>> {
     let (clause, args) = search_sql(keys, runner, resource_type, query, None)?;
-    let sql = numbered(&ids_statement(&clause, "r.id", limit));
+    let order = builder(keys).ids_order(resource_type, sort);
+    let sql = numbered(&ids_statement(&clause, &order, limit));
     Ok(runner.rows(&sql, &args)?.iter().map(|r| r.get(0)).collect())
 }
 
@@ -471,7 +474,6 @@ impl PgTx<'_, '_> {
         }))
     }
 
-    /// Writes the pending new resources: a row id for each, then one statement per table.
     /// Appends the unit of work's audit events to its chain, last before commit: the
     /// chain's lock is held until commit (so the next writer on this chain reads the head
     /// this one leaves), and for as short a time as possible.
@@ -508,6 +510,7 @@ impl PgTx<'_, '_> {
         Ok(())
     }
 
+    /// Writes the pending new resources: a row id for each, then one statement per table.
     fn flush(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
@@ -610,7 +613,7 @@ impl StoreTx for PgTx<'_, '_> {
 
     fn search_ids(&mut self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {
         self.flush()?;
-        search_ids(self.keys, self.tx, resource_type, query, limit)
+        search_ids(self.keys, self.tx, resource_type, query, &[], limit)
     }
 
     fn append_audit(&mut self, entries: &[AuditEntry]) -> Result<()> {
@@ -867,19 +870,14 @@ impl Store for PgStore {
         sort: &[SortKey],
         limit: usize,
     ) -> Result<Vec<String>> {
-        let mut client = self.client()?;
-        let (clause, args) = search_sql(&self.param_keys, &mut *client, resource_type, query, None)?;
-        let mut order: Vec<String> = sort
-            .iter()
-            .map(|k| builder(&self.param_keys).sort_expression(resource_type, k))
-            .collect();
-        order.push("r.id".into());
-        let sql = numbered(&ids_statement(&clause, &order.join(", "), limit));
-        Ok(client.rows(&sql, &args)?.iter().map(|r| r.get(0)).collect())
-    }
-
-    fn search_ids(&self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {
-        search_ids(&self.param_keys, &mut *self.client()?, resource_type, query, limit)
+        search_ids(
+            &self.param_keys,
+            &mut *self.client()?,
+            resource_type,
+            query,
+            sort,
+            limit,
+        )
     }
 
     fn count(&self, resource_type: &str, query: &SearchQuery) -> Result<u64> {
