@@ -14,7 +14,8 @@ pub struct ServeArgs {
     /// Address and port to listen on.
     #[arg(long, env = "SIJILL_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Public base URL of the FHIR API (default: http://LISTEN/fhir).
+    /// Public base URL of the FHIR API (default: http://LISTEN/fhir, https:// with a
+    /// certificate).
     #[arg(long, env = "SIJILL_BASE_URL")]
     base_url: Option<String>,
     /// Largest accepted request body, in bytes.
@@ -43,7 +44,7 @@ pub struct ServeArgs {
     /// The ID-token claim with the national identifier (default: the country profile's).
     #[arg(long, env = "SIJILL_EID_CLAIM")]
     eid_claim: Option<String>,
-    /// Requests per second per user (token subject); 0: no limit.
+    /// Requests per second per user (the token's FHIR user, else its subject); 0: no limit.
     #[arg(long, env = "SIJILL_RATE_LIMIT_USER", default_value_t = 100)]
     rate_limit_user: u32,
     /// Requests per second per client app or system, all its users together; 0: no limit.

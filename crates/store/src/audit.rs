@@ -1,10 +1,10 @@
 //! The audit trail as the stores keep it: append-only rows sealed in hash chains.
 //!
 //! Each row belongs to a chain and has a position in it; it keeps the seal of the row
-//! before it, and its own seal is the SHA-256 of that previous seal followed by every
-//! column of the row. Changing a row breaks its own seal, removing one leaves a gap in the
-//! positions, and moving one (renumbering positions) leaves a row whose previous seal is
-//! not the seal of the row above it. [`verify`] re-walks every chain and reports the first
+//! before it, and its own seal is the SHA-256 of that previous seal, the chain and every
+//! column of the row but its place (`seq`, `position`). Changing a row breaks its own
+//! seal, removing one leaves a gap in the positions, and moving one (renumbering
+//! positions) leaves a row whose previous seal is not the seal of the row above it. [`verify`] re-walks every chain and reports the first
 //! such break.
 //!
 //! A chain only proves that its rows hang together. Someone able to rewrite the whole table
