@@ -29,6 +29,9 @@ pub struct RequestContext {
     pub purpose: Purpose,
     /// The client's address, when the request came over the network.
     pub remote_addr: Option<IpAddr>,
+    /// The id the client gave the request (`X-Request-Id`), which makes a booking
+    /// idempotent.
+    pub client_request_id: Option<String>,
 }
 
 impl RequestContext {
@@ -40,6 +43,7 @@ impl RequestContext {
             on_behalf_of: None,
             purpose: Purpose("HOPERAT".to_string()),
             remote_addr,
+            client_request_id: None,
         }
     }
 }
@@ -53,6 +57,7 @@ impl RequestContext {
             purpose: Purpose("TREAT".to_string()),
             actor: Actor::Principal(principal),
             remote_addr,
+            client_request_id: None,
         }
     }
 }

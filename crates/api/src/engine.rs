@@ -19,6 +19,8 @@ use crate::consent::{self, ConsentSettings};
 use crate::context::RequestContext;
 use crate::error::{FhirError, FhirResult};
 use crate::interactions::{bundle, capabilities, create, delete, everything, history, patch, read, search, update};
+use crate::scheduling::directory::DirectoryCache;
+use crate::scheduling::{booking, find, generate, SchedulingSettings};
 
 /// The HTTP method of a FHIR interaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,6 +274,10 @@ pub struct Engine {
     pub audit: Arc<AuditTrail>,
     /// Access codes, grants and break-glass.
     pub consent: ConsentSettings,
+    /// Slots, holds and bookings.
+    pub scheduling: SchedulingSettings,
+    /// The directory facts `$find` filters on.
+    pub directory: Arc<DirectoryCache>,
 }
 
 impl Engine {
@@ -284,6 +290,8 @@ impl Engine {
             limits,
             snapshots: Arc::default(),
             consent: ConsentSettings::default(),
+            scheduling: SchedulingSettings::default(),
+            directory: Arc::default(),
         }
     }
 
@@ -330,6 +338,11 @@ impl Engine {
         req: FhirRequest,
     ) -> FhirResult<FhirResponse> {
         let guard = Guard::new(self, ctx, Interaction::of(req.method, Some(&route), &req));
+        if req.method != Method::Get {
+            if let Route::Type(t) | Route::Instance(t, _) = &route {
+                self.directory.changed(t);
+            }
+        }
         match exec {
             Exec::Standalone => {
                 let result = self.run(&guard, Exec::Standalone, route, req);
@@ -404,6 +417,27 @@ impl Engine {
             }
             (Get, Route::InstanceOperation(t, id, op)) if t == "Patient" && op == "$access-log" => {
                 access_log::access_log(self, guard, &id, &req.query)
+            }
+            (Get | Post, Route::TypeOperation(t, op)) if t == "Appointment" && op == "$find" => {
+                find::find(self, guard, &req.query, &req.body)
+            }
+            (Post, Route::TypeOperation(t, op)) if t == "Appointment" && op == "$hold" => {
+                booking::hold(self, guard, &req.body)
+            }
+            (Post, Route::TypeOperation(t, op)) if t == "Appointment" && op == "$book" => {
+                booking::book(self, guard, &req.body)
+            }
+            (Post, Route::InstanceOperation(t, id, op)) if t == "Appointment" && op == "$cancel" => {
+                booking::cancel(self, guard, &id, &req.body)
+            }
+            (Post, Route::InstanceOperation(t, id, op)) if t == "Appointment" && op == "$reschedule" => {
+                booking::reschedule(self, guard, &id, &req.body)
+            }
+            (Post, Route::InstanceOperation(t, id, op)) if t == "Schedule" && op == "$generate-slots" => {
+                generate::generate_one(self, guard, &id)
+            }
+            (Post, Route::TypeOperation(t, op)) if t == "Schedule" && op == "$generate-slots" => {
+                generate::generate_all_operation(self, guard)
             }
             (Get, Route::Metadata) => Ok(capabilities::capability_statement(self)),
             (Get, Route::Instance(t, id)) => read::read(self, guard, exec, &t, &id, &req.conditions),

@@ -300,7 +300,8 @@ async fn fhir(State(state): State<Arc<AppState>>, request: axum::extract::Reques
         // The body of a request without a valid token is not read; its context only
         // carries a request id.
         Err(e) => (RequestContext::local_operator(remote), Err(e), "unauthenticated"),
-        Ok(ctx) => {
+        Ok(mut ctx) => {
+            ctx.client_request_id = client_request_id(&headers);
             let limit = state.engine.limits.max_body_bytes;
             let result = match axum::body::to_bytes(body, limit).await {
                 Err(_) => Err(FhirError::new(
@@ -394,4 +395,15 @@ fn success_response(r: FhirResponse, prefer: Return) -> Response {
         }
     }
     response
+}
+
+/// The client's `X-Request-Id`, when it is a plausible id (1 to 64 letters, digits, `-`,
+/// `_`, `.`); anything else is ignored.
+fn client_request_id(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("x-request-id")?.to_str().ok()?;
+    let plausible = (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    plausible.then(|| value.to_string())
 }

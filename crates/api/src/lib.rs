@@ -19,6 +19,7 @@ pub mod interactions;
 pub mod metrics;
 pub mod parameters;
 pub mod rate_limit;
+pub mod scheduling;
 pub mod snapshots;
 pub mod tls;
 

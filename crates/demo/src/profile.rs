@@ -239,6 +239,8 @@ pub struct CountryProfile {
     pub utc_offset: String,
     /// Days without consultations (ISO weekday numbers, Monday = 1).
     pub weekend: Vec<u8>,
+    /// Public holidays on fixed dates (`MM-DD`): no consultations.
+    pub public_holidays: Vec<String>,
     /// Telephone numbering.
     pub phone: Phone,
     /// The national identity number.

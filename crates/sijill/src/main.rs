@@ -43,7 +43,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the FHIR server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Load FHIR JSON files, Bundles and NDJSON into the store.
     Import(import::ImportArgs),
     /// Write every current resource as NDJSON, one file per resource type.
@@ -116,7 +116,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let database = cli.database.as_deref();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(&cli.data_dir, database, args),
+        Command::Serve(args) => serve::run(&cli.data_dir, database, *args),
         Command::Import(args) => import::run(&cli.data_dir, database, args),
         Command::Export(args) => export::run(&cli.data_dir, database, args),
         Command::Demo(args) => demo::run(&cli.data_dir, database, args),

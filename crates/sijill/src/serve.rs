@@ -76,6 +76,15 @@ pub struct ServeArgs {
     /// How long a break-glass (emergency) access lasts.
     #[arg(long, env = "SIJILL_BREAK_GLASS_TTL", default_value = "4h", value_parser = parse_duration)]
     pub break_glass_ttl: i64,
+    /// How long a hold keeps a slot for a citizen before others may take it.
+    #[arg(long, env = "SIJILL_HOLD_TTL", default_value = "10m", value_parser = parse_duration)]
+    pub hold_ttl: i64,
+    /// How far ahead slots are generated and may be booked.
+    #[arg(long, env = "SIJILL_BOOKING_HORIZON", default_value = "56d", value_parser = parse_duration)]
+    pub booking_horizon: i64,
+    /// How often the server releases expired holds (slots are generated every hour).
+    #[arg(long, env = "SIJILL_CHORES_EVERY", default_value = "30s", value_parser = parse_duration)]
+    pub chores_every: i64,
     /// Log format: text or json.
     #[arg(long, env = "SIJILL_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -159,6 +168,7 @@ pub fn run(data_dir: &Path, database: Option<&str>, args: ServeArgs) -> Result<E
         tls_files.as_ref(),
     )?;
     let scheme = if edge.tls.is_some() { "https" } else { "http" };
+    let scheduling = scheduling_settings(&profile, &args)?;
     let store = crate::open_store(data_dir, database)?;
     let demo = if args.demo { load_demo(&store, &args)? } else { None };
     let unsupported = sijill_store::index::unsupported_params();
@@ -190,6 +200,7 @@ pub fn run(data_dir: &Path, database: Option<&str>, args: ServeArgs) -> Result<E
         engine.consent.code_seconds = args.access_code_ttl;
         engine.consent.grant_seconds = args.grant_ttl;
         engine.consent.break_glass_seconds = args.break_glass_ttl;
+        engine.scheduling = scheduling;
         if std::env::var("SIJILL_AUDIT").is_ok_and(|v| v == "off-for-benchmark") {
             tracing::warn!("SIJILL_AUDIT=off-for-benchmark: NO AUDIT EVENTS ARE RECORDED; never serve real data like this");
             engine = engine.without_audit();
@@ -219,6 +230,8 @@ pub fn run(data_dir: &Path, database: Option<&str>, args: ServeArgs) -> Result<E
             None if args.demo => println!("The data directory already holds data: no demo population loaded."),
             None => {}
         }
+        let every = std::time::Duration::from_secs(args.chores_every as u64);
+        tokio::spawn(sijill_api::scheduling::background(engine.clone(), every));
         sijill_api::serve(listener, engine, std::sync::Arc::new(identity), edge, shutdown_signal()).await.map_err(|e| e.to_string())
     });
     drop(runtime);
@@ -226,6 +239,29 @@ pub fn run(data_dir: &Path, database: Option<&str>, args: ServeArgs) -> Result<E
     served?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The scheduling settings: the country's time and holidays, and the durations given.
+fn scheduling_settings(
+    profile: &sijill_demo::CountryProfile,
+    args: &ServeArgs,
+) -> Result<sijill_api::scheduling::SchedulingSettings, String> {
+    let offset = time::UtcOffset::parse(
+        &profile.utc_offset,
+        &time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]"),
+    )
+    .map_err(|e| {
+        format!(
+            "the country profile's utc_offset '{}' is invalid: {e}",
+            profile.utc_offset
+        )
+    })?;
+    Ok(sijill_api::scheduling::SchedulingSettings {
+        offset,
+        holidays: sijill_api::scheduling::availability::Holidays::parse(&profile.public_holidays)?,
+        horizon_days: (args.booking_horizon / 86_400).max(1),
+        hold_seconds: args.hold_ttl,
+    })
 }
 
 /// Parses a duration of whole seconds, minutes, hours or days (`90s`, `15m`, `72h`, `3d`)

@@ -47,6 +47,16 @@ impl Interaction {
             query: None,
         }
     }
+
+    /// A chore the server runs by itself (releasing expired holds, generating slots).
+    pub fn chore(name: &str) -> Interaction {
+        Interaction {
+            code: "operation",
+            action: "U",
+            request: format!("server chore {name}"),
+            query: None,
+        }
+    }
 }
 
 /// A grant under which a patient's data was reached.

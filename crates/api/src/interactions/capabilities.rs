@@ -35,6 +35,80 @@ fn type_code(kind: SearchParamType) -> &'static str {
     }
 }
 
+/// The operations by resource type: (type, name, definition).
+const OPERATIONS: &[(&str, &str, &str)] = &[
+    (
+        "Patient",
+        "everything",
+        "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+    ),
+    (
+        "Patient",
+        "access-code",
+        "https://sijill.health/fhir/OperationDefinition/access-code",
+    ),
+    (
+        "Patient",
+        "grant-access",
+        "https://sijill.health/fhir/OperationDefinition/grant-access",
+    ),
+    (
+        "Patient",
+        "break-glass",
+        "https://sijill.health/fhir/OperationDefinition/break-glass",
+    ),
+    (
+        "Patient",
+        "access-log",
+        "https://sijill.health/fhir/OperationDefinition/access-log",
+    ),
+    (
+        "Consent",
+        "revoke",
+        "https://sijill.health/fhir/OperationDefinition/revoke",
+    ),
+    (
+        "AuditEvent",
+        "review-queue",
+        "https://sijill.health/fhir/OperationDefinition/review-queue",
+    ),
+    (
+        "AuditEvent",
+        "review",
+        "https://sijill.health/fhir/OperationDefinition/review",
+    ),
+    (
+        "Appointment",
+        "find",
+        "https://profiles.ihe.net/ITI/Scheduling/OperationDefinition/appointment-find",
+    ),
+    (
+        "Appointment",
+        "hold",
+        "https://profiles.ihe.net/ITI/Scheduling/OperationDefinition/appointment-hold",
+    ),
+    (
+        "Appointment",
+        "book",
+        "https://profiles.ihe.net/ITI/Scheduling/OperationDefinition/appointment-book",
+    ),
+    (
+        "Appointment",
+        "cancel",
+        "https://sijill.health/fhir/OperationDefinition/appointment-cancel",
+    ),
+    (
+        "Appointment",
+        "reschedule",
+        "https://sijill.health/fhir/OperationDefinition/appointment-reschedule",
+    ),
+    (
+        "Schedule",
+        "generate-slots",
+        "https://sijill.health/fhir/OperationDefinition/generate-slots",
+    ),
+];
+
 /// Builds the CapabilityStatement.
 pub fn capability_statement(engine: &Engine) -> FhirResponse {
     let resources: Vec<Value> = definitions::resource_types()
@@ -59,11 +133,13 @@ pub fn capability_statement(engine: &Engine) -> FhirResponse {
                 "conditionalDelete": "single",
                 "searchParam": params,
             });
-            if rt == "Patient" {
-                resource["operation"] = json!([{
-                    "name": "everything",
-                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"
-                }]);
+            let operations: Vec<Value> = OPERATIONS
+                .iter()
+                .filter(|(t, _, _)| *t == rt)
+                .map(|(_, name, definition)| json!({"name": name, "definition": definition}))
+                .collect();
+            if !operations.is_empty() {
+                resource["operation"] = Value::Array(operations);
             }
             resource
         })

@@ -83,6 +83,7 @@ pub fn checked_resource(body: RequestBody, resource_type: &str, expected_id: Opt
             issues,
         });
     }
+    crate::scheduling::check_resource(resource_type, &resource)?;
     Ok(resource)
 }
 

@@ -1,0 +1,479 @@
+//! Holding, booking, cancelling and moving appointments (IHE Scheduling `$hold` and
+//! `$book`, and Sijill's `$cancel` and `$reschedule`).
+//!
+//! Every operation is one transaction that changes the Slot with `If-Match` on the version
+//! it read there: a slot is never given twice, and an operation that fails half-way leaves
+//! nothing changed — a reschedule either moves the appointment or leaves it where it was.
+//!
+//! - `POST Appointment/$hold` (`slot` or `appointment-resource`, `patient`): a pending
+//!   Appointment and the Slot `busy-tentative` until the hold expires.
+//! - `POST Appointment/$book` (`appointment-reference` to a held one, or `slot` /
+//!   `appointment-resource` and `patient`): a booked Appointment and the Slot `busy`. A
+//!   client's `X-Request-Id` makes it idempotent: the same id books once and answers the
+//!   same appointment again.
+//! - `POST Appointment/{id}/$cancel` (`reason`): cancelled, the slot free again.
+//! - `POST Appointment/{id}/$reschedule` (`slot`): the same appointment on another slot.
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+use sijill_store::{Current, SearchQuery, StoreError, StoreTx, Stored};
+
+use super::availability::parse_moment;
+use super::directory::local_id;
+use super::{check_books_for, conflict, patient_param, HOLD_EXPIRES_URL, SLOT_APPOINTMENT_URL};
+use crate::access::Guard;
+use crate::engine::{Engine, Exec, FhirResponse, RequestBody};
+use crate::error::{FhirError, FhirResult};
+use crate::interactions::resource_response;
+use crate::parameters;
+
+/// The tag on an Appointment made by `$hold`, so that expired holds can be found.
+pub const HOLD_TAG_SYSTEM: &str = "https://sijill.health/fhir/CodeSystem/booking";
+
+fn parse(stored: &Stored) -> Value {
+    serde_json::from_slice(&stored.body).unwrap_or_default()
+}
+
+fn now() -> String {
+    sijill_store::now_instant()
+}
+
+/// Whether an instant (any offset) lies before now.
+fn has_passed(instant: &str) -> bool {
+    match (parse_moment(instant), parse_moment(&now())) {
+        (Some(t), Some(n)) => t <= n,
+        _ => true,
+    }
+}
+
+/// The value of an extension of a resource.
+fn extension<'v>(resource: &'v Value, url: &str) -> Option<&'v Value> {
+    resource["extension"].as_array()?.iter().find(|e| e["url"] == url)
+}
+
+/// The appointment that has a slot.
+fn taken_by(slot: &Value) -> Option<&str> {
+    local_id(&extension(slot, SLOT_APPOINTMENT_URL)?["valueReference"], "Appointment")
+}
+
+/// When a hold (on a slot or a pending appointment) expires.
+fn hold_expires(resource: &Value) -> Option<&str> {
+    extension(resource, HOLD_EXPIRES_URL)?["valueInstant"].as_str()
+}
+
+/// Why a slot cannot be taken now, if it cannot: booked, held by someone else, or past.
+/// `holder` is the appointment asking, when it holds the slot.
+fn unavailable(slot: &Value, holder: Option<&str>) -> Option<String> {
+    if slot["start"].as_str().is_none_or(has_passed) {
+        return Some("This slot has already started".into());
+    }
+    match slot["status"].as_str() {
+        Some("free") => None,
+        Some("busy-tentative") if holder.is_some() && taken_by(slot) == holder => None,
+        Some("busy-tentative") if hold_expires(slot).is_none_or(has_passed) => None,
+        Some("busy-tentative") => {
+            Some("This slot is held for someone else for a few minutes; choose another or try again later".into())
+        }
+        _ => Some("This slot was just booked by someone else; choose another".into()),
+    }
+}
+
+/// The slot with a status, given to `appointment` (until `expires` for a hold), or to
+/// nobody.
+fn with_state(mut slot: Value, status: &str, appointment: Option<&str>, expires: Option<&str>) -> Value {
+    slot["status"] = json!(status);
+    let mut ext: Vec<Value> = slot["extension"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|x| x["url"] != SLOT_APPOINTMENT_URL && x["url"] != HOLD_EXPIRES_URL)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(a) = appointment {
+        ext.push(json!({"url": SLOT_APPOINTMENT_URL, "valueReference": {"reference": format!("Appointment/{a}")}}));
+    }
+    if let Some(e) = expires {
+        ext.push(json!({"url": HOLD_EXPIRES_URL, "valueInstant": e}));
+    }
+    match slot.as_object_mut() {
+        Some(o) if ext.is_empty() => {
+            o.remove("extension");
+        }
+        Some(o) => {
+            o.insert("extension".into(), Value::Array(ext));
+        }
+        None => {}
+    }
+    slot
+}
+
+/// A store conflict on the slot or appointment (someone changed it first) as a 409.
+fn raced(e: StoreError) -> FhirError {
+    match e {
+        StoreError::VersionConflict { .. } => {
+            conflict("This slot or appointment was changed by someone else at the same moment; look again and retry")
+        }
+        other => other.into(),
+    }
+}
+
+/// The slot a request names: `slot` (Reference) or `appointment-resource` (its first slot).
+fn slot_param(params: &[(String, Value)]) -> FhirResult<String> {
+    let named = params.iter().find_map(|(n, v)| match n.as_str() {
+        "slot" => local_id(v, "Slot").map(str::to_string),
+        "appointment-resource" => local_id(&v["slot"][0], "Slot").map(str::to_string),
+        _ => None,
+    });
+    named.ok_or_else(|| {
+        FhirError::bad_request(
+            "Name the slot: parameter 'slot' (Reference Slot/{id}) or 'appointment-resource' with a slot",
+        )
+    })
+}
+
+/// The facility of the schedule a slot belongs to.
+fn organization_of_slot(engine: &Engine, slot: &Value) -> FhirResult<Option<String>> {
+    let Some(schedule) = local_id(&slot["schedule"], "Schedule") else {
+        return Ok(None);
+    };
+    let directory = engine.directory.get(engine.store.as_ref())?;
+    Ok(directory.schedules.get(schedule).and_then(|f| f.organization.clone()))
+}
+
+fn read_slot(tx: &mut dyn StoreTx, id: &str) -> FhirResult<Stored> {
+    match tx.read("Slot", id)? {
+        Current::Found(s) => Ok(s),
+        _ => Err(FhirError::resource_not_found("Slot", id)),
+    }
+}
+
+fn read_current(engine: &Engine, resource_type: &str, id: &str) -> FhirResult<Stored> {
+    match engine.store.read(resource_type, id)? {
+        Current::Found(s) => Ok(s),
+        _ => Err(FhirError::resource_not_found(resource_type, id)),
+    }
+}
+
+/// The Appointment for a patient on a slot.
+fn appointment_for(slot: &Value, slot_id: &str, patient: &str, status: &str, engine: &Engine) -> FhirResult<Value> {
+    let directory = engine.directory.get(engine.store.as_ref())?;
+    let facts = local_id(&slot["schedule"], "Schedule").and_then(|s| directory.schedules.get(s));
+    let mut participants = vec![
+        json!({"actor": {"reference": format!("Patient/{patient}")}, "required": "required", "status": "accepted"}),
+    ];
+    if let Some(f) = facts {
+        if let Some(r) = &f.role {
+            participants.push(json!({"actor": {"reference": format!("PractitionerRole/{r}")}, "required": "required", "status": "accepted"}));
+        }
+        if let Some(l) = &f.location {
+            participants.push(
+                json!({"actor": {"reference": format!("Location/{l}")}, "required": "required", "status": "accepted"}),
+            );
+        }
+    }
+    let mut a = json!({
+        "resourceType": "Appointment",
+        "status": status,
+        "start": slot["start"],
+        "end": slot["end"],
+        "created": now(),
+        "slot": [{"reference": format!("Slot/{slot_id}")}],
+        "participant": participants,
+    });
+    for field in ["serviceType", "specialty"] {
+        if slot[field].is_array() {
+            a[field] = slot[field].clone();
+        }
+    }
+    Ok(a)
+}
+
+/// The patient an Appointment is for.
+fn patient_of(appointment: &Value) -> Option<String> {
+    appointment["participant"]
+        .as_array()?
+        .iter()
+        .find_map(|p| local_id(&p["actor"], "Patient"))
+        .map(str::to_string)
+}
+
+fn slot_of(appointment: &Value) -> Option<String> {
+    local_id(&appointment["slot"][0], "Slot").map(str::to_string)
+}
+
+fn patient_exists(engine: &Engine, patient: &str) -> FhirResult<()> {
+    read_current(engine, "Patient", patient).map(|_| ())
+}
+
+/// `POST Appointment/$hold`.
+pub fn hold(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResult<FhirResponse> {
+    let params = parameters::read(body)?;
+    let slot_id = slot_param(&params)?;
+    let patient = patient_param(guard, &params)?;
+    let slot_now = parse(&read_current(engine, "Slot", &slot_id)?);
+    check_books_for(guard, &patient, organization_of_slot(engine, &slot_now)?.as_deref())?;
+    patient_exists(engine, &patient)?;
+    guard.disclose_patient(&patient);
+    let expires = sijill_store::instant_in(engine.scheduling.hold_seconds);
+    let stored = engine.with_tx(guard, Exec::Standalone, |tx| {
+        let slot = read_slot(tx, &slot_id)?;
+        let value = parse(&slot);
+        if let Some(why) = unavailable(&value, None) {
+            return Err(conflict(why));
+        }
+        let mut appointment = appointment_for(&value, &slot_id, &patient, "pending", engine)?;
+        appointment["meta"] = json!({"tag": [{"system": HOLD_TAG_SYSTEM, "code": "hold"}]});
+        appointment["extension"] = json!([{"url": HOLD_EXPIRES_URL, "valueInstant": expires}]);
+        let created = tx.create("Appointment", appointment, None)?;
+        let held = with_state(value, "busy-tentative", Some(&created.id), Some(&expires));
+        tx.update("Slot", &slot_id, held, Some(slot.version)).map_err(raced)?;
+        guard.disclose(&created);
+        Ok(created)
+    })?;
+    Ok(resource_response(engine, StatusCode::CREATED, &stored))
+}
+
+/// The idempotency key of a booking: the actor and the client's request id.
+fn request_key(guard: &Guard<'_>) -> Option<String> {
+    let id = guard.context().client_request_id.as_deref()?;
+    let who = match &guard.context().actor {
+        crate::context::Actor::LocalOperator => "operator".to_string(),
+        crate::context::Actor::Principal(p) => format!("{}|{}", p.client_id, p.subject),
+    };
+    Some(format!("{who}|{id}"))
+}
+
+/// `POST Appointment/$book`.
+pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResult<FhirResponse> {
+    let params = parameters::read(body)?;
+    let held = params
+        .iter()
+        .find(|(n, _)| n == "appointment-reference")
+        .map(|(_, v)| {
+            local_id(v, "Appointment")
+                .map(str::to_string)
+                .ok_or_else(|| FhirError::bad_request("Parameter 'appointment-reference' must be Appointment/{id}"))
+        })
+        .transpose()?;
+    let (slot_id, patient) = match &held {
+        Some(id) => {
+            let a = parse(&read_current(engine, "Appointment", id)?);
+            let slot = slot_of(&a).ok_or_else(|| FhirError::bad_request("The appointment names no slot"))?;
+            let patient = patient_of(&a).ok_or_else(|| FhirError::bad_request("The appointment names no patient"))?;
+            (slot, patient)
+        }
+        None => (slot_param(&params)?, patient_param(guard, &params)?),
+    };
+    let slot_now = parse(&read_current(engine, "Slot", &slot_id)?);
+    check_books_for(guard, &patient, organization_of_slot(engine, &slot_now)?.as_deref())?;
+    patient_exists(engine, &patient)?;
+    guard.disclose_patient(&patient);
+    let key = request_key(guard);
+    let (stored, created) = engine.with_tx(guard, Exec::Standalone, |tx| {
+        if let Some(key) = &key {
+            if let Some(done) = tx.state_get("booking-request", key)? {
+                if let Current::Found(a) = tx.read("Appointment", &done)? {
+                    guard.disclose(&a);
+                    return Ok((a, false));
+                }
+            }
+        }
+        let slot = read_slot(tx, &slot_id)?;
+        let value = parse(&slot);
+        let booked = match &held {
+            Some(id) => {
+                let current = match tx.read("Appointment", id)? {
+                    Current::Found(a) => a,
+                    _ => return Err(FhirError::resource_not_found("Appointment", id)),
+                };
+                let mut a = parse(&current);
+                if a["status"] != "pending" {
+                    return Err(conflict(format!(
+                        "Only a held (pending) appointment can be booked; this one is {}",
+                        a["status"].as_str().unwrap_or("unknown")
+                    )));
+                }
+                if let Some(why) = unavailable(&value, Some(id)) {
+                    return Err(conflict(format!("The hold expired and the slot is gone: {why}")));
+                }
+                a["status"] = json!("booked");
+                if let Some(ext) = a["extension"].as_array_mut() {
+                    ext.retain(|e| e["url"] != HOLD_EXPIRES_URL);
+                    if ext.is_empty() {
+                        a.as_object_mut().map(|o| o.remove("extension"));
+                    }
+                }
+                let (stored, _) = tx.update("Appointment", id, a, Some(current.version)).map_err(raced)?;
+                stored
+            }
+            None => {
+                if let Some(why) = unavailable(&value, None) {
+                    return Err(conflict(why));
+                }
+                tx.create(
+                    "Appointment",
+                    appointment_for(&value, &slot_id, &patient, "booked", engine)?,
+                    None,
+                )?
+            }
+        };
+        let busy = with_state(value, "busy", Some(&booked.id), None);
+        tx.update("Slot", &slot_id, busy, Some(slot.version)).map_err(raced)?;
+        if let Some(key) = &key {
+            tx.state_put("booking-request", key, &booked.id)?;
+        }
+        guard.disclose(&booked);
+        Ok((booked, held.is_none()))
+    })?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(resource_response(engine, status, &stored))
+}
+
+/// Reads an appointment and checks that the actor may change it.
+fn own_appointment(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<(Value, String, String)> {
+    let current = read_current(engine, "Appointment", id)?;
+    let a = parse(&current);
+    let patient = patient_of(&a).ok_or_else(|| FhirError::bad_request("The appointment names no patient"))?;
+    let slot_id = slot_of(&a).ok_or_else(|| FhirError::bad_request("The appointment names no slot"))?;
+    let slot = parse(&read_current(engine, "Slot", &slot_id)?);
+    if let Err(e) = check_books_for(guard, &patient, organization_of_slot(engine, &slot)?.as_deref()) {
+        guard.check_visible(&current)?;
+        return Err(e);
+    }
+    guard.disclose_patient(&patient);
+    Ok((a, patient, slot_id))
+}
+
+/// Frees a slot if it is still given to this appointment.
+fn free_slot(tx: &mut dyn StoreTx, slot_id: &str, appointment: &str) -> FhirResult<()> {
+    if let Current::Found(slot) = tx.read("Slot", slot_id)? {
+        let value = parse(&slot);
+        // A slot booked by hand (no appointment noted on it) is freed by its appointment.
+        let ours = match (value["status"].as_str(), taken_by(&value)) {
+            (Some("busy" | "busy-tentative"), Some(a)) => a == appointment,
+            (Some("busy"), None) => true,
+            _ => false,
+        };
+        if ours {
+            let free = with_state(value, "free", None, None);
+            tx.update("Slot", slot_id, free, Some(slot.version)).map_err(raced)?;
+        }
+    }
+    Ok(())
+}
+
+/// `POST Appointment/{id}/$cancel`.
+pub fn cancel(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBody) -> FhirResult<FhirResponse> {
+    let reason = parameters::string(&parameters::read(body)?, "reason");
+    own_appointment(engine, guard, id)?;
+    let stored = engine.with_tx(guard, Exec::Standalone, |tx| {
+        let current = match tx.read("Appointment", id)? {
+            Current::Found(a) => a,
+            _ => return Err(FhirError::resource_not_found("Appointment", id)),
+        };
+        let mut a = parse(&current);
+        if !matches!(a["status"].as_str(), Some("booked" | "pending")) {
+            return Err(conflict(format!(
+                "Only a booked or held appointment can be cancelled; this one is {}",
+                a["status"].as_str().unwrap_or("unknown")
+            )));
+        }
+        a["status"] = json!("cancelled");
+        a["cancelationReason"] = json!({"text": reason.clone().unwrap_or_else(|| "cancelled".into())});
+        if let Some(slot_id) = slot_of(&a) {
+            free_slot(tx, &slot_id, id)?;
+        }
+        let (stored, _) = tx.update("Appointment", id, a, Some(current.version)).map_err(raced)?;
+        guard.disclose(&stored);
+        Ok(stored)
+    })?;
+    Ok(resource_response(engine, StatusCode::OK, &stored))
+}
+
+/// `POST Appointment/{id}/$reschedule`.
+pub fn reschedule(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBody) -> FhirResult<FhirResponse> {
+    let params = parameters::read(body)?;
+    let new_slot_id = slot_param(&params)?;
+    let (_, patient, _) = own_appointment(engine, guard, id)?;
+    let new_slot_now = parse(&read_current(engine, "Slot", &new_slot_id)?);
+    check_books_for(guard, &patient, organization_of_slot(engine, &new_slot_now)?.as_deref())?;
+    let stored = engine.with_tx(guard, Exec::Standalone, |tx| {
+        let current = match tx.read("Appointment", id)? {
+            Current::Found(a) => a,
+            _ => return Err(FhirError::resource_not_found("Appointment", id)),
+        };
+        let a = parse(&current);
+        if a["status"] != "booked" {
+            return Err(conflict("Only a booked appointment can be moved"));
+        }
+        let old_slot = slot_of(&a).unwrap_or_default();
+        if old_slot == new_slot_id {
+            return Err(conflict("The appointment is already on this slot"));
+        }
+        // Take the new slot first, then give back the old one, then move the appointment:
+        // a failure at any step rolls back the steps before it.
+        let slot = read_slot(tx, &new_slot_id)?;
+        let value = parse(&slot);
+        if let Some(why) = unavailable(&value, None) {
+            return Err(conflict(why));
+        }
+        let busy = with_state(value.clone(), "busy", Some(id), None);
+        tx.update("Slot", &new_slot_id, busy, Some(slot.version))
+            .map_err(raced)?;
+        free_slot(tx, &old_slot, id)?;
+        let mut moved = appointment_for(&value, &new_slot_id, &patient, "booked", engine)?;
+        moved["created"] = a["created"].clone();
+        let (stored, _) = tx
+            .update("Appointment", id, moved, Some(current.version))
+            .map_err(raced)?;
+        guard.disclose(&stored);
+        Ok(stored)
+    })?;
+    Ok(resource_response(engine, StatusCode::OK, &stored))
+}
+
+/// Cancels held appointments whose hold expired and frees their slots; returns how many.
+/// The server runs it every half minute; an expired hold is already free for others
+/// before that.
+pub fn release_expired_holds(engine: &Engine, guard: &Guard<'_>) -> FhirResult<usize> {
+    let query = SearchQuery::parse(
+        "Appointment",
+        &[
+            ("status".into(), "pending".into()),
+            ("_tag".into(), format!("{HOLD_TAG_SYSTEM}|hold")),
+        ],
+    )?;
+    let pending = engine.store.search_page("Appointment", &query, None, 500)?;
+    let expired: Vec<Stored> = pending
+        .into_iter()
+        .filter(|s| hold_expires(&parse(s)).is_some_and(has_passed))
+        .collect();
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    engine.with_tx(guard, Exec::Standalone, |tx| {
+        let mut released = 0;
+        for s in &expired {
+            let Current::Found(current) = tx.read("Appointment", &s.id)? else {
+                continue;
+            };
+            let mut a = parse(&current);
+            if a["status"] != "pending" {
+                continue;
+            }
+            if let Some(slot_id) = slot_of(&a) {
+                free_slot(tx, &slot_id, &s.id)?;
+            }
+            a["status"] = json!("cancelled");
+            a["cancelationReason"] = json!({"text": "the hold expired before the booking"});
+            let (stored, _) = tx
+                .update("Appointment", &s.id, a, Some(current.version))
+                .map_err(raced)?;
+            guard.disclose(&stored);
+            released += 1;
+        }
+        Ok(released)
+    })
+}

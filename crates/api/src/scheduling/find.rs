@@ -1,0 +1,413 @@
+//! `Appointment/$find` (IHE Scheduling, Find Potential Appointments): free slots that
+//! match a citizen's needs, as proposed Appointments, earliest first or nearest first.
+//!
+//! Parameters (query string or a Parameters body): `start`, `end` (default: now and the
+//! booking horizon), `specialty` (code or system|code), `province`, `region`,
+//! `organization`, `practitioner` (Practitioner or PractitionerRole reference),
+//! `language`, `gender`, `mode` (`in-person` or `virtual`), `sort` (`earliest`, default,
+//! or `nearest` with `near=latitude|longitude`), `patient` (put on the proposals),
+//! `_count` (default 10, at most 100).
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+use sijill_store::{Current, SearchQuery, SortKey, Stored};
+use time::{Duration, OffsetDateTime};
+
+use super::availability::{format_moment, parse_moment, Mode};
+use super::directory::{local_id, Directory, ScheduleFacts};
+use super::VISIT_MODE_SYSTEM;
+use crate::access::Guard;
+use crate::engine::{truncate, Engine, FhirResponse, Payload, RequestBody};
+use crate::error::{FhirError, FhirResult};
+use crate::parameters;
+
+/// Most proposals in one answer.
+const MAX_COUNT: usize = 100;
+
+/// Schedules named in one slot search.
+const SCHEDULES_PER_QUERY: usize = 100;
+
+/// Schedules tried, nearest first, for `sort=nearest`.
+const NEAREST_PROBES: usize = 200;
+
+/// The criteria of one `$find`.
+#[derive(Debug, Default)]
+struct Criteria {
+    start: String,
+    end: String,
+    specialty: Option<String>,
+    province: Option<String>,
+    region: Option<String>,
+    organization: Option<String>,
+    practitioner: Option<String>,
+    language: Option<String>,
+    gender: Option<String>,
+    mode: Option<Mode>,
+    near: Option<(f64, f64)>,
+    nearest: bool,
+    patient: Option<String>,
+    count: usize,
+}
+
+impl Criteria {
+    /// Whether only some schedules can match (a filter the slots themselves do not carry).
+    fn narrows_schedules(&self) -> bool {
+        self.province.is_some()
+            || self.region.is_some()
+            || self.organization.is_some()
+            || self.practitioner.is_some()
+            || self.language.is_some()
+            || self.gender.is_some()
+            || self.nearest
+    }
+
+    fn admits(&self, f: &ScheduleFacts) -> bool {
+        let same = |want: &Option<String>, have: &Option<String>| {
+            want.as_ref()
+                .is_none_or(|w| have.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(w)))
+        };
+        same(&self.province, &f.province)
+            && same(&self.region, &f.region)
+            && same(&self.organization, &f.organization)
+            && same(&self.gender, &f.gender)
+            && self
+                .practitioner
+                .as_ref()
+                .is_none_or(|p| f.practitioner.as_ref() == Some(p) || f.role.as_ref() == Some(p))
+            && self
+                .language
+                .as_ref()
+                .is_none_or(|l| f.languages.iter().any(|x| x.eq_ignore_ascii_case(l)))
+            && self
+                .specialty
+                .as_ref()
+                .is_none_or(|s| f.specialties.iter().any(|x| x == s))
+    }
+}
+
+fn moment_param(value: &str, name: &str) -> FhirResult<String> {
+    if let Some(m) = parse_moment(value) {
+        return Ok(format_moment(m));
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(value, &format)
+        .map(|d| format!("{d}T00:00:00Z"))
+        .map_err(|_| {
+            FhirError::bad_request(format!(
+                "Parameter '{name}' = '{}' is neither a date (YYYY-MM-DD) nor a dateTime with a time zone",
+                truncate(value)
+            ))
+        })
+}
+
+fn criteria(
+    engine: &Engine,
+    guard: &Guard<'_>,
+    query: &[(String, String)],
+    body: &RequestBody,
+) -> FhirResult<Criteria> {
+    let mut pairs: Vec<(String, String)> = query.to_vec();
+    for (name, value) in parameters::read(body)? {
+        let text = match &value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Object(_) => value["reference"]
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| parameters::string(&[(name.clone(), value.clone())], &name))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        pairs.push((name, text));
+    }
+    let now = OffsetDateTime::now_utc().to_offset(engine.scheduling.offset);
+    let mut c = Criteria {
+        start: format_moment(now),
+        end: format_moment(now + Duration::days(engine.scheduling.horizon_days)),
+        count: 10,
+        ..Criteria::default()
+    };
+    for (name, value) in pairs {
+        let v = value.trim().to_string();
+        match name.as_str() {
+            "start" => c.start = moment_param(&v, "start")?,
+            "end" => c.end = moment_param(&v, "end")?,
+            "specialty" => c.specialty = Some(v),
+            "province" => c.province = Some(v),
+            "region" => c.region = Some(v),
+            "organization" => c.organization = Some(v.trim_start_matches("Organization/").to_string()),
+            "practitioner" => {
+                c.practitioner = Some(
+                    v.trim_start_matches("PractitionerRole/")
+                        .trim_start_matches("Practitioner/")
+                        .to_string(),
+                )
+            }
+            "language" => c.language = Some(v),
+            "gender" => c.gender = Some(v),
+            "mode" => {
+                c.mode = Some(Mode::parse(&v).ok_or_else(|| {
+                    FhirError::bad_request(format!(
+                        "Parameter 'mode' must be in-person or virtual, not '{}'",
+                        truncate(&v)
+                    ))
+                })?)
+            }
+            "sort" => {
+                c.nearest = match v.as_str() {
+                    "earliest" => false,
+                    "nearest" => true,
+                    other => {
+                        return Err(FhirError::bad_request(format!(
+                            "Parameter 'sort' must be earliest or nearest, not '{}'",
+                            truncate(other)
+                        )))
+                    }
+                }
+            }
+            "near" => {
+                let parsed = v
+                    .split_once('|')
+                    .and_then(|(a, b)| Some((a.trim().parse::<f64>().ok()?, b.trim().parse::<f64>().ok()?)))
+                    .filter(|(lat, lon)| lat.abs() <= 90.0 && lon.abs() <= 180.0);
+                c.near =
+                    Some(parsed.ok_or_else(|| FhirError::bad_request("Parameter 'near' must be latitude|longitude"))?);
+            }
+            "patient" => c.patient = Some(v.trim_start_matches("Patient/").to_string()),
+            "_count" => {
+                c.count = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_COUNT).contains(n))
+                    .ok_or_else(|| {
+                        FhirError::bad_request(format!("_count must be a whole number from 1 to {MAX_COUNT}"))
+                    })?
+            }
+            _ => {
+                return Err(FhirError::bad_request(format!(
+                    "$find has no parameter '{}'",
+                    truncate(&name)
+                )))
+            }
+        }
+    }
+    if c.nearest && c.near.is_none() {
+        return Err(FhirError::bad_request("sort=nearest needs near=latitude|longitude"));
+    }
+    if c.end <= c.start {
+        return Err(FhirError::bad_request("Parameter 'end' must be after 'start'"));
+    }
+    if let Some(p) = &c.patient {
+        if !guard.is_the_patient(p) && !super::is_staff_of(guard, None) && !staff(guard) {
+            return Err(FhirError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "proposals for a patient are made for the patient themself or by staff",
+            ));
+        }
+    }
+    Ok(c)
+}
+
+fn staff(guard: &Guard<'_>) -> bool {
+    matches!(&guard.context().actor, crate::context::Actor::Principal(p)
+        if matches!(p.role, sijill_auth::Role::Practitioner | sijill_auth::Role::FacilityAdmin))
+}
+
+/// The slot search for the criteria, over some schedules (None: any).
+fn slot_query(c: &Criteria, schedules: Option<&[&ScheduleFacts]>) -> FhirResult<SearchQuery> {
+    let mut pairs = vec![
+        ("status".to_string(), "free".to_string()),
+        ("start".to_string(), format!("ge{}", c.start)),
+        ("start".to_string(), format!("lt{}", c.end)),
+    ];
+    if let Some(s) = &c.specialty {
+        pairs.push(("specialty".into(), s.clone()));
+    }
+    if let Some(m) = c.mode {
+        pairs.push(("service-type".into(), format!("{VISIT_MODE_SYSTEM}|{}", m.code())));
+    }
+    if let Some(list) = schedules {
+        let refs: Vec<String> = list.iter().map(|f| format!("Schedule/{}", f.id)).collect();
+        pairs.push(("schedule".into(), refs.join(",")));
+    }
+    Ok(SearchQuery::parse("Slot", &pairs)?)
+}
+
+fn by_start() -> FhirResult<Vec<SortKey>> {
+    Ok(SortKey::parse_list("Slot", "start")?)
+}
+
+/// Free slots in start order, one per schedule and time (the first free seat).
+fn earliest(engine: &Engine, c: &Criteria, candidates: Option<Vec<&ScheduleFacts>>) -> FhirResult<Vec<Stored>> {
+    // Parallel seats share a time: ask for more than needed, keep one per time.
+    let want = c.count * 4;
+    let mut ids: Vec<String> = Vec::new();
+    match &candidates {
+        None => {
+            ids = engine
+                .store
+                .search_sorted_ids("Slot", &slot_query(c, None)?, &by_start()?, want)?
+        }
+        Some(list) => {
+            for chunk in list.chunks(SCHEDULES_PER_QUERY) {
+                let query = slot_query(c, Some(chunk))?;
+                ids.extend(engine.store.search_sorted_ids("Slot", &query, &by_start()?, want)?);
+            }
+        }
+    }
+    let mut slots = read_all(engine, &ids)?;
+    slots.sort_by(|a, b| start_of(a).cmp(&start_of(b)).then(a.1.id.cmp(&b.1.id)));
+    Ok(distinct_times(slots, c.count))
+}
+
+/// Free slots of the nearest schedules first (each schedule's earliest).
+fn nearest(engine: &Engine, c: &Criteria, mut candidates: Vec<&ScheduleFacts>) -> FhirResult<Vec<Stored>> {
+    let (lat, lon) = c.near.unwrap_or_default();
+    let distance = |f: &ScheduleFacts| f.position.map_or(f64::MAX, |(a, b)| km(lat, lon, a, b));
+    candidates.sort_by(|a, b| distance(a).total_cmp(&distance(b)).then(a.id.cmp(&b.id)));
+    let mut out = Vec::new();
+    for f in candidates.into_iter().take(NEAREST_PROBES) {
+        let ids = engine
+            .store
+            .search_sorted_ids("Slot", &slot_query(c, Some(&[f]))?, &by_start()?, 1)?;
+        out.extend(read_all(engine, &ids)?.into_iter().map(|(_, s)| s));
+        if out.len() >= c.count {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Great-circle distance in kilometres.
+fn km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = p2 - p1;
+    let dl = (lon2 - lon1).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    6371.0 * 2.0 * a.sqrt().atan2((1.0 - a).sqrt())
+}
+
+fn read_all(engine: &Engine, ids: &[String]) -> FhirResult<Vec<(Value, Stored)>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Current::Found(s) = engine.store.read("Slot", id)? {
+            out.push((serde_json::from_slice(&s.body).unwrap_or_default(), s));
+        }
+    }
+    Ok(out)
+}
+
+fn start_of(slot: &(Value, Stored)) -> Option<OffsetDateTime> {
+    slot.0["start"].as_str().and_then(parse_moment)
+}
+
+fn distinct_times(slots: Vec<(Value, Stored)>, count: usize) -> Vec<Stored> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (v, s) in slots {
+        let key = (v["schedule"]["reference"].clone().to_string(), v["start"].to_string());
+        if seen.insert(key) {
+            out.push(s);
+            if out.len() == count {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// A proposed Appointment for a free slot.
+fn proposal(slot: &Value, facts: Option<&ScheduleFacts>, patient: Option<&str>) -> Value {
+    let mut participants = Vec::new();
+    if let Some(p) = patient {
+        participants.push(
+            json!({"actor": {"reference": format!("Patient/{p}")}, "required": "required", "status": "needs-action"}),
+        );
+    }
+    if let Some(f) = facts {
+        if let Some(r) = &f.role {
+            participants.push(json!({"actor": {"reference": format!("PractitionerRole/{r}")}, "required": "required", "status": "accepted"}));
+        }
+        if let Some(l) = &f.location {
+            participants.push(
+                json!({"actor": {"reference": format!("Location/{l}")}, "required": "required", "status": "accepted"}),
+            );
+        }
+    }
+    let mut a = json!({
+        "resourceType": "Appointment",
+        "status": "proposed",
+        "start": slot["start"],
+        "end": slot["end"],
+        "slot": [{"reference": format!("Slot/{}", slot["id"].as_str().unwrap_or(""))}],
+        "participant": participants,
+    });
+    for field in ["serviceType", "specialty"] {
+        if slot[field].is_array() {
+            a[field] = slot[field].clone();
+        }
+    }
+    a
+}
+
+/// `Appointment/$find`.
+pub fn find(
+    engine: &Engine,
+    guard: &Guard<'_>,
+    query: &[(String, String)],
+    body: &RequestBody,
+) -> FhirResult<FhirResponse> {
+    let c = criteria(engine, guard, query, body)?;
+    let directory: Arc<Directory> = engine.directory.get(engine.store.as_ref())?;
+    let slots = if c.narrows_schedules() {
+        let mut candidates: Vec<&ScheduleFacts> = directory.schedules.values().filter(|f| c.admits(f)).collect();
+        candidates.sort_by(|a, b| a.id.cmp(&b.id));
+        if c.nearest {
+            nearest(engine, &c, candidates)?
+        } else {
+            earliest(engine, &c, Some(candidates))?
+        }
+    } else {
+        earliest(engine, &c, None)?
+    };
+    let entries: Vec<Value> = slots
+        .iter()
+        .map(|s| {
+            let slot: Value = serde_json::from_slice(&s.body).unwrap_or_default();
+            let facts = local_id(&slot["schedule"], "Schedule").and_then(|id| directory.schedules.get(id));
+            json!({
+                "fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
+                "resource": proposal(&slot, facts, c.patient.as_deref()),
+                "search": {"mode": "match"},
+            })
+        })
+        .collect();
+    if let Some(p) = &c.patient {
+        guard.disclose_patient(p);
+    }
+    Ok(FhirResponse::new(
+        StatusCode::OK,
+        Payload::Json(json!({
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": entries.len(),
+            "entry": entries,
+        })),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::km;
+
+    #[test]
+    fn distance_between_two_cities_is_about_right() {
+        // Rabat to Casablanca: about 87 km.
+        let d = km(34.0209, -6.8416, 33.5731, -7.5898);
+        assert!((80.0..95.0).contains(&d), "{d}");
+        assert!(km(1.0, 1.0, 1.0, 1.0) < 1e-9);
+    }
+}

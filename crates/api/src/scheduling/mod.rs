@@ -1,0 +1,187 @@
+//! Appointments: slots generated from each Schedule's weekly availability, and the
+//! citizen's flow of the IHE Scheduling profile on them.
+//!
+//! - `POST Schedule/{id}/$generate-slots` (and `Schedule/$generate-slots` for all) — the
+//!   Slots of the coming weeks; the server also runs it every hour ([`generate`]).
+//! - `GET|POST Appointment/$find` — free slots as proposed Appointments ([`find`]).
+//! - `POST Appointment/$hold`, `$book`, `Appointment/{id}/$cancel`, `/$reschedule`
+//!   ([`booking`]).
+//!
+//! Never two people in one slot: a booking changes the Slot with `If-Match` on the version
+//! it found free, in the transaction that writes the Appointment, so of two bookings of the
+//! same slot one commits and the other finds the slot changed (409).
+
+pub mod availability;
+pub mod booking;
+pub mod directory;
+pub mod find;
+pub mod generate;
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+use sijill_auth::Role;
+use time::UtcOffset;
+
+use crate::access::Guard;
+use crate::context::Actor;
+use crate::error::{FhirError, FhirResult};
+use availability::Holidays;
+
+/// The code system of the visit mode on slots and appointments (`serviceType`).
+pub const VISIT_MODE_SYSTEM: &str = "https://sijill.health/fhir/CodeSystem/visit-mode";
+
+/// The extension on a busy or held Slot: the Appointment that has it. The Slot never
+/// names the patient: slots are directory data, readable by everyone.
+pub const SLOT_APPOINTMENT_URL: &str = "https://sijill.health/fhir/StructureDefinition/slot-appointment";
+
+/// The extension on a held Slot and its pending Appointment: when the hold expires.
+pub const HOLD_EXPIRES_URL: &str = "https://sijill.health/fhir/StructureDefinition/hold-expires";
+
+/// How scheduling behaves on this server.
+#[derive(Debug, Clone)]
+pub struct SchedulingSettings {
+    /// Local time of the country (availability times are local).
+    pub offset: UtcOffset,
+    /// National public holidays: no slots.
+    pub holidays: Holidays,
+    /// How many days ahead slots are generated (and may be booked).
+    pub horizon_days: i64,
+    /// How long a hold keeps a slot, in seconds.
+    pub hold_seconds: i64,
+}
+
+impl Default for SchedulingSettings {
+    fn default() -> Self {
+        SchedulingSettings {
+            offset: UtcOffset::UTC,
+            holidays: Holidays::default(),
+            horizon_days: 56,
+            hold_seconds: 600,
+        }
+    }
+}
+
+/// The scheduling rules a resource must meet to be stored: a Schedule's availability must
+/// be readable (422 says what is wrong with it).
+pub fn check_resource(resource_type: &str, resource: &Value) -> FhirResult<()> {
+    if resource_type == "Schedule" {
+        availability::Availability::of_schedule(resource)
+            .map_err(|why| FhirError::new(StatusCode::UNPROCESSABLE_ENTITY, "processing", why))?;
+    }
+    Ok(())
+}
+
+/// The server's scheduling chores, forever: expired holds released `every` (half a minute
+/// by default), slots generated for every schedule at start and every hour.
+pub async fn background(engine: crate::Engine, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval(every);
+    let mut last_generation: Option<std::time::Instant> = None;
+    loop {
+        ticks.tick().await;
+        let generate_now = last_generation.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(3600));
+        if generate_now {
+            last_generation = Some(std::time::Instant::now());
+        }
+        let engine = engine.clone();
+        let chores = tokio::task::spawn_blocking(move || {
+            let ctx = crate::context::RequestContext::local_operator(None);
+            let released = {
+                let guard = Guard::new(&engine, &ctx, crate::audit::Interaction::chore("release-holds"));
+                booking::release_expired_holds(&engine, &guard)
+            };
+            match released {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(released = n, "expired holds released"),
+                Err(e) => {
+                    tracing::warn!(error = ?e.issues.first().map(|i| &i.diagnostics), "releasing expired holds failed")
+                }
+            }
+            if generate_now {
+                let guard = Guard::new(&engine, &ctx, crate::audit::Interaction::chore("generate-slots"));
+                match generate::generate_all(&engine, &guard) {
+                    Ok(g) => tracing::info!(
+                        schedules = g.schedules,
+                        created = g.created,
+                        removed = g.removed,
+                        kept = g.kept,
+                        "slots generated"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = ?e.issues.first().map(|i| &i.diagnostics), "slot generation failed")
+                    }
+                }
+            }
+        });
+        if let Err(e) = chores.await {
+            tracing::error!(error = %e, "a scheduling chore panicked");
+        }
+    }
+}
+
+/// A conflict with the slot's or appointment's current state (409).
+pub fn conflict(why: impl Into<String>) -> FhirError {
+    FhirError::new(StatusCode::CONFLICT, "conflict", why)
+}
+
+fn forbidden(why: impl Into<String>) -> FhirError {
+    FhirError::new(StatusCode::FORBIDDEN, "forbidden", why)
+}
+
+/// Whether the actor manages this facility's schedules: its facility administrator or
+/// practitioners (reception books for patients), the platform administrator, the local
+/// operator.
+pub fn is_staff_of(guard: &Guard<'_>, organization: Option<&str>) -> bool {
+    match &guard.context().actor {
+        Actor::LocalOperator => true,
+        Actor::Principal(p) => match p.role {
+            Role::Admin => true,
+            Role::FacilityAdmin | Role::Practitioner => {
+                organization.is_some() && p.organization.as_deref() == organization
+            }
+            _ => false,
+        },
+    }
+}
+
+/// Refuses unless the actor may book, move or cancel this patient's appointments at this
+/// facility: the patient themself, or the facility's staff.
+pub fn check_books_for(guard: &Guard<'_>, patient: &str, organization: Option<&str>) -> FhirResult<()> {
+    if guard.is_the_patient(patient) || is_staff_of(guard, organization) {
+        Ok(())
+    } else {
+        Err(forbidden(
+            "only the patient, or the staff of the facility, may book, move or cancel this appointment",
+        ))
+    }
+}
+
+/// The visit mode as a `serviceType` CodeableConcept.
+pub fn mode_concept(mode: availability::Mode) -> Value {
+    let display = match mode {
+        availability::Mode::InPerson => "In person",
+        availability::Mode::Virtual => "Teleconsultation",
+    };
+    json!({"coding": [{"system": VISIT_MODE_SYSTEM, "code": mode.code(), "display": display}]})
+}
+
+/// The id of the patient a `patient` parameter names (`Patient/{id}`), or for a citizen
+/// without one, their own.
+pub fn patient_param(guard: &Guard<'_>, params: &[(String, Value)]) -> FhirResult<String> {
+    let named = params
+        .iter()
+        .find(|(n, _)| n == "patient")
+        .map(|(_, v)| {
+            directory::local_id(v, "Patient")
+                .map(str::to_string)
+                .ok_or_else(|| FhirError::bad_request("Parameter 'patient' must be a reference Patient/{id}"))
+        })
+        .transpose()?;
+    match (named, &guard.context().actor) {
+        (Some(p), _) => Ok(p),
+        (None, Actor::Principal(p)) if p.role == Role::Citizen => p
+            .patient
+            .clone()
+            .ok_or_else(|| FhirError::bad_request("Parameter 'patient' is missing")),
+        _ => Err(FhirError::bad_request("Parameter 'patient' is missing")),
+    }
+}

@@ -1,0 +1,564 @@
+//! Appointments over HTTP: slot generation from availability, `$find`, `$hold`, `$book`,
+//! `$cancel`, `$reschedule`, and the races — never two people in one slot.
+
+mod common;
+
+use common::{assert_outcome, json, Server};
+use serde_json::{json, Value};
+
+const AVAILABILITY: &str = "https://sijill.health/fhir/StructureDefinition/availability";
+const NOT_AVAILABLE: &str = "https://sijill.health/fhir/StructureDefinition/not-available";
+const CARDIOLOGY: &str = "394579002";
+
+/// Every day, 08:00 to 18:00, slots of `minutes`, `capacity` patients each.
+fn every_day(minutes: u64, capacity: u64, mode: &str) -> Value {
+    let mut ext: Vec<Value> = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        .iter()
+        .map(|d| json!({"url": "daysOfWeek", "valueCode": d}))
+        .collect();
+    ext.push(json!({"url": "availableStartTime", "valueTime": "08:00:00"}));
+    ext.push(json!({"url": "availableEndTime", "valueTime": "18:00:00"}));
+    ext.push(json!({"url": "slotMinutes", "valuePositiveInt": minutes}));
+    ext.push(json!({"url": "capacity", "valuePositiveInt": capacity}));
+    ext.push(json!({"url": "mode", "valueCode": mode}));
+    json!({"url": AVAILABILITY, "extension": ext})
+}
+
+/// A facility with a place, a practitioner, their role and a schedule.
+struct Clinic {
+    org: String,
+    role: String,
+    schedule: String,
+}
+
+struct Doctor<'a> {
+    province: &'a str,
+    position: (f64, f64),
+    gender: &'a str,
+    language: &'a str,
+    mode: &'a str,
+    capacity: u64,
+}
+
+fn clinic(s: &Server, d: &Doctor<'_>) -> Clinic {
+    let address = json!({"city": d.province, "district": d.province, "state": "Region Test", "country": "MA"});
+    let org = s.create(
+        &json!({"resourceType": "Organization", "name": format!("Hospital {}", d.province), "address": [address]}),
+    );
+    let location = s.create(
+        &json!({"resourceType": "Location", "name": "Consultations", "address": address,
+        "position": {"latitude": d.position.0, "longitude": d.position.1},
+        "managingOrganization": {"reference": format!("Organization/{org}")}}),
+    );
+    let practitioner = s.create(
+        &json!({"resourceType": "Practitioner", "name": [{"family": "Doctor"}], "gender": d.gender,
+        "communication": [{"coding": [{"system": "urn:ietf:bcp:47", "code": d.language}]}]}),
+    );
+    let specialty =
+        json!([{"coding": [{"system": "http://snomed.info/sct", "code": CARDIOLOGY, "display": "Cardiology"}]}]);
+    let role = s.create(&json!({"resourceType": "PractitionerRole", "active": true,
+        "practitioner": {"reference": format!("Practitioner/{practitioner}")},
+        "organization": {"reference": format!("Organization/{org}")},
+        "location": [{"reference": format!("Location/{location}")}],
+        "specialty": specialty}));
+    let schedule = s.create(
+        &json!({"resourceType": "Schedule", "active": true, "specialty": specialty,
+        "actor": [{"reference": format!("PractitionerRole/{role}")}, {"reference": format!("Location/{location}")}],
+        "extension": [every_day(30, d.capacity, d.mode)]}),
+    );
+    Clinic { org, role, schedule }
+}
+
+fn rabat(s: &Server) -> Clinic {
+    clinic(
+        s,
+        &Doctor {
+            province: "Rabat",
+            position: (34.02, -6.84),
+            gender: "female",
+            language: "ar",
+            mode: "in-person",
+            capacity: 1,
+        },
+    )
+}
+
+fn generate(s: &Server, schedule: &str) -> Value {
+    let r = s.post(
+        &format!("Schedule/{schedule}/$generate-slots"),
+        &json!({"resourceType": "Parameters"}),
+    );
+    assert_eq!(r.status(), 200);
+    json(r)
+}
+
+fn param(p: &Value, name: &str) -> Value {
+    p["parameter"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|x| x["name"] == name))
+        .map(|x| x["valueInteger"].clone())
+        .unwrap_or(Value::Null)
+}
+
+fn patient(s: &Server) -> String {
+    s.create(&json!({"resourceType": "Patient", "name": [{"family": "Citizen"}]}))
+}
+
+fn citizen(s: &Server, patient: &str) -> String {
+    s.token(&["--role", "citizen", "--patient", patient])
+}
+
+fn slot_ref(id: &str) -> Value {
+    json!({"resourceType": "Parameters", "parameter": [{"name": "slot", "valueReference": {"reference": format!("Slot/{id}")}}]})
+}
+
+/// The slot ids of a `$find` answer, in order.
+fn found(s: &Server, token: &str, query: &str) -> Vec<String> {
+    let r = s.get_as(token, &format!("Appointment/$find?{query}"));
+    assert_eq!(r.status(), 200, "{query}");
+    let b = json(r);
+    b["entry"]
+        .as_array()
+        .map(|es| {
+            es.iter()
+                .map(|e| {
+                    assert_eq!(e["resource"]["status"], "proposed");
+                    e["resource"]["slot"][0]["reference"]
+                        .as_str()
+                        .unwrap()
+                        .trim_start_matches("Slot/")
+                        .to_string()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn read(s: &Server, path: &str) -> Value {
+    let r = s.get(path);
+    assert_eq!(r.status(), 200, "{path}");
+    json(r)
+}
+
+fn count(s: &Server, query: &str) -> u64 {
+    read(s, &format!("{query}&_summary=count"))["total"].as_u64().unwrap()
+}
+
+#[test]
+fn slots_come_from_the_weekly_availability_and_generating_again_changes_nothing() {
+    let s = Server::start_with(&["--booking-horizon", "3d"]);
+    let c = rabat(&s);
+    let first = generate(&s, &c.schedule);
+    let created = param(&first, "created").as_u64().unwrap();
+    // Three days ahead of now, 20 half-hour slots a day (holidays aside): some, not many.
+    assert!((20..=80).contains(&created), "{first}");
+    assert_eq!(count(&s, &format!("Slot?schedule=Schedule/{}", c.schedule)), created);
+    let again = generate(&s, &c.schedule);
+    assert_eq!(param(&again, "created"), json!(0), "{again}");
+    assert_eq!(param(&again, "removed"), json!(0));
+
+    // Book one slot, then close the whole horizon: the free slots go, the booked one stays.
+    let p = patient(&s);
+    let t = citizen(&s, &p);
+    let first_free = found(&s, &t, &format!("specialty={CARDIOLOGY}&_count=1"))[0].clone();
+    assert_eq!(s.post_as(&t, "Appointment/$book", &slot_ref(&first_free)).status(), 201);
+    let mut schedule = read(&s, &format!("Schedule/{}", c.schedule));
+    schedule["extension"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"url": NOT_AVAILABLE, "extension": [
+        {"url": "during", "valuePeriod": {"start": "2000-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z"}},
+        {"url": "description", "valueString": "renovation"}]}));
+    assert_eq!(s.put(&format!("Schedule/{}", c.schedule), &schedule).status(), 200);
+    let closed = generate(&s, &c.schedule);
+    assert_eq!(param(&closed, "removed").as_u64(), Some(created - 1), "{closed}");
+    assert_eq!(param(&closed, "kept"), json!(1));
+    assert_eq!(
+        count(&s, &format!("Slot?schedule=Schedule/{}&status=free", c.schedule)),
+        0
+    );
+    assert_eq!(
+        count(&s, &format!("Slot?schedule=Schedule/{}&status=busy", c.schedule)),
+        1
+    );
+
+    // A Schedule with an unreadable availability is refused, and says why.
+    let mut backwards = every_day(30, 1, "in-person");
+    for e in backwards["extension"].as_array_mut().unwrap() {
+        if e["url"] == "availableStartTime" {
+            e["valueTime"] = json!("19:00:00");
+        }
+    }
+    schedule["extension"] = json!([backwards]);
+    assert_outcome(
+        s.put(&format!("Schedule/{}", c.schedule), &schedule),
+        422,
+        "availableEndTime",
+    );
+    schedule["extension"] = json!([every_day(0, 1, "in-person")]);
+    assert_outcome(
+        s.put(&format!("Schedule/{}", c.schedule), &schedule),
+        400,
+        "positiveInt",
+    );
+    // Only the facility's staff generate its slots.
+    let other = s.token(&["--role", "facility-admin", "--organization", "elsewhere"]);
+    let r = s.post_as(
+        &other,
+        &format!("Schedule/{}/$generate-slots", c.schedule),
+        &json!({"resourceType": "Parameters"}),
+    );
+    assert_eq!(r.status(), 403);
+    let own = s.token(&["--role", "facility-admin", "--organization", &c.org]);
+    let r = s.post_as(
+        &own,
+        &format!("Schedule/{}/$generate-slots", c.schedule),
+        &json!({"resourceType": "Parameters"}),
+    );
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn find_filters_by_place_person_and_mode_and_orders_by_time_or_distance() {
+    let s = Server::start_with(&["--booking-horizon", "3d"]);
+    let a = rabat(&s);
+    let b = clinic(
+        &s,
+        &Doctor {
+            province: "Oujda",
+            position: (34.68, -1.91),
+            gender: "male",
+            language: "fr",
+            mode: "virtual",
+            capacity: 2,
+        },
+    );
+    generate(&s, &a.schedule);
+    generate(&s, &b.schedule);
+    let p = patient(&s);
+    let t = citizen(&s, &p);
+    let schedule_of = |slot: &str| {
+        read(&s, &format!("Slot/{slot}"))["schedule"]["reference"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    let all = found(&s, &t, &format!("specialty={CARDIOLOGY}&_count=20"));
+    assert_eq!(all.len(), 20);
+    let starts: Vec<String> = all
+        .iter()
+        .map(|id| read(&s, &format!("Slot/{id}"))["start"].as_str().unwrap().to_string())
+        .collect();
+    let mut sorted = starts.clone();
+    sorted.sort();
+    assert_eq!(starts, sorted, "earliest first");
+    // Both schedules have slots at the same times: both appear, one seat per time.
+    assert!(all.iter().any(|x| schedule_of(x).ends_with(&a.schedule)));
+    assert!(all.iter().any(|x| schedule_of(x).ends_with(&b.schedule)));
+    assert!(all.iter().all(|x| !x.ends_with("-2")), "one seat per time: {all:?}");
+
+    for (query, expected) in [
+        ("province=oujda", &b),
+        ("province=Rabat", &a),
+        ("language=fr", &b),
+        ("gender=female", &a),
+        ("mode=virtual", &b),
+        ("mode=in-person", &a),
+    ] {
+        let ids = found(&s, &t, &format!("specialty={CARDIOLOGY}&{query}&_count=5"));
+        assert_eq!(ids.len(), 5, "{query}");
+        assert!(
+            ids.iter().all(|x| schedule_of(x).ends_with(&expected.schedule)),
+            "{query}: {ids:?}"
+        );
+    }
+    assert!(found(&s, &t, "specialty=999999&_count=5").is_empty());
+    assert!(found(&s, &t, "province=Nowhere").is_empty());
+
+    // Nearest: from Oujda, the Oujda doctor first; from Rabat, the Rabat one.
+    let near = |q: &str| found(&s, &t, &format!("sort=nearest&near={q}&_count=2"));
+    assert!(schedule_of(&near("34.6|-1.9")[0]).ends_with(&b.schedule));
+    assert!(schedule_of(&near("34.0|-6.8")[0]).ends_with(&a.schedule));
+
+    // A proposal names the practitioner's role and, when asked, the patient.
+    let r = s.get_as(
+        &t,
+        &format!(
+            "Appointment/$find?practitioner=PractitionerRole/{}&patient=Patient/{p}&_count=1",
+            a.role
+        ),
+    );
+    let bundle = json(r);
+    let actors: Vec<&str> = bundle["entry"][0]["resource"]["participant"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["actor"]["reference"].as_str().unwrap())
+        .collect();
+    assert!(actors.contains(&format!("Patient/{p}").as_str()), "{actors:?}");
+    assert!(actors.contains(&format!("PractitionerRole/{}", a.role).as_str()));
+
+    for (bad, needle) in [
+        ("mode=helicopter", "mode"),
+        ("sort=nearest", "near"),
+        ("sort=cheapest", "sort"),
+        ("near=500|1&sort=nearest", "near"),
+        ("_count=0", "_count"),
+        ("_count=100000", "_count"),
+        ("start=yesterday", "start"),
+        ("start=2026-12-10&end=2026-12-01", "after"),
+        ("colour=blue", "colour"),
+    ] {
+        assert_outcome(s.get_as(&t, &format!("Appointment/$find?{bad}")), 400, needle);
+    }
+    // Proposals for someone else's record are not for a citizen to ask.
+    let other = patient(&s);
+    assert_eq!(
+        s.get_as(&t, &format!("Appointment/$find?patient=Patient/{other}"))
+            .status(),
+        403
+    );
+    // The CapabilityStatement tells clients the operations are here.
+    let metadata = read(&s, "metadata");
+    let appointment = metadata["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Appointment")
+        .unwrap();
+    let names: Vec<&str> = appointment["operation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["find", "hold", "book", "cancel", "reschedule"]);
+    // Without a token, nothing.
+    let anonymous = reqwest::blocking::Client::new()
+        .get(s.url("Appointment/$find"))
+        .send()
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+#[test]
+fn hold_book_cancel_and_reschedule_keep_one_person_per_slot() {
+    let s = Server::start_with(&["--booking-horizon", "3d"]);
+    let c = rabat(&s);
+    generate(&s, &c.schedule);
+    let (pa, pb) = (patient(&s), patient(&s));
+    let (ta, tb) = (citizen(&s, &pa), citizen(&s, &pb));
+    let slots = found(&s, &ta, "_count=3");
+    let (first, second, third) = (&slots[0], &slots[1], &slots[2]);
+
+    // A holds: a pending appointment; the slot is tentative and does not name the patient.
+    let r = s.post_as(&ta, "Appointment/$hold", &slot_ref(first));
+    assert_eq!(r.status(), 201);
+    let held = json(r);
+    assert_eq!(held["status"], "pending");
+    let slot = read(&s, &format!("Slot/{first}"));
+    assert_eq!(slot["status"], "busy-tentative");
+    assert!(!slot.to_string().contains("Patient/"), "{slot}");
+    assert!(
+        !found(&s, &tb, "_count=3").contains(first),
+        "a held slot is not offered"
+    );
+    // B can neither hold nor book it meanwhile.
+    assert_outcome(s.post_as(&tb, "Appointment/$hold", &slot_ref(first)), 409, "held");
+    assert_outcome(s.post_as(&tb, "Appointment/$book", &slot_ref(first)), 409, "held");
+    // A books the hold: the same appointment, booked.
+    let book_held = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "appointment-reference", "valueReference": {"reference": format!("Appointment/{}", held["id"].as_str().unwrap())}}]});
+    let r = s.post_as(&ta, "Appointment/$book", &book_held);
+    assert_eq!(r.status(), 200);
+    let booked = json(r);
+    assert_eq!(booked["id"], held["id"]);
+    assert_eq!(booked["status"], "booked");
+    assert_eq!(read(&s, &format!("Slot/{first}"))["status"], "busy");
+    assert_outcome(s.post_as(&ta, "Appointment/$book", &book_held), 409, "booked");
+
+    // B books the second slot directly; A cannot cancel it, nor learn that it exists.
+    let r = s.post_as(&tb, "Appointment/$book", &slot_ref(second));
+    assert_eq!(r.status(), 201);
+    let b_appt = json(r)["id"].as_str().unwrap().to_string();
+    let cancel = json!({"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "travelling"}]});
+    assert_eq!(
+        s.post_as(&ta, &format!("Appointment/{b_appt}/$cancel"), &cancel)
+            .status(),
+        404
+    );
+
+    // Rescheduling A onto B's slot fails half-way and changes nothing.
+    let a_id = booked["id"].as_str().unwrap();
+    assert_outcome(
+        s.post_as(&ta, &format!("Appointment/{a_id}/$reschedule"), &slot_ref(second)),
+        409,
+        "booked",
+    );
+    let a_now = read(&s, &format!("Appointment/{a_id}"));
+    assert_eq!(a_now["meta"]["versionId"], booked["meta"]["versionId"]);
+    assert_eq!(a_now["slot"][0]["reference"], format!("Slot/{first}"));
+    assert_eq!(read(&s, &format!("Slot/{first}"))["status"], "busy");
+    assert_eq!(read(&s, &format!("Slot/{second}"))["status"], "busy");
+
+    // Rescheduling to a free slot moves the same appointment; the old slot is free again.
+    let r = s.post_as(&ta, &format!("Appointment/{a_id}/$reschedule"), &slot_ref(third));
+    assert_eq!(r.status(), 200);
+    let moved = json(r);
+    assert_eq!(moved["id"], a_id);
+    assert_eq!(moved["status"], "booked");
+    assert_eq!(moved["slot"][0]["reference"], format!("Slot/{third}"));
+    assert_eq!(moved["start"], read(&s, &format!("Slot/{third}"))["start"]);
+    assert_eq!(read(&s, &format!("Slot/{first}"))["status"], "free");
+    assert_eq!(read(&s, &format!("Slot/{third}"))["status"], "busy");
+    assert_eq!(count(&s, &format!("Appointment?patient=Patient/{pa}&status=booked")), 1);
+
+    // B cancels: the slot is free again and the cancellation keeps the reason; the
+    // earlier version stays in the history.
+    let r = s.post_as(&tb, &format!("Appointment/{b_appt}/$cancel"), &cancel);
+    assert_eq!(r.status(), 200);
+    let cancelled = json(r);
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["cancelationReason"]["text"], "travelling");
+    assert_eq!(read(&s, &format!("Slot/{second}"))["status"], "free");
+    assert_eq!(read(&s, &format!("Appointment/{b_appt}/_history"))["total"], 2);
+    assert_outcome(
+        s.post_as(&tb, &format!("Appointment/{b_appt}/$cancel"), &cancel),
+        409,
+        "cancelled",
+    );
+
+    // Booking for someone else: not as a citizen; yes as the facility's staff.
+    let for_a = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "slot", "valueReference": {"reference": format!("Slot/{second}")}},
+        {"name": "patient", "valueReference": {"reference": format!("Patient/{pa}")}}]});
+    assert_eq!(s.post_as(&tb, "Appointment/$book", &for_a).status(), 403);
+    let stranger = s.token(&["--role", "practitioner", "--organization", "elsewhere"]);
+    assert_eq!(s.post_as(&stranger, "Appointment/$book", &for_a).status(), 403);
+    let reception = s.token(&["--role", "facility-admin", "--organization", &c.org]);
+    assert_eq!(s.post_as(&reception, "Appointment/$book", &for_a).status(), 201);
+
+    // Bad requests change nothing.
+    assert_outcome(
+        s.post_as(&ta, "Appointment/$book", &json!({"resourceType": "Parameters"})),
+        400,
+        "slot",
+    );
+    assert_outcome(
+        s.post_as(&ta, "Appointment/$book", &json!({"resourceType": "Patient"})),
+        400,
+        "Parameters",
+    );
+    assert_eq!(
+        s.post_as(&ta, "Appointment/$book", &slot_ref("no-such-slot")).status(),
+        404
+    );
+    let r = s.post_as(
+        &ta,
+        "Appointment/$book",
+        &json!({"resourceType": "Parameters", "parameter": [
+        {"name": "appointment-reference", "valueReference": {"reference": "Patient/x"}}]}),
+    );
+    assert_outcome(r, 400, "appointment-reference");
+}
+
+#[test]
+fn two_citizens_racing_for_the_last_slot_one_wins_the_others_get_409() {
+    let s = Server::start_with(&["--booking-horizon", "2d"]);
+    let c = rabat(&s);
+    generate(&s, &c.schedule);
+    let slot = found(&s, &s.admin_token, "_count=1")[0].clone();
+    let tokens: Vec<String> = (0..12).map(|_| citizen(&s, &patient(&s))).collect();
+    let barrier = std::sync::Barrier::new(tokens.len());
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = tokens
+            .iter()
+            .map(|t| {
+                let (s, barrier, slot) = (&s, &barrier, &slot);
+                scope.spawn(move || {
+                    barrier.wait();
+                    s.post_as(t, "Appointment/$book", &slot_ref(slot)).status().as_u16()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(statuses.iter().filter(|x| **x == 201).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|x| *x == 201 || *x == 409), "{statuses:?}");
+    assert_eq!(count(&s, &format!("Appointment?slot=Slot/{slot}&status=booked")), 1);
+}
+
+#[test]
+fn the_same_request_id_books_once() {
+    let s = Server::start_with(&["--booking-horizon", "2d"]);
+    let c = rabat(&s);
+    generate(&s, &c.schedule);
+    let p = patient(&s);
+    let t = citizen(&s, &p);
+    let slot = found(&s, &t, "_count=1")[0].clone();
+    let send = || {
+        s.request_as(&t, reqwest::Method::POST, "Appointment/$book")
+            .header("content-type", "application/fhir+json")
+            .header("x-request-id", "booking-7f3a")
+            .body(slot_ref(&slot).to_string())
+            .send()
+            .unwrap()
+    };
+    let first = send();
+    assert_eq!(first.status(), 201);
+    let id = json(first)["id"].clone();
+    let again = send();
+    assert_eq!(again.status(), 200, "a retry answers the booking it made");
+    assert_eq!(json(again)["id"], id);
+    assert_eq!(count(&s, &format!("Appointment?patient=Patient/{p}")), 1);
+}
+
+#[test]
+fn a_hold_that_expires_is_lost_to_a_faster_citizen_and_released_by_the_server() {
+    let s = Server::start_with(&["--booking-horizon", "2d", "--hold-ttl", "1s", "--chores-every", "1s"]);
+    let c = rabat(&s);
+    generate(&s, &c.schedule);
+    let (pa, pb) = (patient(&s), patient(&s));
+    let (ta, tb) = (citizen(&s, &pa), citizen(&s, &pb));
+    let slots = found(&s, &ta, "_count=2");
+    let hold = |t: &str, slot: &str| {
+        let r = s.post_as(t, "Appointment/$hold", &slot_ref(slot));
+        assert_eq!(r.status(), 201);
+        json(r)["id"].as_str().unwrap().to_string()
+    };
+    let book_held = |t: &str, id: &str| {
+        s.post_as(
+            t,
+            "Appointment/$book",
+            &json!({"resourceType": "Parameters", "parameter": [
+            {"name": "appointment-reference", "valueReference": {"reference": format!("Appointment/{id}")}}]}),
+        )
+    };
+    // A holds, the hold expires, B books the slot first: A's booking is refused.
+    let a_hold = hold(&ta, &slots[0]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(s.post_as(&tb, "Appointment/$book", &slot_ref(&slots[0])).status(), 201);
+    assert_outcome(book_held(&ta, &a_hold), 409, "");
+    assert_eq!(
+        count(&s, &format!("Appointment?slot=Slot/{}&status=booked", slots[0])),
+        1
+    );
+
+    // A holds another and does nothing: the server cancels the hold and frees the slot.
+    let lapsed = hold(&ta, &slots[1]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let a = read(&s, &format!("Appointment/{lapsed}"));
+        if a["status"] == "cancelled" {
+            assert!(a["cancelationReason"]["text"].as_str().unwrap().contains("expired"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired hold was never released: {a}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(read(&s, &format!("Slot/{}", slots[1]))["status"], "free");
+}
