@@ -370,6 +370,8 @@ fn hold_book_cancel_and_reschedule_keep_one_person_per_slot() {
     // A books the hold: the same appointment, booked.
     let book_held = json!({"resourceType": "Parameters", "parameter": [
         {"name": "appointment-reference", "valueReference": {"reference": format!("Appointment/{}", held["id"].as_str().unwrap())}}]});
+    // B cannot book A's hold, nor learn that it exists.
+    assert_eq!(s.post_as(&tb, "Appointment/$book", &book_held).status(), 404);
     let r = s.post_as(&ta, "Appointment/$book", &book_held);
     assert_eq!(r.status(), 200);
     let booked = json(r);

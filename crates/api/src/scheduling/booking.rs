@@ -258,18 +258,17 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
         })
         .transpose()?;
     let (slot_id, patient) = match &held {
-        Some(id) => {
-            let a = parse(&read_current(engine, "Appointment", id)?);
-            let slot = slot_of(&a).ok_or_else(|| FhirError::bad_request("The appointment names no slot"))?;
-            let patient = patient_of(&a).ok_or_else(|| FhirError::bad_request("The appointment names no patient"))?;
-            (slot, patient)
+        // A hold the actor may not book is answered as absent, like any hidden record.
+        Some(id) => own_appointment(engine, guard, id).map(|(_, patient, slot)| (slot, patient))?,
+        None => {
+            let (slot_id, patient) = (slot_param(&params)?, patient_param(guard, &params)?);
+            let slot_now = parse(&read_current(engine, "Slot", &slot_id)?);
+            check_books_for(guard, &patient, organization_of_slot(engine, &slot_now)?.as_deref())?;
+            guard.disclose_patient(&patient);
+            (slot_id, patient)
         }
-        None => (slot_param(&params)?, patient_param(guard, &params)?),
     };
-    let slot_now = parse(&read_current(engine, "Slot", &slot_id)?);
-    check_books_for(guard, &patient, organization_of_slot(engine, &slot_now)?.as_deref())?;
     patient_exists(engine, &patient)?;
-    guard.disclose_patient(&patient);
     let key = request_key(guard);
     let (stored, created) = engine.with_tx(guard, Exec::Standalone, |tx| {
         if let Some(key) = &key {
