@@ -160,33 +160,8 @@ fn read_current(engine: &Engine, resource_type: &str, id: &str) -> FhirResult<St
 fn appointment_for(slot: &Value, slot_id: &str, patient: &str, status: &str, engine: &Engine) -> FhirResult<Value> {
     let directory = engine.directory.get(engine.store.as_ref())?;
     let facts = local_id(&slot["schedule"], "Schedule").and_then(|s| directory.schedules.get(s));
-    let mut participants = vec![
-        json!({"actor": {"reference": format!("Patient/{patient}")}, "required": "required", "status": "accepted"}),
-    ];
-    if let Some(f) = facts {
-        if let Some(r) = &f.role {
-            participants.push(json!({"actor": {"reference": format!("PractitionerRole/{r}")}, "required": "required", "status": "accepted"}));
-        }
-        if let Some(l) = &f.location {
-            participants.push(
-                json!({"actor": {"reference": format!("Location/{l}")}, "required": "required", "status": "accepted"}),
-            );
-        }
-    }
-    let mut a = json!({
-        "resourceType": "Appointment",
-        "status": status,
-        "start": slot["start"],
-        "end": slot["end"],
-        "created": now(),
-        "slot": [{"reference": format!("Slot/{slot_id}")}],
-        "participant": participants,
-    });
-    for field in ["serviceType", "specialty"] {
-        if slot[field].is_array() {
-            a[field] = slot[field].clone();
-        }
-    }
+    let mut a = super::appointment_on(slot, slot_id, facts, Some((patient, "accepted")), status);
+    a["created"] = json!(now());
     Ok(a)
 }
 

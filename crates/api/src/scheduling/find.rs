@@ -321,36 +321,8 @@ fn distinct_times(slots: Vec<(Value, Stored)>, count: usize) -> Vec<Stored> {
 
 /// A proposed Appointment for a free slot.
 fn proposal(slot: &Value, facts: Option<&ScheduleFacts>, patient: Option<&str>) -> Value {
-    let mut participants = Vec::new();
-    if let Some(p) = patient {
-        participants.push(
-            json!({"actor": {"reference": format!("Patient/{p}")}, "required": "required", "status": "needs-action"}),
-        );
-    }
-    if let Some(f) = facts {
-        if let Some(r) = &f.role {
-            participants.push(json!({"actor": {"reference": format!("PractitionerRole/{r}")}, "required": "required", "status": "accepted"}));
-        }
-        if let Some(l) = &f.location {
-            participants.push(
-                json!({"actor": {"reference": format!("Location/{l}")}, "required": "required", "status": "accepted"}),
-            );
-        }
-    }
-    let mut a = json!({
-        "resourceType": "Appointment",
-        "status": "proposed",
-        "start": slot["start"],
-        "end": slot["end"],
-        "slot": [{"reference": format!("Slot/{}", slot["id"].as_str().unwrap_or(""))}],
-        "participant": participants,
-    });
-    for field in ["serviceType", "specialty"] {
-        if slot[field].is_array() {
-            a[field] = slot[field].clone();
-        }
-    }
-    a
+    let id = slot["id"].as_str().unwrap_or("");
+    super::appointment_on(slot, id, facts, patient.map(|p| (p, "needs-action")), "proposed")
 }
 
 /// `Appointment/$find`.

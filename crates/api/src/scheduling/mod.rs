@@ -164,6 +164,44 @@ pub fn mode_concept(mode: availability::Mode) -> Value {
     json!({"coding": [{"system": VISIT_MODE_SYSTEM, "code": mode.code(), "display": display}]})
 }
 
+/// An Appointment on a slot: its times, specialty and mode, the schedule's practitioner
+/// role and location, and the patient with their participation status, when known.
+pub fn appointment_on(
+    slot: &Value,
+    slot_id: &str,
+    facts: Option<&directory::ScheduleFacts>,
+    patient: Option<(&str, &str)>,
+    status: &str,
+) -> Value {
+    let actor = |reference: String, status: &str| json!({"actor": {"reference": reference}, "required": "required", "status": status});
+    let mut participants = Vec::new();
+    if let Some((p, participation)) = patient {
+        participants.push(actor(format!("Patient/{p}"), participation));
+    }
+    if let Some(f) = facts {
+        if let Some(r) = &f.role {
+            participants.push(actor(format!("PractitionerRole/{r}"), "accepted"));
+        }
+        if let Some(l) = &f.location {
+            participants.push(actor(format!("Location/{l}"), "accepted"));
+        }
+    }
+    let mut a = json!({
+        "resourceType": "Appointment",
+        "status": status,
+        "start": slot["start"],
+        "end": slot["end"],
+        "slot": [{"reference": format!("Slot/{slot_id}")}],
+        "participant": participants,
+    });
+    for field in ["serviceType", "specialty"] {
+        if slot[field].is_array() {
+            a[field] = slot[field].clone();
+        }
+    }
+    a
+}
+
 /// The id of the patient a `patient` parameter names (`Patient/{id}`), or for a citizen
 /// without one, their own.
 pub fn patient_param(guard: &Guard<'_>, params: &[(String, Value)]) -> FhirResult<String> {
