@@ -152,6 +152,11 @@ impl<'a> Guard<'a> {
         self.ctx
     }
 
+    /// Whether the actor runs the whole platform: its administrator, or the local operator.
+    pub fn is_platform_admin(&self) -> bool {
+        self.actor.is_none_or(|a| a.role == sijill_auth::Role::Admin)
+    }
+
     /// Whether the actor is this patient (a citizen acting for their own record).
     pub fn is_the_patient(&self, patient: &str) -> bool {
         self.actor

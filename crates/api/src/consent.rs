@@ -19,7 +19,7 @@ use sijill_store::{Criterion, Current, SearchQuery, StoreTx, Stored};
 use crate::access::{GrantRecord, Guard};
 use crate::engine::{truncate, Engine, FhirResponse, RequestBody};
 use crate::error::{FhirError, FhirResult};
-use crate::interactions::resource_response;
+use crate::interactions::{reference_id, resource_response};
 use crate::parameters;
 
 /// The code system of grant kinds on a Consent's `meta.tag`.
@@ -152,7 +152,7 @@ fn grant_of(stored: &Stored, consent: &Value, actor: &Principal, now: &str) -> O
         return None;
     }
     let sensitive = has_restricted_label(&consent["provision"]["securityLabel"]);
-    let patient = consent["patient"]["reference"].as_str()?.strip_prefix("Patient/")?;
+    let patient = reference_id(&consent["patient"], "Patient")?;
     Some(GrantRecord {
         patient: patient.to_string(),
         consent: stored.id.clone(),
@@ -207,18 +207,14 @@ pub fn in_care_team(engine: &Engine, actor: &Principal, patient: &str) -> FhirRe
     Ok(false)
 }
 
-fn forbidden(why: impl Into<String>) -> FhirError {
-    FhirError::new(StatusCode::FORBIDDEN, "forbidden", why)
-}
-
 /// The acting practitioner and their facility.
 fn practitioner<'g>(guard: &'g Guard<'_>) -> FhirResult<(&'g Principal, &'g str)> {
     match &guard.context().actor {
         crate::context::Actor::Principal(p) if p.role == Role::Practitioner => match &p.organization {
             Some(org) => Ok((p, org)),
-            None => Err(forbidden("the token names no facility")),
+            None => Err(FhirError::forbidden("the token names no facility")),
         },
-        _ => Err(forbidden("only a practitioner may do this")),
+        _ => Err(FhirError::forbidden("only a practitioner may do this")),
     }
 }
 
@@ -253,7 +249,9 @@ fn new_code() -> String {
 /// restricted records too.
 pub fn access_code(engine: &Engine, guard: &Guard<'_>, patient: &str, body: &RequestBody) -> FhirResult<FhirResponse> {
     if !guard.is_the_patient(patient) {
-        return Err(forbidden("only the patient makes an access code for their record"));
+        return Err(FhirError::forbidden(
+            "only the patient makes an access code for their record",
+        ));
     }
     let restricted = parameters::is_true(&parameters::read(body)?, "includeRestricted");
     let code = new_code();
@@ -428,19 +426,11 @@ pub fn revoke(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<FhirRe
         _ => return Err(FhirError::resource_not_found("Consent", id)),
     };
     let mut consent = parse(&current).ok_or_else(|| FhirError::bad_request("the Consent is not readable"))?;
-    let patient = consent["patient"]["reference"]
-        .as_str()
-        .and_then(|r| r.strip_prefix("Patient/"))
-        .unwrap_or("")
-        .to_string();
-    let admin = match &guard.context().actor {
-        crate::context::Actor::LocalOperator => true,
-        crate::context::Actor::Principal(p) => p.role == Role::Admin,
-    };
-    let allowed = admin || guard.is_the_patient(&patient);
+    let patient = reference_id(&consent["patient"], "Patient").unwrap_or("").to_string();
+    let allowed = guard.is_platform_admin() || guard.is_the_patient(&patient);
     if !allowed {
         guard.check_visible(&current)?;
-        return Err(forbidden("only the patient revokes their grant"));
+        return Err(FhirError::forbidden("only the patient revokes their grant"));
     }
     let now = sijill_store::now_instant();
     consent["status"] = json!("inactive");
@@ -460,7 +450,7 @@ pub fn break_glass(engine: &Engine, guard: &Guard<'_>, patient: &str, body: &Req
     let me = actor
         .fhir_user
         .clone()
-        .ok_or_else(|| forbidden("a break-glass access needs the practitioner's own identity (fhirUser)"))?;
+        .ok_or_else(|| FhirError::forbidden("a break-glass access needs the practitioner's own identity (fhirUser)"))?;
     let reason = parameters::string(&parameters::read(body)?, "reason").unwrap_or_default();
     if reason.trim().chars().count() < 10 {
         return Err(FhirError::bad_request(

@@ -36,6 +36,11 @@ impl FhirError {
         ))
     }
 
+    /// 403 with a `forbidden` issue: the actor may not do this.
+    pub fn forbidden(diagnostics: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", diagnostics)
+    }
+
     /// 404 for a type or anything else that is not there.
     pub fn not_found(diagnostics: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", diagnostics)

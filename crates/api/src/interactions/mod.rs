@@ -19,6 +19,14 @@ use sijill_store::{SearchQuery, StoreTx, Stored};
 use crate::engine::{truncate, Engine, FhirResponse, Payload, RequestBody};
 use crate::error::{FhirError, FhirResult};
 
+/// The id in a local Reference `{"reference": "Type/id"}` to a resource of `resource_type`.
+pub fn reference_id<'v>(reference: &'v Value, resource_type: &str) -> Option<&'v str> {
+    reference["reference"]
+        .as_str()?
+        .strip_prefix(resource_type)?
+        .strip_prefix('/')
+}
+
 /// The response for a stored version: Location, ETag, Last-Modified and the body.
 pub fn resource_response(engine: &Engine, status: StatusCode, stored: &Stored) -> FhirResponse {
     FhirResponse {

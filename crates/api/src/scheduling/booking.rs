@@ -19,11 +19,11 @@ use serde_json::{json, Value};
 use sijill_store::{Current, SearchQuery, StoreError, StoreTx, Stored};
 
 use super::availability::parse_moment;
-use super::directory::local_id;
 use super::{check_books_for, conflict, patient_param, HOLD_EXPIRES_URL, SLOT_APPOINTMENT_URL};
 use crate::access::Guard;
 use crate::engine::{Engine, Exec, FhirResponse, RequestBody};
 use crate::error::{FhirError, FhirResult};
+use crate::interactions::reference_id;
 use crate::interactions::resource_response;
 use crate::parameters;
 
@@ -53,7 +53,7 @@ fn extension<'v>(resource: &'v Value, url: &str) -> Option<&'v Value> {
 
 /// The appointment that has a slot.
 fn taken_by(slot: &Value) -> Option<&str> {
-    local_id(&extension(slot, SLOT_APPOINTMENT_URL)?["valueReference"], "Appointment")
+    reference_id(&extension(slot, SLOT_APPOINTMENT_URL)?["valueReference"], "Appointment")
 }
 
 /// When a hold (on a slot or a pending appointment) expires.
@@ -122,8 +122,8 @@ fn raced(e: StoreError) -> FhirError {
 /// The slot a request names: `slot` (Reference) or `appointment-resource` (its first slot).
 fn slot_param(params: &[(String, Value)]) -> FhirResult<String> {
     let named = params.iter().find_map(|(n, v)| match n.as_str() {
-        "slot" => local_id(v, "Slot").map(str::to_string),
-        "appointment-resource" => local_id(&v["slot"][0], "Slot").map(str::to_string),
+        "slot" => reference_id(v, "Slot").map(str::to_string),
+        "appointment-resource" => reference_id(&v["slot"][0], "Slot").map(str::to_string),
         _ => None,
     });
     named.ok_or_else(|| {
@@ -135,7 +135,7 @@ fn slot_param(params: &[(String, Value)]) -> FhirResult<String> {
 
 /// The facility of the schedule a slot belongs to.
 fn organization_of_slot(engine: &Engine, slot: &Value) -> FhirResult<Option<String>> {
-    let Some(schedule) = local_id(&slot["schedule"], "Schedule") else {
+    let Some(schedule) = reference_id(&slot["schedule"], "Schedule") else {
         return Ok(None);
     };
     let directory = engine.directory.get(engine.store.as_ref())?;
@@ -159,7 +159,7 @@ fn read_current(engine: &Engine, resource_type: &str, id: &str) -> FhirResult<St
 /// The Appointment for a patient on a slot.
 fn appointment_for(slot: &Value, slot_id: &str, patient: &str, status: &str, engine: &Engine) -> FhirResult<Value> {
     let directory = engine.directory.get(engine.store.as_ref())?;
-    let facts = local_id(&slot["schedule"], "Schedule").and_then(|s| directory.schedules.get(s));
+    let facts = reference_id(&slot["schedule"], "Schedule").and_then(|s| directory.schedules.get(s));
     let mut a = super::appointment_on(slot, slot_id, facts, Some((patient, "accepted")), status);
     a["created"] = json!(now());
     Ok(a)
@@ -170,12 +170,12 @@ fn patient_of(appointment: &Value) -> Option<String> {
     appointment["participant"]
         .as_array()?
         .iter()
-        .find_map(|p| local_id(&p["actor"], "Patient"))
+        .find_map(|p| reference_id(&p["actor"], "Patient"))
         .map(str::to_string)
 }
 
 fn slot_of(appointment: &Value) -> Option<String> {
-    local_id(&appointment["slot"][0], "Slot").map(str::to_string)
+    reference_id(&appointment["slot"][0], "Slot").map(str::to_string)
 }
 
 fn patient_exists(engine: &Engine, patient: &str) -> FhirResult<()> {
@@ -227,7 +227,7 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
         .iter()
         .find(|(n, _)| n == "appointment-reference")
         .map(|(_, v)| {
-            local_id(v, "Appointment")
+            reference_id(v, "Appointment")
                 .map(str::to_string)
                 .ok_or_else(|| FhirError::bad_request("Parameter 'appointment-reference' must be Appointment/{id}"))
         })

@@ -16,6 +16,7 @@ use serde_json::Value;
 use sijill_store::{SearchQuery, Store, Stored};
 
 use crate::error::FhirResult;
+use crate::interactions::reference_id;
 
 /// How long a built directory is used at most.
 pub const MAX_AGE: Duration = Duration::from_secs(10);
@@ -112,14 +113,6 @@ fn all(store: &dyn Store, resource_type: &str) -> FhirResult<HashMap<String, Val
     }
 }
 
-/// The id in a local reference `Type/id`.
-pub fn local_id<'v>(reference: &'v Value, resource_type: &str) -> Option<&'v str> {
-    reference["reference"]
-        .as_str()?
-        .strip_prefix(resource_type)?
-        .strip_prefix('/')
-}
-
 /// Every coding of a list of CodeableConcepts as `code` and `system|code`.
 pub fn codes_of(concepts: &Value) -> Vec<String> {
     let mut out = Vec::new();
@@ -154,18 +147,18 @@ fn build(store: &dyn Store) -> FhirResult<Directory> {
             continue;
         }
         let actors: Vec<&Value> = s["actor"].as_array().into_iter().flatten().collect();
-        let role_id = actors.iter().find_map(|a| local_id(a, "PractitionerRole"));
+        let role_id = actors.iter().find_map(|a| reference_id(a, "PractitionerRole"));
         let role = role_id.and_then(|r| roles.get(r));
         let location_id = actors
             .iter()
-            .find_map(|a| local_id(a, "Location"))
-            .or_else(|| role.and_then(|r| local_id(&r["location"][0], "Location")));
+            .find_map(|a| reference_id(a, "Location"))
+            .or_else(|| role.and_then(|r| reference_id(&r["location"][0], "Location")));
         let location = location_id.and_then(|l| locations.get(l));
-        let practitioner_id = role.and_then(|r| local_id(&r["practitioner"], "Practitioner"));
+        let practitioner_id = role.and_then(|r| reference_id(&r["practitioner"], "Practitioner"));
         let practitioner = practitioner_id.and_then(|p| practitioners.get(p));
         let organization_id = role
-            .and_then(|r| local_id(&r["organization"], "Organization"))
-            .or_else(|| location.and_then(|l| local_id(&l["managingOrganization"], "Organization")));
+            .and_then(|r| reference_id(&r["organization"], "Organization"))
+            .or_else(|| location.and_then(|l| reference_id(&l["managingOrganization"], "Organization")));
         let organization = organization_id.and_then(|o| organizations.get(o));
         let place = location.or(organization);
         let mut specialties = codes_of(&s["specialty"]);

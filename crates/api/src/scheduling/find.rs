@@ -16,11 +16,12 @@ use sijill_store::{Current, SearchQuery, SortKey, Stored};
 use time::{Duration, OffsetDateTime};
 
 use super::availability::{format_moment, parse_moment, Mode};
-use super::directory::{local_id, Directory, ScheduleFacts};
+use super::directory::{Directory, ScheduleFacts};
 use super::VISIT_MODE_SYSTEM;
 use crate::access::Guard;
 use crate::engine::{truncate, Engine, FhirResponse, Payload, RequestBody};
 use crate::error::{FhirError, FhirResult};
+use crate::interactions::reference_id;
 use crate::parameters;
 
 /// Most proposals in one answer.
@@ -200,20 +201,14 @@ fn criteria(
         return Err(FhirError::bad_request("Parameter 'end' must be after 'start'"));
     }
     if let Some(p) = &c.patient {
-        if !guard.is_the_patient(p) && !super::is_staff_of(guard, None) && !staff(guard) {
-            return Err(FhirError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+        let staff = guard.is_platform_admin() || super::staff_facility(guard).is_some();
+        if !guard.is_the_patient(p) && !staff {
+            return Err(FhirError::forbidden(
                 "proposals for a patient are made for the patient themself or by staff",
             ));
         }
     }
     Ok(c)
-}
-
-fn staff(guard: &Guard<'_>) -> bool {
-    matches!(&guard.context().actor, crate::context::Actor::Principal(p)
-        if matches!(p.role, sijill_auth::Role::Practitioner | sijill_auth::Role::FacilityAdmin))
 }
 
 /// The slot search for the criteria, over some schedules (None: any).
@@ -349,7 +344,7 @@ pub fn find(
         .iter()
         .map(|s| {
             let slot: Value = serde_json::from_slice(&s.body).unwrap_or_default();
-            let facts = local_id(&slot["schedule"], "Schedule").and_then(|id| directory.schedules.get(id));
+            let facts = reference_id(&slot["schedule"], "Schedule").and_then(|id| directory.schedules.get(id));
             json!({
                 "fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
                 "resource": proposal(&slot, facts, c.patient.as_deref()),

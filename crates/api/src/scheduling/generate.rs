@@ -16,10 +16,11 @@ use sijill_store::{Current, SearchQuery};
 use time::{Duration, OffsetDateTime};
 
 use super::availability::{format_moment, parse_moment, Availability, MAX_SCHEDULE_ID};
-use super::{forbidden, is_staff_of, mode_concept};
+use super::{is_staff_of, mode_concept};
 use crate::access::Guard;
 use crate::engine::{Engine, Exec, FhirResponse};
 use crate::error::{FhirError, FhirResult};
+use crate::interactions::reference_id;
 use crate::parameters;
 
 /// What one generation did.
@@ -64,8 +65,8 @@ pub fn generate_one(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<
 /// `POST Schedule/$generate-slots`: every active schedule (the platform administrator or
 /// the local operator; the server runs it every hour).
 pub fn generate_all_operation(engine: &Engine, guard: &Guard<'_>) -> FhirResult<FhirResponse> {
-    if !is_staff_of(guard, None) {
-        return Err(forbidden(
+    if !guard.is_platform_admin() {
+        return Err(FhirError::forbidden(
             "only the platform administrator generates the slots of every schedule",
         ));
     }
@@ -97,12 +98,12 @@ fn organization_of(engine: &Engine, schedule: &Value) -> FhirResult<Option<Strin
             Some(("Location", _)) => ("Location", "managingOrganization"),
             _ => continue,
         };
-        let Some(id) = super::directory::local_id(actor, resource_type) else {
+        let Some(id) = reference_id(actor, resource_type) else {
             continue;
         };
         if let Current::Found(s) = engine.store.read(resource_type, id)? {
             let v: Value = serde_json::from_slice(&s.body).unwrap_or_default();
-            if let Some(org) = super::directory::local_id(&v[field], "Organization") {
+            if let Some(org) = reference_id(&v[field], "Organization") {
                 return Ok(Some(org.to_string()));
             }
         }
@@ -116,7 +117,7 @@ fn specialty_of(engine: &Engine, schedule: &Value) -> FhirResult<Value> {
         return Ok(schedule["specialty"].clone());
     }
     for actor in schedule["actor"].as_array().into_iter().flatten() {
-        if let Some(id) = super::directory::local_id(actor, "PractitionerRole") {
+        if let Some(id) = reference_id(actor, "PractitionerRole") {
             if let Current::Found(s) = engine.store.read("PractitionerRole", id)? {
                 let v: Value = serde_json::from_slice(&s.body).unwrap_or_default();
                 return Ok(v["specialty"].clone());
@@ -158,7 +159,7 @@ pub fn generate_schedule(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirRe
     };
     let organization = organization_of(engine, &schedule)?;
     if !is_staff_of(guard, organization.as_deref()) {
-        return Err(forbidden(
+        return Err(FhirError::forbidden(
             "only the facility's staff generate the slots of its schedules",
         ));
     }

@@ -25,6 +25,7 @@ use time::UtcOffset;
 use crate::access::Guard;
 use crate::context::Actor;
 use crate::error::{FhirError, FhirResult};
+use crate::interactions::reference_id;
 use availability::Holidays;
 
 /// The code system of the visit mode on slots and appointments (`serviceType`).
@@ -123,24 +124,19 @@ pub fn conflict(why: impl Into<String>) -> FhirError {
     FhirError::new(StatusCode::CONFLICT, "conflict", why)
 }
 
-fn forbidden(why: impl Into<String>) -> FhirError {
-    FhirError::new(StatusCode::FORBIDDEN, "forbidden", why)
+/// The facility the actor works for as its administrator or a practitioner (the
+/// reception desk books for patients), if any.
+pub fn staff_facility<'g>(guard: &'g Guard<'_>) -> Option<&'g str> {
+    match &guard.context().actor {
+        Actor::Principal(p) if matches!(p.role, Role::FacilityAdmin | Role::Practitioner) => p.organization.as_deref(),
+        _ => None,
+    }
 }
 
-/// Whether the actor manages this facility's schedules: its facility administrator or
-/// practitioners (reception books for patients), the platform administrator, the local
-/// operator.
+/// Whether the actor manages this facility's schedules: its staff, or the platform's
+/// administrator.
 pub fn is_staff_of(guard: &Guard<'_>, organization: Option<&str>) -> bool {
-    match &guard.context().actor {
-        Actor::LocalOperator => true,
-        Actor::Principal(p) => match p.role {
-            Role::Admin => true,
-            Role::FacilityAdmin | Role::Practitioner => {
-                organization.is_some() && p.organization.as_deref() == organization
-            }
-            _ => false,
-        },
-    }
+    guard.is_platform_admin() || staff_facility(guard).is_some_and(|mine| Some(mine) == organization)
 }
 
 /// Refuses unless the actor may book, move or cancel this patient's appointments at this
@@ -149,7 +145,7 @@ pub fn check_books_for(guard: &Guard<'_>, patient: &str, organization: Option<&s
     if guard.is_the_patient(patient) || is_staff_of(guard, organization) {
         Ok(())
     } else {
-        Err(forbidden(
+        Err(FhirError::forbidden(
             "only the patient, or the staff of the facility, may book, move or cancel this appointment",
         ))
     }
@@ -209,7 +205,7 @@ pub fn patient_param(guard: &Guard<'_>, params: &[(String, Value)]) -> FhirResul
         .iter()
         .find(|(n, _)| n == "patient")
         .map(|(_, v)| {
-            directory::local_id(v, "Patient")
+            reference_id(v, "Patient")
                 .map(str::to_string)
                 .ok_or_else(|| FhirError::bad_request("Parameter 'patient' must be a reference Patient/{id}"))
         })
