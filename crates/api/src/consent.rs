@@ -114,20 +114,12 @@ pub fn active_grants(engine: &Engine, actor: &Principal) -> FhirResult<Vec<Grant
     )?;
     let now = sijill_store::now_instant();
     let mut grants = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = engine.store.search_page("Consent", &query, after.as_deref(), 500)?;
-        for s in &page {
-            let Some(consent) = parse(s) else { continue };
-            if let Some(g) = grant_of(s, &consent, actor, &now) {
-                grants.push(g);
-            }
+    engine.store.search_each("Consent", &query, &mut |s| {
+        if let Some(g) = parse(s).and_then(|consent| grant_of(s, &consent, actor, &now)) {
+            grants.push(g);
         }
-        match page.last() {
-            Some(last) if page.len() == 500 => after = Some(last.id.clone()),
-            _ => break,
-        }
-    }
+        Ok(())
+    })?;
     grants.sort_by(|a, b| a.patient.cmp(&b.patient));
     Ok(grants)
 }

@@ -383,6 +383,27 @@ pub trait Store: Send + Sync {
         after_id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Stored>>;
+    /// Calls `sink` with every current resource of a type matching a query, in id order,
+    /// a page of 1,000 at a time (no reader is held between pages).
+    fn search_each(
+        &self,
+        resource_type: &str,
+        query: &SearchQuery,
+        sink: &mut dyn FnMut(&Stored) -> Result<()>,
+    ) -> Result<()> {
+        const PAGE: usize = 1000;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.search_page(resource_type, query, after.as_deref(), PAGE)?;
+            for s in &page {
+                sink(s)?;
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE => after = Some(last.id.clone()),
+                _ => return Ok(()),
+            }
+        }
+    }
     /// Calls `sink` with every current resource of a type (all types when None), in
     /// storage order, streaming from the database.
     fn export(&self, resource_type: Option<&str>, sink: &mut dyn FnMut(&Stored) -> Result<()>) -> Result<()>;

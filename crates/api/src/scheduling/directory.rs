@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::Value;
-use sijill_store::{SearchQuery, Store, Stored};
+use sijill_store::Store;
 
 use crate::error::FhirResult;
 use crate::interactions::reference_id;
@@ -96,21 +96,14 @@ impl DirectoryCache {
 
 /// Every current resource of a type, parsed, by id.
 fn all(store: &dyn Store, resource_type: &str) -> FhirResult<HashMap<String, Value>> {
-    let query = SearchQuery::parse(resource_type, &[])?;
     let mut out = HashMap::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page: Vec<Stored> = store.search_page(resource_type, &query, after.as_deref(), 2000)?;
-        for s in &page {
-            if let Ok(v) = serde_json::from_slice::<Value>(&s.body) {
-                out.insert(s.id.clone(), v);
-            }
+    store.export(Some(resource_type), &mut |s| {
+        if let Ok(v) = serde_json::from_slice::<Value>(&s.body) {
+            out.insert(s.id.clone(), v);
         }
-        match page.last() {
-            Some(last) if page.len() == 2000 => after = Some(last.id.clone()),
-            _ => return Ok(out),
-        }
-    }
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// Every coding of a list of CodeableConcepts as `code` and `system|code`.

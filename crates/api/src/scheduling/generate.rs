@@ -137,18 +137,12 @@ fn existing_slots(engine: &Engine, schedule: &str, from: &str) -> FhirResult<Has
         ],
     )?;
     let mut out = HashMap::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = engine.store.search_page("Slot", &query, after.as_deref(), 1000)?;
-        for s in &page {
-            let v: Value = serde_json::from_slice(&s.body).unwrap_or_default();
-            out.insert(s.id.clone(), v["status"].as_str().unwrap_or("").to_string());
-        }
-        match page.last() {
-            Some(last) if page.len() == 1000 => after = Some(last.id.clone()),
-            _ => return Ok(out),
-        }
-    }
+    engine.store.search_each("Slot", &query, &mut |s| {
+        let v: Value = serde_json::from_slice(&s.body).unwrap_or_default();
+        out.insert(s.id.clone(), v["status"].as_str().unwrap_or("").to_string());
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// Generates one schedule's slots from now to the horizon.
