@@ -6,6 +6,7 @@
 //! The join is rebuilt when this server writes a directory resource, and at the latest
 //! after [`MAX_AGE`], so that another server's directory changes show within that time.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -47,8 +48,9 @@ pub struct ScheduleFacts {
     pub province: Option<String>,
     /// Region (address state), lower case.
     pub region: Option<String>,
-    /// Specialty codes, both `code` and `system|code`.
-    pub specialties: Vec<String>,
+    /// Its specialty (CodeableConcepts): the Schedule's, else the PractitionerRole's. The
+    /// generated slots carry it.
+    pub specialty: Value,
     /// Practitioner's gender.
     pub gender: Option<String>,
     /// Practitioner's languages (codes, lower case).
@@ -106,20 +108,21 @@ fn all(store: &dyn Store, resource_type: &str) -> FhirResult<HashMap<String, Val
     Ok(out)
 }
 
-/// Every coding of a list of CodeableConcepts as `code` and `system|code`.
-pub fn codes_of(concepts: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    for c in concepts.as_array().into_iter().flatten() {
-        for coding in c["coding"].as_array().into_iter().flatten() {
-            if let Some(code) = coding["code"].as_str() {
-                out.push(code.to_string());
-                if let Some(system) = coding["system"].as_str() {
-                    out.push(format!("{system}|{code}"));
-                }
-            }
+/// Whether a list of CodeableConcepts has a coding matching `wanted` (`code` or
+/// `system|code`).
+pub fn has_code(concepts: &Value, wanted: &str) -> bool {
+    let mut codings = concepts
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["coding"].as_array().into_iter().flatten());
+    codings.any(|coding| {
+        let code = coding["code"].as_str().unwrap_or("");
+        match wanted.split_once('|') {
+            Some((system, c)) => coding["system"].as_str() == Some(system) && code == c,
+            None => code == wanted,
         }
-    }
-    out
+    })
 }
 
 fn address_part(resource: Option<&Value>, part: &str) -> Option<String> {
@@ -128,67 +131,87 @@ fn address_part(resource: Option<&Value>, part: &str) -> Option<String> {
     one[part].as_str().map(str::to_lowercase)
 }
 
+/// Finds a directory resource by type and id: from the maps of a directory being built,
+/// or from the store.
+pub type Lookup<'m> = dyn Fn(&str, &str) -> FhirResult<Option<Cow<'m, Value>>> + 'm;
+
+/// The facts of one schedule, with the resources it points to found by `lookup`: the
+/// PractitionerRole among its actors, its Location (else the role's first), the
+/// role's Practitioner, and the facility (the role's organization, else the Location's
+/// managing organization).
+pub fn facts_of(id: &str, schedule: &Value, lookup: &Lookup<'_>) -> FhirResult<ScheduleFacts> {
+    let actors: Vec<&Value> = schedule["actor"].as_array().into_iter().flatten().collect();
+    let owned = |r: Option<&str>| r.map(str::to_string);
+    let find = |resource_type: &str, id: &Option<String>| match id {
+        Some(i) => lookup(resource_type, i),
+        None => Ok(None),
+    };
+    let role_id = owned(actors.iter().find_map(|a| reference_id(a, "PractitionerRole")));
+    let role = find("PractitionerRole", &role_id)?;
+    let role = role.as_deref();
+    let location_id = owned(
+        actors
+            .iter()
+            .find_map(|a| reference_id(a, "Location"))
+            .or_else(|| role.and_then(|r| reference_id(&r["location"][0], "Location"))),
+    );
+    let location = find("Location", &location_id)?;
+    let location = location.as_deref();
+    let practitioner_id = owned(role.and_then(|r| reference_id(&r["practitioner"], "Practitioner")));
+    let practitioner = find("Practitioner", &practitioner_id)?;
+    let practitioner = practitioner.as_deref();
+    let organization_id = owned(
+        role.and_then(|r| reference_id(&r["organization"], "Organization"))
+            .or_else(|| location.and_then(|l| reference_id(&l["managingOrganization"], "Organization"))),
+    );
+    let organization = find("Organization", &organization_id)?;
+    let place = location.or(organization.as_deref());
+    let specialty = match (&schedule["specialty"], role) {
+        (s, _) if s.is_array() => s.clone(),
+        (_, Some(r)) => r["specialty"].clone(),
+        _ => Value::Null,
+    };
+    let languages = practitioner
+        .and_then(|p| p["communication"].as_array())
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["coding"].as_array().into_iter().flatten())
+        .filter_map(|coding| coding["code"].as_str().map(str::to_lowercase))
+        .collect();
+    let position = location.and_then(|l| {
+        Some((
+            l["position"]["latitude"].as_f64()?,
+            l["position"]["longitude"].as_f64()?,
+        ))
+    });
+    Ok(ScheduleFacts {
+        id: id.to_string(),
+        role: role_id,
+        practitioner: practitioner_id,
+        location: location_id,
+        organization: organization_id,
+        province: address_part(place, "district"),
+        region: address_part(place, "state"),
+        specialty,
+        gender: practitioner.and_then(|p| p["gender"].as_str().map(str::to_string)),
+        languages,
+        position,
+    })
+}
+
 fn build(store: &dyn Store) -> FhirResult<Directory> {
     let schedules = all(store, "Schedule")?;
-    let roles = all(store, "PractitionerRole")?;
-    let practitioners = all(store, "Practitioner")?;
-    let locations = all(store, "Location")?;
-    let organizations = all(store, "Organization")?;
+    let maps: HashMap<&str, HashMap<String, Value>> = ["PractitionerRole", "Practitioner", "Location", "Organization"]
+        .into_iter()
+        .map(|t| Ok((t, all(store, t)?)))
+        .collect::<FhirResult<_>>()?;
+    let lookup = |resource_type: &str, id: &str| Ok(maps.get(resource_type).and_then(|m| m.get(id)).map(Cow::Borrowed));
     let mut out = Directory::default();
     for (id, s) in schedules {
         if s["active"] == Value::Bool(false) {
             continue;
         }
-        let actors: Vec<&Value> = s["actor"].as_array().into_iter().flatten().collect();
-        let role_id = actors.iter().find_map(|a| reference_id(a, "PractitionerRole"));
-        let role = role_id.and_then(|r| roles.get(r));
-        let location_id = actors
-            .iter()
-            .find_map(|a| reference_id(a, "Location"))
-            .or_else(|| role.and_then(|r| reference_id(&r["location"][0], "Location")));
-        let location = location_id.and_then(|l| locations.get(l));
-        let practitioner_id = role.and_then(|r| reference_id(&r["practitioner"], "Practitioner"));
-        let practitioner = practitioner_id.and_then(|p| practitioners.get(p));
-        let organization_id = role
-            .and_then(|r| reference_id(&r["organization"], "Organization"))
-            .or_else(|| location.and_then(|l| reference_id(&l["managingOrganization"], "Organization")));
-        let organization = organization_id.and_then(|o| organizations.get(o));
-        let place = location.or(organization);
-        let mut specialties = codes_of(&s["specialty"]);
-        if let Some(r) = role {
-            specialties.extend(codes_of(&r["specialty"]));
-        }
-        let languages = practitioner
-            .map(|p| {
-                codes_of(&p["communication"])
-                    .into_iter()
-                    .filter(|c| !c.contains('|'))
-                    .map(|c| c.to_lowercase())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let position = location.and_then(|l| {
-            Some((
-                l["position"]["latitude"].as_f64()?,
-                l["position"]["longitude"].as_f64()?,
-            ))
-        });
-        out.schedules.insert(
-            id.clone(),
-            ScheduleFacts {
-                id,
-                role: role_id.map(str::to_string),
-                practitioner: practitioner_id.map(str::to_string),
-                location: location_id.map(str::to_string),
-                organization: organization_id.map(str::to_string),
-                province: address_part(place, "district"),
-                region: address_part(place, "state"),
-                specialties,
-                gender: practitioner.and_then(|p| p["gender"].as_str().map(str::to_string)),
-                languages,
-                position,
-            },
-        );
+        out.schedules.insert(id.clone(), facts_of(&id, &s, &lookup)?);
     }
     Ok(out)
 }

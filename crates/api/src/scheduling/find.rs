@@ -84,7 +84,7 @@ impl Criteria {
             && self
                 .specialty
                 .as_ref()
-                .is_none_or(|s| f.specialties.iter().any(|x| x == s))
+                .is_none_or(|s| super::directory::has_code(&f.specialty, s))
     }
 }
 

@@ -8,6 +8,7 @@
 //! removed: they are counted as `kept` for the facility to resolve. A schedule without an
 //! availability pattern is left alone: its slots are kept by hand.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use axum::http::StatusCode;
@@ -16,11 +17,11 @@ use sijill_store::{Current, SearchQuery};
 use time::{Duration, OffsetDateTime};
 
 use super::availability::{format_moment, parse_moment, Availability, MAX_SCHEDULE_ID};
+use super::directory::{facts_of, ScheduleFacts};
 use super::{is_staff_of, mode_concept};
 use crate::access::Guard;
 use crate::engine::{Engine, Exec, FhirResponse};
 use crate::error::{FhirError, FhirResult};
-use crate::interactions::reference_id;
 use crate::parameters;
 
 /// What one generation did.
@@ -90,41 +91,15 @@ pub fn generate_all(engine: &Engine, guard: &Guard<'_>) -> FhirResult<Generated>
     Ok(total)
 }
 
-/// The facility of a schedule: its PractitionerRole's organization, else its Location's.
-fn organization_of(engine: &Engine, schedule: &Value) -> FhirResult<Option<String>> {
-    for actor in schedule["actor"].as_array().into_iter().flatten() {
-        let (resource_type, field) = match actor["reference"].as_str().and_then(|r| r.split_once('/')) {
-            Some(("PractitionerRole", _)) => ("PractitionerRole", "organization"),
-            Some(("Location", _)) => ("Location", "managingOrganization"),
-            _ => continue,
-        };
-        let Some(id) = reference_id(actor, resource_type) else {
-            continue;
-        };
-        if let Current::Found(s) = engine.store.read(resource_type, id)? {
-            let v: Value = serde_json::from_slice(&s.body).unwrap_or_default();
-            if let Some(org) = reference_id(&v[field], "Organization") {
-                return Ok(Some(org.to_string()));
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// The specialty to put on the slots: the Schedule's, else its PractitionerRole's.
-fn specialty_of(engine: &Engine, schedule: &Value) -> FhirResult<Value> {
-    if schedule["specialty"].is_array() {
-        return Ok(schedule["specialty"].clone());
-    }
-    for actor in schedule["actor"].as_array().into_iter().flatten() {
-        if let Some(id) = reference_id(actor, "PractitionerRole") {
-            if let Current::Found(s) = engine.store.read("PractitionerRole", id)? {
-                let v: Value = serde_json::from_slice(&s.body).unwrap_or_default();
-                return Ok(v["specialty"].clone());
-            }
-        }
-    }
-    Ok(Value::Null)
+/// The facts of a schedule, reading what it points to from the store.
+fn facts_from_store(engine: &Engine, id: &str, schedule: &Value) -> FhirResult<ScheduleFacts> {
+    let lookup = |resource_type: &str, id: &str| -> FhirResult<Option<Cow<'_, Value>>> {
+        Ok(match engine.store.read(resource_type, id)? {
+            Current::Found(s) => serde_json::from_slice(&s.body).ok().map(Cow::Owned),
+            _ => None,
+        })
+    };
+    facts_of(id, schedule, &lookup)
 }
 
 /// The existing slots of a schedule starting at or after `from`: id → status.
@@ -151,8 +126,8 @@ pub fn generate_schedule(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirRe
         Current::Found(s) => serde_json::from_slice(&s.body).unwrap_or_default(),
         _ => return Err(FhirError::resource_not_found("Schedule", id)),
     };
-    let organization = organization_of(engine, &schedule)?;
-    if !is_staff_of(guard, organization.as_deref()) {
+    let facts = facts_from_store(engine, id, &schedule)?;
+    if !is_staff_of(guard, facts.organization.as_deref()) {
         return Err(FhirError::forbidden(
             "only the facility's staff generate the slots of its schedules",
         ));
@@ -191,7 +166,6 @@ pub fn generate_schedule(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirRe
         .filter(|p| p.start > now && p.start < until)
         .collect();
     let existing = existing_slots(engine, id, &format_moment(now))?;
-    let specialty = specialty_of(engine, &schedule)?;
     let mut done = Generated {
         schedules: 1,
         ..Generated::default()
@@ -209,8 +183,8 @@ pub fn generate_schedule(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirRe
                 "start": format_moment(p.start),
                 "end": format_moment(p.end),
             });
-            if !specialty.is_null() {
-                slot["specialty"] = specialty.clone();
+            if !facts.specialty.is_null() {
+                slot["specialty"] = facts.specialty.clone();
             }
             new_slots.push((slot_id.clone(), slot));
         }
