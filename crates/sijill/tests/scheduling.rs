@@ -216,6 +216,19 @@ fn slots_come_from_the_weekly_availability_and_generating_again_changes_nothing(
         &json!({"resourceType": "Parameters"}),
     );
     assert_eq!(r.status(), 200);
+
+    // A schedule taken out of service loses its free slots at the next generation of all.
+    let other = rabat(&s);
+    generate(&s, &other.schedule);
+    let mut retired = read(&s, &format!("Schedule/{}", other.schedule));
+    retired["active"] = json!(false);
+    assert_eq!(s.put(&format!("Schedule/{}", other.schedule), &retired).status(), 200);
+    let r = s.post("Schedule/$generate-slots", &json!({"resourceType": "Parameters"}));
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        count(&s, &format!("Slot?schedule=Schedule/{}&status=free", other.schedule)),
+        0
+    );
 }
 
 #[test]

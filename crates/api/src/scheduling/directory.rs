@@ -31,11 +31,13 @@ pub const SOURCES: &[&str] = &[
     "Organization",
 ];
 
-/// The facts of one active schedule.
+/// The facts of one schedule.
 #[derive(Debug, Clone, Default)]
 pub struct ScheduleFacts {
     /// Schedule id.
     pub id: String,
+    /// Whether it takes bookings (`Schedule.active` is not false).
+    pub active: bool,
     /// The PractitionerRole it is for, if any.
     pub role: Option<String>,
     /// The Practitioner behind that role.
@@ -59,7 +61,7 @@ pub struct ScheduleFacts {
     pub position: Option<(f64, f64)>,
 }
 
-/// The facts of every active schedule, built at one moment.
+/// The facts of every schedule, built at one moment.
 #[derive(Debug, Default)]
 pub struct Directory {
     /// Schedules by id.
@@ -186,6 +188,7 @@ pub fn facts_of(id: &str, schedule: &Value, lookup: &Lookup<'_>) -> FhirResult<S
     });
     Ok(ScheduleFacts {
         id: id.to_string(),
+        active: schedule["active"] != Value::Bool(false),
         role: role_id,
         practitioner: practitioner_id,
         location: location_id,
@@ -208,9 +211,6 @@ fn build(store: &dyn Store) -> FhirResult<Directory> {
     let lookup = |resource_type: &str, id: &str| Ok(maps.get(resource_type).and_then(|m| m.get(id)).map(Cow::Borrowed));
     let mut out = Directory::default();
     for (id, s) in schedules {
-        if s["active"] == Value::Bool(false) {
-            continue;
-        }
         out.schedules.insert(id.clone(), facts_of(&id, &s, &lookup)?);
     }
     Ok(out)

@@ -69,7 +69,8 @@ impl Criteria {
             want.as_ref()
                 .is_none_or(|w| have.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(w)))
         };
-        same(&self.province, &f.province)
+        f.active
+            && same(&self.province, &f.province)
             && same(&self.region, &f.region)
             && same(&self.organization, &f.organization)
             && same(&self.gender, &f.gender)

@@ -63,7 +63,7 @@ pub fn generate_one(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<
     Ok(generate_schedule(engine, guard, id)?.response())
 }
 
-/// `POST Schedule/$generate-slots`: every active schedule (the platform administrator or
+/// `POST Schedule/$generate-slots`: every schedule (the platform administrator or
 /// the local operator; the server runs it every hour).
 pub fn generate_all_operation(engine: &Engine, guard: &Guard<'_>) -> FhirResult<FhirResponse> {
     if !guard.is_platform_admin() {
