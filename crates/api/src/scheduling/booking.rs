@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use sijill_store::{Current, SearchQuery, StoreError, StoreTx, Stored};
 
 use super::availability::parse_moment;
+use super::directory::ScheduleFacts;
 use super::{check_books_for, conflict, patient_param, HOLD_EXPIRES_URL, SLOT_APPOINTMENT_URL};
 use crate::access::Guard;
 use crate::engine::{Engine, Exec, FhirResponse, RequestBody};
@@ -34,16 +35,9 @@ fn parse(stored: &Stored) -> Value {
     serde_json::from_slice(&stored.body).unwrap_or_default()
 }
 
-fn now() -> String {
-    sijill_store::now_instant()
-}
-
-/// Whether an instant (any offset) lies before now.
+/// Whether an instant (any offset) lies before now; an unreadable one has.
 fn has_passed(instant: &str) -> bool {
-    match (parse_moment(instant), parse_moment(&now())) {
-        (Some(t), Some(n)) => t <= n,
-        _ => true,
-    }
+    parse_moment(instant).is_none_or(|t| t <= time::OffsetDateTime::now_utc())
 }
 
 /// The value of an extension of a resource.
@@ -133,19 +127,26 @@ fn slot_param(params: &[(String, Value)]) -> FhirResult<String> {
     })
 }
 
-/// The facility of the schedule a slot belongs to.
-fn organization_of_slot(engine: &Engine, slot: &Value) -> FhirResult<Option<String>> {
+/// The directory's facts of the schedule a slot belongs to (its facility, role and
+/// place), looked up before a transaction so that none waits for the directory.
+fn schedule_facts(engine: &Engine, slot: &Value) -> FhirResult<Option<ScheduleFacts>> {
     let Some(schedule) = reference_id(&slot["schedule"], "Schedule") else {
         return Ok(None);
     };
     let directory = engine.directory.get(engine.store.as_ref())?;
-    Ok(directory.schedules.get(schedule).and_then(|f| f.organization.clone()))
+    Ok(directory.schedules.get(schedule).cloned())
 }
 
-fn read_slot(tx: &mut dyn StoreTx, id: &str) -> FhirResult<Stored> {
-    match tx.read("Slot", id)? {
+/// The facility of a schedule's facts.
+fn facility(facts: &Option<ScheduleFacts>) -> Option<&str> {
+    facts.as_ref().and_then(|f| f.organization.as_deref())
+}
+
+/// The current version of a resource, read inside a transaction.
+fn read_in(tx: &mut dyn StoreTx, resource_type: &str, id: &str) -> FhirResult<Stored> {
+    match tx.read(resource_type, id)? {
         Current::Found(s) => Ok(s),
-        _ => Err(FhirError::resource_not_found("Slot", id)),
+        _ => Err(FhirError::resource_not_found(resource_type, id)),
     }
 }
 
@@ -157,12 +158,10 @@ fn read_current(engine: &Engine, resource_type: &str, id: &str) -> FhirResult<St
 }
 
 /// The Appointment for a patient on a slot.
-fn appointment_for(slot: &Value, slot_id: &str, patient: &str, status: &str, engine: &Engine) -> FhirResult<Value> {
-    let directory = engine.directory.get(engine.store.as_ref())?;
-    let facts = reference_id(&slot["schedule"], "Schedule").and_then(|s| directory.schedules.get(s));
-    let mut a = super::appointment_on(slot, slot_id, facts, Some((patient, "accepted")), status);
-    a["created"] = json!(now());
-    Ok(a)
+fn appointment_for(slot: &Value, slot_id: &str, patient: &str, status: &str, facts: &Option<ScheduleFacts>) -> Value {
+    let mut a = super::appointment_on(slot, slot_id, facts.as_ref(), Some((patient, "accepted")), status);
+    a["created"] = json!(sijill_store::now_instant());
+    a
 }
 
 /// The patient an Appointment is for.
@@ -187,18 +186,18 @@ pub fn hold(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
     let params = parameters::read(body)?;
     let slot_id = slot_param(&params)?;
     let patient = patient_param(guard, &params)?;
-    let slot_now = parse(&read_current(engine, "Slot", &slot_id)?);
-    check_books_for(guard, &patient, organization_of_slot(engine, &slot_now)?.as_deref())?;
+    let facts = schedule_facts(engine, &parse(&read_current(engine, "Slot", &slot_id)?))?;
+    check_books_for(guard, &patient, facility(&facts))?;
     patient_exists(engine, &patient)?;
     guard.disclose_patient(&patient);
     let expires = sijill_store::instant_in(engine.scheduling.hold_seconds);
     let stored = engine.with_tx(guard, Exec::Standalone, |tx| {
-        let slot = read_slot(tx, &slot_id)?;
+        let slot = read_in(tx, "Slot", &slot_id)?;
         let value = parse(&slot);
         if let Some(why) = unavailable(&value, None) {
             return Err(conflict(why));
         }
-        let mut appointment = appointment_for(&value, &slot_id, &patient, "pending", engine)?;
+        let mut appointment = appointment_for(&value, &slot_id, &patient, "pending", &facts);
         appointment["meta"] = json!({"tag": [{"system": HOLD_TAG_SYSTEM, "code": "hold"}]});
         appointment["extension"] = json!([{"url": HOLD_EXPIRES_URL, "valueInstant": expires}]);
         let created = tx.create("Appointment", appointment, None)?;
@@ -232,15 +231,15 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
                 .ok_or_else(|| FhirError::bad_request("Parameter 'appointment-reference' must be Appointment/{id}"))
         })
         .transpose()?;
-    let (slot_id, patient) = match &held {
+    let (slot_id, patient, facts) = match &held {
         // A hold the actor may not book is answered as absent, like any hidden record.
-        Some(id) => own_appointment(engine, guard, id).map(|(_, patient, slot)| (slot, patient))?,
+        Some(id) => own_appointment(engine, guard, id).map(|(_, patient, slot)| (slot, patient, None))?,
         None => {
             let (slot_id, patient) = (slot_param(&params)?, patient_param(guard, &params)?);
-            let slot_now = parse(&read_current(engine, "Slot", &slot_id)?);
-            check_books_for(guard, &patient, organization_of_slot(engine, &slot_now)?.as_deref())?;
+            let facts = schedule_facts(engine, &parse(&read_current(engine, "Slot", &slot_id)?))?;
+            check_books_for(guard, &patient, facility(&facts))?;
             guard.disclose_patient(&patient);
-            (slot_id, patient)
+            (slot_id, patient, facts)
         }
     };
     patient_exists(engine, &patient)?;
@@ -254,14 +253,11 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
                 }
             }
         }
-        let slot = read_slot(tx, &slot_id)?;
+        let slot = read_in(tx, "Slot", &slot_id)?;
         let value = parse(&slot);
         let booked = match &held {
             Some(id) => {
-                let current = match tx.read("Appointment", id)? {
-                    Current::Found(a) => a,
-                    _ => return Err(FhirError::resource_not_found("Appointment", id)),
-                };
+                let current = read_in(tx, "Appointment", id)?;
                 let mut a = parse(&current);
                 if a["status"] != "pending" {
                     return Err(conflict(format!(
@@ -288,7 +284,7 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
                 }
                 tx.create(
                     "Appointment",
-                    appointment_for(&value, &slot_id, &patient, "booked", engine)?,
+                    appointment_for(&value, &slot_id, &patient, "booked", &facts),
                     None,
                 )?
             }
@@ -311,8 +307,8 @@ fn own_appointment(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<(
     let a = parse(&current);
     let patient = patient_of(&a).ok_or_else(|| FhirError::bad_request("The appointment names no patient"))?;
     let slot_id = slot_of(&a).ok_or_else(|| FhirError::bad_request("The appointment names no slot"))?;
-    let slot = parse(&read_current(engine, "Slot", &slot_id)?);
-    if let Err(e) = check_books_for(guard, &patient, organization_of_slot(engine, &slot)?.as_deref()) {
+    let facts = schedule_facts(engine, &parse(&read_current(engine, "Slot", &slot_id)?))?;
+    if let Err(e) = check_books_for(guard, &patient, facility(&facts)) {
         guard.check_visible(&current)?;
         return Err(e);
     }
@@ -343,10 +339,7 @@ pub fn cancel(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBody) 
     let reason = parameters::string(&parameters::read(body)?, "reason");
     own_appointment(engine, guard, id)?;
     let stored = engine.with_tx(guard, Exec::Standalone, |tx| {
-        let current = match tx.read("Appointment", id)? {
-            Current::Found(a) => a,
-            _ => return Err(FhirError::resource_not_found("Appointment", id)),
-        };
+        let current = read_in(tx, "Appointment", id)?;
         let mut a = parse(&current);
         if !matches!(a["status"].as_str(), Some("booked" | "pending")) {
             return Err(conflict(format!(
@@ -371,13 +364,10 @@ pub fn reschedule(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBo
     let params = parameters::read(body)?;
     let new_slot_id = slot_param(&params)?;
     let (_, patient, _) = own_appointment(engine, guard, id)?;
-    let new_slot_now = parse(&read_current(engine, "Slot", &new_slot_id)?);
-    check_books_for(guard, &patient, organization_of_slot(engine, &new_slot_now)?.as_deref())?;
+    let facts = schedule_facts(engine, &parse(&read_current(engine, "Slot", &new_slot_id)?))?;
+    check_books_for(guard, &patient, facility(&facts))?;
     let stored = engine.with_tx(guard, Exec::Standalone, |tx| {
-        let current = match tx.read("Appointment", id)? {
-            Current::Found(a) => a,
-            _ => return Err(FhirError::resource_not_found("Appointment", id)),
-        };
+        let current = read_in(tx, "Appointment", id)?;
         let a = parse(&current);
         if a["status"] != "booked" {
             return Err(conflict("Only a booked appointment can be moved"));
@@ -388,7 +378,7 @@ pub fn reschedule(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBo
         }
         // Take the new slot first, then give back the old one, then move the appointment:
         // a failure at any step rolls back the steps before it.
-        let slot = read_slot(tx, &new_slot_id)?;
+        let slot = read_in(tx, "Slot", &new_slot_id)?;
         let value = parse(&slot);
         if let Some(why) = unavailable(&value, None) {
             return Err(conflict(why));
@@ -397,7 +387,7 @@ pub fn reschedule(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBo
         tx.update("Slot", &new_slot_id, busy, Some(slot.version))
             .map_err(raced)?;
         free_slot(tx, &old_slot, id)?;
-        let mut moved = appointment_for(&value, &new_slot_id, &patient, "booked", engine)?;
+        let mut moved = appointment_for(&value, &new_slot_id, &patient, "booked", &facts);
         moved["created"] = a["created"].clone();
         let (stored, _) = tx
             .update("Appointment", id, moved, Some(current.version))
