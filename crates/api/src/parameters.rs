@@ -40,14 +40,26 @@ pub fn read(body: &RequestBody) -> FhirResult<Vec<(String, Value)>> {
 pub fn string(params: &[(String, Value)], name: &str) -> Option<String> {
     params.iter().find(|(n, _)| n == name).and_then(|(_, v)| match v {
         Value::String(s) => Some(s.clone()),
-        Value::Object(o) => {
-            let value = o.get("value")?.as_str()?;
-            Some(match o.get("system").and_then(Value::as_str) {
-                Some(system) => format!("{system}|{value}"),
-                None => value.to_string(),
-            })
-        }
-        _ => None,
+        _ => identifier(v),
+    })
+}
+
+/// A parameter value as text: a string, a number, a Reference as its `reference`, an
+/// Identifier as `system|value`.
+pub fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => v["reference"].as_str().map(str::to_string).or_else(|| identifier(v)),
+    }
+}
+
+/// An Identifier as `system|value` (or its value alone).
+fn identifier(v: &Value) -> Option<String> {
+    let value = v.get("value")?.as_str()?;
+    Some(match v.get("system").and_then(Value::as_str) {
+        Some(system) => format!("{system}|{value}"),
+        None => value.to_string(),
     })
 }
 

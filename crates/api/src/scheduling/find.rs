@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
-use sijill_store::{Current, SearchQuery, SortKey, Stored};
+use sijill_store::{Current, SearchQuery, SortKey};
 use time::{Duration, OffsetDateTime};
 
 use super::availability::{format_moment, parse_moment, Mode};
@@ -112,16 +112,7 @@ fn criteria(
 ) -> FhirResult<Criteria> {
     let mut pairs: Vec<(String, String)> = query.to_vec();
     for (name, value) in parameters::read(body)? {
-        let text = match &value {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Object(_) => value["reference"]
-                .as_str()
-                .map(str::to_string)
-                .or_else(|| parameters::string(&[(name.clone(), value.clone())], &name))
-                .unwrap_or_default(),
-            _ => String::new(),
-        };
+        let text = parameters::text(&value).unwrap_or_default();
         pairs.push((name, text));
     }
     let now = OffsetDateTime::now_utc().to_offset(engine.scheduling.offset);
@@ -237,39 +228,41 @@ fn by_start() -> FhirResult<Vec<SortKey>> {
 }
 
 /// Free slots in start order, one per schedule and time (the first free seat).
-fn earliest(engine: &Engine, c: &Criteria, candidates: Option<Vec<&ScheduleFacts>>) -> FhirResult<Vec<Stored>> {
+fn earliest(engine: &Engine, c: &Criteria, candidates: Option<Vec<&ScheduleFacts>>) -> FhirResult<Vec<Value>> {
+    let queries = match &candidates {
+        None => vec![slot_query(c, None)?],
+        Some(list) => list
+            .chunks(SCHEDULES_PER_QUERY)
+            .map(|chunk| slot_query(c, Some(chunk)))
+            .collect::<FhirResult<_>>()?,
+    };
     // Parallel seats share a time: ask for more than needed, keep one per time.
-    let want = c.count * 4;
-    let mut ids: Vec<String> = Vec::new();
-    match &candidates {
-        None => {
-            ids = engine
-                .store
-                .search_sorted_ids("Slot", &slot_query(c, None)?, &by_start()?, want)?
-        }
-        Some(list) => {
-            for chunk in list.chunks(SCHEDULES_PER_QUERY) {
-                let query = slot_query(c, Some(chunk))?;
-                ids.extend(engine.store.search_sorted_ids("Slot", &query, &by_start()?, want)?);
-            }
-        }
+    let (sort, want) = (by_start()?, c.count * 4);
+    let mut ids = Vec::new();
+    for query in &queries {
+        ids.extend(engine.store.search_sorted_ids("Slot", query, &sort, want)?);
     }
-    let mut slots = read_all(engine, &ids)?;
-    slots.sort_by(|a, b| start_of(a).cmp(&start_of(b)).then(a.1.id.cmp(&b.1.id)));
+    let mut slots = read_slots(engine, &ids)?;
+    slots.sort_by(|a, b| {
+        start_of(a)
+            .cmp(&start_of(b))
+            .then(a["id"].as_str().cmp(&b["id"].as_str()))
+    });
     Ok(distinct_times(slots, c.count))
 }
 
 /// Free slots of the nearest schedules first (each schedule's earliest).
-fn nearest(engine: &Engine, c: &Criteria, mut candidates: Vec<&ScheduleFacts>) -> FhirResult<Vec<Stored>> {
+fn nearest(engine: &Engine, c: &Criteria, mut candidates: Vec<&ScheduleFacts>) -> FhirResult<Vec<Value>> {
     let (lat, lon) = c.near.unwrap_or_default();
     let distance = |f: &ScheduleFacts| f.position.map_or(f64::MAX, |(a, b)| km(lat, lon, a, b));
     candidates.sort_by(|a, b| distance(a).total_cmp(&distance(b)).then(a.id.cmp(&b.id)));
+    let sort = by_start()?;
     let mut out = Vec::new();
     for f in candidates.into_iter().take(NEAREST_PROBES) {
         let ids = engine
             .store
-            .search_sorted_ids("Slot", &slot_query(c, Some(&[f]))?, &by_start()?, 1)?;
-        out.extend(read_all(engine, &ids)?.into_iter().map(|(_, s)| s));
+            .search_sorted_ids("Slot", &slot_query(c, Some(&[f]))?, &sort, 1)?;
+        out.extend(read_slots(engine, &ids)?);
         if out.len() >= c.count {
             break;
         }
@@ -286,27 +279,29 @@ fn km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     6371.0 * 2.0 * a.sqrt().atan2((1.0 - a).sqrt())
 }
 
-fn read_all(engine: &Engine, ids: &[String]) -> FhirResult<Vec<(Value, Stored)>> {
+/// The slots with these ids that still exist, parsed.
+fn read_slots(engine: &Engine, ids: &[String]) -> FhirResult<Vec<Value>> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         if let Current::Found(s) = engine.store.read("Slot", id)? {
-            out.push((serde_json::from_slice(&s.body).unwrap_or_default(), s));
+            out.push(serde_json::from_slice(&s.body).unwrap_or_default());
         }
     }
     Ok(out)
 }
 
-fn start_of(slot: &(Value, Stored)) -> Option<OffsetDateTime> {
-    slot.0["start"].as_str().and_then(parse_moment)
+fn start_of(slot: &Value) -> Option<OffsetDateTime> {
+    slot["start"].as_str().and_then(parse_moment)
 }
 
-fn distinct_times(slots: Vec<(Value, Stored)>, count: usize) -> Vec<Stored> {
+/// The first `count` slots, one per schedule and start time.
+fn distinct_times(slots: Vec<Value>, count: usize) -> Vec<Value> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
-    for (v, s) in slots {
-        let key = (v["schedule"]["reference"].clone().to_string(), v["start"].to_string());
+    for slot in slots {
+        let key = (slot["schedule"]["reference"].to_string(), slot["start"].to_string());
         if seen.insert(key) {
-            out.push(s);
+            out.push(slot);
             if out.len() == count {
                 break;
             }
@@ -343,12 +338,11 @@ pub fn find(
     };
     let entries: Vec<Value> = slots
         .iter()
-        .map(|s| {
-            let slot: Value = serde_json::from_slice(&s.body).unwrap_or_default();
+        .map(|slot| {
             let facts = reference_id(&slot["schedule"], "Schedule").and_then(|id| directory.schedules.get(id));
             json!({
                 "fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
-                "resource": proposal(&slot, facts, c.patient.as_deref()),
+                "resource": proposal(slot, facts, c.patient.as_deref()),
                 "search": {"mode": "match"},
             })
         })
