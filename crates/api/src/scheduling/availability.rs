@@ -146,13 +146,13 @@ impl Holidays {
     }
 }
 
-fn sub<'a>(ext: &'a Value, url: &str) -> impl Iterator<Item = &'a Value> + 'a {
-    let url = url.to_string();
+/// The sub-extensions of a complex extension with this url.
+fn sub<'a>(ext: &'a Value, url: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
     ext["extension"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(move |e| e["url"] == url.as_str())
+        .filter(move |e| e["url"] == url)
 }
 
 fn weekday(code: &str) -> Option<Weekday> {

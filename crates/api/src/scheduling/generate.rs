@@ -77,11 +77,12 @@ pub fn generate_all_operation(engine: &Engine, guard: &Guard<'_>) -> FhirResult<
 /// Generates the slots of every schedule; a schedule that fails is logged and skipped.
 pub fn generate_all(engine: &Engine, guard: &Guard<'_>) -> FhirResult<Generated> {
     let directory = engine.directory.get(engine.store.as_ref())?;
-    let mut ids: Vec<&String> = directory.schedules.keys().collect();
-    ids.sort();
+    let mut all: Vec<&ScheduleFacts> = directory.schedules.values().collect();
+    all.sort_by(|a, b| a.id.cmp(&b.id));
     let mut total = Generated::default();
-    for id in ids {
-        match generate_schedule(engine, guard, id) {
+    for facts in all {
+        let id = &facts.id;
+        match read_schedule(engine, id).and_then(|schedule| generate_with(engine, guard, id, &schedule, facts)) {
             Ok(g) => total.add(g),
             Err(e) => {
                 tracing::warn!(schedule = %id, error = ?e.issues.first().map(|i| &i.diagnostics), "slot generation skipped a schedule")
@@ -120,13 +121,27 @@ fn existing_slots(engine: &Engine, schedule: &str, from: &str) -> FhirResult<Has
     Ok(out)
 }
 
+fn read_schedule(engine: &Engine, id: &str) -> FhirResult<Value> {
+    match engine.store.read("Schedule", id)? {
+        Current::Found(s) => Ok(serde_json::from_slice(&s.body).unwrap_or_default()),
+        _ => Err(FhirError::resource_not_found("Schedule", id)),
+    }
+}
+
 /// Generates one schedule's slots from now to the horizon.
 pub fn generate_schedule(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<Generated> {
-    let schedule: Value = match engine.store.read("Schedule", id)? {
-        Current::Found(s) => serde_json::from_slice(&s.body).unwrap_or_default(),
-        _ => return Err(FhirError::resource_not_found("Schedule", id)),
-    };
-    let facts = facts_from_store(engine, id, &schedule)?;
+    let schedule = read_schedule(engine, id)?;
+    generate_with(engine, guard, id, &schedule, &facts_from_store(engine, id, &schedule)?)
+}
+
+/// Generates the slots of a schedule with its facts (from the directory, or read now).
+fn generate_with(
+    engine: &Engine,
+    guard: &Guard<'_>,
+    id: &str,
+    schedule: &Value,
+    facts: &ScheduleFacts,
+) -> FhirResult<Generated> {
     if !is_staff_of(guard, facts.organization.as_deref()) {
         return Err(FhirError::forbidden(
             "only the facility's staff generate the slots of its schedules",
@@ -139,7 +154,7 @@ pub fn generate_schedule(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirRe
             format!("slots are made for schedules with ids of at most {MAX_SCHEDULE_ID} characters"),
         ));
     }
-    let availability = Availability::of_schedule(&schedule)
+    let availability = Availability::of_schedule(schedule)
         .map_err(|why| FhirError::new(StatusCode::UNPROCESSABLE_ENTITY, "processing", why))?;
     if availability.patterns.is_empty() {
         // Without a weekly pattern the facility keeps the schedule's slots by hand.
