@@ -19,7 +19,7 @@ use crate::consent::{self, ConsentSettings};
 use crate::context::RequestContext;
 use crate::error::{FhirError, FhirResult};
 use crate::interactions::{bundle, capabilities, create, delete, everything, history, patch, read, search, update};
-use crate::scheduling::directory::DirectoryCache;
+use crate::scheduling::directory::{self, DirectoryCache};
 use crate::scheduling::{booking, find, generate, SchedulingSettings};
 
 /// The HTTP method of a FHIR interaction.
@@ -338,12 +338,11 @@ impl Engine {
         req: FhirRequest,
     ) -> FhirResult<FhirResponse> {
         let guard = Guard::new(self, ctx, Interaction::of(req.method, Some(&route), &req));
-        if req.method != Method::Get {
-            if let Route::Type(t) | Route::Instance(t, _) = &route {
-                self.directory.changed(t);
-            }
-        }
-        match exec {
+        // A write to the directory makes `$find`'s facts stale, once it has been done (a
+        // Bundle's entries: before their transaction commits; the facts' age bounds that).
+        let writes_directory = req.method != Method::Get
+            && matches!(&route, Route::Type(t) | Route::Instance(t, _) if directory::is_source(t));
+        let result = match exec {
             Exec::Standalone => {
                 let result = self.run(&guard, Exec::Standalone, route, req);
                 self.audited(&guard, result)
@@ -356,7 +355,11 @@ impl Engine {
                 }
                 result
             }
+        };
+        if writes_directory && result.is_ok() {
+            self.directory.invalidate();
         }
+        result
     }
 
     /// Records the events of a request whose write (if any) did not already: a request

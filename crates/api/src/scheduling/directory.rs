@@ -31,6 +31,11 @@ pub const SOURCES: &[&str] = &[
     "Organization",
 ];
 
+/// Whether the facts are joined from this resource type.
+pub fn is_source(resource_type: &str) -> bool {
+    SOURCES.contains(&resource_type)
+}
+
 /// The facts of one schedule.
 #[derive(Debug, Clone, Default)]
 pub struct ScheduleFacts {
@@ -76,11 +81,9 @@ pub struct DirectoryCache {
 }
 
 impl DirectoryCache {
-    /// Marks the facts stale after a write to `resource_type` (a no-op for other types).
-    pub fn changed(&self, resource_type: &str) {
-        if SOURCES.contains(&resource_type) {
-            self.generation.fetch_add(1, Ordering::SeqCst);
-        }
+    /// Marks the facts stale (after a write to one of the [`SOURCES`]).
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The current facts, rebuilt when stale.
