@@ -356,6 +356,78 @@ fn find_filters_by_place_person_and_mode_and_orders_by_time_or_distance() {
 }
 
 #[test]
+fn find_over_many_schedules_reads_the_agenda_in_start_order() {
+    // 17 schedules in one province and 3 in another: a request matching many schedules reads
+    // the agenda of free slots in start order; one matching a few reads each one's first.
+    let s = Server::start_with(&["--booking-horizon", "3d"]);
+    let place = |province| Doctor {
+        province,
+        position: (34.0, -6.8),
+        gender: "female",
+        language: "ar",
+        mode: "in-person",
+        capacity: 1,
+    };
+    let rabat: Vec<Clinic> = (0..17).map(|_| clinic(&s, &place("Rabat"))).collect();
+    let fes: Vec<Clinic> = (0..3).map(|_| clinic(&s, &place("Fes"))).collect();
+    let r = s.post("Schedule/$generate-slots", &json!({"resourceType": "Parameters"}));
+    assert_eq!(r.status(), 200);
+    let p = patient(&s);
+    let t = citizen(&s, &p);
+    let slot = |id: &str| read(&s, &format!("Slot/{id}"));
+    let schedules_at_first_time = |ids: &[String]| {
+        let first = slot(&ids[0])["start"].clone();
+        let at_first: std::collections::BTreeSet<String> = ids
+            .iter()
+            .map(|id| slot(id))
+            .filter(|x| x["start"] == first)
+            .map(|x| x["schedule"]["reference"].as_str().unwrap().to_string())
+            .collect();
+        at_first
+    };
+
+    let all = found(&s, &t, &format!("specialty={CARDIOLOGY}&_count=30"));
+    assert_eq!(all.len(), 30);
+    let starts: Vec<String> = all
+        .iter()
+        .map(|id| slot(id)["start"].as_str().unwrap().to_string())
+        .collect();
+    assert!(starts.windows(2).all(|w| w[0] <= w[1]), "earliest first: {starts:?}");
+    assert_eq!(
+        schedules_at_first_time(&all).len(),
+        20,
+        "every schedule at the first time"
+    );
+
+    let in_rabat = found(&s, &t, "province=Rabat&_count=17");
+    let rabat_schedules = schedules_at_first_time(&in_rabat);
+    assert_eq!(rabat_schedules.len(), 17);
+    assert!(rabat
+        .iter()
+        .all(|c| rabat_schedules.contains(&format!("Schedule/{}", c.schedule))));
+    let in_fes = found(&s, &t, "province=Fes&_count=3");
+    let fes_schedules = schedules_at_first_time(&in_fes);
+    assert!(fes
+        .iter()
+        .all(|c| fes_schedules.contains(&format!("Schedule/{}", c.schedule))));
+
+    // A booked slot leaves the agenda at once; cancelled, it comes back.
+    let taken = in_rabat[0].clone();
+    let r = s.post_as(&t, "Appointment/$book", &slot_ref(&taken));
+    assert_eq!(r.status(), 201);
+    let appointment = json(r)["id"].as_str().unwrap().to_string();
+    assert!(!found(&s, &t, "province=Rabat&_count=17").contains(&taken));
+    assert!(!found(&s, &t, &format!("specialty={CARDIOLOGY}&_count=40")).contains(&taken));
+    let r = s.post_as(
+        &t,
+        &format!("Appointment/{appointment}/$cancel"),
+        &json!({"resourceType": "Parameters"}),
+    );
+    assert_eq!(r.status(), 200);
+    assert!(found(&s, &t, "province=Rabat&_count=17").contains(&taken));
+}
+
+#[test]
 fn hold_book_cancel_and_reschedule_keep_one_person_per_slot() {
     let s = Server::start_with(&["--booking-horizon", "3d"]);
     let c = rabat(&s);

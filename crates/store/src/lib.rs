@@ -7,6 +7,7 @@
 //! Resources are kept as the exact JSON bytes that are served. Every create, update and
 //! delete adds a version; nothing is overwritten.
 
+pub mod agenda;
 pub mod audit;
 mod gate;
 pub mod index;
@@ -355,6 +356,8 @@ pub trait Store: Send + Sync {
         sort: &[SortKey],
         limit: usize,
     ) -> Result<Vec<String>>;
+    /// A page of the agenda of free slots ([`agenda`]), in start order.
+    fn free_slots(&self, query: &agenda::AgendaQuery) -> Result<Vec<agenda::FreeSlot>>;
     /// Ids of the current, not deleted resources of a type matching a query, in id order
     /// (at most `limit`).
     fn search_ids(&self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {

@@ -73,6 +73,16 @@ macro_rules! is_a_code {
     };
 }
 
+/// The tables derived from a resource's current version (its search index and the agenda
+/// of free slots), in the order their rows are removed and written.
+pub const INDEX_TABLES: [&str; 5] = [
+    "search_index",
+    "search_date",
+    "search_number",
+    "search_composite",
+    crate::agenda::TABLE,
+];
+
 /// The columns of a stored version, in the order both stores read them.
 pub const VERSION_COLUMNS: &str = "v.type, v.id, v.version, v.last_updated, v.deleted, v.body";
 

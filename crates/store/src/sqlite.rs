@@ -140,6 +140,15 @@ CREATE TABLE store_state (
     PRIMARY KEY (kind, key)
 );
 "#,
+    r#"
+CREATE TABLE free_slots (
+    rid      INTEGER PRIMARY KEY,
+    schedule TEXT NOT NULL,
+    start    TEXT NOT NULL
+);
+CREATE INDEX free_slots_start ON free_slots (start);
+CREATE INDEX free_slots_schedule ON free_slots (schedule, start);
+"#,
 ];
 
 /// The file name of the database inside the data directory.
@@ -372,6 +381,10 @@ fn insert_index_rows(
         "INSERT INTO search_composite (param, c1_system, c1_value, value, system, code, low, high, rid)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
+    if let Some((schedule, start)) = crate::agenda::free_slot(resource_type, rows) {
+        conn.prepare_cached("INSERT OR REPLACE INTO free_slots (rid, schedule, start) VALUES (?1, ?2, ?3)")?
+            .execute(params![rid, schedule, start])?;
+    }
     for row in rows {
         if let Some((c1_system, c1_value)) = &row.composite {
             let key = param_key(keys, resource_type, row.param);
@@ -419,7 +432,7 @@ fn reindex_batch(conn: &mut Connection, keys: &ParamKeys, after: i64) -> Result<
         return Ok(None);
     };
     let upto = (after + REINDEX_BATCH).min(max);
-    for table in ["search_index", "search_date", "search_number", "search_composite"] {
+    for table in crate::sql::INDEX_TABLES {
         tx.execute(
             &format!("DELETE FROM {table} WHERE rid > ?1 AND rid <= ?2"),
             params![after, upto],
@@ -533,7 +546,7 @@ impl SqliteTx<'_> {
 
     /// Removes every index row of a resource (by its row id).
     fn remove_index_rows(&mut self, current: &CurrentRow) -> Result<()> {
-        for table in ["search_index", "search_date", "search_number", "search_composite"] {
+        for table in crate::sql::INDEX_TABLES {
             self.conn
                 .prepare_cached(&format!("DELETE FROM {table} WHERE rid = ?1"))?
                 .execute(params![current.rid])?;
@@ -742,6 +755,24 @@ fn search_ids(
 }
 
 impl Store for SqliteStore {
+    fn free_slots(&self, query: &crate::agenda::AgendaQuery) -> Result<Vec<crate::agenda::FreeSlot>> {
+        let (sql, args) = crate::agenda::page_statement(query);
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(params_from_iter(args), |r| {
+                    Ok(crate::agenda::FreeSlot {
+                        id: r.get(0)?,
+                        schedule: r.get(1)?,
+                        start: r.get(2)?,
+                        rid: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
     fn search_sorted_ids(
         &self,
         resource_type: &str,

@@ -12,7 +12,10 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
-use sijill_store::{Current, SearchQuery, SortKey};
+use std::collections::HashSet;
+
+use sijill_store::agenda::{AgendaQuery, FreeSlot};
+use sijill_store::Current;
 use time::{Duration, OffsetDateTime};
 
 use super::availability::{format_moment, parse_moment, Mode};
@@ -26,9 +29,6 @@ use crate::parameters;
 
 /// Most proposals in one answer.
 const MAX_COUNT: usize = 100;
-
-/// Schedules named in one slot search.
-const SCHEDULES_PER_QUERY: usize = 100;
 
 /// Schedules tried, nearest first, for `sort=nearest`.
 const NEAREST_PROBES: usize = 200;
@@ -53,17 +53,7 @@ struct Criteria {
 }
 
 impl Criteria {
-    /// Whether only some schedules can match (a filter the slots themselves do not carry).
-    fn narrows_schedules(&self) -> bool {
-        self.province.is_some()
-            || self.region.is_some()
-            || self.organization.is_some()
-            || self.practitioner.is_some()
-            || self.language.is_some()
-            || self.gender.is_some()
-            || self.nearest
-    }
-
+    /// Whether a schedule (by its directory facts) can offer what the request asks.
     fn admits(&self, f: &ScheduleFacts) -> bool {
         let same = |want: &Option<String>, have: &Option<String>| {
             want.as_ref()
@@ -203,52 +193,157 @@ fn criteria(
     Ok(c)
 }
 
-/// The slot search for the criteria, over some schedules (None: any).
-fn slot_query(c: &Criteria, schedules: Option<&[&ScheduleFacts]>) -> FhirResult<SearchQuery> {
-    let mut pairs = vec![
-        ("status".to_string(), "free".to_string()),
-        ("start".to_string(), format!("ge{}", c.start)),
-        ("start".to_string(), format!("lt{}", c.end)),
-    ];
-    if let Some(s) = &c.specialty {
-        pairs.push(("specialty".into(), s.clone()));
+/// Agenda rows read per page when scanning every schedule's slots in start order.
+const AGENDA_PAGE: usize = 256;
+
+/// Agenda rows scanned in start order before a sparse request turns to its schedules one
+/// by one (a few schedules among many: reading each one's first slots is then cheaper).
+const MAX_SCANNED: usize = 8 * 1024;
+
+/// Candidate schedules at most for which a request reads each schedule's first slots
+/// rather than scanning the agenda in start order.
+const FEW_SCHEDULES: usize = 16;
+
+impl Criteria {
+    /// Whether a free slot (read from the store) suits the request beyond its schedule:
+    /// still free, of the asked mode and specialty.
+    fn suits(&self, slot: &Value) -> bool {
+        slot["status"] == "free"
+            && self.mode.is_none_or(|m| {
+                super::directory::has_code(&slot["serviceType"], &format!("{VISIT_MODE_SYSTEM}|{}", m.code()))
+            })
+            && self
+                .specialty
+                .as_ref()
+                .is_none_or(|s| slot["specialty"].is_null() || super::directory::has_code(&slot["specialty"], s))
     }
-    if let Some(m) = c.mode {
-        pairs.push(("service-type".into(), format!("{VISIT_MODE_SYSTEM}|{}", m.code())));
+
+    /// The agenda window of the request (stored instant format).
+    fn window(&self) -> FhirResult<(String, String)> {
+        let stored = |m: &str| {
+            sijill_store::parse_instant(m)
+                .ok_or_else(|| FhirError::bad_request(format!("'{}' is not an instant", truncate(m))))
+        };
+        Ok((stored(&self.start)?, stored(&self.end)?))
     }
-    if let Some(list) = schedules {
-        let refs: Vec<String> = list.iter().map(|f| format!("Schedule/{}", f.id)).collect();
-        pairs.push(("schedule".into(), refs.join(",")));
-    }
-    Ok(SearchQuery::parse("Slot", &pairs)?)
 }
 
-fn by_start() -> FhirResult<Vec<SortKey>> {
-    Ok(SortKey::parse_list("Slot", "start")?)
+/// Collects the suitable free slots of agenda rows, one per schedule and time, up to `count`.
+struct Picked<'c> {
+    criteria: &'c Criteria,
+    seen: HashSet<(String, String)>,
+    slots: Vec<Value>,
 }
 
-/// Free slots in start order, one per schedule and time (the first free seat).
-fn earliest(engine: &Engine, c: &Criteria, candidates: Option<Vec<&ScheduleFacts>>) -> FhirResult<Vec<Value>> {
-    let queries = match &candidates {
-        None => vec![slot_query(c, None)?],
-        Some(list) => list
-            .chunks(SCHEDULES_PER_QUERY)
-            .map(|chunk| slot_query(c, Some(chunk)))
-            .collect::<FhirResult<_>>()?,
+impl<'c> Picked<'c> {
+    fn new(criteria: &'c Criteria) -> Self {
+        Picked {
+            criteria,
+            seen: HashSet::new(),
+            slots: Vec::new(),
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.slots.len() >= self.criteria.count
+    }
+
+    /// Takes a row when its schedule and time are not taken yet and its slot suits.
+    fn offer(&mut self, engine: &Engine, row: &FreeSlot) -> FhirResult<()> {
+        let key = (row.schedule.clone(), row.start.clone());
+        if self.seen.contains(&key) {
+            return Ok(());
+        }
+        if let Current::Found(s) = engine.store.read("Slot", &row.id)? {
+            let slot: Value = serde_json::from_slice(&s.body).unwrap_or_default();
+            if self.criteria.suits(&slot) {
+                self.seen.insert(key);
+                self.slots.push(slot);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The first suitable free slots of one schedule, in start order, at most `count`.
+fn first_of_schedule(engine: &Engine, c: &Criteria, schedule: &str, count: usize) -> FhirResult<Vec<Value>> {
+    let (from, until) = c.window()?;
+    let mut picked = Picked::new(c);
+    let mut query = AgendaQuery {
+        schedule: Some(schedule.to_string()),
+        from,
+        until,
+        after: None,
+        limit: count.max(4),
     };
-    // Parallel seats share a time: ask for more than needed, keep one per time.
-    let (sort, want) = (by_start()?, c.count * 4);
-    let mut ids = Vec::new();
-    for query in &queries {
-        ids.extend(engine.store.search_sorted_ids("Slot", query, &sort, want)?);
+    loop {
+        let rows = engine.store.free_slots(&query)?;
+        for row in &rows {
+            picked.offer(engine, row)?;
+            if picked.slots.len() >= count {
+                return Ok(picked.slots);
+            }
+        }
+        match rows.last() {
+            Some(last) if rows.len() == query.limit => query.after = Some((last.start.clone(), last.rid)),
+            _ => return Ok(picked.slots),
+        }
     }
-    let mut slots = read_slots(engine, &ids)?;
+}
+
+/// Free slots of the candidate schedules in start order, one per schedule and time, from
+/// the agenda of free slots: read in start order and filtered by schedule when many
+/// schedules qualify, or each schedule's first slots merged when few do (or when the scan
+/// finds theirs too sparse).
+fn earliest(engine: &Engine, c: &Criteria, candidates: &[&ScheduleFacts]) -> FhirResult<Vec<Value>> {
+    let wanted: HashSet<&str> = candidates.iter().map(|f| f.id.as_str()).collect();
+    if wanted.len() <= FEW_SCHEDULES {
+        return each_schedule(engine, c, wanted);
+    }
+    let (from, until) = c.window()?;
+    let mut picked = Picked::new(c);
+    let mut query = AgendaQuery {
+        schedule: None,
+        from,
+        until,
+        after: None,
+        limit: AGENDA_PAGE,
+    };
+    let mut scanned = 0;
+    loop {
+        let rows = engine.store.free_slots(&query)?;
+        scanned += rows.len();
+        for row in &rows {
+            if wanted.contains(row.schedule.as_str()) {
+                picked.offer(engine, row)?;
+                if picked.full() {
+                    return Ok(picked.slots);
+                }
+            }
+        }
+        match rows.last() {
+            Some(last) if rows.len() == query.limit => query.after = Some((last.start.clone(), last.rid)),
+            _ => return Ok(picked.slots),
+        }
+        if scanned >= MAX_SCANNED {
+            return each_schedule(engine, c, wanted);
+        }
+    }
+}
+
+/// The first slots of each schedule, merged in start order.
+fn each_schedule(engine: &Engine, c: &Criteria, schedules: HashSet<&str>) -> FhirResult<Vec<Value>> {
+    let mut slots = Vec::new();
+    for schedule in schedules {
+        slots.extend(first_of_schedule(engine, c, schedule, c.count)?);
+    }
     slots.sort_by(|a, b| {
         start_of(a)
             .cmp(&start_of(b))
             .then(a["id"].as_str().cmp(&b["id"].as_str()))
     });
-    Ok(distinct_times(slots, c.count))
+    slots.truncate(c.count);
+    Ok(slots)
 }
 
 /// Free slots of the nearest schedules first (each schedule's earliest).
@@ -256,13 +351,9 @@ fn nearest(engine: &Engine, c: &Criteria, mut candidates: Vec<&ScheduleFacts>) -
     let (lat, lon) = c.near.unwrap_or_default();
     let distance = |f: &ScheduleFacts| f.position.map_or(f64::MAX, |(a, b)| km(lat, lon, a, b));
     candidates.sort_by(|a, b| distance(a).total_cmp(&distance(b)).then(a.id.cmp(&b.id)));
-    let sort = by_start()?;
     let mut out = Vec::new();
     for f in candidates.into_iter().take(NEAREST_PROBES) {
-        let ids = engine
-            .store
-            .search_sorted_ids("Slot", &slot_query(c, Some(&[f]))?, &sort, 1)?;
-        out.extend(read_slots(engine, &ids)?);
+        out.extend(first_of_schedule(engine, c, &f.id, 1)?);
         if out.len() >= c.count {
             break;
         }
@@ -279,35 +370,8 @@ fn km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     6371.0 * 2.0 * a.sqrt().atan2((1.0 - a).sqrt())
 }
 
-/// The slots with these ids that still exist, parsed.
-fn read_slots(engine: &Engine, ids: &[String]) -> FhirResult<Vec<Value>> {
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Current::Found(s) = engine.store.read("Slot", id)? {
-            out.push(serde_json::from_slice(&s.body).unwrap_or_default());
-        }
-    }
-    Ok(out)
-}
-
 fn start_of(slot: &Value) -> Option<OffsetDateTime> {
     slot["start"].as_str().and_then(parse_moment)
-}
-
-/// The first `count` slots, one per schedule and start time.
-fn distinct_times(slots: Vec<Value>, count: usize) -> Vec<Value> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for slot in slots {
-        let key = (slot["schedule"]["reference"].to_string(), slot["start"].to_string());
-        if seen.insert(key) {
-            out.push(slot);
-            if out.len() == count {
-                break;
-            }
-        }
-    }
-    out
 }
 
 /// A proposed Appointment for a free slot.
@@ -325,16 +389,12 @@ pub fn find(
 ) -> FhirResult<FhirResponse> {
     let c = criteria(engine, guard, query, body)?;
     let directory: Arc<Directory> = engine.directory.get(engine.store.as_ref())?;
-    let slots = if c.narrows_schedules() {
-        let mut candidates: Vec<&ScheduleFacts> = directory.schedules.values().filter(|f| c.admits(f)).collect();
-        candidates.sort_by(|a, b| a.id.cmp(&b.id));
-        if c.nearest {
-            nearest(engine, &c, candidates)?
-        } else {
-            earliest(engine, &c, Some(candidates))?
-        }
+    let mut candidates: Vec<&ScheduleFacts> = directory.schedules.values().filter(|f| c.admits(f)).collect();
+    candidates.sort_by(|a, b| a.id.cmp(&b.id));
+    let slots = if c.nearest {
+        nearest(engine, &c, candidates)?
     } else {
-        earliest(engine, &c, None)?
+        earliest(engine, &c, &candidates)?
     };
     let entries: Vec<Value> = slots
         .iter()

@@ -12,9 +12,6 @@ use crate::Result;
 /// before indexing, and so are searched values (`Arg` binds them cut the same way).
 pub const MAX_INDEXED_BYTES: usize = 800;
 
-/// The search tables, in the order their rows are removed and written.
-pub const INDEX_TABLES: [&str; 4] = ["search_index", "search_date", "search_number", "search_composite"];
-
 /// Index rows of one or more resources, by table, as columns.
 #[derive(Default)]
 pub struct IndexBatch {
@@ -22,6 +19,14 @@ pub struct IndexBatch {
     dates: DateColumns,
     numbers: NumberColumns,
     composites: CompositeColumns,
+    free_slots: FreeSlotColumns,
+}
+
+#[derive(Default)]
+struct FreeSlotColumns {
+    rid: Vec<i64>,
+    schedule: Vec<String>,
+    start: Vec<String>,
 }
 
 #[derive(Default)]
@@ -93,6 +98,11 @@ impl IndexBatch {
         rows: &[IndexRow],
     ) {
         let patient = patient_key.map(str::to_string);
+        if let Some((schedule, start)) = crate::agenda::free_slot(resource_type, rows) {
+            self.free_slots.rid.push(rid);
+            self.free_slots.schedule.push(fit(&schedule));
+            self.free_slots.start.push(start);
+        }
         for row in rows {
             let key = param_key(keys, resource_type, row.param) as i32;
             let system = fit(row.system.as_deref().unwrap_or(""));
@@ -193,6 +203,15 @@ impl IndexBatch {
                     &c.rid,
                     &c.patient_key,
                 ],
+            )?;
+        }
+        let f = &self.free_slots;
+        if !f.rid.is_empty() {
+            tx.execute(
+                "INSERT INTO free_slots (rid, schedule, start)
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])
+                 ON CONFLICT (rid) DO UPDATE SET schedule = excluded.schedule, start = excluded.start",
+                &[&f.rid, &f.schedule, &f.start],
             )?;
         }
         Ok(())

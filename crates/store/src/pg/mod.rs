@@ -35,6 +35,7 @@ use crate::gate::Gate;
 use crate::index::IndexRow;
 use crate::query::{SearchQuery, SortKey};
 use crate::reindex::{reindex, reindex_if_rules_changed, IndexRebuild, REINDEX_BATCH};
+use crate::sql::INDEX_TABLES;
 use crate::sql::{
     count_statement, history_statements, ids_statement, numbered, page_statement, Arg, Dialect, ParamKeys, SqlBuilder,
     CURRENT_VERSIONS, NEWEST_SEQ, VERSION_COLUMNS,
@@ -43,7 +44,7 @@ use crate::{
     check_id, check_version, prepare_version, Current, HistoryPage, HistoryQuery, PreparedResource, Result, Store,
     StoreError, StoreTx, Stored,
 };
-use index_rows::{IndexBatch, INDEX_TABLES};
+use index_rows::IndexBatch;
 use pool::{Manager, Runner};
 
 /// Longest a single statement may run (reads and writes; export and reindex have none).
@@ -861,6 +862,20 @@ impl Store for PgStore {
         let rows = client.rows(&numbered(&page_sql), &page_args)?;
         let entries: Vec<(Stored, i64)> = rows.iter().map(|r| (stored_from_row(r), r.get(6))).collect();
         Ok(HistoryPage::from_rows(entries, q.count, snapshot_seq, total as u64))
+    }
+
+    fn free_slots(&self, query: &crate::agenda::AgendaQuery) -> Result<Vec<crate::agenda::FreeSlot>> {
+        let (sql, args) = crate::agenda::page_statement(query);
+        let rows = self.client()?.rows(&numbered(&sql), &args)?;
+        Ok(rows
+            .iter()
+            .map(|r| crate::agenda::FreeSlot {
+                id: r.get(0),
+                schedule: r.get(1),
+                start: r.get(2),
+                rid: r.get(3),
+            })
+            .collect())
     }
 
     fn search_sorted_ids(

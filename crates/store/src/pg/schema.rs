@@ -134,6 +134,15 @@ CREATE TABLE store_state (
     PRIMARY KEY (kind, key)
 );
 "#,
+    r#"
+CREATE TABLE free_slots (
+    rid      bigint PRIMARY KEY,
+    schedule text COLLATE "C" NOT NULL,
+    start    text COLLATE "C" NOT NULL
+);
+CREATE INDEX free_slots_start ON free_slots (start, rid);
+CREATE INDEX free_slots_schedule ON free_slots (schedule, start, rid);
+"#,
 ];
 
 /// Applies the migrations that have not run yet, each in its own transaction, and returns
