@@ -20,7 +20,7 @@ use crate::context::RequestContext;
 use crate::error::{FhirError, FhirResult};
 use crate::interactions::{bundle, capabilities, create, delete, everything, history, patch, read, search, update};
 use crate::scheduling::directory::{self, DirectoryCache};
-use crate::scheduling::{booking, find, generate, SchedulingSettings};
+use crate::scheduling::{booking, find, generate, staff, SchedulingSettings};
 
 /// The HTTP method of a FHIR interaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,6 +276,8 @@ pub struct Engine {
     pub consent: ConsentSettings,
     /// Slots, holds and bookings.
     pub scheduling: SchedulingSettings,
+    /// How notices to patients are delivered.
+    pub outbox: crate::outbox::OutboxSettings,
     /// The directory facts `$find` filters on.
     pub directory: Arc<DirectoryCache>,
 }
@@ -291,6 +293,7 @@ impl Engine {
             snapshots: Arc::default(),
             consent: ConsentSettings::default(),
             scheduling: SchedulingSettings::default(),
+            outbox: crate::outbox::OutboxSettings::default(),
             directory: Arc::default(),
         }
     }
@@ -435,6 +438,12 @@ impl Engine {
             }
             (Post, Route::InstanceOperation(t, id, op)) if t == "Appointment" && op == "$reschedule" => {
                 booking::reschedule(self, guard, &id, &req.body)
+            }
+            (Post, Route::InstanceOperation(t, id, op)) if t == "Appointment" && op == "$check-in" => {
+                staff::check_in(self, guard, &id)
+            }
+            (Post, Route::InstanceOperation(t, id, op)) if t == "Appointment" && op == "$no-show" => {
+                staff::no_show(self, guard, &id)
             }
             (Post, Route::InstanceOperation(t, id, op)) if t == "Schedule" && op == "$generate-slots" => {
                 generate::generate_one(self, guard, &id)

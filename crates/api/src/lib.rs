@@ -17,6 +17,7 @@ pub mod http;
 pub mod identity;
 pub mod interactions;
 pub mod metrics;
+pub mod outbox;
 pub mod parameters;
 pub mod rate_limit;
 pub mod scheduling;

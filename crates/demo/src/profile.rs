@@ -241,6 +241,10 @@ pub struct CountryProfile {
     pub weekend: Vec<u8>,
     /// Public holidays on fixed dates (`MM-DD`): no consultations.
     pub public_holidays: Vec<String>,
+    /// The booking rules of the national appointment service, as the server reads them
+    /// (`sijill_api::scheduling::rules::BookingRules`; checked when the server starts).
+    #[serde(default)]
+    pub booking_rules: serde_json::Value,
     /// Telephone numbering.
     pub phone: Phone,
     /// The national identity number.

@@ -82,6 +82,23 @@ pub struct ServeArgs {
     /// How far ahead slots are generated and may be booked.
     #[arg(long, env = "SIJILL_BOOKING_HORIZON", default_value = "56d", value_parser = parse_duration)]
     pub booking_horizon: i64,
+    /// A JSON file of booking rules replacing the country profile's (`none`: no rules).
+    #[arg(long, env = "SIJILL_BOOKING_RULES")]
+    pub booking_rules: Option<String>,
+    /// The video service teleconsultations meet on: each virtual appointment gets a room of
+    /// its own under this URL.
+    #[arg(long, env = "SIJILL_VIDEO_BASE_URL")]
+    pub video_base_url: Option<String>,
+    /// Where notices to patients go: a directory (default: `outbox` in the data directory),
+    /// an http(s) webhook URL (an SMS or e-mail gateway), or `none`.
+    #[arg(long, env = "SIJILL_NOTIFY")]
+    pub notify: Option<String>,
+    /// Reminders before each appointment, comma-separated (`48h,2h`).
+    #[arg(long, env = "SIJILL_REMINDERS", default_value = "48h,2h")]
+    pub reminders: String,
+    /// How long after a failed delivery it is tried again (doubled each time, at most an hour).
+    #[arg(long, env = "SIJILL_NOTIFY_BACKOFF", default_value = "30s", value_parser = parse_duration)]
+    pub notify_backoff: i64,
     /// How often the server releases expired holds (slots are generated every hour).
     #[arg(long, env = "SIJILL_CHORES_EVERY", default_value = "30s", value_parser = parse_duration)]
     pub chores_every: i64,
@@ -151,6 +168,7 @@ pub fn run(data_dir: &Path, database: Option<&str>, args: ServeArgs) -> Result<E
             args.listen
         ));
     }
+    let outbox = outbox_settings(&args, data_dir)?;
     let tls_files = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(sijill_api::tls::TlsFiles {
             cert: cert.clone(),
@@ -201,6 +219,7 @@ pub fn run(data_dir: &Path, database: Option<&str>, args: ServeArgs) -> Result<E
         engine.consent.grant_seconds = args.grant_ttl;
         engine.consent.break_glass_seconds = args.break_glass_ttl;
         engine.scheduling = scheduling;
+        engine.outbox = outbox;
         if std::env::var("SIJILL_AUDIT").is_ok_and(|v| v == "off-for-benchmark") {
             tracing::warn!("SIJILL_AUDIT=off-for-benchmark: NO AUDIT EVENTS ARE RECORDED; never serve real data like this");
             engine = engine.without_audit();
@@ -261,7 +280,26 @@ fn scheduling_settings(
         holidays: sijill_api::scheduling::availability::Holidays::parse(&profile.public_holidays)?,
         horizon_days: (args.booking_horizon / 86_400).max(1),
         hold_seconds: args.hold_ttl,
+        rules: booking_rules(profile, args.booking_rules.as_deref())?,
+        video_base_url: args.video_base_url.clone(),
     })
+}
+
+/// The booking rules: the country profile's, or those of a file given instead (`none`: none).
+fn booking_rules(
+    profile: &sijill_demo::CountryProfile,
+    file: Option<&str>,
+) -> Result<sijill_api::scheduling::rules::BookingRules, String> {
+    let rules = match file {
+        None => profile.booking_rules.clone(),
+        Some("none") => serde_json::json!({}),
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read the booking rules {path}: {e}"))?;
+            serde_json::from_str(&text).map_err(|e| format!("the booking rules {path} are not JSON: {e}"))?
+        }
+    };
+    serde_json::from_value(rules).map_err(|e| format!("the booking rules are invalid: {e}"))
 }
 
 /// Parses a duration of whole seconds, minutes, hours or days (`90s`, `15m`, `72h`, `3d`)
@@ -284,6 +322,28 @@ fn parse_duration(s: &str) -> Result<i64, String> {
         return Err(format!("'{s}' must be at least one second"));
     }
     Ok(seconds)
+}
+
+/// How notices are delivered: the sink given (or the data directory's `outbox`), the
+/// reminders and the backoff.
+fn outbox_settings(args: &ServeArgs, data_dir: &std::path::Path) -> Result<sijill_api::outbox::OutboxSettings, String> {
+    let sink = match &args.notify {
+        Some(spec) => sijill_api::outbox::sink::Sink::parse(spec),
+        None => sijill_api::outbox::sink::Sink::Directory(data_dir.join("outbox")),
+    };
+    let reminder_hours = args
+        .reminders
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| parse_duration(r).map(|s| s / 3600))
+        .collect::<Result<Vec<i64>, String>>()?;
+    Ok(sijill_api::outbox::OutboxSettings {
+        sink,
+        reminder_hours,
+        backoff_seconds: args.notify_backoff,
+        ..sijill_api::outbox::OutboxSettings::default()
+    })
 }
 
 #[cfg(test)]

@@ -146,7 +146,7 @@ fn count(s: &Server, query: &str) -> u64 {
 
 #[test]
 fn slots_come_from_the_weekly_availability_and_generating_again_changes_nothing() {
-    let s = Server::start_with(&["--booking-horizon", "3d"]);
+    let s = Server::start_with(&["--booking-horizon", "3d", "--booking-rules", "none"]);
     let c = rabat(&s);
     let first = generate(&s, &c.schedule);
     let created = param(&first, "created").as_u64().unwrap();
@@ -233,7 +233,7 @@ fn slots_come_from_the_weekly_availability_and_generating_again_changes_nothing(
 
 #[test]
 fn find_filters_by_place_person_and_mode_and_orders_by_time_or_distance() {
-    let s = Server::start_with(&["--booking-horizon", "3d"]);
+    let s = Server::start_with(&["--booking-horizon", "3d", "--booking-rules", "none"]);
     let a = rabat(&s);
     let b = clinic(
         &s,
@@ -346,7 +346,10 @@ fn find_filters_by_place_person_and_mode_and_orders_by_time_or_distance() {
         .iter()
         .map(|o| o["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["find", "hold", "book", "cancel", "reschedule"]);
+    assert_eq!(
+        names,
+        ["find", "hold", "book", "cancel", "reschedule", "check-in", "no-show"]
+    );
     // Without a token, nothing.
     let anonymous = reqwest::blocking::Client::new()
         .get(s.url("Appointment/$find"))
@@ -359,7 +362,7 @@ fn find_filters_by_place_person_and_mode_and_orders_by_time_or_distance() {
 fn find_over_many_schedules_reads_the_agenda_in_start_order() {
     // 17 schedules in one province and 3 in another: a request matching many schedules reads
     // the agenda of free slots in start order; one matching a few reads each one's first.
-    let s = Server::start_with(&["--booking-horizon", "3d"]);
+    let s = Server::start_with(&["--booking-horizon", "3d", "--booking-rules", "none"]);
     let place = |province| Doctor {
         province,
         position: (34.0, -6.8),
@@ -429,7 +432,7 @@ fn find_over_many_schedules_reads_the_agenda_in_start_order() {
 
 #[test]
 fn hold_book_cancel_and_reschedule_keep_one_person_per_slot() {
-    let s = Server::start_with(&["--booking-horizon", "3d"]);
+    let s = Server::start_with(&["--booking-horizon", "3d", "--booking-rules", "none"]);
     let c = rabat(&s);
     generate(&s, &c.schedule);
     let (pa, pb) = (patient(&s), patient(&s));
@@ -552,7 +555,7 @@ fn hold_book_cancel_and_reschedule_keep_one_person_per_slot() {
 
 #[test]
 fn two_citizens_racing_for_the_last_slot_one_wins_the_others_get_409() {
-    let s = Server::start_with(&["--booking-horizon", "2d"]);
+    let s = Server::start_with(&["--booking-horizon", "2d", "--booking-rules", "none"]);
     let c = rabat(&s);
     generate(&s, &c.schedule);
     let slot = found(&s, &s.admin_token, "_count=1")[0].clone();
@@ -578,7 +581,7 @@ fn two_citizens_racing_for_the_last_slot_one_wins_the_others_get_409() {
 
 #[test]
 fn the_same_request_id_books_once() {
-    let s = Server::start_with(&["--booking-horizon", "2d"]);
+    let s = Server::start_with(&["--booking-horizon", "2d", "--booking-rules", "none"]);
     let c = rabat(&s);
     generate(&s, &c.schedule);
     let p = patient(&s);
@@ -603,7 +606,16 @@ fn the_same_request_id_books_once() {
 
 #[test]
 fn a_hold_that_expires_is_lost_to_a_faster_citizen_and_released_by_the_server() {
-    let s = Server::start_with(&["--booking-horizon", "2d", "--hold-ttl", "1s", "--chores-every", "1s"]);
+    let s = Server::start_with(&[
+        "--booking-horizon",
+        "2d",
+        "--booking-rules",
+        "none",
+        "--hold-ttl",
+        "1s",
+        "--chores-every",
+        "1s",
+    ]);
     let c = rabat(&s);
     generate(&s, &c.schedule);
     let (pa, pb) = (patient(&s), patient(&s));
@@ -648,4 +660,232 @@ fn a_hold_that_expires_is_lost_to_a_faster_citizen_and_released_by_the_server() 
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     assert_eq!(read(&s, &format!("Slot/{}", slots[1]))["status"], "free");
+}
+
+/// A booking rules file in a directory that outlives the server.
+fn rules_file(dir: &tempfile::TempDir, rules: &Value) -> String {
+    let path = dir.path().join("rules.json");
+    std::fs::write(&path, rules.to_string()).unwrap();
+    path.display().to_string()
+}
+
+fn book(s: &Server, token: &str, slot: &str) -> reqwest::blocking::Response {
+    s.post_as(token, "Appointment/$book", &slot_ref(slot))
+}
+
+fn moment_in(hours: i64) -> String {
+    let t = time::OffsetDateTime::now_utc() + time::Duration::hours(hours);
+    t.format(&time::format_description::well_known::Rfc3339).unwrap()
+}
+
+#[test]
+fn country_rules_window_hoarding_referral_and_cancellation_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_file(
+        &dir,
+        &json!({"window_days": 2, "max_upcoming_per_specialty": 2, "referral_required": [CARDIOLOGY],
+                "referral_from": ["394814009"], "cancellation_cutoff_hours": 1000}),
+    );
+    let s = Server::start_with(&["--booking-horizon", "4d", "--booking-rules", &rules]);
+    let c = rabat(&s);
+    generate(&s, &c.schedule);
+    let p = patient(&s);
+    let t = citizen(&s, &p);
+    let soon = found(
+        &s,
+        &t,
+        &format!("specialty={CARDIOLOGY}&end={}&_count=4", moment_in(40)),
+    );
+    assert_eq!(soon.len(), 4);
+
+    // Cardiology is reached on referral from general practice only.
+    assert_outcome(book(&s, &t, &soon[0]), 422, "referral");
+    let referral = |requester: &str| {
+        s.create(
+            &json!({"resourceType": "ServiceRequest", "status": "active", "intent": "order",
+            "subject": {"reference": format!("Patient/{p}")},
+            "requester": {"reference": format!("PractitionerRole/{requester}")},
+            "performerType": {"coding": [{"system": "http://snomed.info/sct", "code": CARDIOLOGY}]}}),
+        )
+    };
+    referral(&c.role);
+    assert_outcome(book(&s, &t, &soon[0]), 422, "referral");
+    let gp = s.create(
+        &json!({"resourceType": "PractitionerRole", "organization": {"reference": format!("Organization/{}", c.org)},
+        "specialty": [{"coding": [{"system": "http://snomed.info/sct", "code": "394814009"}]}]}),
+    );
+    let from_gp = referral(&gp);
+    let r = book(&s, &t, &soon[0]);
+    assert_eq!(r.status(), 201);
+    let first = json(r);
+    assert_eq!(first["basedOn"][0]["reference"], format!("ServiceRequest/{from_gp}"));
+
+    // Beyond the window: refused, whatever else.
+    let late = found(
+        &s,
+        &t,
+        &format!("specialty={CARDIOLOGY}&start={}&_count=1", moment_in(60)),
+    );
+    assert_outcome(book(&s, &t, &late[0]), 422, "booking window");
+    assert_outcome(
+        s.post_as(&t, "Appointment/$hold", &slot_ref(&late[0])),
+        422,
+        "booking window",
+    );
+
+    // No hoarding: two upcoming cardiology appointments at most, holds included.
+    assert_eq!(s.post_as(&t, "Appointment/$hold", &slot_ref(&soon[1])).status(), 201);
+    assert_outcome(book(&s, &t, &soon[2]), 422, "at most 2");
+    assert_eq!(
+        read(&s, &format!("Slot/{}", soon[2]))["status"],
+        "free",
+        "a refusal changes nothing"
+    );
+
+    // Inside the cut-off the citizen cannot cancel or move; the facility's staff can.
+    let id = first["id"].as_str().unwrap();
+    let cancel = json!({"resourceType": "Parameters"});
+    assert_outcome(
+        s.post_as(&t, &format!("Appointment/{id}/$cancel"), &cancel),
+        422,
+        "call the facility",
+    );
+    assert_outcome(
+        s.post_as(&t, &format!("Appointment/{id}/$reschedule"), &slot_ref(&soon[3])),
+        422,
+        "call the facility",
+    );
+    let desk = s.token(&["--role", "facility-admin", "--organization", &c.org]);
+    assert_eq!(
+        s.post_as(&desk, &format!("Appointment/{id}/$cancel"), &cancel).status(),
+        200
+    );
+    assert_eq!(
+        book(&s, &t, &soon[2]).status(),
+        201,
+        "one upcoming again: room for another"
+    );
+}
+
+#[test]
+fn staff_check_in_opens_an_encounter_no_shows_are_recorded_and_teleconsultations_get_a_room() {
+    let s = Server::start_with(&[
+        "--booking-horizon",
+        "3d",
+        "--booking-rules",
+        "none",
+        "--video-base-url",
+        "https://visio.example.org/rooms/",
+    ]);
+    let a = rabat(&s);
+    let v = clinic(
+        &s,
+        &Doctor {
+            province: "Oujda",
+            position: (34.68, -1.91),
+            gender: "male",
+            language: "fr",
+            mode: "virtual",
+            capacity: 2,
+        },
+    );
+    generate(&s, &a.schedule);
+    generate(&s, &v.schedule);
+    let p = patient(&s);
+    let t = citizen(&s, &p);
+
+    // Teleconsultations get a room of their own; visits in person get none.
+    let remote = found(&s, &t, "mode=virtual&_count=2");
+    let rooms: Vec<String> = remote
+        .iter()
+        .map(|slot| {
+            let r = book(&s, &t, slot);
+            assert_eq!(r.status(), 201);
+            let link = json(r)["extension"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["url"] == "https://sijill.health/fhir/StructureDefinition/meeting-url")
+                .expect("a meeting link")["valueUrl"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(
+                link.starts_with("https://visio.example.org/rooms/") && !link.contains("rooms//"),
+                "{link}"
+            );
+            link
+        })
+        .collect();
+    assert_ne!(rooms[0], rooms[1], "one room per appointment");
+    let here = found(&s, &t, "mode=in-person&_count=1");
+    let r = book(&s, &t, &here[0]);
+    assert_eq!(r.status(), 201);
+    let booked = json(r);
+    assert!(!booked.to_string().contains("meeting-url"), "{booked}");
+    let id = booked["id"].as_str().unwrap().to_string();
+
+    // Checking in is the facility's act: the appointment arrives and an encounter opens.
+    let check_in = format!("Appointment/{id}/$check-in");
+    let nothing = json!({"resourceType": "Parameters"});
+    assert_eq!(s.post_as(&t, &check_in, &nothing).status(), 403);
+    let elsewhere = s.token(&["--role", "facility-admin", "--organization", &v.org]);
+    // Another facility does not even see the appointment.
+    assert_eq!(s.post_as(&elsewhere, &check_in, &nothing).status(), 404);
+    let desk = s.token(&["--role", "facility-admin", "--organization", &a.org]);
+    let r = s.post_as(&desk, &check_in, &nothing);
+    assert_eq!(r.status(), 200);
+    let out = json(r);
+    let part = |name: &str| {
+        out["parameter"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == name)
+            .unwrap()["resource"]
+            .clone()
+    };
+    assert_eq!(part("appointment")["status"], "arrived");
+    let encounter = part("encounter");
+    assert_eq!(encounter["status"], "arrived");
+    assert_eq!(encounter["class"]["code"], "AMB");
+    assert_eq!(encounter["subject"]["reference"], format!("Patient/{p}"));
+    assert_eq!(encounter["appointment"][0]["reference"], format!("Appointment/{id}"));
+    assert_eq!(
+        encounter["serviceProvider"]["reference"],
+        format!("Organization/{}", a.org)
+    );
+    assert_eq!(
+        read(&s, &format!("Encounter/{}", encounter["id"].as_str().unwrap()))["participant"][0]["individual"]
+            ["reference"],
+        format!("PractitionerRole/{}", a.role)
+    );
+    assert_outcome(s.post_as(&desk, &check_in, &nothing), 409, "booked");
+
+    // A no-show is recorded once the appointment has begun, not before.
+    let later = found(&s, &t, "mode=in-person&_count=1");
+    let r = book(&s, &t, &later[0]);
+    let upcoming = json(r)["id"].as_str().unwrap().to_string();
+    assert_outcome(
+        s.post_as(&desk, &format!("Appointment/{upcoming}/$no-show"), &nothing),
+        409,
+        "not started",
+    );
+    let past_slot = s.create(
+        &json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{}", a.schedule)},
+        "status": "busy", "start": moment_in(-3), "end": moment_in(-2)}),
+    );
+    let past = s.create(
+        &json!({"resourceType": "Appointment", "status": "booked", "start": moment_in(-3), "end": moment_in(-2),
+        "slot": [{"reference": format!("Slot/{past_slot}")}],
+        "participant": [{"actor": {"reference": format!("Patient/{p}")}, "status": "accepted"}]}),
+    );
+    assert_eq!(
+        s.post_as(&t, &format!("Appointment/{past}/$no-show"), &nothing)
+            .status(),
+        403
+    );
+    let r = s.post_as(&desk, &format!("Appointment/{past}/$no-show"), &nothing);
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r)["status"], "noshow");
 }

@@ -103,6 +103,16 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
         "https://sijill.health/fhir/OperationDefinition/appointment-reschedule",
     ),
     (
+        "Appointment",
+        "check-in",
+        "https://sijill.health/fhir/OperationDefinition/appointment-check-in",
+    ),
+    (
+        "Appointment",
+        "no-show",
+        "https://sijill.health/fhir/OperationDefinition/appointment-no-show",
+    ),
+    (
         "Schedule",
         "generate-slots",
         "https://sijill.health/fhir/OperationDefinition/generate-slots",

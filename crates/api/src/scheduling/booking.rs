@@ -157,10 +157,23 @@ fn read_current(engine: &Engine, resource_type: &str, id: &str) -> FhirResult<St
     }
 }
 
-/// The Appointment for a patient on a slot.
-fn appointment_for(slot: &Value, slot_id: &str, patient: &str, status: &str, facts: &Option<ScheduleFacts>) -> Value {
+/// The Appointment for a patient on a slot: based on the referral it needed, if any, and
+/// with a meeting link of its own when it is a teleconsultation.
+fn appointment_for(
+    engine: &Engine,
+    slot: &Value,
+    slot_id: &str,
+    patient: &str,
+    status: &str,
+    facts: &Option<ScheduleFacts>,
+    referral: Option<String>,
+) -> Value {
     let mut a = super::appointment_on(slot, slot_id, facts.as_ref(), Some((patient, "accepted")), status);
     a["created"] = json!(sijill_store::now_instant());
+    if let Some(r) = referral {
+        a["basedOn"] = json!([{"reference": format!("ServiceRequest/{r}")}]);
+    }
+    super::with_meeting_link(&mut a, &engine.scheduling);
     a
 }
 
@@ -197,9 +210,14 @@ pub fn hold(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
         if let Some(why) = unavailable(&value, None) {
             return Err(conflict(why));
         }
-        let mut appointment = appointment_for(&value, &slot_id, &patient, "pending", &facts);
+        let referral = engine.scheduling.rules.check_booking(tx, &patient, &value, None)?;
+        let mut appointment = appointment_for(engine, &value, &slot_id, &patient, "pending", &facts, referral);
         appointment["meta"] = json!({"tag": [{"system": HOLD_TAG_SYSTEM, "code": "hold"}]});
-        appointment["extension"] = json!([{"url": HOLD_EXPIRES_URL, "valueInstant": expires}]);
+        let expiry = json!({"url": HOLD_EXPIRES_URL, "valueInstant": expires});
+        match appointment["extension"].as_array_mut() {
+            Some(e) => e.push(expiry),
+            None => appointment["extension"] = json!([expiry]),
+        }
         let created = tx.create("Appointment", appointment, None)?;
         let held = with_state(value, "busy-tentative", Some(&created.id), Some(&expires));
         tx.update("Slot", &slot_id, held, Some(slot.version)).map_err(raced)?;
@@ -233,7 +251,7 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
         .transpose()?;
     let (slot_id, patient, facts) = match &held {
         // A hold the actor may not book is answered as absent, like any hidden record.
-        Some(id) => own_appointment(engine, guard, id).map(|(_, patient, slot)| (slot, patient, None))?,
+        Some(id) => own_appointment(engine, guard, id).map(|o| (o.slot, o.patient, None))?,
         None => {
             let (slot_id, patient) = (slot_param(&params)?, patient_param(guard, &params)?);
             let facts = schedule_facts(engine, &parse(&read_current(engine, "Slot", &slot_id)?))?;
@@ -282,11 +300,9 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
                 if let Some(why) = unavailable(&value, None) {
                     return Err(conflict(why));
                 }
-                tx.create(
-                    "Appointment",
-                    appointment_for(&value, &slot_id, &patient, "booked", &facts),
-                    None,
-                )?
+                let referral = engine.scheduling.rules.check_booking(tx, &patient, &value, None)?;
+                let appointment = appointment_for(engine, &value, &slot_id, &patient, "booked", &facts, referral);
+                tx.create("Appointment", appointment, None)?
             }
         };
         let busy = with_state(value, "busy", Some(&booked.id), None);
@@ -294,6 +310,7 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
         if let Some(key) = &key {
             tx.state_put("booking-request", key, &booked.id)?;
         }
+        super::notices::booked(engine, tx, &booked.id, &parse(&booked), &patient)?;
         guard.disclose(&booked);
         Ok((booked, held.is_none()))
     })?;
@@ -301,8 +318,22 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
     Ok(resource_response(engine, status, &stored))
 }
 
+/// An appointment the actor may change.
+pub struct Owned {
+    /// The appointment as read.
+    pub appointment: Value,
+    /// Its patient's id.
+    pub patient: String,
+    /// Its slot's id.
+    pub slot: String,
+    /// Whether the actor is the facility's staff (rather than the patient).
+    pub by_staff: bool,
+    /// The facility of its schedule.
+    pub organization: Option<String>,
+}
+
 /// Reads an appointment and checks that the actor may change it.
-fn own_appointment(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<(Value, String, String)> {
+pub fn own_appointment(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<Owned> {
     let current = read_current(engine, "Appointment", id)?;
     let a = parse(&current);
     let patient = patient_of(&a).ok_or_else(|| FhirError::bad_request("The appointment names no patient"))?;
@@ -313,7 +344,13 @@ fn own_appointment(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<(
         return Err(e);
     }
     guard.disclose_patient(&patient);
-    Ok((a, patient, slot_id))
+    Ok(Owned {
+        appointment: a,
+        patient,
+        by_staff: super::is_staff_of(guard, facility(&facts)),
+        organization: facility(&facts).map(str::to_string),
+        slot: slot_id,
+    })
 }
 
 /// Frees a slot if it is still given to this appointment.
@@ -337,20 +374,25 @@ fn free_slot(tx: &mut dyn StoreTx, slot_id: &str, appointment: &str) -> FhirResu
 /// `POST Appointment/{id}/$cancel`.
 pub fn cancel(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBody) -> FhirResult<FhirResponse> {
     let reason = parameters::string(&parameters::read(body)?, "reason");
-    own_appointment(engine, guard, id)?;
+    let owned = own_appointment(engine, guard, id)?;
     let stored = engine.with_tx(guard, Exec::Standalone, |tx| {
         let current = read_in(tx, "Appointment", id)?;
         let mut a = parse(&current);
+        engine.scheduling.rules.check_cancellation(&a, owned.by_staff)?;
         if !matches!(a["status"].as_str(), Some("booked" | "pending")) {
             return Err(conflict(format!(
                 "Only a booked or held appointment can be cancelled; this one is {}",
                 a["status"].as_str().unwrap_or("unknown")
             )));
         }
+        let was_booked = a["status"] == "booked";
         a["status"] = json!("cancelled");
         a["cancelationReason"] = json!({"text": reason.clone().unwrap_or_else(|| "cancelled".into())});
         if let Some(slot_id) = slot_of(&a) {
             free_slot(tx, &slot_id, id)?;
+        }
+        if was_booked {
+            super::notices::cancelled(engine, tx, id, &a, &owned.patient)?;
         }
         let (stored, _) = tx.update("Appointment", id, a, Some(current.version)).map_err(raced)?;
         guard.disclose(&stored);
@@ -363,7 +405,8 @@ pub fn cancel(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBody) 
 pub fn reschedule(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBody) -> FhirResult<FhirResponse> {
     let params = parameters::read(body)?;
     let new_slot_id = slot_param(&params)?;
-    let (_, patient, _) = own_appointment(engine, guard, id)?;
+    let owned = own_appointment(engine, guard, id)?;
+    let patient = owned.patient;
     let facts = schedule_facts(engine, &parse(&read_current(engine, "Slot", &new_slot_id)?))?;
     check_books_for(guard, &patient, facility(&facts))?;
     let stored = engine.with_tx(guard, Exec::Standalone, |tx| {
@@ -376,6 +419,7 @@ pub fn reschedule(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBo
         if old_slot == new_slot_id {
             return Err(conflict("The appointment is already on this slot"));
         }
+        engine.scheduling.rules.check_cancellation(&a, owned.by_staff)?;
         // Take the new slot first, then give back the old one, then move the appointment:
         // a failure at any step rolls back the steps before it.
         let slot = read_in(tx, "Slot", &new_slot_id)?;
@@ -383,15 +427,17 @@ pub fn reschedule(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBo
         if let Some(why) = unavailable(&value, None) {
             return Err(conflict(why));
         }
+        let referral = engine.scheduling.rules.check_booking(tx, &patient, &value, Some(id))?;
         let busy = with_state(value.clone(), "busy", Some(id), None);
         tx.update("Slot", &new_slot_id, busy, Some(slot.version))
             .map_err(raced)?;
         free_slot(tx, &old_slot, id)?;
-        let mut moved = appointment_for(&value, &new_slot_id, &patient, "booked", &facts);
+        let mut moved = appointment_for(engine, &value, &new_slot_id, &patient, "booked", &facts, referral);
         moved["created"] = a["created"].clone();
         let (stored, _) = tx
             .update("Appointment", id, moved, Some(current.version))
             .map_err(raced)?;
+        super::notices::moved(engine, tx, id, &parse(&stored), &patient)?;
         guard.disclose(&stored);
         Ok(stored)
     })?;

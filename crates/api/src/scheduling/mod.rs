@@ -16,6 +16,9 @@ pub mod booking;
 pub mod directory;
 pub mod find;
 pub mod generate;
+pub mod notices;
+pub mod rules;
+pub mod staff;
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
@@ -38,6 +41,10 @@ pub const SLOT_APPOINTMENT_URL: &str = "https://sijill.health/fhir/StructureDefi
 /// The extension on a held Slot and its pending Appointment: when the hold expires.
 pub const HOLD_EXPIRES_URL: &str = "https://sijill.health/fhir/StructureDefinition/hold-expires";
 
+/// The extension on a teleconsultation Appointment: the link to its meeting room (R4 has
+/// no `virtualService`; R5's is the model).
+pub const MEETING_URL: &str = "https://sijill.health/fhir/StructureDefinition/meeting-url";
+
 /// How scheduling behaves on this server.
 #[derive(Debug, Clone)]
 pub struct SchedulingSettings {
@@ -49,6 +56,11 @@ pub struct SchedulingSettings {
     pub horizon_days: i64,
     /// How long a hold keeps a slot, in seconds.
     pub hold_seconds: i64,
+    /// The country's booking rules.
+    pub rules: rules::BookingRules,
+    /// The video service a teleconsultation's meeting link is made on (a unique room per
+    /// appointment under this URL); None: no links.
+    pub video_base_url: Option<String>,
 }
 
 impl Default for SchedulingSettings {
@@ -58,6 +70,8 @@ impl Default for SchedulingSettings {
             holidays: Holidays::default(),
             horizon_days: 56,
             hold_seconds: 600,
+            rules: rules::BookingRules::default(),
+            video_base_url: None,
         }
     }
 }
@@ -72,8 +86,9 @@ pub fn check_resource(resource_type: &str, resource: &Value) -> FhirResult<()> {
     Ok(())
 }
 
-/// The server's scheduling chores, forever: expired holds released `every` (half a minute
-/// by default), slots generated for every schedule at start and every hour.
+/// The server's scheduling chores, forever: expired holds released and due notices
+/// delivered `every` (half a minute by default), slots generated for every schedule at
+/// start and every hour.
 pub async fn background(engine: crate::Engine, every: std::time::Duration) {
     let mut ticks = tokio::time::interval(every);
     let mut last_generation: Option<std::time::Instant> = None;
@@ -95,6 +110,22 @@ pub async fn background(engine: crate::Engine, every: std::time::Duration) {
                 Ok(n) => tracing::info!(released = n, "expired holds released"),
                 Err(e) => {
                     tracing::warn!(error = ?e.issues.first().map(|i| &i.diagnostics), "releasing expired holds failed")
+                }
+            }
+            let delivered = {
+                let guard = Guard::new(&engine, &ctx, crate::audit::Interaction::chore("deliver-notices"));
+                crate::outbox::deliver_due(&engine, &guard)
+            };
+            match delivered {
+                Ok(d) if d == crate::outbox::Delivered::default() => {}
+                Ok(d) => tracing::info!(
+                    sent = d.sent,
+                    retried = d.retried,
+                    given_up = d.given_up,
+                    "notices delivered"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = ?e.issues.first().map(|i| &i.diagnostics), "delivering notices failed")
                 }
             }
             if generate_now {
@@ -217,5 +248,29 @@ pub fn patient_param(guard: &Guard<'_>, params: &[(String, Value)]) -> FhirResul
             .clone()
             .ok_or_else(|| FhirError::bad_request("Parameter 'patient' is missing")),
         _ => Err(FhirError::bad_request("Parameter 'patient' is missing")),
+    }
+}
+
+/// Gives a teleconsultation appointment its own meeting room, an unguessable name under
+/// the configured video service, unless it has one already.
+pub fn with_meeting_link(appointment: &mut Value, settings: &SchedulingSettings) {
+    let Some(base) = &settings.video_base_url else {
+        return;
+    };
+    let virtual_visit = directory::has_code(
+        &appointment["serviceType"],
+        &format!("{VISIT_MODE_SYSTEM}|{}", availability::Mode::Virtual.code()),
+    );
+    let has_link = appointment["extension"]
+        .as_array()
+        .is_some_and(|e| e.iter().any(|x| x["url"] == MEETING_URL));
+    if !virtual_visit || has_link {
+        return;
+    }
+    let room = format!("{}/{}", base.trim_end_matches('/'), uuid::Uuid::new_v4().simple());
+    let link = json!({"url": MEETING_URL, "valueUrl": room});
+    match appointment["extension"].as_array_mut() {
+        Some(e) => e.push(link),
+        None => appointment["extension"] = json!([link]),
     }
 }

@@ -1,0 +1,234 @@
+//! The outbox of notices to patients, over HTTP: an appointment's confirmation, reminders
+//! and cancellation written with it, delivered to a webhook with retries and backoff, once,
+//! and still delivered after a restart.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{json, Server};
+use serde_json::{json, Value};
+
+/// What the webhook received: (idempotency key, body, answered 200).
+type Received = Arc<Mutex<Vec<(String, Value, bool)>>>;
+
+/// A webhook on loopback that fails its first `failures` requests (500), then accepts.
+fn webhook(failures: usize) -> (String, Received) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/sms", listener.local_addr().unwrap());
+    let received: Received = Arc::default();
+    let log = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut key, mut length) = (String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("idempotency-key:") {
+                    key = v.trim().to_string();
+                }
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let mut log = log.lock().unwrap();
+            let accept = log.len() >= failures;
+            log.push((key, serde_json::from_slice(&body).unwrap_or(Value::Null), accept));
+            let status = if accept { "200 OK" } else { "500 Internal Server Error" };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+        }
+    });
+    (url, received)
+}
+
+const AVAILABILITY: &str = "https://sijill.health/fhir/StructureDefinition/availability";
+
+/// A schedule open every day, 08:00-18:00, with its slots generated; returns a free slot.
+fn open_clinic(s: &Server) -> String {
+    let mut ext: Vec<Value> = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        .iter()
+        .map(|d| json!({"url": "daysOfWeek", "valueCode": d}))
+        .collect();
+    ext.push(json!({"url": "availableStartTime", "valueTime": "08:00:00"}));
+    ext.push(json!({"url": "availableEndTime", "valueTime": "18:00:00"}));
+    ext.push(json!({"url": "slotMinutes", "valuePositiveInt": 30}));
+    let org = s.create(&json!({"resourceType": "Organization", "name": "Clinic"}));
+    let location = s.create(
+        &json!({"resourceType": "Location", "managingOrganization": {"reference": format!("Organization/{org}")}}),
+    );
+    let schedule = s.create(&json!({"resourceType": "Schedule", "active": true,
+        "specialty": [{"coding": [{"system": "http://snomed.info/sct", "code": "394814009", "display": "General practice"}]}],
+        "actor": [{"reference": format!("Location/{location}")}],
+        "extension": [{"url": AVAILABILITY, "extension": ext}]}));
+    let r = s.post(
+        &format!("Schedule/{schedule}/$generate-slots"),
+        &json!({"resourceType": "Parameters"}),
+    );
+    assert_eq!(r.status(), 200);
+    let found = json(s.get("Appointment/$find?_count=3"));
+    found["entry"][2]["resource"]["slot"][0]["reference"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("Slot/")
+        .to_string()
+}
+
+fn book(s: &Server, token: &str, slot: &str) -> Value {
+    let r = s.post_as(
+        token,
+        "Appointment/$book",
+        &json!({"resourceType": "Parameters", "parameter": [{"name": "slot", "valueReference": {"reference": format!("Slot/{slot}")}}]}),
+    );
+    assert_eq!(r.status(), 201);
+    json(r)
+}
+
+/// The patient's notices, by topic.
+fn notices(s: &Server, patient: &str, topic: &str) -> Vec<Value> {
+    let b = json(s.get(&format!(
+        "Communication?subject=Patient/{patient}&category=https://sijill.health/fhir/CodeSystem/notice-topic|{topic}"
+    )));
+    b["entry"]
+        .as_array()
+        .map(|es| es.iter().map(|e| e["resource"].clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Waits (bounded) until `done` holds.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_booking_confirms_reminds_and_cancels_through_a_webhook_that_fails_twice_first() {
+    let (url, received) = webhook(2);
+    let s = Server::start_with(&[
+        "--booking-rules",
+        "none",
+        "--booking-horizon",
+        "3d",
+        "--chores-every",
+        "1s",
+        "--notify",
+        &url,
+        "--notify-backoff",
+        "1s",
+        "--reminders",
+        "1000h,1s",
+    ]);
+    let slot = open_clinic(&s);
+    let p = s.create(&json!({"resourceType": "Patient", "telecom": [{"system": "phone", "value": "+212600000000"}]}));
+    let t = s.token(&["--role", "citizen", "--patient", &p]);
+    let appointment = book(&s, &t, &slot);
+    let id = appointment["id"].as_str().unwrap();
+
+    // Written with the booking: the confirmation, and the reminder still ahead (the one
+    // 1000 hours before is already past and is not written).
+    assert_eq!(notices(&s, &p, "confirmation").len(), 1);
+    let reminders = notices(&s, &p, "reminder");
+    assert_eq!(reminders.len(), 1);
+    assert_eq!(reminders[0]["basedOn"][0]["reference"], format!("Appointment/{id}"));
+
+    // Two failures, then delivered: three attempts, one acceptance, one key.
+    eventually("the confirmation", || {
+        notices(&s, &p, "confirmation")[0]["status"] == "completed"
+    });
+    let confirmation = &notices(&s, &p, "confirmation")[0];
+    let cid = confirmation["id"].as_str().unwrap().to_string();
+    let attempts = confirmation["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["url"] == "https://sijill.health/fhir/StructureDefinition/delivery-attempts")
+        .unwrap()["valueInteger"]
+        .clone();
+    assert_eq!(attempts, json!(3));
+    {
+        let log = received.lock().unwrap();
+        let of_confirmation: Vec<_> = log.iter().filter(|(k, _, _)| *k == cid).collect();
+        assert_eq!(of_confirmation.len(), 3);
+        assert_eq!(of_confirmation.iter().filter(|(_, _, ok)| *ok).count(), 1);
+        let (_, message, _) = of_confirmation[0];
+        assert_eq!(message["phone"], "+212600000000");
+        assert_eq!(message["topic"], "confirmation");
+        assert!(
+            message["text"].as_str().unwrap().contains("General practice"),
+            "{message}"
+        );
+    }
+
+    // Cancelled: the waiting reminder is stopped, the cancellation is sent.
+    let r = s.post_as(
+        &t,
+        &format!("Appointment/{id}/$cancel"),
+        &json!({"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "feeling better"}]}),
+    );
+    assert_eq!(r.status(), 200);
+    assert_eq!(notices(&s, &p, "reminder")[0]["status"], "stopped");
+    eventually("the cancellation", || {
+        notices(&s, &p, "cancellation")
+            .first()
+            .is_some_and(|c| c["status"] == "completed")
+    });
+    let log = received.lock().unwrap();
+    let accepted: Vec<&String> = log.iter().filter(|(_, _, ok)| *ok).map(|(k, _, _)| k).collect();
+    let mut unique = accepted.clone();
+    unique.dedup();
+    assert_eq!(accepted.len(), 2, "the confirmation and the cancellation, once each");
+    assert_eq!(unique.len(), accepted.len());
+}
+
+#[test]
+fn notices_written_while_delivery_is_off_are_delivered_after_a_restart_once() {
+    let mut s = Server::start_with(&[
+        "--booking-rules",
+        "none",
+        "--booking-horizon",
+        "3d",
+        "--chores-every",
+        "1s",
+        "--notify",
+        "none",
+    ]);
+    let slot = open_clinic(&s);
+    let p = s.create(&json!({"resourceType": "Patient"}));
+    let t = s.token(&["--role", "citizen", "--patient", &p]);
+    book(&s, &t, &slot);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(notices(&s, &p, "confirmation")[0]["status"], "preparation");
+    s.terminate();
+
+    let outbox = tempfile::tempdir().unwrap();
+    let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
+    let outbox_path = outbox.path().display().to_string();
+    let s = Server::start_in(dir, &["--chores-every", "1s", "--notify", &outbox_path]);
+    eventually("the confirmation after the restart", || {
+        notices(&s, &p, "confirmation")[0]["status"] == "completed"
+    });
+    let id = notices(&s, &p, "confirmation")[0]["id"].as_str().unwrap().to_string();
+    let files: Vec<String> = std::fs::read_dir(outbox.path())
+        .unwrap()
+        .map(|f| f.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(files.contains(&format!("{id}.json")), "{files:?}");
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(outbox.path().join(format!("{id}.json"))).unwrap()).unwrap();
+    assert_eq!(written["patient"], format!("Patient/{p}"));
+}
