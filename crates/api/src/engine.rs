@@ -20,7 +20,7 @@ use crate::context::RequestContext;
 use crate::error::{FhirError, FhirResult};
 use crate::interactions::{bundle, capabilities, create, delete, everything, history, patch, read, search, update};
 use crate::scheduling::directory::{self, DirectoryCache};
-use crate::scheduling::{booking, find, generate, staff, SchedulingSettings};
+use crate::scheduling::{booking, figures, find, generate, staff, SchedulingSettings};
 
 /// The HTTP method of a FHIR interaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -426,6 +426,9 @@ impl Engine {
             }
             (Get | Post, Route::TypeOperation(t, op)) if t == "Appointment" && op == "$find" => {
                 find::find(self, guard, &req.query, &req.body)
+            }
+            (Get, Route::TypeOperation(t, op)) if t == "Appointment" && op == "$wait-times" => {
+                figures::wait_times(self, guard, &req.query)
             }
             (Post, Route::TypeOperation(t, op)) if t == "Appointment" && op == "$hold" => {
                 booking::hold(self, guard, &req.body)

@@ -348,7 +348,16 @@ fn find_filters_by_place_person_and_mode_and_orders_by_time_or_distance() {
         .collect();
     assert_eq!(
         names,
-        ["find", "hold", "book", "cancel", "reschedule", "check-in", "no-show"]
+        [
+            "find",
+            "hold",
+            "book",
+            "cancel",
+            "reschedule",
+            "check-in",
+            "no-show",
+            "wait-times"
+        ]
     );
     // Without a token, nothing.
     let anonymous = reqwest::blocking::Client::new()
@@ -888,4 +897,115 @@ fn staff_check_in_opens_an_encounter_no_shows_are_recorded_and_teleconsultations
     let r = s.post_as(&desk, &format!("Appointment/{past}/$no-show"), &nothing);
     assert_eq!(r.status(), 200);
     assert_eq!(json(r)["status"], "noshow");
+}
+
+#[test]
+fn wait_time_figures_per_specialty_and_province() {
+    let s = Server::start_with(&["--booking-horizon", "3d", "--booking-rules", "none"]);
+    let a = rabat(&s);
+    let b = clinic(
+        &s,
+        &Doctor {
+            province: "Oujda",
+            position: (34.68, -1.91),
+            gender: "male",
+            language: "fr",
+            mode: "in-person",
+            capacity: 1,
+        },
+    );
+    generate(&s, &a.schedule);
+    generate(&s, &b.schedule);
+    // The past month in Rabat: four slots, two taken; two appointments due, one a no-show.
+    for (i, status) in ["busy", "busy", "free", "free"].iter().enumerate() {
+        let h = -(10 + i as i64);
+        s.create(
+            &json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{}", a.schedule)},
+            "status": status, "start": moment_in(h), "end": moment_in(h + 1)}),
+        );
+    }
+    let p = patient(&s);
+    for status in ["noshow", "fulfilled"] {
+        s.create(
+            &json!({"resourceType": "Appointment", "status": status, "start": moment_in(-10), "end": moment_in(-9),
+            "specialty": [{"coding": [{"system": "http://snomed.info/sct", "code": CARDIOLOGY}]}],
+            "participant": [{"actor": {"reference": format!("Patient/{p}")}, "status": "accepted"},
+                            {"actor": {"reference": format!("PractitionerRole/{}", a.role)}, "status": "accepted"}]}),
+        );
+    }
+    let planner = s.token(&["--role", "planner"]);
+    let r = s.get_as(&planner, "Appointment/$wait-times");
+    assert_eq!(r.status(), 200);
+    let figures = json(r);
+    let groups: Vec<&Value> = figures["parameter"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "group")
+        .collect();
+    assert_eq!(groups.len(), 2, "{figures}");
+    let part = |g: &Value, name: &str| {
+        g["part"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| {
+                p.as_object()
+                    .unwrap()
+                    .iter()
+                    .find(|(k, _)| k.starts_with("value"))
+                    .unwrap()
+                    .1
+                    .clone()
+            })
+    };
+    let rabat_group = groups
+        .iter()
+        .find(|g| part(g, "province") == Some(json!("rabat")))
+        .unwrap();
+    assert_eq!(part(rabat_group, "slots"), Some(json!(4)));
+    assert_eq!(part(rabat_group, "slots-taken"), Some(json!(2)));
+    assert_eq!(part(rabat_group, "utilisation"), Some(json!(0.5)));
+    assert_eq!(part(rabat_group, "appointments-due"), Some(json!(2)));
+    assert_eq!(part(rabat_group, "no-show-rate"), Some(json!(0.5)));
+    // The third next available is the third free time $find offers there.
+    let t = citizen(&s, &p);
+    let third = found(&s, &t, "province=Rabat&_count=3")[2].clone();
+    let third_start = read(&s, &format!("Slot/{third}"))["start"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reported = part(rabat_group, "third-next-available").unwrap();
+    assert_eq!(
+        time::OffsetDateTime::parse(
+            reported.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339
+        )
+        .unwrap(),
+        time::OffsetDateTime::parse(&third_start, &time::format_description::well_known::Rfc3339).unwrap()
+    );
+    let oujda = groups
+        .iter()
+        .find(|g| part(g, "province") == Some(json!("oujda")))
+        .unwrap();
+    assert_eq!(part(oujda, "slots"), Some(json!(0)));
+    assert_eq!(part(oujda, "utilisation"), None, "no slots, no ratio");
+
+    let narrowed = json(s.get_as(
+        &planner,
+        &format!("Appointment/$wait-times?specialty={CARDIOLOGY}&province=Oujda"),
+    ));
+    assert_eq!(
+        narrowed["parameter"].as_array().unwrap().len(),
+        2,
+        "the period and one group"
+    );
+    assert_eq!(s.get_as(&t, "Appointment/$wait-times").status(), 403);
+    assert_outcome(s.get_as(&planner, "Appointment/$wait-times?colour=red"), 400, "colour");
+    assert_outcome(
+        s.get_as(&planner, "Appointment/$wait-times?start=yesterday"),
+        400,
+        "start",
+    );
 }

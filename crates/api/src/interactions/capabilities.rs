@@ -113,6 +113,11 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
         "https://sijill.health/fhir/OperationDefinition/appointment-no-show",
     ),
     (
+        "Appointment",
+        "wait-times",
+        "https://sijill.health/fhir/OperationDefinition/appointment-wait-times",
+    ),
+    (
         "Schedule",
         "generate-slots",
         "https://sijill.health/fhir/OperationDefinition/generate-slots",

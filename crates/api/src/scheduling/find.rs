@@ -346,6 +346,20 @@ fn each_schedule(engine: &Engine, c: &Criteria, schedules: HashSet<&str>) -> Fhi
     Ok(slots)
 }
 
+/// When the third free appointment time of these schedules starts (from now, within the
+/// booking horizon), if there are three.
+pub fn third_next_available(engine: &Engine, schedules: &[&ScheduleFacts]) -> FhirResult<Option<OffsetDateTime>> {
+    let now = OffsetDateTime::now_utc();
+    let c = Criteria {
+        start: format_moment(now),
+        end: format_moment(now + Duration::days(engine.scheduling.horizon_days)),
+        count: 3,
+        ..Criteria::default()
+    };
+    let slots = earliest(engine, &c, schedules)?;
+    Ok(slots.get(2).and_then(start_of))
+}
+
 /// Free slots of the nearest schedules first (each schedule's earliest).
 fn nearest(engine: &Engine, c: &Criteria, mut candidates: Vec<&ScheduleFacts>) -> FhirResult<Vec<Value>> {
     let (lat, lon) = c.near.unwrap_or_default();

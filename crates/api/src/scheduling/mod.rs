@@ -14,6 +14,7 @@
 pub mod availability;
 pub mod booking;
 pub mod directory;
+pub mod figures;
 pub mod find;
 pub mod generate;
 pub mod notices;
