@@ -20,7 +20,7 @@ use crate::context::RequestContext;
 use crate::error::{FhirError, FhirResult};
 use crate::interactions::{bundle, capabilities, create, delete, everything, history, patch, read, search, update};
 use crate::scheduling::directory::{self, DirectoryCache};
-use crate::scheduling::{booking, figures, find, generate, staff, SchedulingSettings};
+use crate::scheduling::{booking, figures, find, generate, staff, waitlist, SchedulingSettings};
 
 /// The HTTP method of a FHIR interaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -429,6 +429,9 @@ impl Engine {
             }
             (Get, Route::TypeOperation(t, op)) if t == "Appointment" && op == "$wait-times" => {
                 figures::wait_times(self, guard, &req.query)
+            }
+            (Post, Route::TypeOperation(t, op)) if t == "Appointment" && op == "$join-waitlist" => {
+                waitlist::join(self, guard, &req.body)
             }
             (Post, Route::TypeOperation(t, op)) if t == "Appointment" && op == "$hold" => {
                 booking::hold(self, guard, &req.body)

@@ -82,6 +82,9 @@ pub struct ServeArgs {
     /// How far ahead slots are generated and may be booked.
     #[arg(long, env = "SIJILL_BOOKING_HORIZON", default_value = "56d", value_parser = parse_duration)]
     pub booking_horizon: i64,
+    /// How long a slot freed for the first on a waitlist is kept for them.
+    #[arg(long, env = "SIJILL_OFFER_TTL", default_value = "2h", value_parser = parse_duration)]
+    pub offer_ttl: i64,
     /// A JSON file of booking rules replacing the country profile's (`none`: no rules).
     #[arg(long, env = "SIJILL_BOOKING_RULES")]
     pub booking_rules: Option<String>,
@@ -280,6 +283,7 @@ fn scheduling_settings(
         holidays: sijill_api::scheduling::availability::Holidays::parse(&profile.public_holidays)?,
         horizon_days: (args.booking_horizon / 86_400).max(1),
         hold_seconds: args.hold_ttl,
+        offer_seconds: args.offer_ttl,
         rules: booking_rules(profile, args.booking_rules.as_deref())?,
         video_base_url: args.video_base_url.clone(),
     })

@@ -356,6 +356,7 @@ fn find_filters_by_place_person_and_mode_and_orders_by_time_or_distance() {
             "reschedule",
             "check-in",
             "no-show",
+            "join-waitlist",
             "wait-times"
         ]
     );
@@ -1008,4 +1009,110 @@ fn wait_time_figures_per_specialty_and_province() {
         400,
         "start",
     );
+}
+
+fn join_waitlist(s: &Server, token: &str, province: &str) -> reqwest::blocking::Response {
+    s.post_as(
+        token,
+        "Appointment/$join-waitlist",
+        &json!({"resourceType": "Parameters", "parameter": [
+            {"name": "specialty", "valueString": CARDIOLOGY},
+            {"name": "province", "valueString": province}]}),
+    )
+}
+
+#[test]
+fn a_freed_slot_is_offered_to_the_first_waiting_and_an_offer_not_taken_goes_back_in_line() {
+    let s = Server::start_with(&[
+        "--booking-horizon",
+        "2d",
+        "--booking-rules",
+        "none",
+        "--offer-ttl",
+        "2s",
+        "--chores-every",
+        "1s",
+        "--notify",
+        "none",
+    ]);
+    let c = rabat(&s);
+    generate(&s, &c.schedule);
+    let people: Vec<(String, String)> = (0..5)
+        .map(|_| {
+            let p = patient(&s);
+            let t = citizen(&s, &p);
+            (p, t)
+        })
+        .collect();
+    let [(_, booker), (pa, ta), (pc, tc), (_, td), (_, other)] = &people[..] else {
+        unreachable!()
+    };
+    let slots = found(&s, booker, "_count=2");
+    let r = book(&s, booker, &slots[0]);
+    let first = json(r)["id"].as_str().unwrap().to_string();
+
+    // In line: A, then C, for cardiology in Rabat; D waits in Oujda.
+    let entry_a = json(join_waitlist(&s, ta, "Rabat"))["id"].as_str().unwrap().to_string();
+    assert_eq!(read(&s, &format!("Appointment/{entry_a}"))["status"], "waitlist");
+    let entry_c = json(join_waitlist(&s, tc, "Rabat"))["id"].as_str().unwrap().to_string();
+    assert_eq!(join_waitlist(&s, td, "Oujda").status(), 201);
+    assert_outcome(join_waitlist(&s, ta, "Rabat"), 409, "already waits");
+    assert_outcome(
+        s.post_as(ta, "Appointment/$join-waitlist", &json!({"resourceType": "Parameters"})),
+        400,
+        "specialty",
+    );
+    let for_someone_else = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "specialty", "valueString": CARDIOLOGY},
+        {"name": "patient", "valueReference": {"reference": format!("Patient/{pc}")}}]});
+    assert_eq!(
+        s.post_as(ta, "Appointment/$join-waitlist", &for_someone_else).status(),
+        403
+    );
+
+    // The booker cancels: the slot goes to A at once, held for A, who is told.
+    let nothing = json!({"resourceType": "Parameters"});
+    assert_eq!(
+        s.post_as(booker, &format!("Appointment/{first}/$cancel"), &nothing)
+            .status(),
+        200
+    );
+    let offered = read(&s, &format!("Appointment/{entry_a}"));
+    assert_eq!(offered["status"], "pending");
+    assert_eq!(offered["slot"][0]["reference"], format!("Slot/{}", slots[0]));
+    assert_eq!(read(&s, &format!("Slot/{}", slots[0]))["status"], "busy-tentative");
+    assert!(
+        !found(&s, other, "_count=2").contains(&slots[0]),
+        "not offered to others"
+    );
+    let offers = json(s.get(&format!(
+        "Communication?subject=Patient/{pa}&category=https://sijill.health/fhir/CodeSystem/notice-topic|offer"
+    )));
+    assert_eq!(offers["total"], 1, "{offers}");
+    let book_offer = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "appointment-reference", "valueReference": {"reference": format!("Appointment/{entry_a}")}}]});
+    let r = s.post_as(ta, "Appointment/$book", &book_offer);
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r)["status"], "booked");
+
+    // Another cancellation goes to C, who does not answer: back at the end of the line,
+    // and the slot free again (nobody else waits for Rabat).
+    let r = book(&s, other, &slots[1]);
+    let second = json(r)["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        s.post_as(other, &format!("Appointment/{second}/$cancel"), &nothing)
+            .status(),
+        200
+    );
+    assert_eq!(read(&s, &format!("Appointment/{entry_c}"))["status"], "pending");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while read(&s, &format!("Appointment/{entry_c}"))["status"] != "waitlist" {
+        assert!(std::time::Instant::now() < until, "the offer did not lapse");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(read(&s, &format!("Slot/{}", slots[1]))["status"], "free");
+    // Leaving the waitlist is a cancellation.
+    let r = s.post_as(tc, &format!("Appointment/{entry_c}/$cancel"), &nothing);
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r)["status"], "cancelled");
 }

@@ -114,6 +114,11 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
     ),
     (
         "Appointment",
+        "join-waitlist",
+        "https://sijill.health/fhir/OperationDefinition/appointment-join-waitlist",
+    ),
+    (
+        "Appointment",
         "wait-times",
         "https://sijill.health/fhir/OperationDefinition/appointment-wait-times",
     ),

@@ -74,7 +74,7 @@ fn unavailable(slot: &Value, holder: Option<&str>) -> Option<String> {
 
 /// The slot with a status, given to `appointment` (until `expires` for a hold), or to
 /// nobody.
-fn with_state(mut slot: Value, status: &str, appointment: Option<&str>, expires: Option<&str>) -> Value {
+pub(super) fn with_state(mut slot: Value, status: &str, appointment: Option<&str>, expires: Option<&str>) -> Value {
     slot["status"] = json!(status);
     let mut ext: Vec<Value> = slot["extension"]
         .as_array()
@@ -251,7 +251,15 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
         .transpose()?;
     let (slot_id, patient, facts) = match &held {
         // A hold the actor may not book is answered as absent, like any hidden record.
-        Some(id) => own_appointment(engine, guard, id).map(|o| (o.slot, o.patient, None))?,
+        Some(id) => {
+            let o = own_appointment(engine, guard, id)?;
+            if o.slot.is_empty() {
+                return Err(conflict(
+                    "This appointment has no slot yet: it is waiting on the waitlist",
+                ));
+            }
+            (o.slot, o.patient, None)
+        }
         None => {
             let (slot_id, patient) = (slot_param(&params)?, patient_param(guard, &params)?);
             let facts = schedule_facts(engine, &parse(&read_current(engine, "Slot", &slot_id)?))?;
@@ -324,7 +332,7 @@ pub struct Owned {
     pub appointment: Value,
     /// Its patient's id.
     pub patient: String,
-    /// Its slot's id.
+    /// Its slot's id (empty for a waitlist entry, which has none yet).
     pub slot: String,
     /// Whether the actor is the facility's staff (rather than the patient).
     pub by_staff: bool,
@@ -337,8 +345,12 @@ pub fn own_appointment(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResu
     let current = read_current(engine, "Appointment", id)?;
     let a = parse(&current);
     let patient = patient_of(&a).ok_or_else(|| FhirError::bad_request("The appointment names no patient"))?;
-    let slot_id = slot_of(&a).ok_or_else(|| FhirError::bad_request("The appointment names no slot"))?;
-    let facts = schedule_facts(engine, &parse(&read_current(engine, "Slot", &slot_id)?))?;
+    // A waitlist entry has no slot yet: only its patient (or staff) may change it.
+    let slot_id = slot_of(&a).unwrap_or_default();
+    let facts = match slot_of(&a) {
+        Some(slot) => schedule_facts(engine, &parse(&read_current(engine, "Slot", &slot)?))?,
+        None => None,
+    };
     if let Err(e) = check_books_for(guard, &patient, facility(&facts)) {
         guard.check_visible(&current)?;
         return Err(e);
@@ -353,8 +365,9 @@ pub fn own_appointment(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResu
     })
 }
 
-/// Frees a slot if it is still given to this appointment.
-fn free_slot(tx: &mut dyn StoreTx, slot_id: &str, appointment: &str) -> FhirResult<()> {
+/// Frees a slot if it is still given to this appointment, and offers it to the first
+/// citizen on the waitlist for it.
+fn free_slot(engine: &Engine, tx: &mut dyn StoreTx, slot_id: &str, appointment: &str) -> FhirResult<()> {
     if let Current::Found(slot) = tx.read("Slot", slot_id)? {
         let value = parse(&slot);
         // A slot booked by hand (no appointment noted on it) is freed by its appointment.
@@ -365,7 +378,8 @@ fn free_slot(tx: &mut dyn StoreTx, slot_id: &str, appointment: &str) -> FhirResu
         };
         if ours {
             let free = with_state(value, "free", None, None);
-            tx.update("Slot", slot_id, free, Some(slot.version)).map_err(raced)?;
+            let (freed, _) = tx.update("Slot", slot_id, free, Some(slot.version)).map_err(raced)?;
+            super::waitlist::offer_freed(engine, tx, &freed)?;
         }
     }
     Ok(())
@@ -379,9 +393,9 @@ pub fn cancel(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBody) 
         let current = read_in(tx, "Appointment", id)?;
         let mut a = parse(&current);
         engine.scheduling.rules.check_cancellation(&a, owned.by_staff)?;
-        if !matches!(a["status"].as_str(), Some("booked" | "pending")) {
+        if !matches!(a["status"].as_str(), Some("booked" | "pending" | "waitlist")) {
             return Err(conflict(format!(
-                "Only a booked or held appointment can be cancelled; this one is {}",
+                "Only a booked, held or waiting appointment can be cancelled; this one is {}",
                 a["status"].as_str().unwrap_or("unknown")
             )));
         }
@@ -389,7 +403,7 @@ pub fn cancel(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBody) 
         a["status"] = json!("cancelled");
         a["cancelationReason"] = json!({"text": reason.clone().unwrap_or_else(|| "cancelled".into())});
         if let Some(slot_id) = slot_of(&a) {
-            free_slot(tx, &slot_id, id)?;
+            free_slot(engine, tx, &slot_id, id)?;
         }
         if was_booked {
             super::notices::cancelled(engine, tx, id, &a, &owned.patient)?;
@@ -431,7 +445,7 @@ pub fn reschedule(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBo
         let busy = with_state(value.clone(), "busy", Some(id), None);
         tx.update("Slot", &new_slot_id, busy, Some(slot.version))
             .map_err(raced)?;
-        free_slot(tx, &old_slot, id)?;
+        free_slot(engine, tx, &old_slot, id)?;
         let mut moved = appointment_for(engine, &value, &new_slot_id, &patient, "booked", &facts, referral);
         moved["created"] = a["created"].clone();
         let (stored, _) = tx
@@ -474,10 +488,15 @@ pub fn release_expired_holds(engine: &Engine, guard: &Guard<'_>) -> FhirResult<u
                 continue;
             }
             if let Some(slot_id) = slot_of(&a) {
-                free_slot(tx, &slot_id, &s.id)?;
+                free_slot(engine, tx, &slot_id, &s.id)?;
             }
-            a["status"] = json!("cancelled");
-            a["cancelationReason"] = json!({"text": "the hold expired before the booking"});
+            if super::waitlist::is_from_waitlist(&a) {
+                // An offer not taken: back to the end of the line.
+                a = super::waitlist::back_in_line(&a);
+            } else {
+                a["status"] = json!("cancelled");
+                a["cancelationReason"] = json!({"text": "the hold expired before the booking"});
+            }
             let (stored, _) = tx
                 .update("Appointment", &s.id, a, Some(current.version))
                 .map_err(raced)?;

@@ -20,6 +20,7 @@ pub mod generate;
 pub mod notices;
 pub mod rules;
 pub mod staff;
+pub mod waitlist;
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
@@ -57,6 +58,8 @@ pub struct SchedulingSettings {
     pub horizon_days: i64,
     /// How long a hold keeps a slot, in seconds.
     pub hold_seconds: i64,
+    /// How long a slot offered to the first on a waitlist is kept for them, in seconds.
+    pub offer_seconds: i64,
     /// The country's booking rules.
     pub rules: rules::BookingRules,
     /// The video service a teleconsultation's meeting link is made on (a unique room per
@@ -71,6 +74,7 @@ impl Default for SchedulingSettings {
             holidays: Holidays::default(),
             horizon_days: 56,
             hold_seconds: 600,
+            offer_seconds: 7200,
             rules: rules::BookingRules::default(),
             video_base_url: None,
         }

@@ -15,7 +15,7 @@ use crate::outbox::{enqueue, stop_pending, Notice, Topic};
 
 /// "Cardiology on 2026-12-01 at 09:30" (local time), and the meeting link of a
 /// teleconsultation.
-fn describe(engine: &Engine, a: &Value) -> String {
+pub fn describe(engine: &Engine, a: &Value) -> String {
     let what = a["specialty"][0]["coding"][0]["display"]
         .as_str()
         .or(a["specialty"][0]["coding"][0]["code"].as_str())

@@ -1,0 +1,238 @@
+//! The waitlist: a citizen waits for a specialty in a province or region
+//! (`POST Appointment/$join-waitlist`), as an Appointment with status `waitlist`. When a
+//! matching slot frees (a cancellation, a move, an expired hold), it is offered at once to
+//! the first in line, in the same transaction that frees it: their waitlist Appointment
+//! becomes a hold on the slot (`pending`, for `--offer-ttl`), and a notice tells them to
+//! book it (`$book` with `appointment-reference`). An offer not taken in time goes back to
+//! the end of the line, and the slot to the next one waiting.
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+use sijill_store::{Current, SearchQuery, StoreTx, Stored};
+
+use super::availability::parse_moment;
+use super::booking::HOLD_TAG_SYSTEM;
+use super::directory::ScheduleFacts;
+use super::{conflict, patient_param, HOLD_EXPIRES_URL};
+use crate::access::Guard;
+use crate::engine::{truncate, Engine, Exec, FhirResponse, RequestBody};
+use crate::error::{FhirError, FhirResult};
+use crate::interactions::{reference_id, resource_response};
+use crate::outbox::{enqueue, Notice, Topic};
+use crate::parameters;
+
+/// Extension on a waitlist Appointment: the place wanted (`province`, `region`).
+pub const WAITLIST_PLACE: &str = "https://sijill.health/fhir/StructureDefinition/waitlist-place";
+
+/// The tag code of an appointment that came from the waitlist.
+pub const WAITLIST_TAG: &str = "waitlist";
+
+fn parse(stored: &Stored) -> Value {
+    serde_json::from_slice(&stored.body).unwrap_or_default()
+}
+
+/// Whether an appointment came from the waitlist.
+pub fn is_from_waitlist(a: &Value) -> bool {
+    a["meta"]["tag"].as_array().is_some_and(|t| {
+        t.iter()
+            .any(|x| x["system"] == HOLD_TAG_SYSTEM && x["code"] == WAITLIST_TAG)
+    })
+}
+
+/// The place a waitlist entry wants: (province, region), lower case.
+fn place(a: &Value) -> (Option<String>, Option<String>) {
+    let ext = a["extension"]
+        .as_array()
+        .and_then(|e| e.iter().find(|x| x["url"] == WAITLIST_PLACE));
+    let part = |name: &str| {
+        ext.and_then(|e| e["extension"].as_array())
+            .and_then(|ps| ps.iter().find(|p| p["url"] == name))
+            .and_then(|p| p["valueString"].as_str())
+            .map(str::to_lowercase)
+    };
+    (part("province"), part("region"))
+}
+
+/// `POST Appointment/$join-waitlist` (`specialty`, `province` or `region`, `patient`).
+pub fn join(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResult<FhirResponse> {
+    let params = parameters::read(body)?;
+    let patient = patient_param(guard, &params)?;
+    let specialty = params
+        .iter()
+        .find(|(n, _)| n == "specialty")
+        .and_then(|(_, v)| parameters::text(v))
+        .ok_or_else(|| FhirError::bad_request("Parameter 'specialty' (a code or system|code) is missing"))?;
+    let (system, code) = match specialty.split_once('|') {
+        Some((s, c)) => (s.to_string(), c.to_string()),
+        None => ("http://snomed.info/sct".to_string(), specialty.clone()),
+    };
+    if code.is_empty() || code.len() > 64 {
+        return Err(FhirError::bad_request(format!(
+            "'{}' is not a specialty code",
+            truncate(&specialty)
+        )));
+    }
+    let mut place = Vec::new();
+    for name in ["province", "region"] {
+        if let Some(v) = parameters::string(&params, name) {
+            place.push(json!({"url": name, "valueString": v}));
+        }
+    }
+    // Citizens put themselves on the list; the staff of any facility their patients.
+    let staff = super::staff_facility(guard).is_some() || guard.is_platform_admin();
+    if !guard.is_the_patient(&patient) && !staff {
+        return Err(FhirError::forbidden(
+            "only the patient, or a facility's staff, may put a patient on a waitlist",
+        ));
+    }
+    if !matches!(engine.store.read("Patient", &patient)?, Current::Found(_)) {
+        return Err(FhirError::resource_not_found("Patient", &patient));
+    }
+    guard.disclose_patient(&patient);
+    let stored = engine.with_tx(guard, Exec::Standalone, |tx| {
+        let waiting = SearchQuery::parse(
+            "Appointment",
+            &[
+                ("patient".into(), format!("Patient/{patient}")),
+                ("status".into(), "waitlist".into()),
+            ],
+        )?;
+        tx.lock_conditions(&[("Appointment", &waiting)])?;
+        for id in tx.search_ids("Appointment", &waiting, 100)? {
+            if let Current::Found(a) = tx.read("Appointment", &id)? {
+                if super::directory::has_code(&parse(&a)["specialty"], &code) {
+                    return Err(conflict(format!(
+                        "The patient already waits for this specialty (Appointment/{id})"
+                    )));
+                }
+            }
+        }
+        let mut entry = json!({
+            "resourceType": "Appointment",
+            "status": "waitlist",
+            "meta": {"tag": [{"system": HOLD_TAG_SYSTEM, "code": WAITLIST_TAG}]},
+            "specialty": [{"coding": [{"system": system, "code": code}]}],
+            "created": sijill_store::now_instant(),
+            "participant": [{"actor": {"reference": format!("Patient/{patient}")}, "status": "needs-action"}],
+        });
+        if !place.is_empty() {
+            entry["extension"] = json!([{"url": WAITLIST_PLACE, "extension": place}]);
+        }
+        let created = tx.create("Appointment", entry, None)?;
+        guard.disclose(&created);
+        Ok(created)
+    })?;
+    Ok(resource_response(engine, StatusCode::CREATED, &stored))
+}
+
+/// Whether a waitlist entry wants a slot of this schedule.
+fn wants(entry: &Value, slot: &Value, facts: &ScheduleFacts) -> bool {
+    let same_specialty = entry["specialty"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["coding"].as_array().into_iter().flatten())
+        .filter_map(|c| c["code"].as_str())
+        .any(|code| super::directory::has_code(&slot["specialty"], code));
+    let (province, region) = place(entry);
+    let here = |want: &Option<String>, have: &Option<String>| want.is_none() || want == have;
+    same_specialty && here(&province, &facts.province) && here(&region, &facts.region)
+}
+
+/// Offers a slot that has just been freed (its current version `slot`) to the first
+/// citizen waiting for it, in the caller's transaction. Returns the offered appointment.
+pub fn offer_freed(engine: &Engine, tx: &mut dyn StoreTx, slot: &Stored) -> FhirResult<Option<String>> {
+    let value = parse(slot);
+    if value["start"]
+        .as_str()
+        .and_then(parse_moment)
+        .is_none_or(|t| t <= time::OffsetDateTime::now_utc())
+    {
+        return Ok(None);
+    }
+    let Some(schedule) = reference_id(&value["schedule"], "Schedule") else {
+        return Ok(None);
+    };
+    let directory = engine.directory.get(engine.store.as_ref())?;
+    let Some(facts) = directory.schedules.get(schedule).filter(|f| f.active) else {
+        return Ok(None);
+    };
+    let query = SearchQuery::parse("Appointment", &[("status".into(), "waitlist".into())])?;
+    let mut line: Vec<(String, String, Stored)> = Vec::new();
+    for id in tx.search_ids("Appointment", &query, 10_000)? {
+        if let Current::Found(a) = tx.read("Appointment", &id)? {
+            let entry = parse(&a);
+            if wants(&entry, &value, facts) {
+                line.push((entry["created"].as_str().unwrap_or("").to_string(), id, a));
+            }
+        }
+    }
+    line.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let Some((_, id, first)) = line.into_iter().next() else {
+        return Ok(None);
+    };
+    let entry = parse(&first);
+    let Some(patient) = entry["participant"][0]["actor"]["reference"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("Patient/"))
+        .map(str::to_string)
+    else {
+        return Ok(None);
+    };
+    let expires = sijill_store::instant_in(engine.scheduling.offer_seconds);
+    let mut offer = super::appointment_on(
+        &value,
+        &slot.id,
+        Some(facts),
+        Some((&patient, "needs-action")),
+        "pending",
+    );
+    offer["created"] = entry["created"].clone();
+    offer["meta"] = json!({"tag": [{"system": HOLD_TAG_SYSTEM, "code": "hold"}, {"system": HOLD_TAG_SYSTEM, "code": WAITLIST_TAG}]});
+    let mut ext: Vec<Value> = entry["extension"].as_array().cloned().unwrap_or_default();
+    ext.push(json!({"url": HOLD_EXPIRES_URL, "valueInstant": expires}));
+    offer["extension"] = Value::Array(ext);
+    super::with_meeting_link(&mut offer, &engine.scheduling);
+    let held = super::booking::with_state(value, "busy-tentative", Some(&id), Some(&expires));
+    tx.update("Slot", &slot.id, held, Some(slot.version))?;
+    let (stored, _) = tx.update("Appointment", &id, offer, Some(first.version))?;
+    enqueue(
+        tx,
+        Notice {
+            patient: &patient,
+            topic: Topic::Offer,
+            about: &format!("Appointment/{id}"),
+            text: format!(
+                "A place you waited for is free: {} It is kept for you until {expires}; book it to confirm.",
+                super::notices::describe(engine, &parse(&stored))
+            ),
+            deliver_after: None,
+        },
+    )?;
+    Ok(Some(id))
+}
+
+/// An offer not taken in time, back at the end of the waitlist.
+pub fn back_in_line(offer: &Value) -> Value {
+    let patient = offer["participant"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| reference_id(&p["actor"], "Patient").is_some()))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut entry = json!({
+        "resourceType": "Appointment",
+        "status": "waitlist",
+        "meta": {"tag": [{"system": HOLD_TAG_SYSTEM, "code": WAITLIST_TAG}]},
+        "specialty": offer["specialty"],
+        "created": sijill_store::now_instant(),
+        "participant": [patient],
+    });
+    let place: Vec<Value> = offer["extension"]
+        .as_array()
+        .map(|e| e.iter().filter(|x| x["url"] == WAITLIST_PLACE).cloned().collect())
+        .unwrap_or_default();
+    if !place.is_empty() {
+        entry["extension"] = Value::Array(place);
+    }
+    entry
+}
