@@ -20,7 +20,7 @@ use crate::context::RequestContext;
 use crate::error::{FhirError, FhirResult};
 use crate::interactions::{bundle, capabilities, create, delete, everything, history, patch, read, search, update};
 use crate::scheduling::directory::{self, DirectoryCache};
-use crate::scheduling::{booking, figures, find, generate, staff, waitlist, SchedulingSettings};
+use crate::scheduling::{absence, booking, figures, find, generate, staff, waitlist, SchedulingSettings};
 
 /// The HTTP method of a FHIR interaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -450,6 +450,9 @@ impl Engine {
             }
             (Post, Route::InstanceOperation(t, id, op)) if t == "Appointment" && op == "$no-show" => {
                 staff::no_show(self, guard, &id)
+            }
+            (Post, Route::InstanceOperation(t, id, op)) if t == "Schedule" && op == "$block" => {
+                absence::block(self, guard, &id, &req.body)
             }
             (Post, Route::InstanceOperation(t, id, op)) if t == "Schedule" && op == "$generate-slots" => {
                 generate::generate_one(self, guard, &id)

@@ -1116,3 +1116,108 @@ fn a_freed_slot_is_offered_to_the_first_waiting_and_an_offer_not_taken_goes_back
     assert_eq!(r.status(), 200);
     assert_eq!(json(r)["status"], "cancelled");
 }
+
+#[test]
+fn an_absence_cancels_its_appointments_and_holds_the_earliest_equivalent_for_each_patient() {
+    let s = Server::start_with(&["--booking-horizon", "3d", "--booking-rules", "none", "--notify", "none"]);
+    let a = rabat(&s);
+    let b = rabat(&s);
+    let r = s.post("Schedule/$generate-slots", &json!({"resourceType": "Parameters"}));
+    assert_eq!(r.status(), 200);
+    let patients: Vec<(String, String)> = (0..2)
+        .map(|_| {
+            let p = patient(&s);
+            let t = citizen(&s, &p);
+            (p, t)
+        })
+        .collect();
+    let at_a = found(
+        &s,
+        &patients[0].1,
+        &format!("practitioner=PractitionerRole/{}&_count=2", a.role),
+    );
+    let booked: Vec<String> = patients
+        .iter()
+        .zip(&at_a)
+        .map(|((_, t), slot)| {
+            let r = book(&s, t, slot);
+            assert_eq!(r.status(), 201);
+            json(r)["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+
+    let block = |token: &str, params: Value| s.post_as(token, &format!("Schedule/{}/$block", a.schedule), &params);
+    let period = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "start", "valueDateTime": moment_in(-1)},
+        {"name": "end", "valueDateTime": moment_in(24 * 4)},
+        {"name": "reason", "valueString": "conference"}]});
+    assert_eq!(block(&patients[0].1, period.clone()).status(), 403);
+    let elsewhere = s.token(&["--role", "facility-admin", "--organization", &b.org]);
+    assert_eq!(block(&elsewhere, period.clone()).status(), 403);
+    let desk = s.token(&["--role", "facility-admin", "--organization", &a.org]);
+    assert_outcome(
+        block(
+            &desk,
+            json!({"resourceType": "Parameters", "parameter": [{"name": "end", "valueDateTime": moment_in(1)}]}),
+        ),
+        400,
+        "start",
+    );
+    let r = block(&desk, period);
+    assert_eq!(r.status(), 200);
+    let out = json(r);
+    let value = |name: &str| {
+        out["parameter"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["valueInteger"]
+            .clone()
+    };
+    assert!(value("slots-blocked").as_i64().unwrap() >= 2, "{out}");
+    assert_eq!(value("appointments-cancelled"), json!(2));
+    assert_eq!(value("offers-made"), json!(2));
+
+    let mut offered = std::collections::HashSet::new();
+    for ((p, _), id) in patients.iter().zip(&booked) {
+        let cancelled = read(&s, &format!("Appointment/{id}"));
+        assert_eq!(cancelled["status"], "cancelled");
+        assert!(cancelled["cancelationReason"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("absent"));
+        let held = json(s.get(&format!("Appointment?patient=Patient/{p}&status=pending")));
+        assert_eq!(held["total"], 1, "{held}");
+        let slot = held["entry"][0]["resource"]["slot"][0]["reference"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            read(&s, &slot)["schedule"]["reference"],
+            format!("Schedule/{}", b.schedule),
+            "an equivalent at another schedule"
+        );
+        assert!(offered.insert(slot), "one slot per patient");
+        let notices = json(s.get(&format!("Communication?subject=Patient/{p}")));
+        let topics: Vec<&str> = notices["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"]["category"][0]["coding"][0]["code"].as_str().unwrap())
+            .collect();
+        assert!(
+            topics.contains(&"cancellation") && topics.contains(&"offer"),
+            "{topics:?}"
+        );
+    }
+    // Nothing at the absent practitioner's schedule is offered any more.
+    assert!(found(
+        &s,
+        &patients[0].1,
+        &format!("practitioner=PractitionerRole/{}&_count=2", a.role)
+    )
+    .is_empty());
+    let schedule = read(&s, &format!("Schedule/{}", a.schedule));
+    assert!(schedule.to_string().contains("conference"), "{schedule}");
+}

@@ -124,6 +124,11 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
     ),
     (
         "Schedule",
+        "block",
+        "https://sijill.health/fhir/OperationDefinition/schedule-block",
+    ),
+    (
+        "Schedule",
         "generate-slots",
         "https://sijill.health/fhir/OperationDefinition/generate-slots",
     ),

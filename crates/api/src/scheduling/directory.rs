@@ -113,6 +113,17 @@ fn all(store: &dyn Store, resource_type: &str) -> FhirResult<HashMap<String, Val
     Ok(out)
 }
 
+/// The codes of a list of CodeableConcepts, in order.
+pub fn codes(concepts: &Value) -> Vec<String> {
+    concepts
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["coding"].as_array().into_iter().flatten())
+        .filter_map(|c| c["code"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// Whether a list of CodeableConcepts has a coding matching `wanted` (`code` or
 /// `system|code`).
 pub fn has_code(concepts: &Value, wanted: &str) -> bool {

@@ -360,6 +360,33 @@ pub fn third_next_available(engine: &Engine, schedules: &[&ScheduleFacts]) -> Fh
     Ok(slots.get(2).and_then(start_of))
 }
 
+/// The earliest free slots equivalent to a schedule's: the same specialty in the same
+/// province, at another schedule (for patients whose appointment the schedule cannot keep).
+pub fn equivalents(
+    engine: &Engine,
+    directory: &Directory,
+    instead_of: &ScheduleFacts,
+    specialty: Option<String>,
+    count: usize,
+) -> FhirResult<Vec<Value>> {
+    let now = OffsetDateTime::now_utc();
+    let c = Criteria {
+        start: format_moment(now),
+        end: format_moment(now + Duration::days(engine.scheduling.horizon_days)),
+        specialty,
+        province: instead_of.province.clone(),
+        count,
+        ..Criteria::default()
+    };
+    let mut candidates: Vec<&ScheduleFacts> = directory
+        .schedules
+        .values()
+        .filter(|f| f.id != instead_of.id && c.admits(f))
+        .collect();
+    candidates.sort_by(|a, b| a.id.cmp(&b.id));
+    earliest(engine, &c, &candidates)
+}
+
 /// Free slots of the nearest schedules first (each schedule's earliest).
 fn nearest(engine: &Engine, c: &Criteria, mut candidates: Vec<&ScheduleFacts>) -> FhirResult<Vec<Value>> {
     let (lat, lon) = c.near.unwrap_or_default();

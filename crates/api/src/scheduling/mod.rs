@@ -11,6 +11,7 @@
 //! it found free, in the transaction that writes the Appointment, so of two bookings of the
 //! same slot one commits and the other finds the slot changed (409).
 
+pub mod absence;
 pub mod availability;
 pub mod booking;
 pub mod directory;
