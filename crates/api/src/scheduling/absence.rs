@@ -12,14 +12,13 @@ use serde_json::{json, Value};
 use sijill_store::{Current, SearchQuery, StoreTx, Stored};
 
 use super::availability::{format_moment, parse_moment, NOT_AVAILABLE_URL};
-use super::booking::{with_state, HOLD_TAG_SYSTEM};
-use super::directory::{Directory, ScheduleFacts};
-use super::{conflict, HOLD_EXPIRES_URL, SLOT_APPOINTMENT_URL};
+use super::booking::with_state;
+use super::directory::Directory;
+use super::{conflict, SLOT_APPOINTMENT_URL};
 use crate::access::Guard;
 use crate::engine::{Engine, Exec, FhirResponse, RequestBody};
 use crate::error::{FhirError, FhirResult};
 use crate::interactions::reference_id;
-use crate::outbox::{enqueue, Notice, Topic};
 use crate::parameters;
 
 /// Alternatives looked up for the patients of an absence.
@@ -56,7 +55,7 @@ pub fn block(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBody) -
         return Err(FhirError::bad_request("Parameter 'end' must be after 'start'"));
     }
     let reason = parameters::string(&params, "reason").unwrap_or_else(|| "absence".into());
-    let directory = engine.directory.get(engine.store.as_ref())?;
+    let directory = engine.directory.get(&engine.store)?;
     let facts = directory
         .schedules
         .get(id)
@@ -184,30 +183,14 @@ impl Offers<'_> {
             if value["status"] != "free" {
                 continue;
             }
-            let facts: Option<&ScheduleFacts> =
-                reference_id(&value["schedule"], "Schedule").and_then(|s| self.directory.schedules.get(s));
-            let expires = sijill_store::instant_in(self.engine.scheduling.offer_seconds);
-            let mut hold = super::appointment_on(&value, slot_id, facts, Some((patient, "needs-action")), "pending");
-            hold["created"] = json!(sijill_store::now_instant());
-            hold["meta"] = json!({"tag": [{"system": HOLD_TAG_SYSTEM, "code": "hold"}]});
-            hold["extension"] = json!([{"url": HOLD_EXPIRES_URL, "valueInstant": expires}]);
-            super::with_meeting_link(&mut hold, &self.engine.scheduling);
-            let created = tx.create("Appointment", hold, None)?;
-            let held = with_state(value, "busy-tentative", Some(&created.id), Some(&expires));
-            tx.update("Slot", slot_id, held, Some(slot.version))?;
-            enqueue(
-                tx,
-                Notice {
-                    patient,
-                    topic: Topic::Offer,
-                    about: &format!("Appointment/{}", created.id),
-                    text: format!(
-                        "Instead, we kept {} for you until {expires}: book it to confirm, or choose another time.",
-                        super::notices::describe(self.engine, &parse(&created))
-                    ),
-                    deliver_after: None,
-                },
-            )?;
+            let offer = super::waitlist::Offer {
+                slot: &slot,
+                facts: reference_id(&value["schedule"], "Schedule").and_then(|s| self.directory.schedules.get(s)),
+                patient,
+                intro: "Instead,",
+            };
+            let hold = tx.create("Appointment", offer.appointment(self.engine), None)?;
+            offer.take(self.engine, tx, &hold)?;
             return Ok(true);
         }
         Ok(false)

@@ -133,7 +133,7 @@ fn schedule_facts(engine: &Engine, slot: &Value) -> FhirResult<Option<ScheduleFa
     let Some(schedule) = reference_id(&slot["schedule"], "Schedule") else {
         return Ok(None);
     };
-    let directory = engine.directory.get(engine.store.as_ref())?;
+    let directory = engine.directory.get(&engine.store)?;
     Ok(directory.schedules.get(schedule).cloned())
 }
 

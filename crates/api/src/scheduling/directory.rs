@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,8 @@ pub struct Directory {
 pub struct DirectoryCache {
     generation: AtomicU64,
     built: Mutex<Option<(u64, Instant, Arc<Directory>)>>,
+    /// Whether a background refresh is running.
+    refreshing: AtomicBool,
 }
 
 impl DirectoryCache {
@@ -86,17 +88,36 @@ impl DirectoryCache {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// The current facts, rebuilt when stale.
-    pub fn get(&self, store: &dyn Store) -> FhirResult<Arc<Directory>> {
+    /// The current facts. After a write on this server they are rebuilt before they are
+    /// used; facts that have only aged past [`MAX_AGE`] (to see other servers' writes)
+    /// are still served while one background thread rebuilds them, so that no request
+    /// waits for the join.
+    pub fn get(self: &Arc<Self>, store: &Arc<dyn Store>) -> FhirResult<Arc<Directory>> {
         let generation = self.generation.load(Ordering::SeqCst);
-        let mut built = self.built.lock();
-        if let Some((g, at, dir)) = built.as_ref() {
-            if *g == generation && at.elapsed() < MAX_AGE {
+        if let Some((g, at, dir)) = self.built.lock().as_ref() {
+            if *g == generation {
+                if at.elapsed() >= MAX_AGE && !self.refreshing.swap(true, Ordering::SeqCst) {
+                    let (cache, store) = (self.clone(), store.clone());
+                    std::thread::spawn(move || {
+                        if let Err(e) = cache.rebuild(store.as_ref(), generation) {
+                            tracing::warn!(error = ?e.issues.first().map(|i| &i.diagnostics), "refreshing the directory failed");
+                        }
+                        cache.refreshing.store(false, Ordering::SeqCst);
+                    });
+                }
                 return Ok(dir.clone());
             }
         }
+        self.rebuild(store.as_ref(), generation)
+    }
+
+    /// Builds the facts as of `generation` and keeps them unless newer ones are kept.
+    fn rebuild(&self, store: &dyn Store, generation: u64) -> FhirResult<Arc<Directory>> {
         let dir = Arc::new(build(store)?);
-        *built = Some((generation, Instant::now(), dir.clone()));
+        let mut built = self.built.lock();
+        if built.as_ref().is_none_or(|(g, _, _)| *g <= generation) {
+            *built = Some((generation, Instant::now(), dir.clone()));
+        }
         Ok(dir)
     }
 }

@@ -151,7 +151,7 @@ pub fn wait_times(engine: &Engine, guard: &Guard<'_>, query: &[(String, String)]
         ));
     }
     let r = request(query)?;
-    let directory = engine.directory.get(engine.store.as_ref())?;
+    let directory = engine.directory.get(&engine.store)?;
     let mut groups: BTreeMap<Key, Group> = BTreeMap::new();
     let mut members: BTreeMap<Key, Vec<&ScheduleFacts>> = BTreeMap::new();
     for f in directory.schedules.values().filter(|f| f.active) {

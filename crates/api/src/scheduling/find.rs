@@ -429,7 +429,7 @@ pub fn find(
     body: &RequestBody,
 ) -> FhirResult<FhirResponse> {
     let c = criteria(engine, guard, query, body)?;
-    let directory: Arc<Directory> = engine.directory.get(engine.store.as_ref())?;
+    let directory: Arc<Directory> = engine.directory.get(&engine.store)?;
     let mut candidates: Vec<&ScheduleFacts> = directory.schedules.values().filter(|f| c.admits(f)).collect();
     candidates.sort_by(|a, b| a.id.cmp(&b.id));
     let slots = if c.nearest {

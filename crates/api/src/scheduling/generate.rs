@@ -76,7 +76,7 @@ pub fn generate_all_operation(engine: &Engine, guard: &Guard<'_>) -> FhirResult<
 
 /// Generates the slots of every schedule; a schedule that fails is logged and skipped.
 pub fn generate_all(engine: &Engine, guard: &Guard<'_>) -> FhirResult<Generated> {
-    let directory = engine.directory.get(engine.store.as_ref())?;
+    let directory = engine.directory.get(&engine.store)?;
     let mut all: Vec<&ScheduleFacts> = directory.schedules.values().collect();
     all.sort_by(|a, b| a.id.cmp(&b.id));
     let mut total = Generated::default();

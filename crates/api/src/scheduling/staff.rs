@@ -5,7 +5,7 @@
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
-use sijill_store::Current;
+use sijill_store::{Current, StoreTx};
 
 use super::availability::Mode;
 use super::booking::{own_appointment, Owned};
@@ -22,6 +22,22 @@ fn staff_appointment(engine: &Engine, guard: &Guard<'_>, id: &str, what: &str) -
         return Err(FhirError::forbidden(format!("only the facility's staff {what}")));
     }
     Ok(owned)
+}
+
+/// A booked appointment read in the transaction (its version and body), or 409 saying
+/// what `act` cannot be done to it.
+fn booked_in(tx: &mut dyn StoreTx, id: &str, act: &str) -> FhirResult<(u64, Value)> {
+    let Current::Found(current) = tx.read("Appointment", id)? else {
+        return Err(FhirError::resource_not_found("Appointment", id));
+    };
+    let a: Value = serde_json::from_slice(&current.body).unwrap_or_default();
+    if a["status"] != "booked" {
+        return Err(conflict(format!(
+            "Only a booked appointment can {act}; this one is {}",
+            a["status"].as_str().unwrap_or("unknown")
+        )));
+    }
+    Ok((current.version, a))
 }
 
 /// The references of an appointment's participants of one type.
@@ -78,16 +94,7 @@ fn encounter_for(appointment_id: &str, a: &Value, patient: &str, organization: O
 pub fn check_in(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<FhirResponse> {
     let owned = staff_appointment(engine, guard, id, "check patients in")?;
     let (appointment, encounter) = engine.with_tx(guard, Exec::Standalone, |tx| {
-        let Current::Found(current) = tx.read("Appointment", id)? else {
-            return Err(FhirError::resource_not_found("Appointment", id));
-        };
-        let mut a: Value = serde_json::from_slice(&current.body).unwrap_or_default();
-        if a["status"] != "booked" {
-            return Err(conflict(format!(
-                "Only a booked appointment can be checked in; this one is {}",
-                a["status"].as_str().unwrap_or("unknown")
-            )));
-        }
+        let (version, mut a) = booked_in(tx, id, "be checked in")?;
         a["status"] = json!("arrived");
         let encounter = tx.create(
             "Encounter",
@@ -95,7 +102,7 @@ pub fn check_in(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<Fhir
             None,
         )?;
         let (appointment, _) = tx
-            .update("Appointment", id, a, Some(current.version))
+            .update("Appointment", id, a, Some(version))
             .map_err(|_| conflict("The appointment was changed at the same moment; look again"))?;
         guard.disclose(&appointment);
         guard.disclose(&encounter);
@@ -116,16 +123,7 @@ pub fn check_in(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<Fhir
 pub fn no_show(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<FhirResponse> {
     staff_appointment(engine, guard, id, "record a no-show")?;
     let stored = engine.with_tx(guard, Exec::Standalone, |tx| {
-        let Current::Found(current) = tx.read("Appointment", id)? else {
-            return Err(FhirError::resource_not_found("Appointment", id));
-        };
-        let mut a: Value = serde_json::from_slice(&current.body).unwrap_or_default();
-        if a["status"] != "booked" {
-            return Err(conflict(format!(
-                "Only a booked appointment can be a no-show; this one is {}",
-                a["status"].as_str().unwrap_or("unknown")
-            )));
-        }
+        let (version, mut a) = booked_in(tx, id, "be a no-show")?;
         let started = a["start"]
             .as_str()
             .and_then(super::availability::parse_moment)
@@ -135,7 +133,7 @@ pub fn no_show(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<FhirR
         }
         a["status"] = json!("noshow");
         let (stored, _) = tx
-            .update("Appointment", id, a, Some(current.version))
+            .update("Appointment", id, a, Some(version))
             .map_err(|_| conflict("The appointment was changed at the same moment; look again"))?;
         guard.disclose(&stored);
         Ok(stored)

@@ -153,7 +153,7 @@ pub fn offer_freed(engine: &Engine, tx: &mut dyn StoreTx, slot: &Stored) -> Fhir
     let Some(schedule) = reference_id(&value["schedule"], "Schedule") else {
         return Ok(None);
     };
-    let directory = engine.directory.get(engine.store.as_ref())?;
+    let directory = engine.directory.get(&engine.store)?;
     let Some(facts) = directory.schedules.get(schedule).filter(|f| f.active) else {
         return Ok(None);
     };
@@ -179,37 +179,85 @@ pub fn offer_freed(engine: &Engine, tx: &mut dyn StoreTx, slot: &Stored) -> Fhir
     else {
         return Ok(None);
     };
-    let expires = sijill_store::instant_in(engine.scheduling.offer_seconds);
-    let mut offer = super::appointment_on(
-        &value,
-        &slot.id,
-        Some(facts),
-        Some((&patient, "needs-action")),
-        "pending",
-    );
-    offer["created"] = entry["created"].clone();
-    offer["meta"] = json!({"tag": [{"system": HOLD_TAG_SYSTEM, "code": "hold"}, {"system": HOLD_TAG_SYSTEM, "code": WAITLIST_TAG}]});
-    let mut ext: Vec<Value> = entry["extension"].as_array().cloned().unwrap_or_default();
-    ext.push(json!({"url": HOLD_EXPIRES_URL, "valueInstant": expires}));
-    offer["extension"] = Value::Array(ext);
-    super::with_meeting_link(&mut offer, &engine.scheduling);
-    let held = super::booking::with_state(value, "busy-tentative", Some(&id), Some(&expires));
-    tx.update("Slot", &slot.id, held, Some(slot.version))?;
-    let (stored, _) = tx.update("Appointment", &id, offer, Some(first.version))?;
-    enqueue(
-        tx,
-        Notice {
-            patient: &patient,
-            topic: Topic::Offer,
-            about: &format!("Appointment/{id}"),
-            text: format!(
-                "A place you waited for is free: {} It is kept for you until {expires}; book it to confirm.",
-                super::notices::describe(engine, &parse(&stored))
-            ),
-            deliver_after: None,
-        },
-    )?;
+    let offer = Offer {
+        slot,
+        facts: Some(facts),
+        patient: &patient,
+        intro: "A place you waited for is free:",
+    };
+    let mut hold = offer.appointment(engine);
+    hold["created"] = entry["created"].clone();
+    if let Some(tags) = hold["meta"]["tag"].as_array_mut() {
+        tags.push(json!({"system": HOLD_TAG_SYSTEM, "code": WAITLIST_TAG}));
+    }
+    let place = entry["extension"].as_array().cloned().unwrap_or_default();
+    if let Some(ext) = hold["extension"].as_array_mut() {
+        ext.extend(place);
+    }
+    let (stored, _) = tx.update("Appointment", &id, hold, Some(first.version))?;
+    offer.take(engine, tx, &stored)?;
     Ok(Some(id))
+}
+
+/// A free slot held for a patient (from the waitlist, or instead of an appointment an
+/// absence cancelled), for `--offer-ttl`.
+pub struct Offer<'a> {
+    /// The slot, as read in the transaction.
+    pub slot: &'a Stored,
+    /// Its schedule's facts.
+    pub facts: Option<&'a ScheduleFacts>,
+    /// The patient it is for.
+    pub patient: &'a str,
+    /// How the notice begins.
+    pub intro: &'a str,
+}
+
+impl Offer<'_> {
+    /// The pending Appointment that holds the slot (to be created, or written over an entry).
+    pub fn appointment(&self, engine: &Engine) -> Value {
+        let value = parse(self.slot);
+        let expires = sijill_store::instant_in(engine.scheduling.offer_seconds);
+        let mut hold = super::appointment_on(
+            &value,
+            &self.slot.id,
+            self.facts,
+            Some((self.patient, "needs-action")),
+            "pending",
+        );
+        hold["created"] = json!(sijill_store::now_instant());
+        hold["meta"] = json!({"tag": [{"system": HOLD_TAG_SYSTEM, "code": "hold"}]});
+        hold["extension"] = json!([{"url": HOLD_EXPIRES_URL, "valueInstant": expires}]);
+        super::with_meeting_link(&mut hold, &engine.scheduling);
+        hold
+    }
+
+    /// Gives the slot to the written hold until it expires, and tells the patient.
+    pub fn take(&self, engine: &Engine, tx: &mut dyn StoreTx, hold: &Stored) -> FhirResult<()> {
+        let appointment = parse(hold);
+        let expires = appointment["extension"]
+            .as_array()
+            .and_then(|e| e.iter().find(|x| x["url"] == HOLD_EXPIRES_URL))
+            .and_then(|x| x["valueInstant"].as_str())
+            .unwrap_or("")
+            .to_string();
+        let held = super::booking::with_state(parse(self.slot), "busy-tentative", Some(&hold.id), Some(&expires));
+        tx.update("Slot", &self.slot.id, held, Some(self.slot.version))?;
+        enqueue(
+            tx,
+            Notice {
+                patient: self.patient,
+                topic: Topic::Offer,
+                about: &format!("Appointment/{}", hold.id),
+                text: format!(
+                    "{} {} It is kept for you until {expires}: book it to confirm, or choose another time.",
+                    self.intro,
+                    super::notices::describe(engine, &appointment)
+                ),
+                deliver_after: None,
+            },
+        )?;
+        Ok(())
+    }
 }
 
 /// An offer not taken in time, back at the end of the waitlist.
