@@ -71,6 +71,31 @@ pub struct ScheduleFacts {
 pub struct Directory {
     /// Schedules by id.
     pub schedules: HashMap<String, ScheduleFacts>,
+    /// The ids of the schedules of each specialty code, in id order.
+    pub by_specialty: HashMap<String, Vec<String>>,
+}
+
+impl Directory {
+    /// The schedules that may offer a specialty (`code` or `system|code`; every schedule
+    /// when None), in id order.
+    pub fn offering(&self, specialty: Option<&str>) -> Vec<&ScheduleFacts> {
+        match specialty {
+            Some(wanted) => {
+                let code = wanted.rsplit_once('|').map_or(wanted, |(_, c)| c);
+                self.by_specialty
+                    .get(code)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| self.schedules.get(id))
+                    .collect()
+            }
+            None => {
+                let mut all: Vec<&ScheduleFacts> = self.schedules.values().collect();
+                all.sort_by(|a, b| a.id.cmp(&b.id));
+                all
+            }
+        }
+    }
 }
 
 /// The cache of the directory join.
@@ -246,7 +271,15 @@ fn build(store: &dyn Store) -> FhirResult<Directory> {
     let lookup = |resource_type: &str, id: &str| Ok(maps.get(resource_type).and_then(|m| m.get(id)).map(Cow::Borrowed));
     let mut out = Directory::default();
     for (id, s) in schedules {
-        out.schedules.insert(id.clone(), facts_of(&id, &s, &lookup)?);
+        let facts = facts_of(&id, &s, &lookup)?;
+        for code in codes(&facts.specialty) {
+            out.by_specialty.entry(code).or_default().push(id.clone());
+        }
+        out.schedules.insert(id.clone(), facts);
+    }
+    for ids in out.by_specialty.values_mut() {
+        ids.sort();
+        ids.dedup();
     }
     Ok(out)
 }

@@ -378,12 +378,11 @@ pub fn equivalents(
         count,
         ..Criteria::default()
     };
-    let mut candidates: Vec<&ScheduleFacts> = directory
-        .schedules
-        .values()
+    let candidates: Vec<&ScheduleFacts> = directory
+        .offering(c.specialty.as_deref())
+        .into_iter()
         .filter(|f| f.id != instead_of.id && c.admits(f))
         .collect();
-    candidates.sort_by(|a, b| a.id.cmp(&b.id));
     earliest(engine, &c, &candidates)
 }
 
@@ -430,8 +429,11 @@ pub fn find(
 ) -> FhirResult<FhirResponse> {
     let c = criteria(engine, guard, query, body)?;
     let directory: Arc<Directory> = engine.directory.get(&engine.store)?;
-    let mut candidates: Vec<&ScheduleFacts> = directory.schedules.values().filter(|f| c.admits(f)).collect();
-    candidates.sort_by(|a, b| a.id.cmp(&b.id));
+    let candidates: Vec<&ScheduleFacts> = directory
+        .offering(c.specialty.as_deref())
+        .into_iter()
+        .filter(|f| c.admits(f))
+        .collect();
     let slots = if c.nearest {
         nearest(engine, &c, candidates)?
     } else {
