@@ -93,9 +93,13 @@ pub struct ServeArgs {
     #[arg(long, env = "SIJILL_VIDEO_BASE_URL")]
     pub video_base_url: Option<String>,
     /// Where notices to patients go: a directory (default: `outbox` in the data directory),
-    /// an http(s) webhook URL (an SMS or e-mail gateway), or `none`.
+    /// an http(s) webhook URL (an SMS gateway), an smtp:// or smtps:// URL (e-mail to the
+    /// patient's address), or `none`.
     #[arg(long, env = "SIJILL_NOTIFY")]
     pub notify: Option<String>,
+    /// The sender of e-mailed notices.
+    #[arg(long, env = "SIJILL_NOTIFY_FROM", default_value = "Sijill <no-reply@sijill.invalid>")]
+    pub notify_from: String,
     /// Reminders before each appointment, comma-separated (`48h,2h`).
     #[arg(long, env = "SIJILL_REMINDERS", default_value = "48h,2h")]
     pub reminders: String,
@@ -332,7 +336,7 @@ fn parse_duration(s: &str) -> Result<i64, String> {
 /// reminders and the backoff.
 fn outbox_settings(args: &ServeArgs, data_dir: &std::path::Path) -> Result<sijill_api::outbox::OutboxSettings, String> {
     let sink = match &args.notify {
-        Some(spec) => sijill_api::outbox::sink::Sink::parse(spec),
+        Some(spec) => sijill_api::outbox::sink::Sink::parse(spec, &args.notify_from),
         None => sijill_api::outbox::sink::Sink::Directory(data_dir.join("outbox")),
     };
     let reminder_hours = args

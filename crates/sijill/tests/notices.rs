@@ -232,3 +232,117 @@ fn notices_written_while_delivery_is_off_are_delivered_after_a_restart_once() {
         serde_json::from_slice(&std::fs::read(outbox.path().join(format!("{id}.json"))).unwrap()).unwrap();
     assert_eq!(written["patient"], format!("Patient/{p}"));
 }
+
+/// What an SMTP server on loopback received: (recipients, message data), one per mail.
+type Mails = Arc<Mutex<Vec<(Vec<String>, String)>>>;
+
+/// A small SMTP server on loopback (enough of RFC 5321 for one client: EHLO, MAIL, RCPT,
+/// DATA, RSET, NOOP, QUIT), recording each message.
+fn smtp_server() -> (String, Mails) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("smtp://{}", listener.local_addr().unwrap());
+    let mails: Mails = Arc::default();
+    let log = mails.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let _ = write!(stream, "220 test ESMTP\r\n");
+            let (mut rcpt, mut data) = (Vec::new(), String::new());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                let reply = match verb.as_str() {
+                    "EHLO" | "HELO" => "250 test\r\n".to_string(),
+                    "RCPT" => {
+                        rcpt.push(line.trim().to_string());
+                        "250 ok\r\n".into()
+                    }
+                    "DATA" => {
+                        let _ = write!(stream, "354 go on\r\n");
+                        loop {
+                            let mut l = String::new();
+                            if reader.read_line(&mut l).unwrap_or(0) == 0 || l == ".\r\n" {
+                                break;
+                            }
+                            data.push_str(&l);
+                        }
+                        log.lock()
+                            .unwrap()
+                            .push((std::mem::take(&mut rcpt), std::mem::take(&mut data)));
+                        "250 queued\r\n".into()
+                    }
+                    "QUIT" => {
+                        let _ = write!(stream, "221 bye\r\n");
+                        break;
+                    }
+                    _ => "250 ok\r\n".into(),
+                };
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        }
+    });
+    (url, mails)
+}
+
+#[test]
+fn notices_go_by_e_mail_and_a_patient_without_an_address_is_given_up_at_once() {
+    let (url, mails) = smtp_server();
+    let s = Server::start_with(&[
+        "--booking-rules",
+        "none",
+        "--booking-horizon",
+        "3d",
+        "--chores-every",
+        "1s",
+        "--notify",
+        &url,
+        "--notify-from",
+        "Sijill <no-reply@sijill.test>",
+        "--reminders",
+        "",
+    ]);
+    let slot = open_clinic(&s);
+    let p =
+        s.create(&json!({"resourceType": "Patient", "telecom": [{"system": "email", "value": "citizen@example.org"}]}));
+    let t = s.token(&["--role", "citizen", "--patient", &p]);
+    book(&s, &t, &slot);
+    eventually("the e-mail", || {
+        notices(&s, &p, "confirmation")[0]["status"] == "completed"
+    });
+    let id = notices(&s, &p, "confirmation")[0]["id"].as_str().unwrap().to_string();
+    {
+        let mails = mails.lock().unwrap();
+        assert_eq!(mails.len(), 1);
+        let (rcpt, data) = &mails[0];
+        assert!(rcpt[0].contains("<citizen@example.org>"), "{rcpt:?}");
+        assert!(data.contains("Subject: Sijill: confirmation"), "{data}");
+        assert!(data.contains(&format!("Message-ID: <{id}@sijill>")), "{data}");
+        assert!(
+            data.contains("no-reply@sijill.test") && data.contains("General practice"),
+            "{data}"
+        );
+    }
+
+    let without = s.create(&json!({"resourceType": "Patient"}));
+    let t = s.token(&["--role", "citizen", "--patient", &without]);
+    let found = json(s.get_as(&t, "Appointment/$find?_count=6"));
+    let other_slot = found["entry"][5]["resource"]["slot"][0]["reference"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("Slot/")
+        .to_string();
+    book(&s, &t, &other_slot);
+    eventually("giving up", || {
+        notices(&s, &without, "confirmation")[0]["status"] == "not-done"
+    });
+    let given_up = &notices(&s, &without, "confirmation")[0];
+    assert!(given_up["statusReason"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("no e-mail address"));
+    assert_eq!(mails.lock().unwrap().len(), 1, "nothing more was sent");
+}

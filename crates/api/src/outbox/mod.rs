@@ -7,11 +7,11 @@
 //! versioned and audited like any other, and the patient sees their notices in their record.
 //!
 //! A chore ([`deliver_due`]) sends the notices that are due through the configured
-//! [`sink::Sink`] — a directory (the default), or an HTTP webhook for an SMS or e-mail
-//! gateway. Each delivery first claims its notice (`in-progress`, with If-Match, so that two
+//! [`sink::Sink`] — a directory (the default), an HTTP webhook for an SMS gateway, or an
+//! SMTP server. Each delivery first claims its notice (`in-progress`, with If-Match, so that two
 //! servers never both take it), then records the outcome: `completed`, or back to
 //! `preparation` with a later next attempt (exponential backoff), or `not-done` after the
-//! last attempt. Nothing is lost in a restart: an unfinished notice is still in the store,
+//! last attempt (at once when it can never go: no e-mail address). Nothing is lost in a restart: an unfinished notice is still in the store,
 //! and a claim left by a stopped server lapses. A notice whose delivery was cut short
 //! between sending and recording can be sent again: every delivery carries the notice's id
 //! as its idempotency key, and the directory sink writes one file per id.
@@ -284,7 +284,7 @@ fn record(
     engine: &Engine,
     guard: &Guard<'_>,
     claimed: &Stored,
-    outcome: Result<(), String>,
+    outcome: Result<(), sink::Undelivered>,
     done: &mut Delivered,
 ) -> FhirResult<()> {
     let settings = &engine.outbox;
@@ -299,11 +299,14 @@ fn record(
             set_extension(&mut c, LAST_ERROR, None);
             done.sent += 1;
         }
-        Err(why) => {
+        Err(undelivered) => {
+            let why = undelivered.reason().to_string();
             set_extension(&mut c, LAST_ERROR, Some(json!({"url": LAST_ERROR, "valueString": why})));
-            if tries >= settings.max_attempts {
+            let never = matches!(undelivered, sink::Undelivered::Never(_));
+            if never || tries >= settings.max_attempts {
                 c["status"] = json!("not-done");
-                c["statusReason"] = json!({"text": format!("not delivered after {tries} attempts")});
+                c["statusReason"] =
+                    json!({"text": if never { why } else { format!("not delivered after {tries} attempts") }});
                 done.given_up += 1;
             } else {
                 c["status"] = json!("preparation");

@@ -1,13 +1,14 @@
 //! Where notices are delivered: a directory (one JSON file per notice, named by its id, so
-//! that delivering one twice writes the same file), or an HTTP webhook (an SMS or e-mail
-//! gateway), which receives the notice's id as `Idempotency-Key`.
+//! that delivering one twice writes the same file), an HTTP webhook (an SMS or e-mail
+//! gateway), which receives the notice's id as `Idempotency-Key`, or an SMTP server (the
+//! patient's e-mail address; the notice's id in the `Message-ID`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 
-/// How long a webhook may take to answer.
+/// How long a webhook or an SMTP server may take to answer.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A delivery adapter.
@@ -19,26 +20,89 @@ pub enum Sink {
     Directory(PathBuf),
     /// POSTed as JSON to a URL.
     Webhook(String),
+    /// E-mailed through an SMTP server: `smtp://host:port` (plain, to a relay), `smtps://`
+    /// (TLS), `smtp://…?tls=required` (STARTTLS); credentials as `user:password@`.
+    Smtp {
+        /// The server's URL.
+        url: String,
+        /// The sender address.
+        from: String,
+    },
+}
+
+/// Why a notice was not delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Undelivered {
+    /// It may go through later (the gateway is down, busy, refused for now).
+    Retry(String),
+    /// It never will (the patient has no address for this channel).
+    Never(String),
+}
+
+impl Undelivered {
+    /// Why, in words.
+    pub fn reason(&self) -> &str {
+        match self {
+            Undelivered::Retry(why) | Undelivered::Never(why) => why,
+        }
+    }
 }
 
 impl Sink {
-    /// A sink from its description: `none`, an `http(s)://` URL, or a directory.
-    pub fn parse(spec: &str) -> Sink {
+    /// A sink from its description: `none`, an `http(s)://` URL, an `smtp(s)://` URL
+    /// (sending as `from`), or a directory.
+    pub fn parse(spec: &str, from: &str) -> Sink {
         match spec {
             "none" => Sink::None,
             url if url.starts_with("http://") || url.starts_with("https://") => Sink::Webhook(url.to_string()),
+            url if url.starts_with("smtp://") || url.starts_with("smtps://") => Sink::Smtp {
+                url: url.to_string(),
+                from: from.to_string(),
+            },
             dir => Sink::Directory(PathBuf::from(dir)),
         }
     }
 
     /// Delivers one message; Err says why it was not delivered.
-    pub fn send(&self, id: &str, message: &Value) -> Result<(), String> {
+    pub fn send(&self, id: &str, message: &Value) -> Result<(), Undelivered> {
         match self {
-            Sink::None => Err("no delivery configured".into()),
-            Sink::Directory(dir) => write_file(dir, id, message),
-            Sink::Webhook(url) => post(url, id, message),
+            Sink::None => Err(Undelivered::Retry("no delivery configured".into())),
+            Sink::Directory(dir) => write_file(dir, id, message).map_err(Undelivered::Retry),
+            Sink::Webhook(url) => post(url, id, message).map_err(Undelivered::Retry),
+            Sink::Smtp { url, from } => mail(url, from, id, message),
         }
     }
+}
+
+/// E-mails a notice to the patient's address.
+fn mail(url: &str, from: &str, id: &str, message: &Value) -> Result<(), Undelivered> {
+    use lettre::Transport;
+    let to = message["email"]
+        .as_str()
+        .ok_or_else(|| Undelivered::Never("the patient has no e-mail address".into()))?;
+    let to = to
+        .parse()
+        .map_err(|e| Undelivered::Never(format!("the patient's e-mail address is invalid: {e}")))?;
+    let from = from
+        .parse()
+        .map_err(|e| Undelivered::Never(format!("the sender address is invalid: {e}")))?;
+    let topic = message["topic"].as_str().unwrap_or("notice");
+    let email = lettre::Message::builder()
+        .from(from)
+        .to(to)
+        .message_id(Some(format!("<{id}@sijill>")))
+        .subject(format!("Sijill: {topic}"))
+        .header(lettre::message::header::ContentType::TEXT_PLAIN)
+        .body(message["text"].as_str().unwrap_or("").to_string())
+        .map_err(|e| Undelivered::Never(format!("the e-mail cannot be built: {e}")))?;
+    let transport = lettre::SmtpTransport::from_url(url)
+        .map_err(|e| Undelivered::Retry(format!("the SMTP URL is not usable: {e}")))?
+        .timeout(Some(WEBHOOK_TIMEOUT))
+        .build();
+    transport
+        .send(&email)
+        .map(|_| ())
+        .map_err(|e| Undelivered::Retry(format!("the SMTP server did not take the message: {e}")))
 }
 
 /// Writes `{dir}/{id}.json` whole or not at all (a temporary file renamed into place).
@@ -75,9 +139,20 @@ mod tests {
 
     #[test]
     fn a_sink_is_read_from_its_description() {
-        assert!(matches!(Sink::parse("none"), Sink::None));
-        assert!(matches!(Sink::parse("https://sms.example.org/send"), Sink::Webhook(_)));
-        assert!(matches!(Sink::parse("/var/lib/sijill/outbox"), Sink::Directory(_)));
+        let from = "no-reply@sijill.invalid";
+        assert!(matches!(Sink::parse("none", from), Sink::None));
+        assert!(matches!(
+            Sink::parse("https://sms.example.org/send", from),
+            Sink::Webhook(_)
+        ));
+        assert!(matches!(
+            Sink::parse("smtps://mail.example.org", from),
+            Sink::Smtp { .. }
+        ));
+        assert!(matches!(
+            Sink::parse("/var/lib/sijill/outbox", from),
+            Sink::Directory(_)
+        ));
     }
 
     #[test]
