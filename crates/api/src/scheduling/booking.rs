@@ -72,6 +72,16 @@ fn unavailable(slot: &Value, holder: Option<&str>) -> Option<String> {
     }
 }
 
+/// Refuses a slot already seen taken, before opening a write transaction for it: of many
+/// citizens racing for one slot, the late ones are answered without taking the writer's
+/// turn. The transaction checks again whatever this let through.
+fn refuse_early(seen: &Value) -> FhirResult<()> {
+    match unavailable(seen, None) {
+        Some(why) => Err(conflict(why)),
+        None => Ok(()),
+    }
+}
+
 /// The slot with a status, given to `appointment` (until `expires` for a hold), or to
 /// nobody.
 pub(super) fn with_state(mut slot: Value, status: &str, appointment: Option<&str>, expires: Option<&str>) -> Value {
@@ -199,8 +209,10 @@ pub fn hold(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
     let params = parameters::read(body)?;
     let slot_id = slot_param(&params)?;
     let patient = patient_param(guard, &params)?;
-    let facts = schedule_facts(engine, &parse(&read_current(engine, "Slot", &slot_id)?))?;
+    let seen = parse(&read_current(engine, "Slot", &slot_id)?);
+    let facts = schedule_facts(engine, &seen)?;
     check_books_for(guard, &patient, facility(&facts))?;
+    refuse_early(&seen)?;
     patient_exists(engine, &patient)?;
     guard.disclose_patient(&patient);
     let expires = sijill_store::instant_in(engine.scheduling.hold_seconds);
@@ -262,8 +274,13 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
         }
         None => {
             let (slot_id, patient) = (slot_param(&params)?, patient_param(guard, &params)?);
-            let facts = schedule_facts(engine, &parse(&read_current(engine, "Slot", &slot_id)?))?;
+            let seen = parse(&read_current(engine, "Slot", &slot_id)?);
+            let facts = schedule_facts(engine, &seen)?;
             check_books_for(guard, &patient, facility(&facts))?;
+            // A retry with the same request id must reach its earlier booking, not 409.
+            if request_key(guard).is_none() {
+                refuse_early(&seen)?;
+            }
             guard.disclose_patient(&patient);
             (slot_id, patient, facts)
         }
