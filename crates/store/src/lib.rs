@@ -10,6 +10,7 @@
 pub mod agenda;
 pub mod audit;
 mod gate;
+mod group_commit;
 pub mod index;
 pub mod pg;
 pub mod query;

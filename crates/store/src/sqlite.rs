@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use parking_lot::Mutex;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
@@ -17,6 +19,7 @@ use serde_json::Value;
 
 use crate::audit::{self, AuditEntry, AuditQuery, SealedAudit};
 use crate::gate::Gate;
+use crate::group_commit::{OpenGroup, Outcomes, MAX_UNITS};
 use crate::index::IndexRow;
 use crate::query::{SearchQuery, SortKey};
 use crate::reindex::{reindex, reindex_if_rules_changed, IndexRebuild, REINDEX_BATCH};
@@ -158,6 +161,10 @@ pub const DATABASE_FILE: &str = "sijill.db";
 pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Writer>,
+    /// Units of work waiting for the writer: while one does, the open group goes on.
+    queued: AtomicUsize,
+    /// The commits' outcomes, for the units that wait for them.
+    outcomes: Outcomes,
     readers: Mutex<Vec<Connection>>,
     /// At most MAX_READERS reads at once.
     reading: Gate,
@@ -214,6 +221,8 @@ impl Drop for Checkpointer {
 struct Writer {
     conn: Connection,
     last_stamp: String,
+    /// The group of units sharing the open transaction ([`crate::group_commit`]).
+    group: OpenGroup,
 }
 
 /// Longest a single read may run.
@@ -271,7 +280,10 @@ impl SqliteStore {
             writer: Mutex::new(Writer {
                 conn: writer,
                 last_stamp: String::new(),
+                group: OpenGroup::default(),
             }),
+            queued: AtomicUsize::new(0),
+            outcomes: Outcomes::default(),
             readers: Mutex::new(Vec::new()),
             reading: Gate::new(MAX_READERS),
             param_keys,
@@ -422,6 +434,34 @@ fn insert_index_rows(
         ])?;
     }
     Ok(())
+}
+
+/// Runs one unit of work in a savepoint of the open transaction: released when it
+/// succeeds, rolled back to when it fails (the group's other units keep their work). A
+/// unit during which SQLite rolled the whole transaction back fails.
+fn run_unit(
+    conn: &Connection,
+    keys: &ParamKeys,
+    stamp: &str,
+    work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>,
+) -> Result<()> {
+    conn.execute_batch("SAVEPOINT unit")?;
+    let result = work(&mut SqliteTx { conn, keys, stamp });
+    if conn.is_autocommit() {
+        return Err(result
+            .err()
+            .unwrap_or_else(|| StoreError::Database("the transaction was rolled back by the database".into())));
+    }
+    match result {
+        Ok(()) => {
+            conn.execute_batch("RELEASE unit")?;
+            Ok(())
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO unit; RELEASE unit")?;
+            Err(e)
+        }
+    }
 }
 
 /// One batch of a rebuild ([`IndexRebuild::rebuild_batch`]) on the writer connection.
@@ -754,6 +794,21 @@ fn search_ids(
     Ok(ids)
 }
 
+impl SqliteStore {
+    /// Commits the open group, if any, and hands its outcome to its waiting units.
+    fn settle(&self, w: &mut Writer) -> Result<()> {
+        let conn = &w.conn;
+        self.outcomes
+            .settle(&mut w.group, || match conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Err(e.into())
+                }
+            })
+    }
+}
+
 impl Store for SqliteStore {
     fn free_slots(&self, query: &crate::agenda::AgendaQuery) -> Result<Vec<crate::agenda::FreeSlot>> {
         let (sql, args) = crate::agenda::page_statement(query);
@@ -784,26 +839,52 @@ impl Store for SqliteStore {
     }
 
     fn write(&self, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
+        self.queued.fetch_add(1, Ordering::SeqCst);
         let mut writer = self.writer.lock();
-        // One lastUpdated for the whole transaction, taken under the lock and never
-        // earlier than the last commit: `_since` polling misses nothing.
-        let stamp = std::cmp::max(now_instant(), writer.last_stamp.clone());
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        let w = &mut *writer;
+        if w.group.group.is_some() && w.conn.is_autocommit() {
+            // SQLite rolled the open transaction back (a full disk, an I/O error): its
+            // group fails, and this unit starts a new one.
+            let _ = self.settle(w);
+        }
         // IMMEDIATE takes the write lock at once, so the transaction never has to upgrade
         // a read snapshot that a checkpoint has moved on from.
-        let tx = writer
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        {
-            let mut stx = SqliteTx {
-                conn: &tx,
-                keys: &self.param_keys,
-                stamp: &stamp,
-            };
-            work(&mut stx)?;
+        let conn = &w.conn;
+        let group = w.group.join(|| Ok(conn.execute_batch("BEGIN IMMEDIATE")?))?;
+        // One lastUpdated per unit, taken under the lock and never earlier than the last
+        // one: `_since` polling misses nothing (the group commits before any is seen).
+        let stamp = std::cmp::max(now_instant(), w.last_stamp.clone());
+        let unit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_unit(&w.conn, &self.param_keys, &stamp, work)
+        }));
+        let unit = match unit {
+            Ok(result) => result,
+            Err(panic) => {
+                let _ = w.conn.execute_batch("ROLLBACK TO unit; RELEASE unit");
+                if self.queued.load(Ordering::SeqCst) == 0 {
+                    let _ = self.settle(w);
+                }
+                std::panic::resume_unwind(panic);
+            }
+        };
+        if unit.is_ok() {
+            w.last_stamp = stamp;
         }
-        tx.commit()?;
-        writer.last_stamp = stamp;
-        Ok(())
+        let last_of_group = self.queued.load(Ordering::SeqCst) == 0 || w.group.units >= MAX_UNITS;
+        match (unit, last_of_group) {
+            (Ok(()), true) => self.settle(w),
+            (Ok(()), false) => {
+                w.group.waiting += 1;
+                drop(writer);
+                self.outcomes.wait(group)
+            }
+            (Err(e), true) => {
+                let _ = self.settle(w);
+                Err(e)
+            }
+            (Err(e), false) => Err(e),
+        }
     }
 
     fn read(&self, resource_type: &str, id: &str) -> Result<Current> {
@@ -942,6 +1023,7 @@ impl IndexRebuild for SqliteStore {
 
     fn rebuild_batch(&self, after: i64) -> Result<Option<(i64, u64)>> {
         let mut writer = self.writer.lock();
+        let _ = self.settle(&mut writer);
         reindex_batch(&mut writer.conn, &self.param_keys, after)
     }
 
@@ -957,7 +1039,9 @@ impl IndexRebuild for SqliteStore {
     }
 
     fn record_fingerprint(&self) -> Result<()> {
-        self.writer.lock().conn.execute(
+        let mut writer = self.writer.lock();
+        let _ = self.settle(&mut writer);
+        writer.conn.execute(
             "INSERT INTO store_meta (key, value) VALUES ('index_fingerprint', ?1)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             params![crate::index::fingerprint()],
@@ -976,6 +1060,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn concurrent_units_share_commits_and_a_failing_one_leaves_the_others_whole() {
+        let (_dir, store) = store();
+        let store = Arc::new(store);
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let mut kept = Vec::new();
+                    for i in 0..40 {
+                        let id = format!("p-{t}-{i}");
+                        let fails = i % 3 == 0;
+                        let result = store.write(&mut |tx| {
+                            tx.create("Patient", json!({"resourceType": "Patient"}), Some(&id))?;
+                            tx.create("Observation", json!({"resourceType": "Observation", "status": "final",
+                                "code": {"text": "x"}, "subject": {"reference": format!("Patient/{id}")}}), None)?;
+                            if fails {
+                                return Err(StoreError::Invalid("refused after writing".into()));
+                            }
+                            Ok(())
+                        });
+                        assert_eq!(result.is_err(), fails, "{id}: {result:?}");
+                        // A unit that returned is committed: visible to every reader at once.
+                        let seen = matches!(store.read("Patient", &id).unwrap(), Current::Found(_));
+                        assert_eq!(seen, !fails, "{id}");
+                        if !fails {
+                            kept.push(id);
+                        }
+                    }
+                    kept
+                })
+            })
+            .collect();
+        let kept: usize = threads.into_iter().map(|t| t.join().unwrap().len()).sum();
+        let counts: HashMap<String, u64> = store.counts().unwrap().into_iter().collect();
+        assert_eq!(counts.get("Patient").copied(), Some(kept as u64));
+        assert_eq!(counts.get("Observation").copied(), Some(kept as u64), "no half of a failed unit");
     }
 
     fn query(rt: &str, pairs: &[(&str, &str)]) -> SearchQuery {
