@@ -1076,8 +1076,12 @@ mod tests {
                         let fails = i % 3 == 0;
                         let result = store.write(&mut |tx| {
                             tx.create("Patient", json!({"resourceType": "Patient"}), Some(&id))?;
-                            tx.create("Observation", json!({"resourceType": "Observation", "status": "final",
-                                "code": {"text": "x"}, "subject": {"reference": format!("Patient/{id}")}}), None)?;
+                            tx.create(
+                                "Observation",
+                                json!({"resourceType": "Observation", "status": "final",
+                                "code": {"text": "x"}, "subject": {"reference": format!("Patient/{id}")}}),
+                                None,
+                            )?;
                             if fails {
                                 return Err(StoreError::Invalid("refused after writing".into()));
                             }
@@ -1098,7 +1102,11 @@ mod tests {
         let kept: usize = threads.into_iter().map(|t| t.join().unwrap().len()).sum();
         let counts: HashMap<String, u64> = store.counts().unwrap().into_iter().collect();
         assert_eq!(counts.get("Patient").copied(), Some(kept as u64));
-        assert_eq!(counts.get("Observation").copied(), Some(kept as u64), "no half of a failed unit");
+        assert_eq!(
+            counts.get("Observation").copied(),
+            Some(kept as u64),
+            "no half of a failed unit"
+        );
     }
 
     fn query(rt: &str, pairs: &[(&str, &str)]) -> SearchQuery {
