@@ -135,7 +135,7 @@ pub fn stop_pending(tx: &mut dyn StoreTx, about: &str, topic: Topic) -> FhirResu
         "Communication",
         &[
             ("based-on".into(), about.to_string()),
-            ("status".into(), "preparation".into()),
+            ("status".into(), "preparation,in-progress".into()),
             ("category".into(), format!("{TOPIC_SYSTEM}|{}", topic.code())),
         ],
     )?;
@@ -182,6 +182,14 @@ fn attempts(c: &Value) -> i64 {
     extension(c, ATTEMPTS)
         .and_then(|e| e["valueInteger"].as_i64())
         .unwrap_or(0)
+        .clamp(0, i64::from(u16::MAX))
+}
+
+/// The wait before the next attempt after `tries` failed ones: `base`, doubled each time,
+/// at most an hour.
+fn backoff(base: i64, tries: i64) -> i64 {
+    let doublings = (tries - 1).clamp(0, 20) as u32;
+    base.max(1).saturating_mul(1 << doublings).min(3600)
 }
 
 /// Whether a notice is due now: waiting and its time has come, or claimed by a server
@@ -215,16 +223,38 @@ pub fn deliver_due(engine: &Engine, guard: &Guard<'_>) -> FhirResult<Delivered> 
     }
     let query = SearchQuery::parse("Communication", &[("status".into(), "preparation,in-progress".into())])?;
     let now = OffsetDateTime::now_utc();
-    let waiting = engine.store.search_page("Communication", &query, None, ROUND)?;
-    for notice in waiting.iter().filter(|s| is_due(&body(s), now)) {
-        let Some(claimed) = claim(engine, guard, notice)? else {
-            continue;
-        };
-        let message = message(engine, &claimed)?;
-        let outcome = settings.sink.send(&claimed.id, &message);
-        record(engine, guard, &claimed, outcome, &mut done)?;
+    // Every waiting notice is looked at (reminders wait for days and must not hide the
+    // due ones behind them); at most ROUND due ones are sent per round.
+    let mut due = Vec::new();
+    engine.store.search_each("Communication", &query, &mut |s| {
+        if due.len() < ROUND && is_due(&body(s), now) {
+            due.push(s.clone());
+        }
+        Ok(())
+    })?;
+    for notice in &due {
+        // One notice's trouble does not hold up the others.
+        if let Err(e) = deliver_one(engine, guard, notice, &mut done) {
+            tracing::warn!(notice = %notice.id, error = ?e.issues.first().map(|i| &i.diagnostics), "a notice could not be delivered");
+        }
     }
     Ok(done)
+}
+
+/// Claims, sends and records one due notice.
+fn deliver_one(engine: &Engine, guard: &Guard<'_>, notice: &Stored, done: &mut Delivered) -> FhirResult<()> {
+    let Some(claimed) = claim(engine, guard, notice)? else {
+        return Ok(());
+    };
+    let message = message(engine, &claimed)?;
+    let outcome = engine.outbox.sink.send(&claimed.id, &message);
+    record(engine, guard, &claimed, outcome, done)
+}
+
+/// Whether a write failed because the notice changed meanwhile (stopped, or claimed by
+/// another server).
+fn changed_meanwhile(e: &crate::error::FhirError) -> bool {
+    e.status == axum::http::StatusCode::CONFLICT || e.status == axum::http::StatusCode::PRECONDITION_FAILED
 }
 
 /// Claims a notice for this delivery (None: another server took it first).
@@ -241,12 +271,7 @@ fn claim(engine: &Engine, guard: &Guard<'_>, seen: &Stored) -> FhirResult<Option
     });
     match result {
         Ok(stored) => Ok(Some(stored)),
-        Err(e)
-            if e.status == axum::http::StatusCode::CONFLICT
-                || e.status == axum::http::StatusCode::PRECONDITION_FAILED =>
-        {
-            Ok(None)
-        }
+        Err(e) if changed_meanwhile(&e) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -310,7 +335,7 @@ fn record(
                 done.given_up += 1;
             } else {
                 c["status"] = json!("preparation");
-                let wait = (settings.backoff_seconds << (tries - 1).min(20)).min(3600);
+                let wait = backoff(settings.backoff_seconds, tries);
                 set_extension(
                     &mut c,
                     DELIVER_AFTER,
@@ -320,15 +345,33 @@ fn record(
             }
         }
     }
-    engine.with_tx(guard, Exec::Standalone, |tx| {
+    let written = engine.with_tx(guard, Exec::Standalone, |tx| {
         tx.update("Communication", &claimed.id, c.clone(), Some(claimed.version))?;
         Ok(())
-    })
+    });
+    match written {
+        // Stopped while it was being sent (its appointment was cancelled): it stays stopped.
+        Err(e) if changed_meanwhile(&e) => Ok(()),
+        other => other,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_backoff_doubles_up_to_an_hour_whatever_it_is_given() {
+        assert_eq!(backoff(30, 1), 30);
+        assert_eq!(backoff(30, 3), 120);
+        assert_eq!(backoff(30, 50), 3600);
+        assert_eq!(backoff(i64::MAX, 9), 3600);
+        assert_eq!(backoff(0, 0), 1);
+        assert_eq!(
+            attempts(&json!({"extension": [{"url": ATTEMPTS, "valueInteger": -5}]})),
+            0
+        );
+    }
 
     #[test]
     fn a_notice_is_due_when_its_time_came_or_its_claim_lapsed() {

@@ -83,9 +83,10 @@ fn mail(url: &str, from: &str, id: &str, message: &Value) -> Result<(), Undelive
     let to = to
         .parse()
         .map_err(|e| Undelivered::Never(format!("the patient's e-mail address is invalid: {e}")))?;
+    // A bad sender is the server's setting, to be fixed: the notices wait for it.
     let from = from
         .parse()
-        .map_err(|e| Undelivered::Never(format!("the sender address is invalid: {e}")))?;
+        .map_err(|e| Undelivered::Retry(format!("the sender address (--notify-from) is invalid: {e}")))?;
     let topic = message["topic"].as_str().unwrap_or("notice");
     let email = lettre::Message::builder()
         .from(from)
@@ -99,10 +100,15 @@ fn mail(url: &str, from: &str, id: &str, message: &Value) -> Result<(), Undelive
         .map_err(|e| Undelivered::Retry(format!("the SMTP URL is not usable: {e}")))?
         .timeout(Some(WEBHOOK_TIMEOUT))
         .build();
-    transport
-        .send(&email)
-        .map(|_| ())
-        .map_err(|e| Undelivered::Retry(format!("the SMTP server did not take the message: {e}")))
+    transport.send(&email).map(|_| ()).map_err(|e| {
+        let why = format!("the SMTP server did not take the message: {e}");
+        // A permanent (5xx) refusal, such as an unknown mailbox, will not change.
+        if e.is_permanent() {
+            Undelivered::Never(why)
+        } else {
+            Undelivered::Retry(why)
+        }
+    })
 }
 
 /// Writes `{dir}/{id}.json` whole or not at all (a temporary file renamed into place).
@@ -111,8 +117,16 @@ fn write_file(dir: &std::path::Path, id: &str, message: &Value) -> Result<(), St
     let target = dir.join(format!("{id}.json"));
     let partial = dir.join(format!(".{id}.json.partial"));
     let text = serde_json::to_vec_pretty(message).map_err(|e| e.to_string())?;
-    std::fs::write(&partial, text).map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
-    std::fs::rename(&partial, &target).map_err(|e| format!("cannot write {}: {e}", target.display()))
+    let cannot = |e: std::io::Error| format!("cannot write {}: {e}", target.display());
+    // Synced before it counts as delivered: a crash leaves the whole file or none.
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&partial).map_err(cannot)?;
+        file.write_all(&text).map_err(cannot)?;
+        file.sync_all().map_err(cannot)?;
+    }
+    std::fs::rename(&partial, &target).map_err(cannot)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(cannot)
 }
 
 fn post(url: &str, id: &str, message: &Value) -> Result<(), String> {

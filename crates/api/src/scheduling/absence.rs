@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
-use sijill_store::{Current, SearchQuery, StoreTx, Stored};
+use sijill_store::{Current, SearchQuery, StoreError, StoreTx, Stored};
 
 use super::availability::{format_moment, parse_moment, NOT_AVAILABLE_URL};
 use super::booking::with_state;
@@ -66,6 +66,8 @@ pub fn block(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBody) -
     }
     let specialty = super::directory::codes(&facts.specialty).into_iter().next();
     let alternatives = super::find::equivalents(engine, &directory, &facts, specialty, ALTERNATIVES)?;
+    let period_start = start;
+    let earliest_start = format_moment(start - time::Duration::days(1));
     let (start, end) = (format_moment(start), format_moment(end));
     let done = engine.with_tx(guard, Exec::Standalone, |tx| {
         let Current::Found(schedule) = tx.read("Schedule", id)? else {
@@ -80,12 +82,19 @@ pub fn block(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBody) -
             None => value["extension"] = json!([closure]),
         }
         tx.update("Schedule", id, value, Some(schedule.version))
-            .map_err(|_| conflict("The schedule was changed at the same moment; try again"))?;
+            .map_err(|e| match e {
+                StoreError::VersionConflict { .. } => {
+                    conflict("The schedule was changed at the same moment; try again")
+                }
+                other => other.into(),
+            })?;
+        // Slots that overlap the period: starting in it, or before it and ending in it (no
+        // slot is longer than a day).
         let query = SearchQuery::parse(
             "Slot",
             &[
                 ("schedule".into(), format!("Schedule/{id}")),
-                ("start".into(), format!("ge{start}")),
+                ("start".into(), format!("ge{earliest_start}")),
                 ("start".into(), format!("lt{end}")),
             ],
         )?;
@@ -101,6 +110,13 @@ pub fn block(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBody) -
                 continue;
             };
             let value = parse(&slot);
+            let overlaps = value["end"]
+                .as_str()
+                .and_then(parse_moment)
+                .is_none_or(|slot_end| slot_end > period_start);
+            if !overlaps {
+                continue;
+            }
             let appointment = value["extension"]
                 .as_array()
                 .and_then(|e| e.iter().find(|x| x["url"] == SLOT_APPOINTMENT_URL))
@@ -141,6 +157,16 @@ fn cancel_for_absence(engine: &Engine, tx: &mut dyn StoreTx, id: &str, reason: &
     };
     let mut a = parse(&current);
     if !matches!(a["status"].as_str(), Some("booked" | "pending")) {
+        return Ok(None);
+    }
+    if super::waitlist::is_from_waitlist(&a) {
+        // A slot offered from the waitlist: the patient keeps waiting, at the end of the line.
+        tx.update(
+            "Appointment",
+            id,
+            super::waitlist::back_in_line(&a),
+            Some(current.version),
+        )?;
         return Ok(None);
     }
     let Some(patient) = a["participant"]

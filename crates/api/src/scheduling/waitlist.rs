@@ -72,7 +72,9 @@ pub fn join(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
             truncate(&specialty)
         )));
     }
-    let mut place = Vec::new();
+    // The specialty asked for is kept with the place: an offer replaces the entry's
+    // specialty with the slot's, and an offer not taken goes back in line with this one.
+    let mut place = vec![json!({"url": "specialty", "valueCoding": {"system": system, "code": code}})];
     for name in ["province", "region"] {
         if let Some(v) = parameters::string(&params, name) {
             place.push(json!({"url": name, "valueString": v}));
@@ -115,9 +117,7 @@ pub fn join(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
             "created": sijill_store::now_instant(),
             "participant": [{"actor": {"reference": format!("Patient/{patient}")}, "status": "needs-action"}],
         });
-        if !place.is_empty() {
-            entry["extension"] = json!([{"url": WAITLIST_PLACE, "extension": place}]);
-        }
+        entry["extension"] = json!([{"url": WAITLIST_PLACE, "extension": place}]);
         let created = tx.create("Appointment", entry, None)?;
         guard.disclose(&created);
         Ok(created)
@@ -157,28 +157,37 @@ pub fn offer_freed(engine: &Engine, tx: &mut dyn StoreTx, slot: &Stored) -> Fhir
     let Some(facts) = directory.schedules.get(schedule).filter(|f| f.active) else {
         return Ok(None);
     };
-    let query = SearchQuery::parse("Appointment", &[("status".into(), "waitlist".into())])?;
-    let mut line: Vec<(String, String, Stored)> = Vec::new();
-    for id in tx.search_ids("Appointment", &query, 10_000)? {
-        if let Current::Found(a) = tx.read("Appointment", &id)? {
-            let entry = parse(&a);
+    // Only entries made by $join-waitlist are in line (an Appointment written by hand
+    // with status waitlist and no patient or time of joining is not).
+    let query = SearchQuery::parse(
+        "Appointment",
+        &[
+            ("status".into(), "waitlist".into()),
+            ("_tag".into(), format!("{HOLD_TAG_SYSTEM}|{WAITLIST_TAG}")),
+        ],
+    )?;
+    let mut line: Vec<(String, String, String, Stored)> = Vec::new();
+    for id in tx.search_ids("Appointment", &query, 100_000)? {
+        let Current::Found(a) = tx.read("Appointment", &id)? else {
+            continue;
+        };
+        let entry = parse(&a);
+        let patient = entry["participant"][0]["actor"]["reference"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("Patient/"))
+            .map(str::to_string);
+        let joined = entry["created"].as_str().map(str::to_string);
+        if let (Some(patient), Some(joined)) = (patient, joined) {
             if wants(&entry, &value, facts) {
-                line.push((entry["created"].as_str().unwrap_or("").to_string(), id, a));
+                line.push((joined, id, patient, a));
             }
         }
     }
     line.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    let Some((_, id, first)) = line.into_iter().next() else {
+    let Some((_, id, patient, first)) = line.into_iter().next() else {
         return Ok(None);
     };
     let entry = parse(&first);
-    let Some(patient) = entry["participant"][0]["actor"]["reference"]
-        .as_str()
-        .and_then(|r| r.strip_prefix("Patient/"))
-        .map(str::to_string)
-    else {
-        return Ok(None);
-    };
     let offer = Offer {
         slot,
         facts: Some(facts),
@@ -267,11 +276,17 @@ pub fn back_in_line(offer: &Value) -> Value {
         .and_then(|ps| ps.iter().find(|p| reference_id(&p["actor"], "Patient").is_some()))
         .cloned()
         .unwrap_or(Value::Null);
+    let asked = offer["extension"]
+        .as_array()
+        .and_then(|e| e.iter().find(|x| x["url"] == WAITLIST_PLACE))
+        .and_then(|x| x["extension"].as_array())
+        .and_then(|ps| ps.iter().find(|p| p["url"] == "specialty"))
+        .map(|p| json!([{"coding": [p["valueCoding"].clone()]}]));
     let mut entry = json!({
         "resourceType": "Appointment",
         "status": "waitlist",
         "meta": {"tag": [{"system": HOLD_TAG_SYSTEM, "code": WAITLIST_TAG}]},
-        "specialty": offer["specialty"],
+        "specialty": asked.unwrap_or_else(|| offer["specialty"].clone()),
         "created": sijill_store::now_instant(),
         "participant": [patient],
     });
@@ -283,4 +298,33 @@ pub fn back_in_line(offer: &Value) -> Value {
         entry["extension"] = Value::Array(place);
     }
     entry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offer_not_taken_goes_back_in_line_for_the_specialty_asked_not_the_slots() {
+        let offer = json!({
+            "resourceType": "Appointment", "status": "pending",
+            "specialty": [{"coding": [{"code": "slot-specialty"}, {"code": "asked"}]}],
+            "participant": [{"actor": {"reference": "Practitioner/x"}}, {"actor": {"reference": "Patient/p"}}],
+            "extension": [
+                {"url": HOLD_EXPIRES_URL, "valueInstant": "2026-01-01T00:00:00Z"},
+                {"url": WAITLIST_PLACE, "extension": [
+                    {"url": "specialty", "valueCoding": {"system": "http://snomed.info/sct", "code": "asked"}},
+                    {"url": "province", "valueString": "Rabat"}]}]
+        });
+        let entry = back_in_line(&offer);
+        assert_eq!(entry["status"], "waitlist");
+        assert_eq!(
+            entry["specialty"],
+            json!([{"coding": [{"system": "http://snomed.info/sct", "code": "asked"}]}])
+        );
+        assert_eq!(entry["participant"][0]["actor"]["reference"], "Patient/p");
+        assert_eq!(place(&entry), (Some("rabat".into()), None));
+        assert!(is_from_waitlist(&entry));
+        assert!(!entry.to_string().contains(HOLD_EXPIRES_URL), "no longer a hold");
+    }
 }
