@@ -3,6 +3,7 @@
 
 use postgres::Transaction;
 
+use super::pool::{prepared_in, Statements};
 use crate::index::IndexRow;
 use crate::sql::{param_key, ParamKeys};
 use crate::Result;
@@ -154,41 +155,50 @@ impl IndexBatch {
     }
 
     /// Inserts every gathered row (one statement per table that has rows).
-    pub fn insert(&self, tx: &mut Transaction<'_>) -> Result<()> {
+    pub fn insert(&self, tx: &mut Transaction<'_>, statements: &mut Statements) -> Result<()> {
         let t = &self.tokens;
         if !t.param.is_empty() {
-            tx.execute(
+            let statement = prepared_in(
+                tx,
+                statements,
                 "INSERT INTO search_index (param, value, system, rid, exact, patient_key)
                  SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
                  ON CONFLICT DO NOTHING",
+            )?;
+            tx.execute(
+                &statement,
                 &[&t.param, &t.value, &t.system, &t.rid, &t.exact, &t.patient_key],
             )?;
         }
         let d = &self.dates;
         if !d.param.is_empty() {
-            tx.execute(
+            let statement = prepared_in(
+                tx,
+                statements,
                 "INSERT INTO search_date (param, low, high, rid, patient_key)
                  SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::bigint[], $5::text[])
                  ON CONFLICT DO NOTHING",
-                &[&d.param, &d.low, &d.high, &d.rid, &d.patient_key],
             )?;
+            tx.execute(&statement, &[&d.param, &d.low, &d.high, &d.rid, &d.patient_key])?;
         }
         let n = &self.numbers;
         if !n.param.is_empty() {
-            tx.execute(
-                "INSERT INTO search_number (param, low, high, system, code, rid, patient_key)
+            let statement = prepared_in(tx, statements, "INSERT INTO search_number (param, low, high, system, code, rid, patient_key)
                  SELECT * FROM unnest($1::int[], $2::float8[], $3::float8[], $4::text[], $5::text[], $6::bigint[], $7::text[])
-                 ON CONFLICT DO NOTHING",
+                 ON CONFLICT DO NOTHING")?;
+            tx.execute(
+                &statement,
                 &[&n.param, &n.low, &n.high, &n.system, &n.code, &n.rid, &n.patient_key],
             )?;
         }
         let c = &self.composites;
         if !c.param.is_empty() {
-            tx.execute(
-                "INSERT INTO search_composite
+            let statement = prepared_in(tx, statements, "INSERT INTO search_composite
                    (param, c1_system, c1_value, value, system, code, low, high, low_number, high_number, rid, patient_key)
                  SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                      $7::text[], $8::text[], $9::float8[], $10::float8[], $11::bigint[], $12::text[])",
+                                      $7::text[], $8::text[], $9::float8[], $10::float8[], $11::bigint[], $12::text[])")?;
+            tx.execute(
+                &statement,
                 &[
                     &c.param,
                     &c.c1_system,
@@ -207,12 +217,14 @@ impl IndexBatch {
         }
         let f = &self.free_slots;
         if !f.rid.is_empty() {
-            tx.execute(
+            let statement = prepared_in(
+                tx,
+                statements,
                 "INSERT INTO free_slots (rid, schedule, start)
                  SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])
                  ON CONFLICT (rid) DO UPDATE SET schedule = excluded.schedule, start = excluded.start",
-                &[&f.rid, &f.schedule, &f.start],
             )?;
+            tx.execute(&statement, &[&f.rid, &f.schedule, &f.start])?;
         }
         Ok(())
     }

@@ -330,6 +330,8 @@ struct Pending {
 /// The writer's view inside one transaction.
 struct PgTx<'a, 'c> {
     tx: &'a mut Transaction<'c>,
+    /// The connection's prepared statements.
+    statements: &'a mut pool::Statements,
     keys: &'a ParamKeys,
     /// The lastUpdated of every version this transaction writes: taken from the database
     /// clock at its first write (after the first row lock, so a writer that waited for
@@ -346,6 +348,18 @@ struct PgTx<'a, 'c> {
 }
 
 impl PgTx<'_, '_> {
+    /// Runs one of the unit of work's fixed statements, prepared once per connection.
+    fn execute(&mut self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<u64> {
+        let statement = pool::prepared_in(self.tx, self.statements, sql)?;
+        Ok(self.tx.execute(&statement, params)?)
+    }
+
+    /// The rows of one of the unit of work's fixed statements, prepared once per connection.
+    fn query(&mut self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<Vec<Row>> {
+        let statement = pool::prepared_in(self.tx, self.statements, sql)?;
+        Ok(self.tx.query(&statement, params)?)
+    }
+
     /// The transaction's lastUpdated (taken on first use).
     fn stamp(&mut self) -> Result<String> {
         if let Some(stamp) = &self.stamp {
@@ -438,17 +452,16 @@ impl PgTx<'_, '_> {
         let deleted = bytes.is_empty();
         let patient = patient_key(resource_type, id, &rows);
         let rid = existing.rid;
-        self.tx.execute(
+        self.execute(
             "UPDATE resources SET version = $1, deleted = $2, patient_key = coalesce($3, patient_key) WHERE rid = $4",
             &[&(version as i64), &deleted, &patient, &rid],
         )?;
         if existing.version > 0 {
             for table in INDEX_TABLES {
-                self.tx
-                    .execute(&format!("DELETE FROM {table} WHERE rid = $1"), &[&rid])?;
+                self.execute(&format!("DELETE FROM {table} WHERE rid = $1"), &[&rid])?;
             }
         }
-        self.tx.execute(
+        self.execute(
             "INSERT INTO resource_versions (rid, type, id, version, last_updated, deleted, body, patient_key)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
@@ -464,7 +477,7 @@ impl PgTx<'_, '_> {
         )?;
         let mut batch = IndexBatch::default();
         batch.add(self.keys, resource_type, rid, patient.as_deref(), &rows);
-        batch.insert(self.tx)?;
+        batch.insert(self.tx, self.statements)?;
         Ok(Some(Stored {
             resource_type: resource_type.to_string(),
             id: id.to_string(),
@@ -484,20 +497,20 @@ impl PgTx<'_, '_> {
         }
         let entries = std::mem::take(&mut self.audit);
         let entries = entries.as_slice();
-        self.tx
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&(AUDIT_CHAIN_LOCK + self.chain)])?;
+        self.execute("SELECT pg_advisory_xact_lock($1)", &[&(AUDIT_CHAIN_LOCK + self.chain)])?;
         let head = self
             .tx
             .query_opt(&numbered(audit::CHAIN_HEAD), &[&self.chain])?
             .map(|r| (r.get::<_, i64>(0), r.get::<_, Vec<u8>>(1)));
         let links = audit::seal_after(head, self.chain, entries);
         let column = |f: fn(&AuditEntry) -> Option<String>| entries.iter().map(f).collect::<Vec<_>>();
-        self.tx.execute(
+        let chain = self.chain;
+        self.execute(
             "INSERT INTO audit_log (chain, position, recorded, patient, agent, flag, body, previous, hash)
              SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
                                       $7::bytea[], $8::bytea[], $9::bytea[])",
             &[
-                &self.chain,
+                &chain,
                 &links.iter().map(|l| l.0).collect::<Vec<i64>>(),
                 &column(|e| Some(e.recorded.clone())),
                 &column(|e| e.patient.clone()),
@@ -531,7 +544,7 @@ impl PgTx<'_, '_> {
             .iter()
             .map(|p| patient_key(&p.resource_type, &p.id, &p.rows))
             .collect();
-        let claimed = self.tx.query(
+        let claimed = self.query(
             "INSERT INTO resources (type, id, version, deleted, patient_key)
              SELECT t, i, 1, false, p FROM unnest($1::text[], $2::text[], $3::text[]) AS n(t, i, p)
              ON CONFLICT (type, id) DO NOTHING RETURNING type, id, rid",
@@ -551,7 +564,7 @@ impl PgTx<'_, '_> {
             }
         }
         let bodies: Vec<&[u8]> = pending.iter().map(|p| p.bytes.as_slice()).collect();
-        self.tx.execute(
+        self.execute(
             "INSERT INTO resource_versions (rid, type, id, version, last_updated, deleted, body, patient_key)
              SELECT r, t, i, 1, $4, false, b, p FROM unnest($1::bigint[], $2::text[], $3::text[], $5::bytea[], $6::text[])
                AS n(r, t, i, b, p)",
@@ -561,7 +574,7 @@ impl PgTx<'_, '_> {
         for ((p, rid), patient) in pending.iter().zip(&row_ids).zip(&patients) {
             batch.add(self.keys, &p.resource_type, *rid, patient.as_deref(), &p.rows);
         }
-        batch.insert(self.tx)
+        batch.insert(self.tx, self.statements)
     }
 }
 
@@ -625,7 +638,7 @@ impl StoreTx for PgTx<'_, '_> {
 
     fn state_get(&mut self, kind: &str, key: &str) -> Result<Option<String>> {
         // Writers of one key take turns, also while it does not exist yet.
-        self.tx.execute(
+        self.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended('state/' || $1 || '/' || $2, 0))",
             &[&kind, &key],
         )?;
@@ -639,7 +652,7 @@ impl StoreTx for PgTx<'_, '_> {
     }
 
     fn state_put(&mut self, kind: &str, key: &str, value: &str) -> Result<()> {
-        self.tx.execute(
+        self.execute(
             "INSERT INTO store_state (kind, key, value) VALUES ($1, $2, $3)
              ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
             &[&kind, &key, &value],
@@ -648,8 +661,7 @@ impl StoreTx for PgTx<'_, '_> {
     }
 
     fn state_delete(&mut self, kind: &str, key: &str) -> Result<()> {
-        self.tx
-            .execute("DELETE FROM store_state WHERE kind = $1 AND key = $2", &[&kind, &key])?;
+        self.execute("DELETE FROM store_state WHERE kind = $1 AND key = $2", &[&kind, &key])?;
         Ok(())
     }
 
@@ -676,7 +688,7 @@ impl StoreTx for PgTx<'_, '_> {
             .collect();
         keys.sort_unstable();
         for key in keys {
-            self.tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])?;
+            self.execute("SELECT pg_advisory_xact_lock($1)", &[&key])?;
         }
         Ok(())
     }
@@ -732,7 +744,8 @@ impl IndexRebuild for PgStore {
 
     fn rebuild_batch(&self, after: i64) -> Result<Option<(i64, u64)>> {
         let mut client = self.client()?;
-        let mut tx = client.transaction()?;
+        let (pg, statements) = client.parts();
+        let mut tx = pg.transaction()?;
         tx.batch_execute("SET LOCAL statement_timeout = 0")?;
         let max: Option<i64> = tx.query_one("SELECT max(rid) FROM resources", &[])?.get(0);
         let Some(max) = max.filter(|m| *m > after) else {
@@ -766,7 +779,7 @@ impl IndexRebuild for PgStore {
             let patient = patient_key(&ty, &id, &index);
             batch.add(&self.param_keys, &ty, rid, patient.as_deref(), &index);
         }
-        batch.insert(&mut tx)?;
+        batch.insert(&mut tx, statements)?;
         tx.commit()?;
         Ok(Some((upto, rows.len() as u64)))
     }
@@ -800,7 +813,8 @@ impl Store for PgStore {
         // lookups): writers hold at most half of the pool, so those reads always find one.
         let _pass = self.writers.enter();
         let mut client = self.client()?;
-        let mut tx = client.transaction()?;
+        let (pg, statements) = client.parts();
+        let mut tx = pg.transaction()?;
         // A write has no statement limit (it is bounded by the request's size), but waits
         // for another writer's row or condition lock at most LOCK_TIMEOUT_MS.
         tx.batch_execute(&format!(
@@ -810,6 +824,7 @@ impl Store for PgStore {
         let stamp = {
             let mut ptx = PgTx {
                 tx: &mut tx,
+                statements,
                 keys: &self.param_keys,
                 stamp: None,
                 floor,

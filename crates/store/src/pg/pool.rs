@@ -2,8 +2,9 @@
 //!
 //! A search is the same SQL text for every value (values are bound), so a connection
 //! prepares each text once and reuses it: PostgreSQL then stops planning a statement anew
-//! at every execution (planning was most of a search's time). Transactions run their
-//! statements unprepared, in one round trip each ([`Runner`] for both).
+//! at every execution (planning was most of a search's time). A unit of work's fixed
+//! statements use the same cache ([`prepared_in`]); its searches run unprepared, in one
+//! round trip each ([`Runner`]).
 
 use std::collections::HashMap;
 
@@ -16,13 +17,36 @@ use crate::Result;
 /// Statements a connection keeps; past this it forgets them all and starts again.
 const MAX_STATEMENTS: usize = 512;
 
+/// Statements prepared on one connection, by SQL text.
+pub type Statements = HashMap<String, Statement>;
+
 /// A database connection and the statements it prepared, by SQL text.
 pub struct Connection {
     client: Client,
-    statements: HashMap<String, Statement>,
+    statements: Statements,
+}
+
+/// The statement for `sql` on the transaction's connection, prepared on first use: a
+/// statement prepared once is executed in one round trip and not planned again (a text
+/// statement costs two round trips and a plan every time).
+pub fn prepared_in(tx: &mut Transaction<'_>, statements: &mut Statements, sql: &str) -> Result<Statement> {
+    if let Some(statement) = statements.get(sql) {
+        return Ok(statement.clone());
+    }
+    if statements.len() >= MAX_STATEMENTS {
+        statements.clear();
+    }
+    let statement = tx.prepare(sql)?;
+    statements.insert(sql.to_string(), statement.clone());
+    Ok(statement)
 }
 
 impl Connection {
+    /// The client and the statements it prepared, to run a transaction that uses them.
+    pub fn parts(&mut self) -> (&mut Client, &mut Statements) {
+        (&mut self.client, &mut self.statements)
+    }
+
     /// The statement for `sql`, prepared on first use.
     fn prepared(&mut self, sql: &str) -> Result<Statement> {
         if let Some(statement) = self.statements.get(sql) {
