@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod parameters;
 pub mod rate_limit;
+pub mod resource_json;
 pub mod scheduling;
 pub mod snapshots;
 pub mod tls;

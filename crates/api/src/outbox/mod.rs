@@ -26,6 +26,7 @@ use crate::access::Guard;
 use crate::engine::{Engine, Exec};
 use crate::error::FhirResult;
 use crate::interactions::reference_id;
+use crate::resource_json::{extension, parsed, set_extension};
 
 /// The code system of a notice's topic (`Communication.category`).
 pub const TOPIC_SYSTEM: &str = "https://sijill.health/fhir/CodeSystem/notice-topic";
@@ -144,32 +145,13 @@ pub fn stop_pending(tx: &mut dyn StoreTx, about: &str, topic: Topic) -> FhirResu
         let Current::Found(current) = tx.read("Communication", &id)? else {
             continue;
         };
-        let mut c = body(&current);
+        let mut c = parsed(&current);
         c["status"] = json!("stopped");
         c["statusReason"] = json!({"text": "no longer relevant"});
         tx.update("Communication", &id, c, Some(current.version))?;
         stopped += 1;
     }
     Ok(stopped)
-}
-
-fn body(stored: &Stored) -> Value {
-    serde_json::from_slice(&stored.body).unwrap_or_default()
-}
-
-fn extension<'v>(c: &'v Value, url: &str) -> Option<&'v Value> {
-    c["extension"].as_array()?.iter().find(|e| e["url"] == url)
-}
-
-fn set_extension(c: &mut Value, url: &str, value: Option<Value>) {
-    let mut ext: Vec<Value> = c["extension"]
-        .as_array()
-        .map(|e| e.iter().filter(|x| x["url"] != url).cloned().collect())
-        .unwrap_or_default();
-    if let Some(v) = value {
-        ext.push(v);
-    }
-    c["extension"] = Value::Array(ext);
 }
 
 fn instant_ext(c: &Value, url: &str) -> Option<OffsetDateTime> {
@@ -227,7 +209,7 @@ pub fn deliver_due(engine: &Engine, guard: &Guard<'_>) -> FhirResult<Delivered> 
     // due ones behind them); at most ROUND due ones are sent per round.
     let mut due = Vec::new();
     engine.store.search_each("Communication", &query, &mut |s| {
-        if due.len() < ROUND && is_due(&body(s), now) {
+        if due.len() < ROUND && is_due(&parsed(s), now) {
             due.push(s.clone());
         }
         Ok(())
@@ -259,7 +241,7 @@ fn changed_meanwhile(e: &crate::error::FhirError) -> bool {
 
 /// Claims a notice for this delivery (None: another server took it first).
 fn claim(engine: &Engine, guard: &Guard<'_>, seen: &Stored) -> FhirResult<Option<Stored>> {
-    let mut c = body(seen);
+    let mut c = parsed(seen);
     c["status"] = json!("in-progress");
     set_extension(
         &mut c,
@@ -278,10 +260,10 @@ fn claim(engine: &Engine, guard: &Guard<'_>, seen: &Stored) -> FhirResult<Option
 
 /// The message a sink delivers: the notice and how to reach its patient.
 fn message(engine: &Engine, claimed: &Stored) -> FhirResult<Value> {
-    let c = body(claimed);
+    let c = parsed(claimed);
     let patient_id = reference_id(&c["subject"], "Patient").unwrap_or("").to_string();
     let telecom = match engine.store.read("Patient", &patient_id)? {
-        Current::Found(p) => body(&p)["telecom"].clone(),
+        Current::Found(p) => parsed(&p)["telecom"].clone(),
         _ => Value::Null,
     };
     let contact = |system: &str| {
@@ -313,7 +295,7 @@ fn record(
     done: &mut Delivered,
 ) -> FhirResult<()> {
     let settings = &engine.outbox;
-    let mut c = body(claimed);
+    let mut c = parsed(claimed);
     set_extension(&mut c, CLAIMED_UNTIL, None);
     let tries = attempts(&c) + 1;
     set_extension(&mut c, ATTEMPTS, Some(json!({"url": ATTEMPTS, "valueInteger": tries})));

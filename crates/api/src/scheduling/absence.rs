@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
-use sijill_store::{Current, SearchQuery, StoreError, StoreTx, Stored};
+use sijill_store::{Current, SearchQuery, StoreError, StoreTx};
 
 use super::availability::{format_moment, parse_moment, NOT_AVAILABLE_URL};
 use super::booking::with_state;
@@ -20,13 +20,10 @@ use crate::engine::{Engine, Exec, FhirResponse, RequestBody};
 use crate::error::{FhirError, FhirResult};
 use crate::interactions::reference_id;
 use crate::parameters;
+use crate::resource_json::{extension, parsed as parse, push_extension};
 
 /// Alternatives looked up for the patients of an absence.
 const ALTERNATIVES: usize = 50;
-
-fn parse(stored: &Stored) -> Value {
-    serde_json::from_slice(&stored.body).unwrap_or_default()
-}
 
 /// What an absence changed.
 #[derive(Debug, Default)]
@@ -77,10 +74,7 @@ pub fn block(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBody) -
         let closure = json!({"url": NOT_AVAILABLE_URL, "extension": [
             {"url": "during", "valuePeriod": {"start": start, "end": end}},
             {"url": "description", "valueString": reason}]});
-        match value["extension"].as_array_mut() {
-            Some(e) => e.push(closure),
-            None => value["extension"] = json!([closure]),
-        }
+        push_extension(&mut value, closure);
         tx.update("Schedule", id, value, Some(schedule.version))
             .map_err(|e| match e {
                 StoreError::VersionConflict { .. } => {
@@ -117,9 +111,7 @@ pub fn block(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBody) -
             if !overlaps {
                 continue;
             }
-            let appointment = value["extension"]
-                .as_array()
-                .and_then(|e| e.iter().find(|x| x["url"] == SLOT_APPOINTMENT_URL))
+            let appointment = extension(&value, SLOT_APPOINTMENT_URL)
                 .and_then(|x| reference_id(&x["valueReference"], "Appointment"))
                 .map(str::to_string);
             tx.update(

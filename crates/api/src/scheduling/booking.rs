@@ -27,22 +27,14 @@ use crate::error::{FhirError, FhirResult};
 use crate::interactions::reference_id;
 use crate::interactions::resource_response;
 use crate::parameters;
+use crate::resource_json::{extension, parsed as parse, push_extension, set_extension};
 
 /// The tag on an Appointment made by `$hold`, so that expired holds can be found.
 pub const HOLD_TAG_SYSTEM: &str = "https://sijill.health/fhir/CodeSystem/booking";
 
-fn parse(stored: &Stored) -> Value {
-    serde_json::from_slice(&stored.body).unwrap_or_default()
-}
-
 /// Whether an instant (any offset) lies before now; an unreadable one has.
 fn has_passed(instant: &str) -> bool {
     parse_moment(instant).is_none_or(|t| t <= time::OffsetDateTime::now_utc())
-}
-
-/// The value of an extension of a resource.
-fn extension<'v>(resource: &'v Value, url: &str) -> Option<&'v Value> {
-    resource["extension"].as_array()?.iter().find(|e| e["url"] == url)
 }
 
 /// The appointment that has a slot.
@@ -51,7 +43,7 @@ fn taken_by(slot: &Value) -> Option<&str> {
 }
 
 /// When a hold (on a slot or a pending appointment) expires.
-fn hold_expires(resource: &Value) -> Option<&str> {
+pub(super) fn hold_expires(resource: &Value) -> Option<&str> {
     extension(resource, HOLD_EXPIRES_URL)?["valueInstant"].as_str()
 }
 
@@ -86,30 +78,11 @@ fn refuse_early(seen: &Value) -> FhirResult<()> {
 /// nobody.
 pub(super) fn with_state(mut slot: Value, status: &str, appointment: Option<&str>, expires: Option<&str>) -> Value {
     slot["status"] = json!(status);
-    let mut ext: Vec<Value> = slot["extension"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter(|x| x["url"] != SLOT_APPOINTMENT_URL && x["url"] != HOLD_EXPIRES_URL)
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
-    if let Some(a) = appointment {
-        ext.push(json!({"url": SLOT_APPOINTMENT_URL, "valueReference": {"reference": format!("Appointment/{a}")}}));
-    }
-    if let Some(e) = expires {
-        ext.push(json!({"url": HOLD_EXPIRES_URL, "valueInstant": e}));
-    }
-    match slot.as_object_mut() {
-        Some(o) if ext.is_empty() => {
-            o.remove("extension");
-        }
-        Some(o) => {
-            o.insert("extension".into(), Value::Array(ext));
-        }
-        None => {}
-    }
+    let taker = appointment
+        .map(|a| json!({"url": SLOT_APPOINTMENT_URL, "valueReference": {"reference": format!("Appointment/{a}")}}));
+    set_extension(&mut slot, SLOT_APPOINTMENT_URL, taker);
+    let expiry = expires.map(|e| json!({"url": HOLD_EXPIRES_URL, "valueInstant": e}));
+    set_extension(&mut slot, HOLD_EXPIRES_URL, expiry);
     slot
 }
 
@@ -225,11 +198,10 @@ pub fn hold(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
         let referral = engine.scheduling.rules.check_booking(tx, &patient, &value, None)?;
         let mut appointment = appointment_for(engine, &value, &slot_id, &patient, "pending", &facts, referral);
         appointment["meta"] = json!({"tag": [{"system": HOLD_TAG_SYSTEM, "code": "hold"}]});
-        let expiry = json!({"url": HOLD_EXPIRES_URL, "valueInstant": expires});
-        match appointment["extension"].as_array_mut() {
-            Some(e) => e.push(expiry),
-            None => appointment["extension"] = json!([expiry]),
-        }
+        push_extension(
+            &mut appointment,
+            json!({"url": HOLD_EXPIRES_URL, "valueInstant": expires}),
+        );
         let created = tx.create("Appointment", appointment, None)?;
         let held = with_state(value, "busy-tentative", Some(&created.id), Some(&expires));
         tx.update("Slot", &slot_id, held, Some(slot.version)).map_err(raced)?;
@@ -312,12 +284,7 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
                     return Err(conflict(format!("The hold expired and the slot is gone: {why}")));
                 }
                 a["status"] = json!("booked");
-                if let Some(ext) = a["extension"].as_array_mut() {
-                    ext.retain(|e| e["url"] != HOLD_EXPIRES_URL);
-                    if ext.is_empty() {
-                        a.as_object_mut().map(|o| o.remove("extension"));
-                    }
-                }
+                set_extension(&mut a, HOLD_EXPIRES_URL, None);
                 let (stored, _) = tx.update("Appointment", id, a, Some(current.version)).map_err(raced)?;
                 stored
             }

@@ -177,7 +177,7 @@ pub fn wait_times(engine: &Engine, guard: &Guard<'_>, query: &[(String, String)]
         )?)
     };
     engine.store.search_each("Slot", &period("start")?, &mut |s| {
-        let slot: Value = serde_json::from_slice(&s.body).unwrap_or_default();
+        let slot: Value = crate::resource_json::parsed(s);
         let facts = reference_id(&slot["schedule"], "Schedule").and_then(|id| directory.schedules.get(id));
         for (key, _) in facts.map(keys_of).unwrap_or_default() {
             if let Some(g) = groups.get_mut(&key) {
@@ -189,7 +189,7 @@ pub fn wait_times(engine: &Engine, guard: &Guard<'_>, query: &[(String, String)]
     })?;
     let now = OffsetDateTime::now_utc();
     engine.store.search_each("Appointment", &period("date")?, &mut |s| {
-        let a: Value = serde_json::from_slice(&s.body).unwrap_or_default();
+        let a: Value = crate::resource_json::parsed(s);
         let begun = a["start"].as_str().and_then(parse_moment).is_some_and(|t| t <= now);
         let status = a["status"].as_str().unwrap_or("");
         if !begun || !matches!(status, "booked" | "arrived" | "fulfilled" | "noshow") {

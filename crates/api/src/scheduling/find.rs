@@ -255,7 +255,7 @@ impl<'c> Picked<'c> {
             return Ok(());
         }
         if let Current::Found(s) = engine.store.read("Slot", &row.id)? {
-            let slot: Value = serde_json::from_slice(&s.body).unwrap_or_default();
+            let slot: Value = crate::resource_json::parsed(&s);
             if self.criteria.suits(&slot) {
                 self.seen.insert(key);
                 self.slots.push(slot);

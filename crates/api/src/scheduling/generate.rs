@@ -114,7 +114,7 @@ fn existing_slots(engine: &Engine, schedule: &str, from: &str) -> FhirResult<Has
     )?;
     let mut out = HashMap::new();
     engine.store.search_each("Slot", &query, &mut |s| {
-        let v: Value = serde_json::from_slice(&s.body).unwrap_or_default();
+        let v: Value = crate::resource_json::parsed(s);
         out.insert(s.id.clone(), v["status"].as_str().unwrap_or("").to_string());
         Ok(())
     })?;
@@ -123,7 +123,7 @@ fn existing_slots(engine: &Engine, schedule: &str, from: &str) -> FhirResult<Has
 
 fn read_schedule(engine: &Engine, id: &str) -> FhirResult<Value> {
     match engine.store.read("Schedule", id)? {
-        Current::Found(s) => Ok(serde_json::from_slice(&s.body).unwrap_or_default()),
+        Current::Found(s) => Ok(crate::resource_json::parsed(&s)),
         _ => Err(FhirError::resource_not_found("Schedule", id)),
     }
 }
@@ -233,7 +233,7 @@ fn generate_with(
         }
         for slot_id in &stale {
             if let Current::Found(s) = tx.read("Slot", slot_id)? {
-                let status: Value = serde_json::from_slice(&s.body).unwrap_or_default();
+                let status: Value = crate::resource_json::parsed(&s);
                 if status["status"] == "free" {
                     tx.delete("Slot", slot_id, Some(s.version))?;
                     removed += 1;

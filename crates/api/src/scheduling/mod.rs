@@ -267,16 +267,11 @@ pub fn with_meeting_link(appointment: &mut Value, settings: &SchedulingSettings)
         &appointment["serviceType"],
         &format!("{VISIT_MODE_SYSTEM}|{}", availability::Mode::Virtual.code()),
     );
-    let has_link = appointment["extension"]
-        .as_array()
-        .is_some_and(|e| e.iter().any(|x| x["url"] == MEETING_URL));
+    let has_link = crate::resource_json::extension(appointment, MEETING_URL).is_some();
     if !virtual_visit || has_link {
         return;
     }
     let room = format!("{}/{}", base.trim_end_matches('/'), uuid::Uuid::new_v4().simple());
     let link = json!({"url": MEETING_URL, "valueUrl": room});
-    match appointment["extension"].as_array_mut() {
-        Some(e) => e.push(link),
-        None => appointment["extension"] = json!([link]),
-    }
+    crate::resource_json::push_extension(appointment, link);
 }

@@ -28,11 +28,7 @@ pub fn describe(engine: &Engine, a: &Value) -> String {
             format!("{} at {:02}:{:02}", local.date(), local.hour(), local.minute())
         })
         .unwrap_or_default();
-    let link = a["extension"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|e| e["url"] == MEETING_URL)
+    let link = crate::resource_json::extension(a, MEETING_URL)
         .and_then(|e| e["valueUrl"].as_str())
         .map(|l| format!(" Join online: {l}"))
         .unwrap_or_default();

@@ -55,17 +55,6 @@ fn refused(why: impl Into<String>) -> FhirError {
     FhirError::new(StatusCode::UNPROCESSABLE_ENTITY, "business-rule", why)
 }
 
-/// The codes of a resource's `specialty` CodeableConcepts.
-fn specialty_codes(resource: &Value) -> Vec<&str> {
-    resource["specialty"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|c| c["coding"].as_array().into_iter().flatten())
-        .filter_map(|c| c["code"].as_str())
-        .collect()
-}
-
 /// A specialty's name for messages: its display, else its code.
 fn specialty_name<'v>(resource: &'v Value, code: &'v str) -> &'v str {
     resource["specialty"]
@@ -81,9 +70,9 @@ fn specialty_name<'v>(resource: &'v Value, code: &'v str) -> &'v str {
 impl BookingRules {
     /// The booking window for a slot's specialties: the shortest that applies.
     fn window_for(&self, slot: &Value) -> Option<i64> {
-        let by_specialty = specialty_codes(slot)
+        let by_specialty = super::directory::codes(&slot["specialty"])
             .into_iter()
-            .filter_map(|c| self.window_days_by_specialty.get(c).copied())
+            .filter_map(|c| self.window_days_by_specialty.get(&c).copied())
             .min();
         by_specialty.or(self.window_days)
     }
@@ -109,7 +98,7 @@ impl BookingRules {
                 )));
             }
         }
-        let codes = specialty_codes(slot);
+        let codes = super::directory::codes(&slot["specialty"]);
         if let Some(max) = self.max_upcoming_per_specialty {
             // Bookings for one patient take turns, so that two at once cannot both pass.
             let theirs = SearchQuery::parse("Appointment", &[("patient".into(), format!("Patient/{patient}"))])?;
@@ -127,7 +116,7 @@ impl BookingRules {
         }
         let needs_referral: Vec<&str> = codes
             .iter()
-            .copied()
+            .map(String::as_str)
             .filter(|c| self.referral_required.iter().any(|r| r == c))
             .collect();
         match needs_referral.first() {
@@ -158,7 +147,7 @@ impl BookingRules {
             let Current::Found(stored) = tx.read("ServiceRequest", &id)? else {
                 continue;
             };
-            let request: Value = serde_json::from_slice(&stored.body).unwrap_or_default();
+            let request: Value = crate::resource_json::parsed(&stored);
             if !has_code(&Value::Array(vec![request["performerType"].clone()]), code) {
                 continue;
             }
@@ -177,7 +166,7 @@ impl BookingRules {
         let Current::Found(stored) = tx.read("PractitionerRole", role)? else {
             return Ok(false);
         };
-        let role: Value = serde_json::from_slice(&stored.body).unwrap_or_default();
+        let role: Value = crate::resource_json::parsed(&stored);
         Ok(self.referral_from.iter().any(|c| has_code(&role["specialty"], c)))
     }
 
@@ -225,9 +214,9 @@ fn upcoming_in(
         let Current::Found(stored) = tx.read("Appointment", &id)? else {
             continue;
         };
-        let a: Value = serde_json::from_slice(&stored.body).unwrap_or_default();
+        let a: Value = crate::resource_json::parsed(&stored);
         let ahead = a["start"].as_str().and_then(parse_moment).is_some_and(|s| s > now);
-        if ahead && specialty_codes(&a).contains(&code) {
+        if ahead && super::directory::codes(&a["specialty"]).iter().any(|c| c == code) {
             n += 1;
         }
     }

@@ -30,7 +30,7 @@ fn booked_in(tx: &mut dyn StoreTx, id: &str, act: &str) -> FhirResult<(u64, Valu
     let Current::Found(current) = tx.read("Appointment", id)? else {
         return Err(FhirError::resource_not_found("Appointment", id));
     };
-    let a: Value = serde_json::from_slice(&current.body).unwrap_or_default();
+    let a: Value = crate::resource_json::parsed(&current);
     if a["status"] != "booked" {
         return Err(conflict(format!(
             "Only a booked appointment can {act}; this one is {}",
@@ -108,12 +108,11 @@ pub fn check_in(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<Fhir
         guard.disclose(&encounter);
         Ok((appointment, encounter))
     })?;
-    let body = |s: &sijill_store::Stored| serde_json::from_slice::<Value>(&s.body).unwrap_or_default();
     Ok(FhirResponse::new(
         StatusCode::OK,
         Payload::Json(json!({"resourceType": "Parameters", "parameter": [
-            {"name": "appointment", "resource": body(&appointment)},
-            {"name": "encounter", "resource": body(&encounter)},
+            {"name": "appointment", "resource": crate::resource_json::parsed(&appointment)},
+            {"name": "encounter", "resource": crate::resource_json::parsed(&encounter)},
         ]})),
     ))
 }

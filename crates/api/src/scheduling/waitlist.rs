@@ -20,16 +20,13 @@ use crate::error::{FhirError, FhirResult};
 use crate::interactions::{reference_id, resource_response};
 use crate::outbox::{enqueue, Notice, Topic};
 use crate::parameters;
+use crate::resource_json::{extension, parsed as parse};
 
 /// Extension on a waitlist Appointment: the place wanted (`province`, `region`).
 pub const WAITLIST_PLACE: &str = "https://sijill.health/fhir/StructureDefinition/waitlist-place";
 
 /// The tag code of an appointment that came from the waitlist.
 pub const WAITLIST_TAG: &str = "waitlist";
-
-fn parse(stored: &Stored) -> Value {
-    serde_json::from_slice(&stored.body).unwrap_or_default()
-}
 
 /// Whether an appointment came from the waitlist.
 pub fn is_from_waitlist(a: &Value) -> bool {
@@ -39,17 +36,17 @@ pub fn is_from_waitlist(a: &Value) -> bool {
     })
 }
 
+/// One part (`specialty`, `province`, `region`) of what a waitlist entry asked for.
+fn asked<'v>(a: &'v Value, part: &str) -> Option<&'v Value> {
+    extension(a, WAITLIST_PLACE)?["extension"]
+        .as_array()?
+        .iter()
+        .find(|p| p["url"] == part)
+}
+
 /// The place a waitlist entry wants: (province, region), lower case.
 fn place(a: &Value) -> (Option<String>, Option<String>) {
-    let ext = a["extension"]
-        .as_array()
-        .and_then(|e| e.iter().find(|x| x["url"] == WAITLIST_PLACE));
-    let part = |name: &str| {
-        ext.and_then(|e| e["extension"].as_array())
-            .and_then(|ps| ps.iter().find(|p| p["url"] == name))
-            .and_then(|p| p["valueString"].as_str())
-            .map(str::to_lowercase)
-    };
+    let part = |name: &str| asked(a, name)?["valueString"].as_str().map(str::to_lowercase);
     (part("province"), part("region"))
 }
 
@@ -159,11 +156,18 @@ pub fn offer_freed(engine: &Engine, tx: &mut dyn StoreTx, slot: &Stored) -> Fhir
     };
     // Only entries made by $join-waitlist are in line (an Appointment written by hand
     // with status waitlist and no patient or time of joining is not).
+    // Only the entries for one of the slot's specialties are read: this runs in the
+    // transaction of every cancellation.
+    let specialties = super::directory::codes(&value["specialty"]);
+    if specialties.is_empty() {
+        return Ok(None);
+    }
     let query = SearchQuery::parse(
         "Appointment",
         &[
             ("status".into(), "waitlist".into()),
             ("_tag".into(), format!("{HOLD_TAG_SYSTEM}|{WAITLIST_TAG}")),
+            ("specialty".into(), specialties.join(",")),
         ],
     )?;
     let mut line: Vec<(String, String, String, Stored)> = Vec::new();
@@ -243,12 +247,7 @@ impl Offer<'_> {
     /// Gives the slot to the written hold until it expires, and tells the patient.
     pub fn take(&self, engine: &Engine, tx: &mut dyn StoreTx, hold: &Stored) -> FhirResult<()> {
         let appointment = parse(hold);
-        let expires = appointment["extension"]
-            .as_array()
-            .and_then(|e| e.iter().find(|x| x["url"] == HOLD_EXPIRES_URL))
-            .and_then(|x| x["valueInstant"].as_str())
-            .unwrap_or("")
-            .to_string();
+        let expires = super::booking::hold_expires(&appointment).unwrap_or("").to_string();
         let held = super::booking::with_state(parse(self.slot), "busy-tentative", Some(&hold.id), Some(&expires));
         tx.update("Slot", &self.slot.id, held, Some(self.slot.version))?;
         enqueue(
@@ -276,17 +275,12 @@ pub fn back_in_line(offer: &Value) -> Value {
         .and_then(|ps| ps.iter().find(|p| reference_id(&p["actor"], "Patient").is_some()))
         .cloned()
         .unwrap_or(Value::Null);
-    let asked = offer["extension"]
-        .as_array()
-        .and_then(|e| e.iter().find(|x| x["url"] == WAITLIST_PLACE))
-        .and_then(|x| x["extension"].as_array())
-        .and_then(|ps| ps.iter().find(|p| p["url"] == "specialty"))
-        .map(|p| json!([{"coding": [p["valueCoding"].clone()]}]));
+    let specialty = asked(offer, "specialty").map(|p| json!([{"coding": [p["valueCoding"].clone()]}]));
     let mut entry = json!({
         "resourceType": "Appointment",
         "status": "waitlist",
         "meta": {"tag": [{"system": HOLD_TAG_SYSTEM, "code": WAITLIST_TAG}]},
-        "specialty": asked.unwrap_or_else(|| offer["specialty"].clone()),
+        "specialty": specialty.unwrap_or_else(|| offer["specialty"].clone()),
         "created": sijill_store::now_instant(),
         "participant": [patient],
     });
