@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{json, Server};
+use common::{every_day, json, Server};
 use serde_json::{json, Value};
 
 /// What the webhook received: (idempotency key, body, answered 200).
@@ -54,17 +54,25 @@ fn webhook(failures: usize) -> (String, Received) {
     (url, received)
 }
 
-const AVAILABILITY: &str = "https://sijill.health/fhir/StructureDefinition/availability";
+/// A server without booking rules, generating three days of slots, running its chores
+/// every second and delivering notices to `notify`, with `extra` arguments.
+fn delivering_to(notify: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--booking-rules",
+        "none",
+        "--booking-horizon",
+        "3d",
+        "--chores-every",
+        "1s",
+        "--notify",
+        notify,
+    ];
+    args.extend_from_slice(extra);
+    Server::start_with(&args)
+}
 
 /// A schedule open every day, 08:00-18:00, with its slots generated; returns a free slot.
 fn open_clinic(s: &Server) -> String {
-    let mut ext: Vec<Value> = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-        .iter()
-        .map(|d| json!({"url": "daysOfWeek", "valueCode": d}))
-        .collect();
-    ext.push(json!({"url": "availableStartTime", "valueTime": "08:00:00"}));
-    ext.push(json!({"url": "availableEndTime", "valueTime": "18:00:00"}));
-    ext.push(json!({"url": "slotMinutes", "valuePositiveInt": 30}));
     let org = s.create(&json!({"resourceType": "Organization", "name": "Clinic"}));
     let location = s.create(
         &json!({"resourceType": "Location", "managingOrganization": {"reference": format!("Organization/{org}")}}),
@@ -72,7 +80,7 @@ fn open_clinic(s: &Server) -> String {
     let schedule = s.create(&json!({"resourceType": "Schedule", "active": true,
         "specialty": [{"coding": [{"system": "http://snomed.info/sct", "code": "394814009", "display": "General practice"}]}],
         "actor": [{"reference": format!("Location/{location}")}],
-        "extension": [{"url": AVAILABILITY, "extension": ext}]}));
+        "extension": [every_day(30, 1, "in-person")]}));
     let r = s.post(
         &format!("Schedule/{schedule}/$generate-slots"),
         &json!({"resourceType": "Parameters"}),
@@ -119,20 +127,7 @@ fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn a_booking_confirms_reminds_and_cancels_through_a_webhook_that_fails_twice_first() {
     let (url, received) = webhook(2);
-    let s = Server::start_with(&[
-        "--booking-rules",
-        "none",
-        "--booking-horizon",
-        "3d",
-        "--chores-every",
-        "1s",
-        "--notify",
-        &url,
-        "--notify-backoff",
-        "1s",
-        "--reminders",
-        "1000h,1s",
-    ]);
+    let s = delivering_to(&url, &["--notify-backoff", "1s", "--reminders", "1000h,1s"]);
     let slot = open_clinic(&s);
     let p = s.create(&json!({"resourceType": "Patient", "telecom": [{"system": "phone", "value": "+212600000000"}]}));
     let t = s.token(&["--role", "citizen", "--patient", &p]);
@@ -197,16 +192,7 @@ fn a_booking_confirms_reminds_and_cancels_through_a_webhook_that_fails_twice_fir
 
 #[test]
 fn notices_written_while_delivery_is_off_are_delivered_after_a_restart_once() {
-    let mut s = Server::start_with(&[
-        "--booking-rules",
-        "none",
-        "--booking-horizon",
-        "3d",
-        "--chores-every",
-        "1s",
-        "--notify",
-        "none",
-    ]);
+    let mut s = delivering_to("none", &[]);
     let slot = open_clinic(&s);
     let p = s.create(&json!({"resourceType": "Patient"}));
     let t = s.token(&["--role", "citizen", "--patient", &p]);
@@ -291,20 +277,10 @@ fn smtp_server() -> (String, Mails) {
 #[test]
 fn notices_go_by_e_mail_and_a_patient_without_an_address_is_given_up_at_once() {
     let (url, mails) = smtp_server();
-    let s = Server::start_with(&[
-        "--booking-rules",
-        "none",
-        "--booking-horizon",
-        "3d",
-        "--chores-every",
-        "1s",
-        "--notify",
+    let s = delivering_to(
         &url,
-        "--notify-from",
-        "Sijill <no-reply@sijill.test>",
-        "--reminders",
-        "",
-    ]);
+        &["--notify-from", "Sijill <no-reply@sijill.test>", "--reminders", ""],
+    );
     let slot = open_clinic(&s);
     let p =
         s.create(&json!({"resourceType": "Patient", "telecom": [{"system": "email", "value": "citizen@example.org"}]}));

@@ -3,26 +3,11 @@
 
 mod common;
 
-use common::{assert_outcome, json, Server};
+use common::{assert_outcome, every_day, json, Server};
 use serde_json::{json, Value};
 
-const AVAILABILITY: &str = "https://sijill.health/fhir/StructureDefinition/availability";
 const NOT_AVAILABLE: &str = "https://sijill.health/fhir/StructureDefinition/not-available";
 const CARDIOLOGY: &str = "394579002";
-
-/// Every day, 08:00 to 18:00, slots of `minutes`, `capacity` patients each.
-fn every_day(minutes: u64, capacity: u64, mode: &str) -> Value {
-    let mut ext: Vec<Value> = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-        .iter()
-        .map(|d| json!({"url": "daysOfWeek", "valueCode": d}))
-        .collect();
-    ext.push(json!({"url": "availableStartTime", "valueTime": "08:00:00"}));
-    ext.push(json!({"url": "availableEndTime", "valueTime": "18:00:00"}));
-    ext.push(json!({"url": "slotMinutes", "valuePositiveInt": minutes}));
-    ext.push(json!({"url": "capacity", "valuePositiveInt": capacity}));
-    ext.push(json!({"url": "mode", "valueCode": mode}));
-    json!({"url": AVAILABILITY, "extension": ext})
-}
 
 /// A facility with a place, a practitioner, their role and a schedule.
 struct Clinic {
@@ -79,6 +64,21 @@ fn rabat(s: &Server) -> Clinic {
             language: "ar",
             mode: "in-person",
             capacity: 1,
+        },
+    )
+}
+
+/// A male, French-speaking doctor in Oujda, far from Rabat.
+fn oujda(s: &Server, mode: &str, capacity: u64) -> Clinic {
+    clinic(
+        s,
+        &Doctor {
+            province: "Oujda",
+            position: (34.68, -1.91),
+            gender: "male",
+            language: "fr",
+            mode,
+            capacity,
         },
     )
 }
@@ -235,17 +235,7 @@ fn slots_come_from_the_weekly_availability_and_generating_again_changes_nothing(
 fn find_filters_by_place_person_and_mode_and_orders_by_time_or_distance() {
     let s = Server::start_with(&["--booking-horizon", "3d", "--booking-rules", "none"]);
     let a = rabat(&s);
-    let b = clinic(
-        &s,
-        &Doctor {
-            province: "Oujda",
-            position: (34.68, -1.91),
-            gender: "male",
-            language: "fr",
-            mode: "virtual",
-            capacity: 2,
-        },
-    );
+    let b = oujda(&s, "virtual", 2);
     generate(&s, &a.schedule);
     generate(&s, &b.schedule);
     let p = patient(&s);
@@ -788,17 +778,7 @@ fn staff_check_in_opens_an_encounter_no_shows_are_recorded_and_teleconsultations
         "https://visio.example.org/rooms/",
     ]);
     let a = rabat(&s);
-    let v = clinic(
-        &s,
-        &Doctor {
-            province: "Oujda",
-            position: (34.68, -1.91),
-            gender: "male",
-            language: "fr",
-            mode: "virtual",
-            capacity: 2,
-        },
-    );
+    let v = oujda(&s, "virtual", 2);
     generate(&s, &a.schedule);
     generate(&s, &v.schedule);
     let p = patient(&s);
@@ -904,17 +884,7 @@ fn staff_check_in_opens_an_encounter_no_shows_are_recorded_and_teleconsultations
 fn wait_time_figures_per_specialty_and_province() {
     let s = Server::start_with(&["--booking-horizon", "3d", "--booking-rules", "none"]);
     let a = rabat(&s);
-    let b = clinic(
-        &s,
-        &Doctor {
-            province: "Oujda",
-            position: (34.68, -1.91),
-            gender: "male",
-            language: "fr",
-            mode: "in-person",
-            capacity: 1,
-        },
-    );
+    let b = oujda(&s, "in-person", 1);
     generate(&s, &a.schedule);
     generate(&s, &b.schedule);
     // The past month in Rabat: four slots, two taken; two appointments due, one a no-show.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use reqwest::blocking::{Client, RequestBuilder, Response};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The PostgreSQL server the suite runs against instead of the embedded store, when the
 /// environment names one (`SIJILL_TEST_DATABASE=postgres://user@host:port`): scripts/test
@@ -574,4 +574,22 @@ pub fn register_app(server: &Server, scope: &str, redirect_uri: &str) -> String 
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("client id").trim().to_string()
+}
+
+/// The url of a Schedule's weekly availability (a Sijill extension modelled on R5).
+pub const AVAILABILITY: &str = "https://sijill.health/fhir/StructureDefinition/availability";
+
+/// A Schedule availability: every day, 08:00 to 18:00, slots of `minutes`, `capacity`
+/// patients each, in `mode` (in-person or virtual).
+pub fn every_day(minutes: u64, capacity: u64, mode: &str) -> Value {
+    let mut ext: Vec<Value> = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        .iter()
+        .map(|d| json!({"url": "daysOfWeek", "valueCode": d}))
+        .collect();
+    ext.push(json!({"url": "availableStartTime", "valueTime": "08:00:00"}));
+    ext.push(json!({"url": "availableEndTime", "valueTime": "18:00:00"}));
+    ext.push(json!({"url": "slotMinutes", "valuePositiveInt": minutes}));
+    ext.push(json!({"url": "capacity", "valuePositiveInt": capacity}));
+    ext.push(json!({"url": "mode", "valueCode": mode}));
+    json!({"url": AVAILABILITY, "extension": ext})
 }
