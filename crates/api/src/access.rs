@@ -163,6 +163,13 @@ impl<'a> Guard<'a> {
             .is_some_and(|a| a.role == sijill_auth::Role::Citizen && a.patient.as_deref() == Some(patient))
     }
 
+    /// The patient of a citizen actor (their own record), if the actor is a citizen.
+    pub fn citizen_patient(&self) -> Option<&str> {
+        self.actor
+            .filter(|a| a.role == sijill_auth::Role::Citizen)
+            .and_then(|a| a.patient.as_deref())
+    }
+
     /// Notes a resource that leaves the engine (or that the request wrote), for the audit.
     pub fn disclose(&self, stored: &Stored) {
         let patients = patients_in(stored);

@@ -236,13 +236,13 @@ fn new_code() -> String {
     format!("{}-{}", &s[..4], &s[4..])
 }
 
-/// `POST Patient/{id}/$access-code`: a new one-time code for the citizen's own record
-/// (replacing any earlier one). `includeRestricted=true` lets the grant it becomes open
+/// `POST Patient/{id}/$access-code`: a new one-time code for the citizen's own record, or
+/// a dependent's ([`crate::guardian`]), replacing any earlier one. `includeRestricted=true` lets the grant it becomes open
 /// restricted records too.
 pub fn access_code(engine: &Engine, guard: &Guard<'_>, patient: &str, body: &RequestBody) -> FhirResult<FhirResponse> {
-    if !guard.is_the_patient(patient) {
+    if !crate::guardian::speaks_for(engine, guard, patient)? {
         return Err(FhirError::forbidden(
-            "only the patient makes an access code for their record",
+            "only the patient (or their guardian) makes an access code for their record",
         ));
     }
     let restricted = parameters::is_true(&parameters::read(body)?, "includeRestricted");
@@ -419,10 +419,12 @@ pub fn revoke(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<FhirRe
     };
     let mut consent = parse(&current).ok_or_else(|| FhirError::bad_request("the Consent is not readable"))?;
     let patient = reference_id(&consent["patient"], "Patient").unwrap_or("").to_string();
-    let allowed = guard.is_platform_admin() || guard.is_the_patient(&patient);
+    let allowed = guard.is_platform_admin() || crate::guardian::speaks_for(engine, guard, &patient)?;
     if !allowed {
         guard.check_visible(&current)?;
-        return Err(FhirError::forbidden("only the patient revokes their grant"));
+        return Err(FhirError::forbidden(
+            "only the patient (or their guardian) revokes their grant",
+        ));
     }
     let now = sijill_store::now_instant();
     consent["status"] = json!("inactive");

@@ -286,7 +286,7 @@ impl Engine {
     /// A new engine.
     pub fn new(store: Arc<dyn Store>, base_url: impl Into<String>, limits: Limits) -> Self {
         Engine {
-            audit: Arc::new(AuditTrail::new(store.clone(), true)),
+            audit: Arc::new(AuditTrail::new(store.clone(), true, false)),
             store,
             base_url: base_url.into().trim_end_matches('/').to_string(),
             limits,
@@ -301,7 +301,14 @@ impl Engine {
     /// The same engine recording no audit events: for measuring what the audit costs,
     /// never for serving real data.
     pub fn without_audit(mut self) -> Self {
-        self.audit = Arc::new(AuditTrail::new(self.store.clone(), false));
+        self.audit = Arc::new(AuditTrail::new(self.store.clone(), false, false));
+        self
+    }
+
+    /// The same engine waiting for the disk before answering any request whose audit
+    /// events are its only write (see [`crate::audit::trail`]).
+    pub fn with_synced_read_audit(mut self) -> Self {
+        self.audit = Arc::new(AuditTrail::new(self.store.clone(), true, true));
         self
     }
 

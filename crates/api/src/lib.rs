@@ -13,6 +13,7 @@ pub mod context;
 pub mod edge;
 pub mod engine;
 pub mod error;
+pub mod guardian;
 pub mod http;
 pub mod identity;
 pub mod interactions;

@@ -418,6 +418,84 @@ fn the_citizen_reads_who_opened_their_record_in_plain_words() {
     assert_outcome(s.get_as(&me, "AuditEvent"), 403, "access log");
 }
 
+#[test]
+fn a_guardian_makes_codes_reads_the_log_and_revokes_for_their_dependent_only() {
+    let s = Server::start();
+    let w = world(&s);
+    let guardian = citizen(&s, &w.b);
+    let child = s.create(&json!({"resourceType": "Patient", "birthDate": "2019-05-02",
+        "identifier": [{"system": "urn:test:nid", "value": "C3"}]}));
+    let record = |relationship: &str, extra: Value| {
+        let mut r = json!({"resourceType": "RelatedPerson", "patient": {"reference": format!("Patient/{child}")},
+            "identifier": [{"system": "urn:test:nid", "value": "B2"}],
+            "relationship": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": relationship}]}]});
+        r.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        s.create(&r)
+    };
+    let code_for = |token: &str, patient: &str| {
+        s.post_as(
+            token,
+            &format!("Patient/{patient}/$access-code"),
+            &json!({"resourceType": "Parameters"}),
+        )
+    };
+    // A father who is not recorded as guardian, a guardianship that ended, and an
+    // inactive record do not speak for the child.
+    record("FTH", json!({}));
+    record("GUARD", json!({"period": {"end": "2020-01-01"}}));
+    record("GUARD", json!({"active": false}));
+    assert_outcome(code_for(&guardian, &child), 403, "or their guardian");
+    // A guardianship in force does.
+    record("GUARD", json!({"period": {"start": "2019-05-02"}}));
+    let r = code_for(&guardian, &child);
+    assert_eq!(r.status(), 200);
+    let code = json(r)["parameter"][0]["valueString"].as_str().unwrap().to_string();
+    let dr = practitioner(&s, &w, &w.facility);
+    let r = redeem(&s, &dr, "C3", &code);
+    assert_eq!(r.status(), 201);
+    let consent = json(r)["id"].as_str().unwrap().to_string();
+    assert_eq!(json(r_get(&s, &dr, &child))["id"], child.as_str());
+    // The guardian reads the child's access log (the practitioner's reading is in it) and
+    // revokes the grant; the practitioner no longer sees the child.
+    let log = json(s.get_as(&guardian, &format!("Patient/{child}/$access-log")));
+    assert!(
+        log["entry"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["resource"]["agent"][0]["who"]["reference"] == format!("Practitioner/{}", w.dr)),
+        "{log}"
+    );
+    assert_eq!(
+        s.post_as(&guardian, &format!("Consent/{consent}/$revoke"), &json!({}))
+            .status(),
+        200
+    );
+    assert_outcome(r_get(&s, &dr, &child), 404, "does not exist");
+    // Being the child's guardian gives nothing over anyone else.
+    assert_outcome(code_for(&guardian, &w.a), 403, "or their guardian");
+    assert_outcome(
+        s.get_as(&guardian, &format!("Patient/{}/$access-log", w.a)),
+        403,
+        "their guardian",
+    );
+    // A citizen cannot name themself guardian.
+    let stranger = citizen(&s, &w.a);
+    let forged = s.post_as(
+        &stranger,
+        "RelatedPerson",
+        &json!({"resourceType": "RelatedPerson", "patient": {"reference": format!("Patient/{child}")},
+            "identifier": [{"system": "urn:test:nid", "value": "A1"}],
+            "relationship": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "GUARD"}]}]}),
+    );
+    assert_eq!(forged.status(), 403, "{}", forged.text().unwrap_or_default());
+    assert_outcome(code_for(&stranger, &child), 403, "or their guardian");
+}
+
+fn r_get(s: &Server, token: &str, patient: &str) -> reqwest::blocking::Response {
+    s.get_as(token, &format!("Patient/{patient}"))
+}
+
 /// What a practitioner without a valid grant for patient A must not learn about A through
 /// any search feature: A's resource ids never appear, and counts do not include them.
 fn assert_nothing_leaks(s: &Server, token: &str, w: &World) {

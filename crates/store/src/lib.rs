@@ -429,6 +429,15 @@ pub trait Store: Send + Sync {
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<()> {
         self.write(&mut |tx| tx.append_audit(entries))
     }
+    /// [`Store::append_audit`] without waiting for the disk: the events are written (an
+    /// error if they cannot be) and sealed in the chain, and reach the disk with the next
+    /// synced commit or checkpoint — within about half a second on the embedded store, and
+    /// as a PostgreSQL asynchronous commit (within three `wal_writer_delay`). A crash of the
+    /// machine, not of the process, can lose that last fraction of a second, never a row in
+    /// the middle of the chain.
+    fn append_audit_unsynced(&self, entries: &[AuditEntry]) -> Result<()> {
+        self.append_audit(entries)
+    }
     /// Audit rows in chain order (chain, then position) after `after` (chain, position),
     /// at most `limit`.
     fn audit_rows(&self, after: Option<(i64, i64)>, limit: usize) -> Result<Vec<SealedAudit>>;

@@ -807,38 +807,10 @@ impl SqliteStore {
                 }
             })
     }
-}
 
-impl Store for SqliteStore {
-    fn free_slots(&self, query: &crate::agenda::AgendaQuery) -> Result<Vec<crate::agenda::FreeSlot>> {
-        let (sql, args) = crate::agenda::page_statement(query);
-        self.with_reader(|c| {
-            let mut stmt = c.prepare_cached(&sql)?;
-            let rows = stmt
-                .query_map(params_from_iter(args), |r| {
-                    Ok(crate::agenda::FreeSlot {
-                        id: r.get(0)?,
-                        schedule: r.get(1)?,
-                        start: r.get(2)?,
-                        rid: r.get(3)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })
-    }
-
-    fn search_sorted_ids(
-        &self,
-        resource_type: &str,
-        query: &SearchQuery,
-        sort: &[SortKey],
-        limit: usize,
-    ) -> Result<Vec<String>> {
-        self.with_reader(|c| search_ids(c, &self.param_keys, resource_type, query, sort, limit))
-    }
-
-    fn write(&self, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
+    /// Runs a unit of work in the writer's open group (see [`crate::group_commit`]);
+    /// `synced`: it returns only once its commit is on disk.
+    fn write_unit(&self, synced: bool, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
         self.queued.fetch_add(1, Ordering::SeqCst);
         let mut writer = self.writer.lock();
         self.queued.fetch_sub(1, Ordering::SeqCst);
@@ -848,10 +820,22 @@ impl Store for SqliteStore {
             // group fails, and this unit starts a new one.
             let _ = self.settle(w);
         }
+        if synced && w.group.group.is_some() && !w.group.synced {
+            // The open group will not wait for the disk (SQLite fixes that at BEGIN): it
+            // commits as it is, and this unit opens a synced one.
+            let _ = self.settle(w);
+        }
         // IMMEDIATE takes the write lock at once, so the transaction never has to upgrade
-        // a read snapshot that a checkpoint has moved on from.
+        // a read snapshot that a checkpoint has moved on from. A group of audit events of
+        // reads only commits without an fsync (`synchronous = NORMAL`): the write-ahead log
+        // reaches the disk at the next synced commit or checkpoint (every half second).
         let conn = &w.conn;
-        let group = w.group.join(|| Ok(conn.execute_batch("BEGIN IMMEDIATE")?))?;
+        let begin = if synced {
+            "PRAGMA synchronous = FULL; BEGIN IMMEDIATE"
+        } else {
+            "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"
+        };
+        let group = w.group.join(synced, || Ok(conn.execute_batch(begin)?))?;
         // One lastUpdated per unit, taken under the lock and never earlier than the last
         // one: `_since` polling misses nothing (the group commits before any is seen).
         let stamp = std::cmp::max(now_instant(), w.last_stamp.clone());
@@ -885,6 +869,44 @@ impl Store for SqliteStore {
             }
             (Err(e), false) => Err(e),
         }
+    }
+}
+
+impl Store for SqliteStore {
+    fn write(&self, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
+        self.write_unit(true, work)
+    }
+
+    fn append_audit_unsynced(&self, entries: &[AuditEntry]) -> Result<()> {
+        self.write_unit(false, &mut |tx| tx.append_audit(entries))
+    }
+
+    fn free_slots(&self, query: &crate::agenda::AgendaQuery) -> Result<Vec<crate::agenda::FreeSlot>> {
+        let (sql, args) = crate::agenda::page_statement(query);
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(params_from_iter(args), |r| {
+                    Ok(crate::agenda::FreeSlot {
+                        id: r.get(0)?,
+                        schedule: r.get(1)?,
+                        start: r.get(2)?,
+                        rid: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn search_sorted_ids(
+        &self,
+        resource_type: &str,
+        query: &SearchQuery,
+        sort: &[SortKey],
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.with_reader(|c| search_ids(c, &self.param_keys, resource_type, query, sort, limit))
     }
 
     fn read(&self, resource_type: &str, id: &str) -> Result<Current> {

@@ -221,11 +221,11 @@ pub fn access_log(
     patient: &str,
     params: &[(String, String)],
 ) -> FhirResult<FhirResponse> {
-    if !guard.is_the_patient(patient) && !reads_the_trail(guard, Action::Search) {
+    if !reads_the_trail(guard, Action::Search) && !crate::guardian::speaks_for(engine, guard, patient)? {
         return Err(FhirError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "only the patient (or an auditor) reads a patient's access log",
+            "only the patient (their guardian, or an auditor) reads a patient's access log",
         ));
     }
     let own_user = format!("Patient/{patient}");

@@ -1,6 +1,11 @@
 //! Where audit events of requests that write nothing go: appended by group commit, so
 //! that many concurrent reads share one transaction, and the read waits until its event is
 //! committed (a read whose event cannot be written fails).
+//!
+//! By default the commit does not wait for the disk ([`Store::append_audit_unsynced`]): the
+//! events are in the database before the answer leaves, and on disk within about half a
+//! second; only a crash of the machine in that window can lose them. `synced` makes every
+//! such commit wait for the disk, at about half the read throughput (BENCHMARKS.md).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,6 +22,7 @@ pub struct AuditTrail {
     queue: Mutex<Queue>,
     done: Condvar,
     enabled: bool,
+    synced: bool,
 }
 
 #[derive(Default)]
@@ -34,8 +40,9 @@ struct Queue {
 }
 
 impl AuditTrail {
-    /// The trail of `store`; `enabled: false` records nothing (for measurements only).
-    pub fn new(store: Arc<dyn Store>, enabled: bool) -> AuditTrail {
+    /// The trail of `store`; `enabled: false` records nothing (for measurements only);
+    /// `synced`: each batch waits for the disk before its requests are answered.
+    pub fn new(store: Arc<dyn Store>, enabled: bool, synced: bool) -> AuditTrail {
         AuditTrail {
             store,
             queue: Mutex::new(Queue {
@@ -44,6 +51,7 @@ impl AuditTrail {
             }),
             done: Condvar::new(),
             enabled,
+            synced,
         }
     }
 
@@ -75,7 +83,11 @@ impl AuditTrail {
                 let number = q.next_batch;
                 q.next_batch += 1;
                 drop(q);
-                let result = self.store.append_audit(&batch);
+                let result = if self.synced {
+                    self.store.append_audit(&batch)
+                } else {
+                    self.store.append_audit_unsynced(&batch)
+                };
                 q = self.queue.lock();
                 q.writing = false;
                 q.finished = number;
