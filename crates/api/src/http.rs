@@ -298,8 +298,19 @@ async fn fhir(State(state): State<Arc<AppState>>, request: axum::extract::Reques
     }
     let (ctx, result, interaction) = match authenticated {
         // The body of a request without a valid token is not read; its context only
-        // carries a request id.
-        Err(e) => (RequestContext::local_operator(remote), Err(e), "unauthenticated"),
+        // carries a request id. The refusal is audited.
+        Err(e) => {
+            let entry = crate::audit::authentication_failure(
+                remote,
+                &format!("{method} {}", crate::engine::truncate(uri.path())),
+                None,
+                e.issues
+                    .first()
+                    .map_or("no valid access token", |i| i.diagnostics.as_str()),
+            );
+            crate::audit::record_authentication_failure(state.engine.audit.clone(), entry).await;
+            (RequestContext::local_operator(remote), Err(e), "unauthenticated")
+        }
         Ok(mut ctx) => {
             ctx.client_request_id = client_request_id(&headers);
             let limit = state.engine.limits.max_body_bytes;

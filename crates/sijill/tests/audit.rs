@@ -6,7 +6,7 @@
 mod common;
 
 use common::{assert_outcome, execute_sql, json, query_count, sijill, Server};
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn verify(s: &Server) -> (bool, String) {
     let out = sijill(s.dir.path(), &["audit", "verify"]);
@@ -65,6 +65,73 @@ fn every_interaction_is_audited_with_who_what_and_outcome() {
         "append-only",
     );
     assert_outcome(s.get_as(&auditor, "AuditEvent?bogus=1"), 400, "takes patient");
+}
+
+#[test]
+fn refused_tokens_and_token_requests_are_audited_without_the_credentials() {
+    let s = Server::start();
+    let patient = s.create(&json!({"resourceType": "Patient"}));
+    let bare = reqwest::blocking::Client::new();
+    let forged = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJtYWxsb3J5In0.c2VjcmV0LXNpZ25hdHVyZQ";
+    assert_eq!(
+        bare.get(s.url(&format!("Patient/{patient}"))).send().unwrap().status(),
+        401
+    );
+    assert_outcome(s.get_as(forged, &format!("Patient/{patient}")), 401, "");
+    let refused = bare
+        .post(format!("{}/auth/token", s.root))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", "stolen-code"),
+            ("client_id", "some-app"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let auditor = s.token(&["--role", "auditor"]);
+    let trail = json(s.get_as(&auditor, "AuditEvent?agent=anonymous&_count=50"));
+    let events: Vec<&Value> = trail["entry"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| &e["resource"])
+        .collect();
+    assert_eq!(events.len(), 3, "{trail}");
+    for e in &events {
+        assert_eq!(e["type"]["code"], "110114", "{e}");
+        assert_eq!(e["subtype"][0]["code"], "110122", "{e}");
+        assert_eq!(e["outcome"], "4", "{e}");
+        assert_eq!(e["agent"][0]["network"]["address"], "127.0.0.1", "{e}");
+        assert!(
+            !e.to_string().contains(forged) && !e.to_string().contains("stolen-code"),
+            "{e}"
+        );
+    }
+    let names: Vec<&str> = events.iter().filter_map(|e| e["entity"][0]["name"].as_str()).collect();
+    assert!(
+        names.contains(&format!("GET /fhir/Patient/{patient}").as_str()),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n.starts_with("POST /auth/token")), "{names:?}");
+    let token_event = events
+        .iter()
+        .find(|e| {
+            e["entity"][0]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("POST /auth/token"))
+        })
+        .unwrap();
+    assert_eq!(token_event["agent"][0]["altId"], "some-app");
+    assert!(
+        token_event["outcomeDesc"].as_str().unwrap().contains("code"),
+        "{token_event}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["outcomeDesc"].as_str().is_some_and(|d| d.contains("access token"))),
+        "the missing token is named: {trail}"
+    );
 }
 
 #[test]

@@ -188,6 +188,69 @@ pub fn events(
         .collect()
 }
 
+/// The agent column of events about a request that carried no valid credentials.
+pub const UNAUTHENTICATED_AGENT: &str = "anonymous";
+
+/// The event of a refused sign-in or token (DICOM "User Authentication", subtype "Login",
+/// outcome minor failure): from which address, for which request (method and path, never
+/// the query or the credentials), which client it named, and why it was refused.
+pub fn authentication_failure(
+    remote: Option<std::net::IpAddr>,
+    request: &str,
+    client: Option<&str>,
+    reason: &str,
+) -> AuditEntry {
+    let recorded = sijill_store::now_instant();
+    let dcm = "http://dicom.nema.org/resources/ontology/DCM";
+    let mut agent = json!({
+        "type": {"coding": [coding(dcm, "110150", "Application")]},
+        "who": {"display": "a client without valid credentials"},
+        "requestor": true,
+    });
+    if let Some(a) = remote {
+        agent["network"] = json!({"address": a.to_string(), "type": if a.is_ipv4() { "2" } else { "3" }});
+    }
+    if let Some(c) = client {
+        agent["altId"] = json!(c);
+    }
+    let body = json!({
+        "resourceType": "AuditEvent",
+        "type": coding(dcm, "110114", "User Authentication"),
+        "subtype": [coding(dcm, "110122", "Login")],
+        "action": "E",
+        "recorded": recorded,
+        "outcome": "4",
+        "outcomeDesc": reason,
+        "agent": [agent],
+        "source": {
+            "site": "sijill",
+            "observer": {"display": "Sijill FHIR server"},
+            "type": [coding("http://terminology.hl7.org/CodeSystem/security-source-type", "4", "Application Server")],
+        },
+        "entity": [{
+            "type": coding("http://terminology.hl7.org/CodeSystem/audit-entity-type", "2", "System Object"),
+            "role": coding("http://terminology.hl7.org/CodeSystem/object-role", "24", "Query"),
+            "name": request,
+        }],
+    });
+    AuditEntry {
+        recorded,
+        patient: None,
+        agent: UNAUTHENTICATED_AGENT.to_string(),
+        flag: None,
+        body: serde_json::to_vec(&body).unwrap_or_default(),
+    }
+}
+
+/// Records a refused sign-in or token off the async runtime; a trail that cannot take it
+/// is logged (the request is refused either way).
+pub async fn record_authentication_failure(trail: std::sync::Arc<trail::AuditTrail>, entry: AuditEntry) {
+    let written = tokio::task::spawn_blocking(move || trail.record(vec![entry])).await;
+    if !matches!(written, Ok(Ok(()))) {
+        tracing::error!("the audit event of a refused authentication could not be written");
+    }
+}
+
 fn coding(system: &str, code: &str, display: &str) -> Value {
     json!({"system": system, "code": code, "display": display})
 }
