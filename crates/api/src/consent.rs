@@ -362,7 +362,8 @@ pub fn grant_access(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> F
         tx.state_delete("access-code", &p)?;
         tx.state_delete("code-attempts", &practitioner_key)?;
         let restricted = s["restricted"] == Value::Bool(true);
-        let consent = grant_consent(&p, org, &now, &sijill_store::instant_in(settings.grant_seconds), restricted);
+        let mut consent = grant_consent(&p, org, &now, &sijill_store::instant_in(settings.grant_seconds), restricted);
+        name_facility(engine, &mut consent, org)?;
         let stored = tx.create("Consent", consent, None)?;
         guard.disclose(&stored);
         Ok(Ok(stored))
@@ -393,6 +394,30 @@ fn grant_skeleton(kind: (&str, &str), patient: &str, org: &str, start: &str, end
         "organization": [{"reference": format!("Organization/{org}")}],
         "provision": {"type": "permit", "period": {"start": start, "end": end}, "actor": actors},
     })
+}
+
+/// Adds the facility's name (as `display`) to a grant's references to it, so that the
+/// citizen, who does not read the directory, sees whom they let in.
+fn name_facility(engine: &Engine, consent: &mut Value, org: &str) -> FhirResult<()> {
+    let Current::Found(stored) = engine.store.read("Organization", org)? else {
+        return Ok(());
+    };
+    let Some(name) = crate::resource_json::parsed(&stored)["name"]
+        .as_str()
+        .map(str::to_string)
+    else {
+        return Ok(());
+    };
+    let reference = format!("Organization/{org}");
+    if let Some(o) = consent["organization"].get_mut(0) {
+        o["display"] = json!(name);
+    }
+    for actor in consent["provision"]["actor"].as_array_mut().into_iter().flatten() {
+        if actor["reference"]["reference"] == reference.as_str() {
+            actor["reference"]["display"] = json!(name);
+        }
+    }
+    Ok(())
 }
 
 /// The Consent of a grant from an access code: given by the patient, opted in.
@@ -463,6 +488,7 @@ pub fn break_glass(engine: &Engine, guard: &Guard<'_>, patient: &str, body: &Req
     let end = sijill_store::instant_in(engine.consent.break_glass_seconds);
     let kind = ("break-glass", "emergency access");
     let mut consent = grant_skeleton(kind, patient, org, &now, &end, &[me, format!("Organization/{org}")]);
+    name_facility(engine, &mut consent, org)?;
     consent["policyRule"] = json!({"coding": [{"system": GRANT_KIND_SYSTEM, "code": "break-glass"}], "text": reason});
     consent["provision"]["purpose"] =
         json!([{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "ETREAT"}]);

@@ -48,6 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(health))
         .route("/metrics", get(metrics))
+        .merge(crate::portal::routes())
         .merge(
             crate::identity::smart::routes()
                 .merge(crate::identity::admin::routes())

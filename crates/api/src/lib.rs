@@ -20,6 +20,7 @@ pub mod interactions;
 pub mod metrics;
 pub mod outbox;
 pub mod parameters;
+pub mod portal;
 pub mod rate_limit;
 pub mod resource_json;
 pub mod scheduling;

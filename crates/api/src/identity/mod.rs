@@ -76,6 +76,15 @@ impl Identity {
         })
     }
 
+    /// A client by id: a registered one, or the built-in citizen portal
+    /// ([`crate::portal::client`]) served by this server.
+    pub fn client(&self, client_id: &str) -> Result<Option<sijill_auth::clients::Client>, sijill_auth::AuthError> {
+        if client_id == crate::portal::CLIENT_ID {
+            return Ok(Some(crate::portal::client(&self.audience)));
+        }
+        self.clients.get(client_id)
+    }
+
     /// Whether logins go to the built-in development identity provider.
     pub fn development(&self) -> bool {
         self.eid.is_none()

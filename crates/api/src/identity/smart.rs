@@ -194,7 +194,7 @@ pub fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
 async fn authorize(State(state): State<Arc<AppState>>, Query(q): Query<AuthorizeQuery>) -> Response {
     let id = &*state.identity;
     // Until the client and its redirect URI are known good, errors are shown, not redirected.
-    let client = match q.client_id.as_deref().map(|c| id.clients.get(c)) {
+    let client = match q.client_id.as_deref().map(|c| id.client(c)) {
         Some(Ok(Some(c))) => c,
         _ => {
             return page(
@@ -531,7 +531,7 @@ async fn issue_token(state: &Arc<AppState>, form: TokenForm) -> Response {
                     "the refresh token expired or belongs to another client",
                 );
             }
-            if matches!(id.clients.get(&old.grant.client_id), Ok(None)) {
+            if matches!(id.client(&old.grant.client_id), Ok(None)) {
                 return bad("invalid_client", "the client was revoked");
             }
             id.sessions.spent_refresh.lock().insert(presented, old.family.clone());

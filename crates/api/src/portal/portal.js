@@ -1,0 +1,191 @@
+// The citizen portal: signs in with SMART App Launch (authorization code + PKCE) as the
+// built-in public client, then reads and acts on the citizen's own record through the
+// FHIR API with their token. Everything shown is set as text, never as HTML.
+"use strict";
+
+const CLIENT_ID = "sijill-portal";
+const SCOPE = "openid fhirUser launch/patient patient/*.rs";
+const origin = window.location.origin;
+const FHIR = origin + "/fhir";
+const REDIRECT = origin + "/portal/";
+const $ = (id) => document.getElementById(id);
+
+function status(text, isError) {
+  $("status").textContent = text;
+  $("status").className = isError ? "error" : "";
+}
+
+function base64url(bytes) {
+  let s = "";
+  for (const b of new Uint8Array(bytes)) s += String.fromCharCode(b);
+  return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function randomText() {
+  return base64url(crypto.getRandomValues(new Uint8Array(32)));
+}
+
+async function signIn() {
+  const verifier = randomText();
+  const state = randomText();
+  sessionStorage.setItem("pkce", JSON.stringify({ verifier, state }));
+  const challenge = base64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
+  const query = new URLSearchParams({
+    response_type: "code", client_id: CLIENT_ID, redirect_uri: REDIRECT, scope: SCOPE,
+    state, aud: FHIR, code_challenge: challenge, code_challenge_method: "S256",
+  });
+  window.location.assign(origin + "/auth/authorize?" + query);
+}
+
+// Back from the sign-in with ?code=…&state=…: trade the code for a token.
+async function finishSignIn(params) {
+  const pending = JSON.parse(sessionStorage.getItem("pkce") || "null");
+  sessionStorage.removeItem("pkce");
+  history.replaceState(null, "", REDIRECT);
+  if (params.get("error")) throw new Error(params.get("error_description") || params.get("error"));
+  if (!pending || pending.state !== params.get("state")) throw new Error("This sign-in was not started here; sign in again.");
+  const response = await fetch(origin + "/auth/token", {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({
+      grant_type: "authorization_code", code: params.get("code"), redirect_uri: REDIRECT,
+      client_id: CLIENT_ID, code_verifier: pending.verifier,
+    }),
+  });
+  const tokens = await response.json();
+  if (!response.ok) throw new Error(tokens.error_description || "The sign-in was refused.");
+  if (!tokens.patient) throw new Error("This sign-in is not a citizen's; the portal is for citizens.");
+  sessionStorage.setItem("session", JSON.stringify({ token: tokens.access_token, patient: tokens.patient }));
+}
+
+function session() {
+  return JSON.parse(sessionStorage.getItem("session") || "null");
+}
+
+async function api(path, options) {
+  const s = session();
+  const response = await fetch(FHIR + "/" + path, {
+    ...options,
+    headers: { authorization: "Bearer " + s.token, accept: "application/fhir+json", "content-type": "application/fhir+json" },
+  });
+  const body = await response.json().catch(() => ({}));
+  if (response.status === 401) {
+    sessionStorage.removeItem("session");
+    throw new Error("Your session has ended; sign in again.");
+  }
+  if (!response.ok) {
+    const why = (body.issue || []).map((i) => i.diagnostics).filter(Boolean).join("; ");
+    throw new Error(why || "The request failed (HTTP " + response.status + ").");
+  }
+  return body;
+}
+
+function when(instant) {
+  return instant ? new Date(instant).toLocaleString() : "";
+}
+
+function plainText(xhtml) {
+  return new DOMParser().parseFromString(xhtml || "", "text/html").body.textContent.trim();
+}
+
+function item(text, detail) {
+  const li = document.createElement("li");
+  li.textContent = text;
+  if (detail) {
+    const small = document.createElement("span");
+    small.className = "when";
+    small.textContent = detail;
+    li.appendChild(small);
+  }
+  return li;
+}
+
+async function showWho() {
+  const p = await api("Patient/" + session().patient);
+  const name = (p.name || [])[0] || {};
+  $("who").textContent = [...(name.given || []), name.family].filter(Boolean).join(" ") || "Patient/" + p.id;
+}
+
+async function showGrants() {
+  const bundle = await api("Consent?patient=Patient/" + session().patient + "&status=active&_count=50");
+  const list = $("grants");
+  list.replaceChildren();
+  for (const entry of bundle.entry || []) {
+    const c = entry.resource;
+    const actor = (((c.provision || {}).actor || [])[0] || {}).reference || {};
+    const who = actor.display || actor.reference || "a facility";
+    const li = item(who + " can read your record", "until " + when(((c.provision || {}).period || {}).end));
+    const button = document.createElement("button");
+    button.textContent = "Revoke";
+    button.className = "revoke";
+    button.addEventListener("click", () => act(async () => {
+      await api("Consent/" + c.id + "/$revoke", { method: "POST", body: "{}" });
+      status("Access revoked: " + who + " can no longer read your record.");
+      await showGrants();
+    }));
+    li.appendChild(button);
+    list.appendChild(li);
+  }
+  $("no-grants").hidden = list.children.length > 0;
+}
+
+async function showAccessLog() {
+  const bundle = await api("Patient/" + session().patient + "/$access-log?_count=50");
+  const list = $("access-log");
+  list.replaceChildren();
+  for (const entry of bundle.entry || []) {
+    const e = entry.resource;
+    list.appendChild(item(plainText((e.text || {}).div), when(e.recorded)));
+  }
+  $("no-accesses").hidden = list.children.length > 0;
+}
+
+async function makeCode() {
+  const p = await api("Patient/" + session().patient + "/$access-code", {
+    method: "POST",
+    body: JSON.stringify({ resourceType: "Parameters" }),
+  });
+  const value = (name) => ((p.parameter || []).find((x) => x.name === name) || {});
+  $("code").textContent = value("code").valueString;
+  $("code-expires").textContent = "Valid until " + when(value("expires").valueInstant || value("expires").valueString)
+    + "; the facility can then read your record for " + value("grantHours").valueInteger + " hours.";
+  $("code-box").hidden = false;
+}
+
+async function act(work) {
+  try {
+    await work();
+  } catch (e) {
+    status(e.message, true);
+    if (!session()) render();
+  }
+}
+
+async function render() {
+  const signedIn = session() !== null;
+  $("signed-out").hidden = signedIn;
+  $("signed-in").hidden = !signedIn;
+  $("sign-out").hidden = !signedIn;
+  if (!signedIn) {
+    status("You are not signed in.");
+    return;
+  }
+  status("Loading your record…");
+  await showWho();
+  await Promise.all([showGrants(), showAccessLog()]);
+  status("Up to date.");
+}
+
+window.addEventListener("DOMContentLoaded", () => {
+  $("sign-in").addEventListener("click", () => act(signIn));
+  $("sign-out").addEventListener("click", () => {
+    sessionStorage.removeItem("session");
+    render();
+  });
+  $("make-code").addEventListener("click", () => act(makeCode));
+  act(async () => {
+    const params = new URLSearchParams(window.location.search);
+    if (params.has("code") || params.has("error")) await finishSignIn(params);
+    await render();
+  });
+});

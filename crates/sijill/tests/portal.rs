@@ -1,0 +1,126 @@
+//! The citizen portal in a real headless Chromium: sign in through the (development) eID
+//! page, read who opened the record, make an access code, revoke a grant.
+
+mod common;
+
+#[path = "common/browser.rs"]
+mod browser;
+
+use common::{assert_outcome, json, Server};
+use serde_json::json;
+
+const NATIONAL_ID_SYSTEM: &str = "https://sijill.health/id/ma/cnie";
+
+#[test]
+fn a_citizen_signs_in_sees_who_opened_the_record_makes_a_code_and_revokes_a_grant() {
+    let Some(browser) = browser::browser() else {
+        return;
+    };
+    let s = Server::start();
+    let patient = s.create(
+        &json!({"resourceType": "Patient", "name": [{"given": ["Salma"], "family": "Bennani"}],
+        "identifier": [{"system": NATIONAL_ID_SYSTEM, "value": "PX123456"}]}),
+    );
+    let obs = s.create(
+        &json!({"resourceType": "Observation", "status": "final", "code": {"text": "pulse"},
+        "subject": {"reference": format!("Patient/{patient}")}}),
+    );
+    let facility = s.create(&json!({"resourceType": "Organization", "name": "Hôpital <b>Ibn</b> Sina"}));
+    let dr = s.create(&json!({"resourceType": "Practitioner", "name": [{"family": "Alaoui"}]}));
+    let practitioner = s.token(&[
+        "--role",
+        "practitioner",
+        "--practitioner",
+        &dr,
+        "--organization",
+        &facility,
+    ]);
+    // A grant through the API, and a practitioner reading under it.
+    let citizen = s.token(&["--role", "citizen", "--patient", &patient]);
+    let made = json(s.post_as(
+        &citizen,
+        &format!("Patient/{patient}/$access-code"),
+        &json!({"resourceType": "Parameters"}),
+    ));
+    let code = made["parameter"][0]["valueString"].as_str().unwrap().to_string();
+    let redeemed = s.post_as(
+        &practitioner,
+        "Patient/$grant-access",
+        &json!({"resourceType": "Parameters", "parameter": [
+            {"name": "identifier", "valueIdentifier": {"system": NATIONAL_ID_SYSTEM, "value": "PX123456"}},
+            {"name": "code", "valueString": code}]}),
+    );
+    assert_eq!(redeemed.status(), 201);
+    let observation = format!("Observation/{obs}");
+    assert_eq!(s.get_as(&practitioner, &observation).status(), 200);
+
+    // The citizen opens the portal and signs in with the eID (here the development page).
+    browser.open(&format!("{}/portal/", s.root));
+    browser.click("#sign-in");
+    browser.type_into("input[name=national_id]", "PX123456");
+    browser.click("button[type=submit]");
+    assert_eq!(
+        browser.texts_when("#who", |t| t.iter().any(|w| !w.is_empty())),
+        vec!["Salma Bennani"]
+    );
+    assert!(
+        !browser.url().contains("code="),
+        "the code leaves the address bar: {}",
+        browser.url()
+    );
+    // Who opened the record, in plain words, with the facility's name (shown as text).
+    let log = browser.texts_when("#access-log li", |t| !t.is_empty());
+    assert!(
+        log.iter().any(|l| l.contains("looked at 1 item of your record")),
+        "{log:?}"
+    );
+    let grants = browser.texts_when("#grants li", |t| !t.is_empty());
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert!(
+        grants[0].contains("Hôpital <b>Ibn</b> Sina can read your record"),
+        "{grants:?}"
+    );
+    // A new access code, shaped as the API makes them.
+    browser.click("#make-code");
+    let shown = browser.texts_when("#code", |t| t.iter().any(|c| c.len() == 9));
+    assert!(
+        shown[0]
+            .chars()
+            .all(|c| c == '-' || "ACDEFHJKMNPRTUVWXY34679".contains(c)),
+        "{shown:?}"
+    );
+    // Revoking: the page shows no grant, and the practitioner no longer sees the record.
+    browser.click("#grants button.revoke");
+    browser.texts_when("#no-grants", |t| t.iter().any(|x| x.contains("No facility")));
+    assert_outcome(s.get_as(&practitioner, &observation), 404, "does not exist");
+    // Signing out forgets the session.
+    browser.click("#sign-out");
+    browser.texts_when("#sign-in", |t| t.iter().any(|x| x.contains("Sign in")));
+}
+
+#[test]
+fn the_portal_page_allows_only_its_own_script() {
+    let s = Server::start();
+    let page = reqwest::blocking::get(format!("{}/portal/", s.root)).unwrap();
+    assert_eq!(page.status(), 200);
+    let policy = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(
+        policy.contains("script-src 'self'") && policy.contains("default-src 'none'"),
+        "{policy}"
+    );
+    assert!(page.text().unwrap().contains("/portal/portal.js"));
+    // An app posing as the portal with another redirect address is refused.
+    let refused = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/auth/authorize", s.root))
+        .query(&[
+            ("client_id", "sijill-portal"),
+            ("redirect_uri", "https://evil.example/portal/"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().unwrap().contains("redirect address"));
+}
