@@ -441,6 +441,7 @@ impl<'a> Guard<'a> {
     /// every patient it belongs to must allow it. A resource the actor may not even see is
     /// answered as absent.
     pub fn check_write(&self, action: Action, resource_type: &str, resource: &Value) -> FhirResult<()> {
+        crate::guardian::check_write(self, resource_type, resource)?;
         let decisions = self.decisions(action, resource_type, resource);
         match decisions.into_iter().find(|d| !d.allowed()) {
             None => Ok(()),

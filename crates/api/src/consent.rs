@@ -50,6 +50,9 @@ pub struct ConsentSettings {
     pub patient_attempts: u32,
     /// The lockout window and lockout length, in seconds.
     pub lockout_seconds: i64,
+    /// The identifier system of national identifiers (from the country profile): the one a
+    /// guardian is recognised by. None accepts any system (tests without a profile).
+    pub national_id_system: Option<String>,
 }
 
 impl Default for ConsentSettings {
@@ -61,6 +64,7 @@ impl Default for ConsentSettings {
             practitioner_attempts: 5,
             patient_attempts: 10,
             lockout_seconds: 15 * 60,
+            national_id_system: None,
         }
     }
 }

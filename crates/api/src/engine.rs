@@ -305,13 +305,6 @@ impl Engine {
         self
     }
 
-    /// The same engine waiting for the disk before answering any request whose audit
-    /// events are its only write (see [`crate::audit::trail`]).
-    pub fn with_synced_read_audit(mut self) -> Self {
-        self.audit = Arc::new(AuditTrail::new(self.store.clone(), true, true));
-        self
-    }
-
     /// Runs one interaction on its own.
     pub fn execute(&self, ctx: &RequestContext, req: FhirRequest) -> FhirResult<FhirResponse> {
         let route = match Route::parse(&req.path) {

@@ -4,16 +4,19 @@
 //!
 //! The record that says so is a RelatedPerson of the dependent (`patient`) whose
 //! `relationship` holds v3-RoleCode `GUARD`, that is not `active: false`, whose `period`
-//! (when given) holds now, and that carries one of the guardian's own identifiers (their
-//! national identifier): the shape the demo population writes and a civil registry feed
-//! would. Citizens cannot write RelatedPerson records, so nobody names themself guardian.
+//! (when given) holds now, and that carries the guardian's national identifier: the shape
+//! the demo population writes and a civil registry feed would. Only a platform
+//! administrator (the registry's feed, the operator's tools) may write or remove such a
+//! record ([`check_write`]), and the identifier must be carried by the guardian's Patient
+//! record alone — so nobody names themself guardian, not even a practitioner who may write
+//! the dependent's record or their own.
 
 use serde_json::Value;
 use sijill_store::{Current, SearchQuery};
 
 use crate::access::Guard;
 use crate::engine::Engine;
-use crate::error::FhirResult;
+use crate::error::{FhirError, FhirResult};
 use crate::resource_json::parsed;
 
 /// The code system of the guardian relationship.
@@ -36,28 +39,40 @@ pub fn speaks_for(engine: &Engine, guard: &Guard<'_>, patient: &str) -> FhirResu
 
 /// Whether the patient `guardian` is now the recorded guardian of the patient `dependent`.
 pub fn is_guardian(engine: &Engine, guardian: &str, dependent: &str) -> FhirResult<bool> {
+    if !sijill_fhir::primitives::is_valid_id(dependent) {
+        return Ok(false);
+    }
     let Current::Found(own) = engine.store.read("Patient", guardian)? else {
         return Ok(false);
     };
     let own = parsed(&own);
+    let national = engine.consent.national_id_system.as_deref();
     let identifiers: Vec<String> = own["identifier"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|i| Some(format!("{}|{}", i["system"].as_str()?, i["value"].as_str()?)))
+        .filter_map(|i| Some((i["system"].as_str()?, i["value"].as_str()?)))
+        .filter(|(system, _)| national.is_none_or(|n| n == *system))
+        .map(|(system, value)| format!("{}|{}", escape(system), escape(value)))
         .take(MAX_IDENTIFIERS)
         .collect();
     let now = sijill_store::now_instant();
     for identifier in identifiers {
-        let query = SearchQuery::parse(
+        // The identifier proves who the guardian is only if no other record carries it.
+        let holders = search(engine, "Patient", &[("identifier", identifier.clone())], 2)?;
+        if holders.len() != 1 || holders[0].id != guardian {
+            continue;
+        }
+        let records = search(
+            engine,
             "RelatedPerson",
             &[
-                ("patient".to_string(), format!("Patient/{dependent}")),
-                ("identifier".to_string(), identifier),
-                ("relationship".to_string(), format!("{ROLE_CODE_SYSTEM}|GUARD")),
+                ("patient", format!("Patient/{dependent}")),
+                ("identifier", identifier),
+                ("relationship", format!("{ROLE_CODE_SYSTEM}|GUARD")),
             ],
+            16,
         )?;
-        let records = engine.store.search_page("RelatedPerson", &query, None, 16)?;
         if records.iter().any(|r| in_force(&parsed(r), &now)) {
             return Ok(true);
         }
@@ -65,12 +80,64 @@ pub fn is_guardian(engine: &Engine, guardian: &str, dependent: &str) -> FhirResu
     Ok(false)
 }
 
+fn search(
+    engine: &Engine,
+    resource_type: &str,
+    pairs: &[(&str, String)],
+    limit: usize,
+) -> FhirResult<Vec<sijill_store::Stored>> {
+    let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let query = SearchQuery::parse(resource_type, &pairs)?;
+    Ok(engine.store.search_page(resource_type, &query, None, limit)?)
+}
+
+/// A value as a search token part: the search separators escaped.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if matches!(c, '\\' | ',' | '|' | '$') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Whether a RelatedPerson names a guardian.
+pub fn names_guardian(resource: &Value) -> bool {
+    resource["relationship"].as_array().into_iter().flatten().any(|r| {
+        r["coding"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["system"] == ROLE_CODE_SYSTEM && c["code"] == "GUARD")
+    })
+}
+
+/// Refuses a write (or removal) of a guardianship record by anyone but a platform
+/// administrator.
+pub fn check_write(guard: &Guard<'_>, resource_type: &str, resource: &Value) -> FhirResult<()> {
+    if resource_type == "RelatedPerson" && names_guardian(resource) && !guard.is_platform_admin() {
+        return Err(FhirError::forbidden(
+            "only the civil registry (a platform administrator) records or changes a guardianship",
+        ));
+    }
+    Ok(())
+}
+
 /// Whether a RelatedPerson record is in force at `now` (a FHIR instant): not inactive, and
-/// its period, compared at its own precision, holds.
+/// its period holds (a bound given as a date covers that whole day).
 fn in_force(record: &Value, now: &str) -> bool {
-    let at = |bound: &str| &now[..bound.len().min(now.len())];
-    let started = record["period"]["start"].as_str().is_none_or(|s| at(s) >= s);
-    let not_ended = record["period"]["end"].as_str().is_none_or(|e| at(e) <= e);
+    let started = record["period"]["start"]
+        .as_str()
+        .is_none_or(|s| sijill_store::parse_instant(s).is_some_and(|s| s.as_str() <= now));
+    let not_ended = record["period"]["end"].as_str().is_none_or(|e| {
+        if e.len() <= 10 {
+            &now[..e.len().min(now.len())] <= e
+        } else {
+            sijill_store::parse_instant(e).is_some_and(|e| now <= e.as_str())
+        }
+    });
     record["active"] != Value::Bool(false) && started && not_ended
 }
 
@@ -80,8 +147,14 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn search_separators_are_escaped() {
+        assert_eq!(escape(r"a,b|c$d\e"), r"a\,b\|c\$d\\e");
+    }
+
+    #[test]
     fn a_record_is_in_force_only_while_active_and_within_its_period() {
-        let now = "2026-11-24T10:00:00.000Z";
+        let now = sijill_store::parse_instant("2026-11-24T10:00:00Z").unwrap();
+        let now = now.as_str();
         assert!(in_force(&json!({}), now));
         assert!(in_force(
             &json!({"active": true, "period": {"start": "2020-01-01"}}),
@@ -95,5 +168,10 @@ mod tests {
         assert!(!in_force(&json!({"period": {"end": "2026-11-23"}}), now));
         assert!(!in_force(&json!({"period": {"start": "2026-11-25"}}), now));
         assert!(!in_force(&json!({"period": {"end": "2026-11-24T09:59:59Z"}}), now));
+        assert!(
+            in_force(&json!({"period": {"end": "2026-11-24T11:30:00+01:00"}}), now),
+            "offsets count"
+        );
+        assert!(!in_force(&json!({"period": {"end": "2026-11-24T10:30:00+01:00"}}), now));
     }
 }

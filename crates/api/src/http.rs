@@ -301,15 +301,16 @@ async fn fhir(State(state): State<Arc<AppState>>, request: axum::extract::Reques
         // The body of a request without a valid token is not read; its context only
         // carries a request id. The refusal is audited.
         Err(e) => {
-            let entry = crate::audit::authentication_failure(
+            crate::audit::record_authentication_failure(
+                state.engine.audit.clone(),
                 remote,
-                &format!("{method} {}", crate::engine::truncate(uri.path())),
+                &format!("{method} {}", uri.path()),
                 None,
                 e.issues
                     .first()
                     .map_or("no valid access token", |i| i.diagnostics.as_str()),
-            );
-            crate::audit::record_authentication_failure(state.engine.audit.clone(), entry).await;
+            )
+            .await;
             (RequestContext::local_operator(remote), Err(e), "unauthenticated")
         }
         Ok(mut ctx) => {

@@ -13,6 +13,26 @@ fn verify(s: &Server) -> (bool, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Waits until the events of every earlier request are in the trail: an auditor's search
+/// moves the server's audit journal into it first; that search's own event follows within
+/// a tenth of a second, after which the trail stays still.
+fn settle(s: &Server) {
+    let auditor = s.token(&["--role", "auditor"]);
+    assert_eq!(s.get_as(&auditor, "AuditEvent?_count=1").status(), 200);
+    let rows = || query_count(s.dir.path(), "SELECT count(*) FROM audit_log");
+    let started = std::time::Instant::now();
+    let mut last = rows();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let now = rows();
+        if now == last {
+            return;
+        }
+        assert!(started.elapsed().as_secs() < 10, "the trail never settled");
+        last = now;
+    }
+}
+
 #[test]
 fn every_interaction_is_audited_with_who_what_and_outcome() {
     let s = Server::start();
@@ -27,6 +47,7 @@ fn every_interaction_is_audited_with_who_what_and_outcome() {
     assert_eq!(s.get("Observation/nope").status(), 404);
     let citizen = s.token(&["--role", "citizen", "--patient", "someone-else"]);
     assert_eq!(s.get_as(&citizen, &format!("Observation/{obs}")).status(), 404);
+    settle(&s);
     let after = query_count(s.dir.path(), "SELECT count(*) FROM audit_log");
     assert!(after - before >= 6, "{before} → {after}");
     let auditor = s.token(&["--role", "auditor"]);
@@ -158,8 +179,23 @@ fn a_write_and_its_audit_event_commit_together_and_a_read_without_its_event_fail
         versions,
         "the write was rolled back with its audit event"
     );
-    assert_outcome(s.get(&format!("Patient/{patient}")), 503, "audit trail");
-    // The trail works again: so does the read.
+    // A read's event goes to the server's audit journal first; once the trail refuses
+    // the journal's events, every read is refused.
+    let read = || s.get(&format!("Patient/{patient}"));
+    let mut answered = 0;
+    let started = std::time::Instant::now();
+    loop {
+        let r = read();
+        if r.status() == 503 {
+            assert_outcome(r, 503, "audit trail");
+            break;
+        }
+        assert_eq!(r.status(), 200);
+        answered += 1;
+        assert!(started.elapsed().as_secs() < 10, "reads were never refused");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The trail works again: so do reads, and no answered read is missing from it.
     let pg = common::test_postgres().is_some();
     execute_sql(
         s.dir.path(),
@@ -169,7 +205,26 @@ fn a_write_and_its_audit_event_commit_together_and_a_read_without_its_event_fail
             "DROP TRIGGER no_audit"
         },
     );
-    assert_eq!(s.get(&format!("Patient/{patient}")).status(), 200);
+    loop {
+        let r = read();
+        if r.status() == 200 {
+            answered += 1;
+            break;
+        }
+        assert_outcome(r, 503, "audit trail");
+        assert!(started.elapsed().as_secs() < 20, "reads never came back");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    settle(&s);
+    let auditor = s.token(&["--role", "auditor"]);
+    let trail = json(s.get_as(&auditor, &format!("AuditEvent?patient={patient}&_count=100")));
+    let reads = trail["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"]["subtype"][0]["code"] == "read" && e["resource"]["outcome"] == "0")
+        .count();
+    assert_eq!(reads, answered, "{trail}");
 }
 
 /// A server with a few audit events, the trail's protection removed (as a tamperer with
@@ -181,6 +236,7 @@ fn tampered_trail() -> (Server, i64) {
     for _ in 0..30 {
         assert_eq!(s.get(&format!("Patient/{patient}")).status(), 200);
     }
+    settle(&s);
     let (ok, out) = verify(&s);
     assert!(ok && out.contains("every chain holds"), "{out}");
     execute_sql(
@@ -249,6 +305,7 @@ fn anchors_catch_a_trail_cut_short() {
     let s = Server::start();
     let patient = s.create(&json!({"resourceType": "Patient"}));
     assert_eq!(s.get(&format!("Patient/{patient}")).status(), 200);
+    settle(&s);
     let (ok, out) = verify(&s);
     assert!(ok, "{out}");
     let anchors = s.dir.path().join("anchors.txt");

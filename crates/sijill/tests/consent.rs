@@ -422,16 +422,20 @@ fn the_citizen_reads_who_opened_their_record_in_plain_words() {
 fn a_guardian_makes_codes_reads_the_log_and_revokes_for_their_dependent_only() {
     let s = Server::start();
     let w = world(&s);
-    let guardian = citizen(&s, &w.b);
+    // Guardians are recognised by the country profile's national identifier.
+    let national = "https://sijill.health/id/ma/cnie";
+    let parent = s.create(&json!({"resourceType": "Patient", "identifier": [{"system": national, "value": "G4"}]}));
+    let guardian = citizen(&s, &parent);
     let child = s.create(&json!({"resourceType": "Patient", "birthDate": "2019-05-02",
         "identifier": [{"system": "urn:test:nid", "value": "C3"}]}));
-    let record = |relationship: &str, extra: Value| {
+    let guardianship = |relationship: &str, nid: &str, extra: Value| {
         let mut r = json!({"resourceType": "RelatedPerson", "patient": {"reference": format!("Patient/{child}")},
-            "identifier": [{"system": "urn:test:nid", "value": "B2"}],
+            "identifier": [{"system": national, "value": nid}],
             "relationship": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": relationship}]}]});
         r.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        s.create(&r)
+        r
     };
+    let record = |relationship: &str, extra: Value| s.create(&guardianship(relationship, "G4", extra));
     let code_for = |token: &str, patient: &str| {
         s.post_as(
             token,
@@ -445,6 +449,18 @@ fn a_guardian_makes_codes_reads_the_log_and_revokes_for_their_dependent_only() {
     record("GUARD", json!({"period": {"end": "2020-01-01"}}));
     record("GUARD", json!({"active": false}));
     assert_outcome(code_for(&guardian, &child), 403, "or their guardian");
+    // Only the registry (a platform administrator) records a guardianship: not a
+    // practitioner who may write the child's record.
+    let intruder = practitioner(&s, &w, &w.other_facility);
+    let emergency = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "reason", "valueString": "unconscious child brought in by ambulance"}]});
+    let glass = s.post_as(&intruder, &format!("Patient/{child}/$break-glass"), &emergency);
+    assert!(glass.status().is_success(), "{}", glass.status());
+    assert_outcome(
+        s.post_as(&intruder, "RelatedPerson", &guardianship("GUARD", "G4", json!({}))),
+        403,
+        "civil registry",
+    );
     // A guardianship in force does.
     record("GUARD", json!({"period": {"start": "2019-05-02"}}));
     let r = code_for(&guardian, &child);
@@ -490,6 +506,9 @@ fn a_guardian_makes_codes_reads_the_log_and_revokes_for_their_dependent_only() {
     );
     assert_eq!(forged.status(), 403, "{}", forged.text().unwrap_or_default());
     assert_outcome(code_for(&stranger, &child), 403, "or their guardian");
+    // An identifier two records carry proves nobody's guardianship.
+    s.create(&json!({"resourceType": "Patient", "identifier": [{"system": national, "value": "G4"}]}));
+    assert_outcome(code_for(&guardian, &child), 403, "or their guardian");
 }
 
 fn r_get(s: &Server, token: &str, patient: &str) -> reqwest::blocking::Response {

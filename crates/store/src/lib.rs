@@ -433,8 +433,9 @@ pub trait Store: Send + Sync {
     /// error if they cannot be) and sealed in the chain, and reach the disk with the next
     /// synced commit or checkpoint — within about half a second on the embedded store, and
     /// as a PostgreSQL asynchronous commit (within three `wal_writer_delay`). A crash of the
-    /// machine, not of the process, can lose that last fraction of a second, never a row in
-    /// the middle of the chain.
+    /// machine (and on PostgreSQL also of the database server, or a failover) can lose that
+    /// last fraction of a second, never a row in the middle of the chain. For the
+    /// command-line tools; a server writes read events to its audit journal instead.
     fn append_audit_unsynced(&self, entries: &[AuditEntry]) -> Result<()> {
         self.append_audit(entries)
     }

@@ -798,14 +798,21 @@ impl SqliteStore {
     /// Commits the open group, if any, and hands its outcome to its waiting units.
     fn settle(&self, w: &mut Writer) -> Result<()> {
         let conn = &w.conn;
-        self.outcomes
+        let unsynced = w.group.group.is_some() && !w.group.synced;
+        let outcome = self
+            .outcomes
             .settle(&mut w.group, || match conn.execute_batch("COMMIT") {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     let _ = conn.execute_batch("ROLLBACK");
                     Err(e.into())
                 }
-            })
+            });
+        if unsynced && conn.is_autocommit() {
+            // Whatever runs on the writer outside a group (rebuilds) is synced again.
+            let _ = conn.execute_batch("PRAGMA synchronous = FULL");
+        }
+        outcome
     }
 
     /// Runs a unit of work in the writer's open group (see [`crate::group_commit`]);

@@ -122,6 +122,7 @@ fn listing_query(engine: &Engine, params: &[(String, String)], query: &mut Audit
 /// `GET AuditEvent?patient=&agent=&date=ge…&date=le…&_count=&_before=`, newest first.
 pub fn search(engine: &Engine, guard: &Guard<'_>, params: &[(String, String)]) -> FhirResult<FhirResponse> {
     check_auditor(guard, Action::Search)?;
+    engine.audit.flush()?;
     let mut query = AuditQuery::default();
     for (name, value) in params {
         match name.as_str() {
@@ -147,6 +148,7 @@ pub fn search(engine: &Engine, guard: &Guard<'_>, params: &[(String, String)]) -
 /// `GET AuditEvent/{id}`.
 pub fn read(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<FhirResponse> {
     check_auditor(guard, Action::Read)?;
+    engine.audit.flush()?;
     let row = id
         .parse::<i64>()
         .ok()
@@ -160,6 +162,7 @@ pub fn read(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResult<FhirResp
 /// `GET AuditEvent/$review-queue`: emergency accesses no auditor has reviewed yet.
 pub fn review_queue(engine: &Engine, guard: &Guard<'_>, params: &[(String, String)]) -> FhirResult<FhirResponse> {
     check_auditor(guard, Action::Search)?;
+    engine.audit.flush()?;
     let mut query = AuditQuery {
         flag: Some(FLAG_BREAK_GLASS.into()),
         unreviewed: true,
@@ -174,6 +177,7 @@ pub fn review_queue(engine: &Engine, guard: &Guard<'_>, params: &[(String, Strin
 /// access was reviewed; it leaves the queue. The review is itself an audit event.
 pub fn review(engine: &Engine, guard: &Guard<'_>, id: &str, body: &RequestBody) -> FhirResult<FhirResponse> {
     check_auditor(guard, Action::Search)?;
+    engine.audit.flush()?;
     let seq: i64 = id
         .parse()
         .map_err(|_| FhirError::resource_not_found("AuditEvent", id))?;
@@ -228,6 +232,7 @@ pub fn access_log(
             "only the patient (their guardian, or an auditor) reads a patient's access log",
         ));
     }
+    engine.audit.flush()?;
     let own_user = format!("Patient/{patient}");
     let mut query = AuditQuery {
         patient: Some(patient.to_string()),

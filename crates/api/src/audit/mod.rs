@@ -8,6 +8,7 @@
 //! written fails. The store seals the events in hash chains (`sijill audit verify`).
 
 pub mod access_log;
+pub mod journal;
 pub mod trail;
 
 use std::collections::BTreeMap;
@@ -193,14 +194,23 @@ pub const UNAUTHENTICATED_AGENT: &str = "anonymous";
 
 /// The event of a refused sign-in or token (DICOM "User Authentication", subtype "Login",
 /// outcome minor failure): from which address, for which request (method and path, never
-/// the query or the credentials), which client it named, and why it was refused.
+/// the query or the credentials), which client it named, and why it was refused;
+/// `unrecorded`: refusals since the last recorded one that were only counted.
 pub fn authentication_failure(
     remote: Option<std::net::IpAddr>,
     request: &str,
     client: Option<&str>,
     reason: &str,
+    unrecorded: u64,
 ) -> AuditEntry {
     let recorded = sijill_store::now_instant();
+    let request = crate::engine::truncate(request);
+    let mut reason = crate::engine::truncate(reason);
+    if unrecorded > 0 {
+        reason.push_str(&format!(
+            " (and {unrecorded} more refused requests without valid credentials since the last recorded one, counted only)"
+        ));
+    }
     let dcm = "http://dicom.nema.org/resources/ontology/DCM";
     let mut agent = json!({
         "type": {"coding": [coding(dcm, "110150", "Application")]},
@@ -208,10 +218,10 @@ pub fn authentication_failure(
         "requestor": true,
     });
     if let Some(a) = remote {
-        agent["network"] = json!({"address": a.to_string(), "type": if a.is_ipv4() { "2" } else { "3" }});
+        agent["network"] = json!({"address": a.to_string(), "type": "2"});
     }
     if let Some(c) = client {
-        agent["altId"] = json!(c);
+        agent["altId"] = json!(crate::engine::truncate(c));
     }
     let body = json!({
         "resourceType": "AuditEvent",
@@ -242,9 +252,20 @@ pub fn authentication_failure(
     }
 }
 
-/// Records a refused sign-in or token off the async runtime; a trail that cannot take it
-/// is logged (the request is refused either way).
-pub async fn record_authentication_failure(trail: std::sync::Arc<trail::AuditTrail>, entry: AuditEntry) {
+/// Records a refused sign-in or token off the async runtime, within the trail's budget for
+/// them (beyond it they are counted into the next recorded one); a trail that cannot take
+/// it is logged (the request is refused either way).
+pub async fn record_authentication_failure(
+    trail: std::sync::Arc<trail::AuditTrail>,
+    remote: Option<std::net::IpAddr>,
+    request: &str,
+    client: Option<&str>,
+    reason: &str,
+) {
+    let Some(unrecorded) = trail.admit_refusal() else {
+        return;
+    };
+    let entry = authentication_failure(remote, request, client, reason, unrecorded);
     let written = tokio::task::spawn_blocking(move || trail.record(vec![entry])).await;
     if !matches!(written, Ok(Ok(()))) {
         tracing::error!("the audit event of a refused authentication could not be written");
@@ -327,9 +348,7 @@ fn event_json(
 
 /// The agents: the user (or client acting on its own), the client app, the facility.
 fn agents(ctx: &RequestContext, grant: Option<&GrantUse>) -> Value {
-    let network = ctx
-        .remote_addr
-        .map(|a| json!({"address": a.to_string(), "type": if a.is_ipv4() { "2" } else { "3" }}));
+    let network = ctx.remote_addr.map(|a| json!({"address": a.to_string(), "type": "2"}));
     let mut agents = Vec::new();
     match &ctx.actor {
         Actor::LocalOperator => {

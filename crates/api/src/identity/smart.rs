@@ -479,13 +479,14 @@ async fn token(State(state): State<Arc<AppState>>, request: axum::extract::Reque
         .ok()
         .and_then(|v| v["error_description"].as_str().map(str::to_string))
         .unwrap_or_else(|| format!("refused with HTTP {}", parts.status.as_u16()));
-    let entry = crate::audit::authentication_failure(
+    crate::audit::record_authentication_failure(
+        state.engine.audit.clone(),
         remote,
-        &format!("POST /auth/token (grant_type {})", crate::engine::truncate(&grant)),
-        client.as_deref().map(crate::engine::truncate).as_deref(),
+        &format!("POST /auth/token (grant_type {grant})"),
+        client.as_deref(),
         &reason,
-    );
-    crate::audit::record_authentication_failure(state.engine.audit.clone(), entry).await;
+    )
+    .await;
     Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 

@@ -50,7 +50,8 @@ pub fn client(audience: &str) -> Client {
 
 /// The origin of a FHIR base URL (`https://host/fhir` → `https://host`).
 fn origin_of(audience: &str) -> &str {
-    audience.trim_end_matches('/').trim_end_matches("/fhir")
+    let base = audience.trim_end_matches('/');
+    base.strip_suffix("/fhir").unwrap_or(base)
 }
 
 /// `/portal/` and its script.

@@ -42,8 +42,8 @@ async function finishSignIn(params) {
   const pending = JSON.parse(sessionStorage.getItem("pkce") || "null");
   sessionStorage.removeItem("pkce");
   history.replaceState(null, "", REDIRECT);
-  if (params.get("error")) throw new Error(params.get("error_description") || params.get("error"));
   if (!pending || pending.state !== params.get("state")) throw new Error("This sign-in was not started here; sign in again.");
+  if (params.get("error")) throw new Error("The sign-in did not succeed: " + (params.get("error_description") || params.get("error")));
   const response = await fetch(origin + "/auth/token", {
     method: "POST",
     headers: { "content-type": "application/x-www-form-urlencoded" },
@@ -106,15 +106,26 @@ async function showWho() {
   $("who").textContent = [...(name.given || []), name.family].filter(Boolean).join(" ") || "Patient/" + p.id;
 }
 
+const GRANT_KIND = "https://sijill.health/fhir/CodeSystem/grant-kind";
+
+// The grants in force now: active Consents made by Sijill (tagged with a grant kind) whose
+// period has not ended; shown by the facility they let in.
 async function showGrants() {
-  const bundle = await api("Consent?patient=Patient/" + session().patient + "&status=active&_count=50");
+  const bundle = await api("Consent?patient=Patient/" + session().patient + "&status=active&_count=100");
   const list = $("grants");
   list.replaceChildren();
+  const now = Date.now();
   for (const entry of bundle.entry || []) {
     const c = entry.resource;
-    const actor = (((c.provision || {}).actor || [])[0] || {}).reference || {};
-    const who = actor.display || actor.reference || "a facility";
-    const li = item(who + " can read your record", "until " + when(((c.provision || {}).period || {}).end));
+    const kind = ((c.meta || {}).tag || []).find((t) => t.system === GRANT_KIND);
+    const end = ((c.provision || {}).period || {}).end;
+    if (!kind || (end && Date.parse(end) <= now)) continue;
+    const facility = ((c.provision || {}).actor || [])
+      .map((a) => a.reference || {})
+      .find((r) => (r.reference || "").startsWith("Organization/")) || {};
+    const who = facility.display || facility.reference || "a facility";
+    const emergency = kind.code === "break-glass" ? " (emergency access)" : "";
+    const li = item(who + " can read your record" + emergency, "until " + when(end));
     const button = document.createElement("button");
     button.textContent = "Revoke";
     button.className = "revoke";
@@ -178,10 +189,18 @@ async function render() {
 
 window.addEventListener("DOMContentLoaded", () => {
   $("sign-in").addEventListener("click", () => act(signIn));
-  $("sign-out").addEventListener("click", () => {
+  $("sign-out").addEventListener("click", () => act(async () => {
+    const s = session();
     sessionStorage.removeItem("session");
-    render();
-  });
+    if (s) {
+      await fetch(origin + "/auth/revoke", {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams({ token: s.token }),
+      }).catch(() => {});
+    }
+    await render();
+  }));
   $("make-code").addEventListener("click", () => act(makeCode));
   act(async () => {
     const params = new URLSearchParams(window.location.search);

@@ -18,7 +18,8 @@ pub struct Browser {
     driver: Child,
     base: String,
     http: Client,
-    _profile: tempfile::TempDir,
+    /// Chromium's profile directory, removed with the session.
+    profile: tempfile::TempDir,
 }
 
 /// ChromeDriver and Chromium, when installed (`chromium`, `chromium-driver`). Without them
@@ -51,6 +52,13 @@ pub fn browser() -> Option<Browser> {
         .build()
         .expect("client");
     let root = format!("http://127.0.0.1:{port}");
+    // Owned from here on: a failed start below still stops the driver.
+    let mut browser = Browser {
+        base: String::new(),
+        driver,
+        http: http.clone(),
+        profile,
+    };
     let started = Instant::now();
     while http.get(format!("{root}/status")).send().is_err() {
         assert!(started.elapsed() < PATIENCE, "chromedriver did not start");
@@ -62,7 +70,7 @@ pub fn browser() -> Option<Browser> {
             "binary": "/usr/bin/chromium",
             "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--disable-dev-shm-usage", format!("--user-data-dir={}", profile.path().display())],
+                     "--disable-dev-shm-usage", format!("--user-data-dir={}", browser.profile.path().display())],
         },
     }}});
     let session: Value = http
@@ -74,12 +82,8 @@ pub fn browser() -> Option<Browser> {
     let id = session["value"]["sessionId"]
         .as_str()
         .unwrap_or_else(|| panic!("no session: {session}"));
-    Some(Browser {
-        base: format!("{root}/session/{id}"),
-        driver,
-        http,
-        _profile: profile,
-    })
+    browser.base = format!("{root}/session/{id}");
+    Some(browser)
 }
 
 impl Browser {
@@ -187,7 +191,9 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.http.delete(&self.base).send();
+        if !self.base.is_empty() {
+            let _ = self.http.delete(&self.base).send();
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
