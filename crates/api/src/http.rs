@@ -50,7 +50,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::portal::routes())
         .merge(
-            crate::identity::smart::routes()
+            crate::identity::smart::routes(&state)
                 .merge(crate::identity::admin::routes())
                 .route_layer(axum::middleware::from_fn_with_state(
                     state.clone(),

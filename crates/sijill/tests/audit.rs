@@ -109,6 +109,42 @@ fn refused_tokens_and_token_requests_are_audited_without_the_credentials() {
         .send()
         .unwrap();
     assert_eq!(refused.status(), 400);
+    // A sign-in at the (development) eID page with a national identifier nobody has.
+    let browser = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let portal = format!("{}/portal/", s.root);
+    let page = browser
+        .get(format!("{}/auth/authorize", s.root))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", "sijill-portal"),
+            ("redirect_uri", portal.as_str()),
+            ("scope", "openid launch/patient patient/*.rs"),
+            ("state", "s"),
+            ("aud", s.base.as_str()),
+            ("code_challenge", "0123456789012345678901234567890123456789abc"),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let login = page
+        .split("name=\"login\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let signed_in = browser
+        .post(format!("{}/auth/dev-login", s.root))
+        .form(&[("login", login), ("national_id", "NOBODY-0000")])
+        .send()
+        .unwrap();
+    let back = signed_in.headers()["location"].to_str().unwrap().to_string();
+    assert!(back.starts_with(&portal) && back.contains("error="), "{back}");
     let auditor = s.token(&["--role", "auditor"]);
     let trail = json(s.get_as(&auditor, "AuditEvent?agent=anonymous&_count=50"));
     let events: Vec<&Value> = trail["entry"]
@@ -117,16 +153,15 @@ fn refused_tokens_and_token_requests_are_audited_without_the_credentials() {
         .iter()
         .map(|e| &e["resource"])
         .collect();
-    assert_eq!(events.len(), 3, "{trail}");
+    assert_eq!(events.len(), 4, "{trail}");
     for e in &events {
         assert_eq!(e["type"]["code"], "110114", "{e}");
         assert_eq!(e["subtype"][0]["code"], "110122", "{e}");
         assert_eq!(e["outcome"], "4", "{e}");
         assert_eq!(e["agent"][0]["network"]["address"], "127.0.0.1", "{e}");
-        assert!(
-            !e.to_string().contains(forged) && !e.to_string().contains("stolen-code"),
-            "{e}"
-        );
+        for secret in [forged, "stolen-code", "NOBODY-0000"] {
+            assert!(!e.to_string().contains(secret), "{e}");
+        }
     }
     let names: Vec<&str> = events.iter().filter_map(|e| e["entity"][0]["name"].as_str()).collect();
     assert!(
@@ -134,6 +169,7 @@ fn refused_tokens_and_token_requests_are_audited_without_the_credentials() {
         "{names:?}"
     );
     assert!(names.iter().any(|n| n.starts_with("POST /auth/token")), "{names:?}");
+    assert!(names.contains(&"POST /auth/dev-login"), "{names:?}");
     let token_event = events
         .iter()
         .find(|e| {

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod eid;
 pub mod people;
+pub mod refusals;
 pub mod smart;
 
 use axum::http::{header, HeaderMap, StatusCode};

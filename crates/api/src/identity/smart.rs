@@ -109,17 +109,23 @@ impl Sessions {
 }
 
 /// The routes of the authorization server.
-pub fn routes() -> Router<Arc<AppState>> {
+pub fn routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
+    let signing_in = Router::new()
+        .route("/auth/dev-login", post(dev_login))
+        .route("/auth/callback", get(super::eid::callback))
+        .route("/auth/token", post(token))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::refusals::audit_refusals,
+        ));
     Router::new()
         .route("/fhir/.well-known/smart-configuration", get(smart_configuration))
         .route("/.well-known/smart-configuration", get(smart_configuration))
         .route("/auth/jwks", get(jwks))
         .route("/auth/authorize", get(authorize))
-        .route("/auth/dev-login", post(dev_login))
-        .route("/auth/callback", get(super::eid::callback))
-        .route("/auth/token", post(token))
         .route("/auth/revoke", post(revoke))
         .route("/auth/introspect", post(introspect))
+        .merge(signing_in)
 }
 
 /// Sends the browser back to an app's (already checked) redirect URI with an OAuth error.
@@ -455,42 +461,8 @@ fn new_refresh(id: &Identity, grant: &Grant, family: Option<String>) -> Option<S
     Some(token)
 }
 
-/// The token endpoint; every refusal is audited (address, client, grant type, reason).
-async fn token(State(state): State<Arc<AppState>>, request: axum::extract::Request) -> Response {
-    use axum::extract::{ConnectInfo, FromRequest};
-    let remote = request
-        .extensions()
-        .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
-    let (response, client, grant) = match Form::<TokenForm>::from_request(request, &state).await {
-        Err(rejection) => (rejection.into_response(), None, String::new()),
-        Ok(Form(form)) => {
-            let client = form.client_id.clone();
-            let grant = form.grant_type.clone().unwrap_or_default();
-            (issue_token(&state, form).await, client, grant)
-        }
-    };
-    if !response.status().is_client_error() {
-        return response;
-    }
-    let (parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
-    let reason = serde_json::from_slice::<Value>(&bytes)
-        .ok()
-        .and_then(|v| v["error_description"].as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("refused with HTTP {}", parts.status.as_u16()));
-    crate::audit::record_authentication_failure(
-        state.engine.audit.clone(),
-        remote,
-        &format!("POST /auth/token (grant_type {grant})"),
-        client.as_deref(),
-        &reason,
-    )
-    .await;
-    Response::from_parts(parts, axum::body::Body::from(bytes))
-}
-
-async fn issue_token(state: &Arc<AppState>, form: TokenForm) -> Response {
+/// The token endpoint (its refusals are audited by [`super::refusals`]).
+async fn token(State(state): State<Arc<AppState>>, Form(form): Form<TokenForm>) -> Response {
     let id = &*state.identity;
     let bad = |error: &str, description: &str| oauth_error(StatusCode::BAD_REQUEST, error, description);
     match form.grant_type.as_deref() {
