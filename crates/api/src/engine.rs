@@ -424,6 +424,9 @@ impl Engine {
             (Get, Route::InstanceOperation(t, id, op)) if t == "Patient" && op == "$access-log" => {
                 access_log::access_log(self, guard, &id, &req.query)
             }
+            (Get, Route::InstanceOperation(t, id, op)) if t == "Patient" && op == "$dependents" => {
+                crate::guardian::dependents(self, guard, &id)
+            }
             (Get | Post, Route::TypeOperation(t, op)) if t == "Appointment" && op == "$find" => {
                 find::find(self, guard, &req.query, &req.body)
             }

@@ -15,7 +15,7 @@ use serde_json::Value;
 use sijill_store::{Current, SearchQuery};
 
 use crate::access::Guard;
-use crate::engine::Engine;
+use crate::engine::{Engine, FhirResponse};
 use crate::error::{FhirError, FhirResult};
 use crate::resource_json::parsed;
 
@@ -42,8 +42,14 @@ pub fn is_guardian(engine: &Engine, guardian: &str, dependent: &str) -> FhirResu
     if !sijill_fhir::primitives::is_valid_id(dependent) {
         return Ok(false);
     }
+    Ok(guardianships(engine, guardian, Some(dependent), 16)?.contains(&dependent.to_string()))
+}
+
+/// The dependents (patient ids) of whom the patient `guardian` is now the recorded
+/// guardian — of `only` that one when given — at most `limit` records read per identifier.
+fn guardianships(engine: &Engine, guardian: &str, only: Option<&str>, limit: usize) -> FhirResult<Vec<String>> {
     let Current::Found(own) = engine.store.read("Patient", guardian)? else {
-        return Ok(false);
+        return Ok(Vec::new());
     };
     let own = parsed(&own);
     let national = engine.consent.national_id_system.as_deref();
@@ -57,27 +63,77 @@ pub fn is_guardian(engine: &Engine, guardian: &str, dependent: &str) -> FhirResu
         .take(MAX_IDENTIFIERS)
         .collect();
     let now = sijill_store::now_instant();
+    let mut dependents = Vec::new();
     for identifier in identifiers {
         // The identifier proves who the guardian is only if no other record carries it.
         let holders = search(engine, "Patient", &[("identifier", identifier.clone())], 2)?;
         if holders.len() != 1 || holders[0].id != guardian {
             continue;
         }
-        let records = search(
-            engine,
-            "RelatedPerson",
-            &[
-                ("patient", format!("Patient/{dependent}")),
-                ("identifier", identifier),
-                ("relationship", format!("{ROLE_CODE_SYSTEM}|GUARD")),
-            ],
-            16,
-        )?;
-        if records.iter().any(|r| in_force(&parsed(r), &now)) {
-            return Ok(true);
+        let mut pairs = vec![
+            ("identifier", identifier),
+            ("relationship", format!("{ROLE_CODE_SYSTEM}|GUARD")),
+        ];
+        if let Some(d) = only {
+            pairs.push(("patient", format!("Patient/{d}")));
+        }
+        for record in search(engine, "RelatedPerson", &pairs, limit)? {
+            let record = parsed(&record);
+            let dependent = record["patient"]["reference"]
+                .as_str()
+                .and_then(|r| r.strip_prefix("Patient/"))
+                .filter(|d| *d != guardian);
+            if let Some(d) = dependent.filter(|_| in_force(&record, &now)) {
+                if !dependents.iter().any(|x| x == d) {
+                    dependents.push(d.to_string());
+                }
+            }
         }
     }
-    Ok(false)
+    Ok(dependents)
+}
+
+/// Most dependents listed.
+const MAX_DEPENDENTS: usize = 50;
+
+/// `GET Patient/{id}/$dependents`: for the citizen themself, the people they are now the
+/// recorded guardian of — each as a reference with the name — so that an app (the portal)
+/// can act for them. Nothing else of their records is disclosed.
+pub fn dependents(engine: &Engine, guard: &Guard<'_>, patient: &str) -> FhirResult<FhirResponse> {
+    if !guard.is_the_patient(patient) {
+        return Err(FhirError::forbidden("only the citizen themself lists their dependents"));
+    }
+    let mut parameter = Vec::new();
+    for dependent in guardianships(engine, patient, None, MAX_DEPENDENTS)? {
+        let Current::Found(record) = engine.store.read("Patient", &dependent)? else {
+            continue;
+        };
+        guard.disclose_patient(&dependent);
+        let name = display_name(&parsed(&record));
+        parameter.push(serde_json::json!({"name": "dependent", "valueReference":
+            {"reference": format!("Patient/{dependent}"), "display": name}}));
+    }
+    Ok(FhirResponse::new(
+        axum::http::StatusCode::OK,
+        crate::engine::Payload::Json(serde_json::json!({"resourceType": "Parameters", "parameter": parameter})),
+    ))
+}
+
+/// A person's name as one line (given names, then family name).
+fn display_name(patient: &Value) -> String {
+    let name = &patient["name"][0];
+    let mut words: Vec<&str> = name["given"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    words.extend(name["family"].as_str());
+    if words.is_empty() {
+        "(no name recorded)".to_string()
+    } else {
+        words.join(" ")
+    }
 }
 
 fn search(

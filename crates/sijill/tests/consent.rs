@@ -461,8 +461,26 @@ fn a_guardian_makes_codes_reads_the_log_and_revokes_for_their_dependent_only() {
         403,
         "civil registry",
     );
+    let listed = |token: &str| {
+        json(s.get_as(token, &format!("Patient/{parent}/$dependents")))["parameter"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(listed(&guardian), 0);
     // A guardianship in force does.
     record("GUARD", json!({"period": {"start": "2019-05-02"}}));
+    let mine = json(s.get_as(&guardian, &format!("Patient/{parent}/$dependents")));
+    assert_eq!(
+        mine["parameter"][0]["valueReference"]["reference"],
+        format!("Patient/{child}"),
+        "{mine}"
+    );
+    assert_eq!(mine["parameter"].as_array().unwrap().len(), 1, "{mine}");
+    assert_outcome(
+        s.get_as(&citizen(&s, &w.a), &format!("Patient/{parent}/$dependents")),
+        403,
+        "themself",
+    );
     let r = code_for(&guardian, &child);
     assert_eq!(r.status(), 200);
     let code = json(r)["parameter"][0]["valueString"].as_str().unwrap().to_string();

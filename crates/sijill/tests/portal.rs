@@ -99,6 +99,58 @@ fn a_citizen_signs_in_sees_who_opened_the_record_makes_a_code_and_revokes_a_gran
 }
 
 #[test]
+fn a_guardian_makes_a_code_for_a_child_in_the_portal() {
+    let Some(browser) = browser::browser() else {
+        return;
+    };
+    let s = Server::start();
+    s.create(
+        &json!({"resourceType": "Patient", "name": [{"given": ["Karim"], "family": "Tazi"}],
+        "identifier": [{"system": NATIONAL_ID_SYSTEM, "value": "GT55555"}]}),
+    );
+    let child = s.create(
+        &json!({"resourceType": "Patient", "name": [{"given": ["Yasmine"], "family": "Tazi"}],
+        "birthDate": "2018-03-01", "identifier": [{"system": NATIONAL_ID_SYSTEM, "value": "CT66666"}]}),
+    );
+    // The civil registry's record (written by a platform administrator).
+    s.create(&json!({"resourceType": "RelatedPerson", "patient": {"reference": format!("Patient/{child}")},
+        "identifier": [{"system": NATIONAL_ID_SYSTEM, "value": "GT55555"}],
+        "relationship": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "GUARD"}]}]}));
+    browser.open(&format!("{}/portal/", s.root));
+    browser.click("#sign-in");
+    browser.type_into("input[name=national_id]", "GT55555");
+    browser.click("button[type=submit]");
+    let care = browser.texts_when("#dependents li.dependent", |t| !t.is_empty());
+    assert!(care.len() == 1 && care[0].contains("Yasmine Tazi"), "{care:?}");
+    browser.click("#dependents button.dependent-code");
+    let made = browser.texts_when(".dependent-out li", |t| t.iter().any(|x| x.contains("Code for")));
+    let code = made[0].split(": ").nth(1).unwrap().chars().take(9).collect::<String>();
+    // The code works for the child, with the child's national identifier.
+    let facility = s.create(&json!({"resourceType": "Organization", "name": "Centre de santé"}));
+    let dr = s.create(&json!({"resourceType": "Practitioner"}));
+    let practitioner = s.token(&[
+        "--role",
+        "practitioner",
+        "--practitioner",
+        &dr,
+        "--organization",
+        &facility,
+    ]);
+    let redeemed = s.post_as(
+        &practitioner,
+        "Patient/$grant-access",
+        &json!({"resourceType": "Parameters", "parameter": [
+            {"name": "identifier", "valueIdentifier": {"system": NATIONAL_ID_SYSTEM, "value": "CT66666"}},
+            {"name": "code", "valueString": code}]}),
+    );
+    assert_eq!(redeemed.status(), 201, "{code}");
+    assert_eq!(s.get_as(&practitioner, &format!("Patient/{child}")).status(), 200);
+    // The guardian sees that reading in the child's access log.
+    browser.click("#dependents button.dependent-log");
+    browser.texts_when(".dependent-out li", |t| t.iter().any(|x| x.contains("looked at")));
+}
+
+#[test]
 fn the_portal_page_allows_only_its_own_script() {
     let s = Server::start();
     let page = reqwest::blocking::get(format!("{}/portal/", s.root)).unwrap();

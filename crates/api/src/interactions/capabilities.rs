@@ -63,6 +63,11 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
         "https://sijill.health/fhir/OperationDefinition/access-log",
     ),
     (
+        "Patient",
+        "dependents",
+        "https://sijill.health/fhir/OperationDefinition/dependents",
+    ),
+    (
         "Consent",
         "revoke",
         "https://sijill.health/fhir/OperationDefinition/revoke",

@@ -151,16 +151,61 @@ async function showAccessLog() {
   $("no-accesses").hidden = list.children.length > 0;
 }
 
-async function makeCode() {
-  const p = await api("Patient/" + session().patient + "/$access-code", {
+// A new access code for `patient` (the citizen, or one of their dependents): its text and
+// a sentence on how long it and the grant it becomes last.
+async function newCode(patient) {
+  const p = await api("Patient/" + patient + "/$access-code", {
     method: "POST",
     body: JSON.stringify({ resourceType: "Parameters" }),
   });
   const value = (name) => ((p.parameter || []).find((x) => x.name === name) || {});
-  $("code").textContent = value("code").valueString;
-  $("code-expires").textContent = "Valid until " + when(value("expires").valueInstant || value("expires").valueString)
-    + "; the facility can then read your record for " + value("grantHours").valueInteger + " hours.";
+  return {
+    code: value("code").valueString,
+    terms: "Valid until " + when(value("expires").valueString) + "; the facility can then read the record for "
+      + value("grantHours").valueInteger + " hours.",
+  };
+}
+
+async function makeCode() {
+  const made = await newCode(session().patient);
+  $("code").textContent = made.code;
+  $("code-expires").textContent = made.terms;
   $("code-box").hidden = false;
+}
+
+// The people the citizen is guardian of, each with a code button and their access log.
+async function showDependents() {
+  const p = await api("Patient/" + session().patient + "/$dependents");
+  const list = $("dependents");
+  list.replaceChildren();
+  for (const d of (p.parameter || []).filter((x) => x.name === "dependent")) {
+    const ref = d.valueReference || {};
+    const id = (ref.reference || "").replace("Patient/", "");
+    const li = document.createElement("li");
+    li.className = "dependent";
+    const name = document.createElement("b");
+    name.textContent = ref.display || ref.reference;
+    const codeButton = document.createElement("button");
+    codeButton.textContent = "Make an access code";
+    codeButton.className = "dependent-code";
+    const logButton = document.createElement("button");
+    logButton.textContent = "Who opened their record";
+    logButton.className = "dependent-log";
+    const out = document.createElement("ul");
+    out.className = "dependent-out";
+    codeButton.addEventListener("click", () => act(async () => {
+      const made = await newCode(id);
+      out.replaceChildren(item("Code for " + name.textContent + ": " + made.code, made.terms));
+    }));
+    logButton.addEventListener("click", () => act(async () => {
+      const log = await api("Patient/" + id + "/$access-log?_count=50");
+      const entries = (log.entry || []).map((e) => item(plainText((e.resource.text || {}).div), when(e.resource.recorded)));
+      out.replaceChildren(...(entries.length ? entries : [item("Nobody else has opened this record.")]));
+    }));
+    li.append(name, " ", codeButton, " ", logButton, out);
+    list.appendChild(li);
+  }
+  $("care").hidden = list.children.length === 0;
 }
 
 async function act(work) {
@@ -183,7 +228,7 @@ async function render() {
   }
   status("Loading your record…");
   await showWho();
-  await Promise.all([showGrants(), showAccessLog()]);
+  await Promise.all([showGrants(), showAccessLog(), showDependents()]);
   status("Up to date.");
 }
 
