@@ -83,7 +83,13 @@ impl RateLimits {
         if let Some(l) = &self.user {
             l.check(actor.fhir_user.as_ref().unwrap_or(&actor.subject))?;
         }
-        if let Some(l) = &self.client {
+        // The built-in portal is every citizen's app: its users have their own budgets, and
+        // one shared budget would let a few of them lock all the others out.
+        if let Some(l) = self
+            .client
+            .as_ref()
+            .filter(|_| actor.client_id != crate::portal::CLIENT_ID)
+        {
             l.check(&actor.client_id)?;
         }
         Ok(())
@@ -148,6 +154,22 @@ mod tests {
         }
         assert!(limits.check_principal(&who("someone-else", "app")).is_err());
         assert!(limits.check_principal(&who("someone-else", "other-app")).is_ok());
+    }
+
+    #[test]
+    fn the_built_in_portal_has_no_shared_budget_only_its_users_do() {
+        let limits = RateLimits::new(RateSettings {
+            per_user: 1,
+            per_client: 1,
+            per_address: 0,
+        });
+        for n in 0..3 * BURST_SECONDS {
+            let citizen = who(&format!("Patient/{n}"), crate::portal::CLIENT_ID);
+            assert!(limits.check_principal(&citizen).is_ok(), "citizen {n}");
+        }
+        let busy = who("Patient/0", crate::portal::CLIENT_ID);
+        while limits.check_principal(&busy).is_ok() {}
+        assert!(limits.check_principal(&busy).is_err(), "each citizen keeps a budget");
     }
 
     #[test]

@@ -322,3 +322,40 @@ fn notices_go_by_e_mail_and_a_patient_without_an_address_is_given_up_at_once() {
         .contains("no e-mail address"));
     assert_eq!(mails.lock().unwrap().len(), 1, "nothing more was sent");
 }
+
+#[test]
+fn a_break_glass_access_reaches_the_patient_through_the_outbox() {
+    let outbox = tempfile::tempdir().unwrap();
+    let s = delivering_to(&outbox.path().display().to_string(), &[]);
+    let p = s.create(&json!({"resourceType": "Patient", "telecom": [{"system": "phone", "value": "+212600000001"}]}));
+    let facility = s.create(&json!({"resourceType": "Organization", "name": "Urgences"}));
+    let dr = s.create(&json!({"resourceType": "Practitioner"}));
+    let practitioner = s.token(&[
+        "--role",
+        "practitioner",
+        "--practitioner",
+        &dr,
+        "--organization",
+        &facility,
+    ]);
+    let glass = s.post_as(
+        &practitioner,
+        &format!("Patient/{p}/$break-glass"),
+        &json!({"resourceType": "Parameters", "parameter": [
+            {"name": "reason", "valueString": "unconscious on arrival, no relative present"}]}),
+    );
+    assert!(glass.status().is_success(), "{}", glass.status());
+    let delivered = || -> Vec<Value> {
+        std::fs::read_dir(outbox.path())
+            .unwrap()
+            .filter_map(|f| serde_json::from_slice(&std::fs::read(f.unwrap().path()).ok()?).ok())
+            .collect()
+    };
+    eventually("the break-glass notice in the outbox", || {
+        delivered()
+            .iter()
+            .any(|n| n["topic"] == "break-glass" && n["patient"] == format!("Patient/{p}"))
+    });
+    let notice = delivered().into_iter().find(|n| n["topic"] == "break-glass").unwrap();
+    assert_eq!(notice["phone"], "+212600000001", "{notice}");
+}

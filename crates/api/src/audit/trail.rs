@@ -146,11 +146,15 @@ impl AuditTrail {
                 let number = q.next_batch;
                 q.next_batch += 1;
                 drop(q);
+                // A panic in the append must not leave the batch marked as being written
+                // (every later request would wait for it forever).
+                let writing = WritingFlag(self);
                 let result = if self.synced {
                     self.store.append_audit(&batch)
                 } else {
                     self.store.append_audit_unsynced(&batch)
                 };
+                std::mem::forget(writing);
                 q = self.queue.lock();
                 q.writing = false;
                 q.finished = number;
@@ -166,6 +170,21 @@ impl AuditTrail {
             }
             self.done.wait(&mut q);
         }
+    }
+}
+
+/// Clears the trail's "writing" mark if the append panics, failing the waiting requests.
+struct WritingFlag<'t>(&'t AuditTrail);
+
+impl Drop for WritingFlag<'_> {
+    fn drop(&mut self) {
+        let mut q = self.0.queue.lock();
+        q.writing = false;
+        let failed = q.next_batch - 1;
+        q.finished = failed;
+        q.failures
+            .push_back((failed, "the audit append failed unexpectedly".into()));
+        self.0.done.notify_all();
     }
 }
 
