@@ -392,11 +392,39 @@ fn the_citizen_reads_who_opened_their_record_in_plain_words() {
         .filter_map(|e| e["resource"]["text"]["div"].as_str())
         .collect();
     assert!(
-        words.iter().any(
-            |t| t.contains("looked at 1 item of your record for your care, under your grant Consent/")
-                && t.contains(&format!("Organization/{}", w.facility))
-        ),
+        words.iter().any(|t| t.contains(
+            "Alaoui (health professional) at CHU Test looked at 1 item of your record for your care, under your grant Consent/"
+        )),
         "{words:#?}"
+    );
+    // In French and in Arabic (right to left); another language is refused.
+    let told = |language: &str| {
+        let log = json(s.get_as(&me, &format!("Patient/{}/$access-log?language={language}", w.a)));
+        log["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["resource"]["text"]["div"].as_str().map(str::to_string))
+            .collect::<Vec<String>>()
+    };
+    let french = told("fr");
+    assert!(
+        french.iter().any(|t| t.contains(
+            "Alaoui (professionnel de santé) de CHU Test a consulté 1 élément de votre dossier pour vos soins"
+        ) && t.contains("lang=\"fr\"")),
+        "{french:#?}"
+    );
+    let arabic = told("ar-MA");
+    assert!(
+        arabic
+            .iter()
+            .any(|t| t.contains("dir=\"rtl\"") && t.contains("اطّلع على ملفك (عدد العناصر: 1) من أجل علاجك")),
+        "{arabic:#?}"
+    );
+    assert_outcome(
+        s.get_as(&me, &format!("Patient/{}/$access-log?language=xx", w.a)),
+        400,
+        "en, fr or ar",
     );
     assert!(
         entries

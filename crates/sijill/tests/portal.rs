@@ -74,7 +74,14 @@ fn a_citizen_signs_in_sees_who_opened_the_record_makes_a_code_and_revokes_a_gran
         log.iter().any(|l| l.contains("looked at 1 item of your record")),
         "{log:?}"
     );
-    let grants = browser.texts_when("#grants li", |t| !t.is_empty());
+    // In Arabic, right to left, the same access in Arabic words; then back to English.
+    browser.click("#language option[value=ar]");
+    browser.texts_when("h1", |t| t.iter().any(|h| h == "ملفي الصحي"));
+    browser.texts_when("#access-log li", |t| t.iter().any(|l| l.contains("اطّلع على ملفك")));
+    browser.texts_when("#grants li", |t| t.iter().any(|g| g.contains("يمكنها الاطلاع على ملفك")));
+    browser.click("#language option[value=en]");
+    browser.texts_when("h1", |t| t.iter().any(|h| h == "My health record"));
+    let grants = browser.texts_when("#grants li", |t| t.iter().any(|g| g.contains("can read")));
     assert_eq!(grants.len(), 1, "{grants:?}");
     assert!(
         grants[0].contains("Hôpital <b>Ibn</b> Sina can read your record"),

@@ -8,6 +8,7 @@ use sijill_fhir::outcome::{operation_outcome, Issue};
 use sijill_store::audit::{FLAG_BREAK_GLASS, FLAG_REVIEW_OF};
 use sijill_store::{AuditEntry, AuditQuery, SealedAudit};
 
+use super::plain_words::{narrative, Language, Names};
 use super::{as_resource, Outcome};
 use crate::access::Guard;
 use crate::bundle_writer::{BundleWriter, EntryResource};
@@ -54,6 +55,7 @@ fn searchset(
     count: usize,
     text: Option<&dyn Fn(&SealedAudit) -> String>,
 ) -> FhirResponse {
+    // `text`: each row's narrative (an XHTML div).
     let self_url = format!("{}/{path}", engine.base_url);
     let mut links = vec![("self", self_url.clone())];
     if rows.len() > count {
@@ -66,8 +68,7 @@ fn searchset(
     for row in rows.iter().take(count) {
         let mut v = as_resource(row);
         if let Some(text) = text {
-            let words = text(row);
-            v["text"] = json!({"status": "generated", "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{}</div>", escape(&words))});
+            v["text"] = json!({"status": "generated", "div": text(row)});
         }
         let url = format!("{}/AuditEvent/{}", engine.base_url, row.seq);
         writer.entry(
@@ -77,10 +78,6 @@ fn searchset(
         );
     }
     FhirResponse::new(StatusCode::OK, Payload::Bytes(writer.finish()))
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// The paging and date parameters every audit listing takes.
@@ -232,6 +229,11 @@ pub fn access_log(
             "only the patient (their guardian, or an auditor) reads a patient's access log",
         ));
     }
+    let language = match params.iter().find(|(n, _)| n == "language") {
+        None => Language::En,
+        Some((_, code)) => Language::parse(code)
+            .ok_or_else(|| FhirError::bad_request(format!("language takes en, fr or ar; not '{}'", truncate(code))))?,
+    };
     engine.audit.flush()?;
     let own_user = format!("Patient/{patient}");
     let mut query = AuditQuery {
@@ -253,75 +255,13 @@ pub fn access_log(
             break;
         }
     }
-    let text = |row: &SealedAudit| plain_words(row);
+    let names = std::cell::RefCell::new(Names::new(engine));
+    let text = |row: &SealedAudit| narrative(row, language, &mut names.borrow_mut());
     Ok(searchset(
         engine,
-        &format!("Patient/{patient}/$access-log"),
+        &format!("Patient/{patient}/$access-log?language={}", language.code()),
         &rows,
         count,
         Some(&text),
     ))
-}
-
-/// One access, told to the patient.
-fn plain_words(row: &SealedAudit) -> String {
-    let v: Value = serde_json::from_slice(&row.entry.body).unwrap_or_default();
-    let agents = v["agent"].as_array().cloned().unwrap_or_default();
-    let who = agents
-        .first()
-        .and_then(|a| a["who"]["reference"].as_str().or(a["who"]["display"].as_str()))
-        .unwrap_or("someone")
-        .to_string();
-    let role = agents
-        .first()
-        .and_then(|a| a["role"][0]["coding"][0]["code"].as_str())
-        .unwrap_or("user")
-        .replace('-', " ");
-    let facility = agents
-        .iter()
-        .find_map(|a| {
-            a["who"]["reference"]
-                .as_str()
-                .filter(|r| r.starts_with("Organization/"))
-        })
-        .map(|f| format!(" at {f}"))
-        .unwrap_or_default();
-    let items = v["entity"]
-        .as_array()
-        .map(|e| e.iter().filter(|x| x["role"]["code"] == "4").count())
-        .unwrap_or(0);
-    let verb = match (v["action"].as_str(), v["subtype"][0]["code"].as_str()) {
-        (_, Some("operation")) => "used an operation on".to_string(),
-        (Some("C"), _) => "added to".to_string(),
-        (Some("U"), _) => "changed".to_string(),
-        (Some("D"), _) => "deleted from".to_string(),
-        _ => "looked at".to_string(),
-    };
-    let what = if items > 0 {
-        format!("{items} item{} of your record", if items == 1 { "" } else { "s" })
-    } else {
-        "your record".to_string()
-    };
-    let why = match v["purposeOfEvent"][0]["coding"][0]["code"].as_str() {
-        Some("ETREAT") => "in an emergency (break-glass)",
-        Some("TREAT") => "for your care",
-        _ => "for the running of the health system",
-    };
-    let grant = agents
-        .first()
-        .and_then(|a| a["policy"][0].as_str())
-        .map(|c| format!(", under your grant {c}"))
-        .unwrap_or_default();
-    let outcome = if v["outcome"] == "0" {
-        String::new()
-    } else {
-        format!(
-            " It was refused: {}.",
-            v["outcomeDesc"].as_str().unwrap_or("not allowed").trim_end_matches('.')
-        )
-    };
-    format!(
-        "On {}, a {role} ({who}){facility} {verb} {what} {why}{grant}.{outcome}",
-        row.entry.recorded.replace('T', " at ").trim_end_matches('Z'),
-    )
 }

@@ -9,6 +9,7 @@
 
 pub mod access_log;
 pub mod journal;
+pub mod plain_words;
 pub mod trail;
 
 use std::collections::BTreeMap;

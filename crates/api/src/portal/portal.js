@@ -10,6 +10,79 @@ const FHIR = origin + "/fhir";
 const REDIRECT = origin + "/portal/";
 const $ = (id) => document.getElementById(id);
 
+// The page's words in Arabic, French and English ({name} marks a value put in).
+const WORDS = {
+  title: ["ملفي الصحي", "Mon dossier de santé", "My health record"],
+  language: ["اللغة", "Langue", "Language"],
+  signOut: ["تسجيل الخروج", "Se déconnecter", "Sign out"],
+  intro: [
+    "سجّل الدخول ببطاقة التعريف الوطنية الإلكترونية لترى من فتح ملفك، والمؤسسات التي أذنت لها، ولإنشاء رمز لزيارتك القادمة.",
+    "Connectez-vous avec votre carte d'identité électronique nationale pour voir qui a ouvert votre dossier, les établissements que vous avez autorisés, et pour créer un code pour votre prochaine visite.",
+    "Sign in with your national electronic ID card to see who opened your record, the facilities you have let in, and to make a code for your next visit.",
+  ],
+  signIn: ["تسجيل الدخول ببطاقتي الإلكترونية", "Me connecter avec ma carte d'identité électronique", "Sign in with my eID card"],
+  signedInAs: ["متصل باسم", "Connecté en tant que", "Signed in as"],
+  giveAccess: ["منح مؤسسة صحية حق الاطلاع", "Donner accès à un établissement", "Give a facility access"],
+  codeHelp: [
+    "اقرأ هذا الرمز بصوت عالٍ على مهني الصحة مع رقم بطاقة تعريفك. يُستعمل مرة واحدة ولمدة قصيرة، ويسمح لمؤسسته بالاطلاع على ملفك لبضعة أيام.",
+    "Lisez ce code au professionnel de santé avec le numéro de votre carte d'identité. Il ne sert qu'une fois, pendant peu de temps, et permet à son établissement de lire votre dossier pendant quelques jours.",
+    "Read this code aloud to the practitioner with your ID card number. It works once, for a short time, and lets their facility read your record for a few days.",
+  ],
+  makeCode: ["إنشاء رمز اطلاع", "Créer un code d'accès", "Make an access code"],
+  whoCanRead: ["من يمكنه الاطلاع على ملفي الآن", "Qui peut lire mon dossier maintenant", "Who can read my record now"],
+  noGrants: ["لا توجد حاليًا أي مؤسسة مأذون لها بالاطلاع على ملفك.", "Aucun établissement n'a accès à votre dossier en ce moment.", "No facility has access to your record right now."],
+  care: ["الأشخاص الذين أتولى رعايتهم", "Personnes dont j'ai la charge", "People in my care"],
+  careHelp: [
+    "أنت الولي المسجَّل لهؤلاء الأشخاص: يمكنك منح حق الاطلاع على ملفاتهم ومعرفة من فتحها.",
+    "Vous êtes le tuteur enregistré de ces personnes : vous pouvez donner accès à leur dossier et voir qui l'a ouvert.",
+    "You are the recorded guardian of these people: you can give a facility access to their record and see who opened it.",
+  ],
+  whoOpened: ["من فتح ملفي", "Qui a ouvert mon dossier", "Who opened my record"],
+  noAccesses: ["لم يفتح أحد غيرك ملفك.", "Personne d'autre n'a ouvert votre dossier.", "Nobody else has opened your record."],
+  canRead: ["{who} يمكنها الاطلاع على ملفك", "{who} peut lire votre dossier", "{who} can read your record"],
+  emergency: [" (دخول استثنائي)", " (accès d'urgence)", " (emergency access)"],
+  until: ["حتى {when}", "jusqu'au {when}", "until {when}"],
+  revoke: ["إلغاء الإذن", "Révoquer", "Revoke"],
+  revoked: ["تم إلغاء الإذن: لم يعد بإمكان {who} الاطلاع على ملفك.", "Accès révoqué : {who} ne peut plus lire votre dossier.", "Access revoked: {who} can no longer read your record."],
+  terms: [
+    "صالح حتى {when}؛ ويمكن للمؤسسة بعد ذلك الاطلاع على الملف لمدة {hours} ساعة.",
+    "Valable jusqu'au {when} ; l'établissement pourra ensuite lire le dossier pendant {hours} heures.",
+    "Valid until {when}; the facility can then read the record for {hours} hours.",
+  ],
+  codeFor: ["رمز {name}: {code}", "Code pour {name} : {code}", "Code for {name}: {code}"],
+  theirLog: ["من فتح ملفه", "Qui a ouvert son dossier", "Who opened their record"],
+  nobodyTheirs: ["لم يفتح أحد آخر هذا الملف.", "Personne d'autre n'a ouvert ce dossier.", "Nobody else has opened this record."],
+  notSignedIn: ["لم تسجّل الدخول بعد.", "Vous n'êtes pas connecté.", "You are not signed in."],
+  loading: ["جارٍ تحميل ملفك…", "Chargement de votre dossier…", "Loading your record…"],
+  upToDate: ["محدَّث.", "À jour.", "Up to date."],
+  aFacility: ["مؤسسة صحية", "un établissement", "a facility"],
+};
+const LANGUAGES = ["ar", "fr", "en"];
+const LOCALES = { ar: "ar-MA", fr: "fr-MA", en: "en-GB" };
+
+function language() {
+  const chosen = localStorage.getItem("language");
+  if (LANGUAGES.includes(chosen)) return chosen;
+  const browser = (navigator.language || "en").slice(0, 2);
+  return LANGUAGES.includes(browser) ? browser : "en";
+}
+
+// The words of `key` in the chosen language, with {name} values put in.
+function t(key, values) {
+  const words = WORDS[key][LANGUAGES.indexOf(language())];
+  return words.replace(/\{(\w+)\}/g, (_, name) => String((values || {})[name] ?? ""));
+}
+
+// Sets the page's language and direction, and every fixed text.
+function translatePage() {
+  const lang = language();
+  document.documentElement.lang = lang;
+  document.documentElement.dir = lang === "ar" ? "rtl" : "ltr";
+  document.title = "Sijill — " + t("title");
+  $("language").value = lang;
+  for (const el of document.querySelectorAll("[data-t]")) el.textContent = t(el.dataset.t);
+}
+
 function status(text, isError) {
   $("status").textContent = text;
   $("status").className = isError ? "error" : "";
@@ -81,7 +154,7 @@ async function api(path, options) {
 }
 
 function when(instant) {
-  return instant ? new Date(instant).toLocaleString() : "";
+  return instant ? new Date(instant).toLocaleString(LOCALES[language()]) : "";
 }
 
 function plainText(xhtml) {
@@ -123,15 +196,15 @@ async function showGrants() {
     const facility = ((c.provision || {}).actor || [])
       .map((a) => a.reference || {})
       .find((r) => (r.reference || "").startsWith("Organization/")) || {};
-    const who = facility.display || facility.reference || "a facility";
-    const emergency = kind.code === "break-glass" ? " (emergency access)" : "";
-    const li = item(who + " can read your record" + emergency, "until " + when(end));
+    const who = facility.display || facility.reference || t("aFacility");
+    const emergency = kind.code === "break-glass" ? t("emergency") : "";
+    const li = item(t("canRead", { who }) + emergency, t("until", { when: when(end) }));
     const button = document.createElement("button");
-    button.textContent = "Revoke";
+    button.textContent = t("revoke");
     button.className = "revoke";
     button.addEventListener("click", () => act(async () => {
       await api("Consent/" + c.id + "/$revoke", { method: "POST", body: "{}" });
-      status("Access revoked: " + who + " can no longer read your record.");
+      status(t("revoked", { who }));
       await showGrants();
     }));
     li.appendChild(button);
@@ -141,14 +214,20 @@ async function showGrants() {
 }
 
 async function showAccessLog() {
-  const bundle = await api("Patient/" + session().patient + "/$access-log?_count=50");
+  const bundle = await api("Patient/" + session().patient + "/$access-log?_count=50&language=" + language());
   const list = $("access-log");
   list.replaceChildren();
   for (const entry of bundle.entry || []) {
-    const e = entry.resource;
-    list.appendChild(item(plainText((e.text || {}).div), when(e.recorded)));
+    list.appendChild(told(entry));
   }
   $("no-accesses").hidden = list.children.length > 0;
+}
+
+// An access-log sentence, in its own language and direction.
+function told(entry) {
+  const li = item(plainText((entry.resource.text || {}).div), when(entry.resource.recorded));
+  li.dir = language() === "ar" ? "rtl" : "ltr";
+  return li;
 }
 
 // A new access code for `patient` (the citizen, or one of their dependents): its text and
@@ -161,8 +240,7 @@ async function newCode(patient) {
   const value = (name) => ((p.parameter || []).find((x) => x.name === name) || {});
   return {
     code: value("code").valueString,
-    terms: "Valid until " + when(value("expires").valueString) + "; the facility can then read the record for "
-      + value("grantHours").valueInteger + " hours.",
+    terms: t("terms", { when: when(value("expires").valueString), hours: value("grantHours").valueInteger }),
   };
 }
 
@@ -186,21 +264,21 @@ async function showDependents() {
     const name = document.createElement("b");
     name.textContent = ref.display || ref.reference;
     const codeButton = document.createElement("button");
-    codeButton.textContent = "Make an access code";
+    codeButton.textContent = t("makeCode");
     codeButton.className = "dependent-code";
     const logButton = document.createElement("button");
-    logButton.textContent = "Who opened their record";
+    logButton.textContent = t("theirLog");
     logButton.className = "dependent-log";
     const out = document.createElement("ul");
     out.className = "dependent-out";
     codeButton.addEventListener("click", () => act(async () => {
       const made = await newCode(id);
-      out.replaceChildren(item("Code for " + name.textContent + ": " + made.code, made.terms));
+      out.replaceChildren(item(t("codeFor", { name: name.textContent, code: made.code }), made.terms));
     }));
     logButton.addEventListener("click", () => act(async () => {
-      const log = await api("Patient/" + id + "/$access-log?_count=50");
-      const entries = (log.entry || []).map((e) => item(plainText((e.resource.text || {}).div), when(e.resource.recorded)));
-      out.replaceChildren(...(entries.length ? entries : [item("Nobody else has opened this record.")]));
+      const log = await api("Patient/" + id + "/$access-log?_count=50&language=" + language());
+      const entries = (log.entry || []).map(told);
+      out.replaceChildren(...(entries.length ? entries : [item(t("nobodyTheirs"))]));
     }));
     li.append(name, " ", codeButton, " ", logButton, out);
     list.appendChild(li);
@@ -223,16 +301,22 @@ async function render() {
   $("signed-in").hidden = !signedIn;
   $("sign-out").hidden = !signedIn;
   if (!signedIn) {
-    status("You are not signed in.");
+    status(t("notSignedIn"));
     return;
   }
-  status("Loading your record…");
+  status(t("loading"));
   await showWho();
   await Promise.all([showGrants(), showAccessLog(), showDependents()]);
-  status("Up to date.");
+  status(t("upToDate"));
 }
 
 window.addEventListener("DOMContentLoaded", () => {
+  translatePage();
+  $("language").addEventListener("change", () => act(async () => {
+    localStorage.setItem("language", $("language").value);
+    translatePage();
+    await render();
+  }));
   $("sign-in").addEventListener("click", () => act(signIn));
   $("sign-out").addEventListener("click", () => act(async () => {
     const s = session();
