@@ -387,6 +387,18 @@ impl Engine {
     fn run(&self, guard: &Guard<'_>, exec: Exec<'_>, route: Route, req: FhirRequest) -> FhirResult<FhirResponse> {
         use Method::*;
         let is_audit = |t: &str| t == "AuditEvent";
+        // Reading the trail first moves the audit journal into it, a write of its own: it
+        // cannot run inside another transaction (a Bundle's).
+        let reads_trail = match &route {
+            Route::Type(t) | Route::TypeSearch(t) | Route::Instance(t, _) | Route::TypeOperation(t, _) => is_audit(t),
+            Route::InstanceOperation(t, _, op) => is_audit(t) || (t == "Patient" && op == "$access-log"),
+            _ => false,
+        };
+        if reads_trail && matches!(exec, Exec::InTx(_)) {
+            return Err(FhirError::bad_request(
+                "The audit trail and the access log are read on their own, not inside a transaction or batch write",
+            ));
+        }
         match (req.method, route) {
             (Get, Route::Type(t)) | (Post, Route::TypeSearch(t)) if is_audit(&t) => {
                 access_log::search(self, guard, &req.query)

@@ -410,7 +410,7 @@ fn the_citizen_reads_who_opened_their_record_in_plain_words() {
     let french = told("fr");
     assert!(
         french.iter().any(|t| t.contains(
-            "Alaoui (professionnel de santé) de CHU Test a consulté 1 élément de votre dossier pour vos soins"
+            "Alaoui (professionnel de santé, CHU Test) a consulté 1 élément de votre dossier pour vos soins"
         ) && t.contains("lang=\"fr\"")),
         "{french:#?}"
     );
@@ -658,4 +658,61 @@ fn nothing_leaks_without_a_grant_with_an_expired_one_or_with_another_patients() 
     assert_eq!(s.get_as(&expired, &format!("Observation/{}", w.obs_a)).status(), 200);
     std::thread::sleep(std::time::Duration::from_millis(2500));
     assert_nothing_leaks(&s, &expired, &w);
+}
+
+#[test]
+fn a_transaction_bundle_creates_only_what_its_sender_may_create_and_does_not_read_the_trail() {
+    let s = Server::start();
+    let w = world(&s);
+    let me = citizen(&s, &w.a);
+    let transaction = |entries: Value| json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    let post = |rt: &str, resource: Value| json!({"request": {"method": "POST", "url": rt}, "resource": resource});
+    let relations = || s.get("RelatedPerson?_summary=count");
+    let before = json(relations())["total"].clone();
+    // A citizen naming themself guardian of someone else, inside a transaction.
+    let forged = s.post_as(
+        &me,
+        "",
+        &transaction(json!([post("RelatedPerson", json!({"resourceType": "RelatedPerson",
+            "patient": {"reference": format!("Patient/{}", w.b)},
+            "identifier": [{"system": "urn:test:nid", "value": "A1"}],
+            "relationship": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "GUARD"}]}]}))])),
+    );
+    assert_eq!(forged.status(), 403, "{}", forged.text().unwrap_or_default());
+    // A practitioner without a grant adding to a patient's record, inside a transaction.
+    let dr = practitioner(&s, &w, &w.facility);
+    let sneaked = s.post_as(
+        &dr,
+        "",
+        &transaction(json!([post(
+            "Observation",
+            json!({"resourceType": "Observation", "status": "final",
+            "code": {"text": "x"}, "subject": {"reference": format!("Patient/{}", w.b)}})
+        )])),
+    );
+    assert!(sneaked.status().is_client_error(), "{}", sneaked.status());
+    assert_eq!(json(relations())["total"], before, "nothing was created");
+    // A conditional create that matches a record the sender may not see does not show it.
+    let matched = s.post_as(
+        &dr,
+        "",
+        &transaction(
+            json!([{"request": {"method": "POST", "url": "Observation", "ifNoneExist": format!("_id={}", w.obs_a)},
+            "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}}]),
+        ),
+    );
+    assert!(matched.status().is_client_error(), "{}", matched.status());
+    assert!(!matched.text().unwrap().contains("4548-4"));
+    // The access log is read on its own, not inside a transaction; a bad date is refused.
+    let inside = s.post_as(
+        &me,
+        "",
+        &transaction(json!([{"request": {"method": "GET", "url": format!("Patient/{}/$access-log", w.a)}}])),
+    );
+    assert_outcome(inside, 400, "on their own");
+    assert_outcome(
+        s.get_as(&me, &format!("Patient/{}/$access-log?date=%E2%82%AC", w.a)),
+        400,
+        "date",
+    );
 }

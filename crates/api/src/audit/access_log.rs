@@ -94,7 +94,7 @@ fn listing_query(engine: &Engine, params: &[(String, String)], query: &mut Audit
                 )
             }
             "date" => {
-                let (prefix, date) = value.split_at(value.len().min(2));
+                let (prefix, date) = value.split_at_checked(2).unwrap_or(("", value));
                 let instant = |d: &str| {
                     sijill_store::parse_instant(d)
                         .ok_or_else(|| FhirError::bad_request(format!("date '{}' is not a date", truncate(value))))

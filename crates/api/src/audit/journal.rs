@@ -27,8 +27,13 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sijill_store::{AuditEntry, Store, StoreError};
 
-/// The store-state kind and key of the number of the last journal file moved.
-const MARKER: (&str, &str) = ("audit-journal", "moved-through");
+/// The store-state kind of the number of the last journal file moved; its key is the
+/// journal's own id (several servers, each with its own journal, may share one database).
+const MARKER_KIND: &str = "audit-journal";
+
+/// Most events waiting in the journal; beyond it the trail is too far behind, and reads are
+/// refused until it catches up.
+const MAX_PENDING: usize = 100_000;
 
 /// How often the mover carries the journal into the trail.
 pub const MOVE_EVERY: Duration = Duration::from_millis(100);
@@ -86,6 +91,10 @@ struct Open {
 pub struct Journal {
     store: Arc<dyn Store>,
     dir: PathBuf,
+    /// This journal's id: the key of its marker.
+    id: String,
+    /// Held for the journal's life: one process per journal directory.
+    _lock: File,
     /// Each append waits until the journal file is on disk.
     sync_each: bool,
     open: Mutex<Open>,
@@ -131,12 +140,13 @@ impl Journal {
     /// events reach it with the mover's next round, a tenth of a second later).
     pub fn open(store: Arc<dyn Store>, dir: &Path, sync_each: bool) -> Result<Journal, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| failed("directory cannot be created", e))?;
+        let lock = File::create(dir.join("lock")).map_err(|e| failed("lock cannot be created", e))?;
+        lock.try_lock()
+            .map_err(|e| failed("is in use by another server process (one data directory per server)", e))?;
+        let id = journal_id(dir)?;
         let mut moved: u64 = 0;
         store.write(&mut |tx| {
-            moved = tx
-                .state_get(MARKER.0, MARKER.1)?
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
+            moved = marker(tx, &id)?;
             Ok(())
         })?;
         let mut files: Vec<u64> = std::fs::read_dir(dir)
@@ -149,7 +159,7 @@ impl Journal {
             let path = file_name(dir, number);
             if number > moved {
                 let entries = read_file(&path)?;
-                move_file(&*store, number, &entries)?;
+                move_file(&*store, &id, number, &entries)?;
                 tracing::info!(events = entries.len(), file = %path.display(), "audit events left in the journal were appended to the trail");
             }
             std::fs::remove_file(&path).map_err(|e| failed("file cannot be removed", e))?;
@@ -167,6 +177,8 @@ impl Journal {
             }),
             store,
             dir: dir.to_path_buf(),
+            id,
+            _lock: lock,
             sync_each,
             moving: Mutex::new(()),
         })
@@ -185,6 +197,11 @@ impl Journal {
             return Err(StoreError::Database(format!(
                 "the audit trail cannot be written: {why}"
             )));
+        }
+        if open.pending.len() + entries.len() > MAX_PENDING {
+            return Err(StoreError::Database(
+                "the audit trail is too far behind its journal; try again shortly".into(),
+            ));
         }
         let written = open.file.write_all(&text);
         let written = match written {
@@ -227,7 +244,16 @@ impl Journal {
             open.unmoved.drain(..).collect()
         };
         for (i, (number, entries)) in work.iter().enumerate() {
-            if let Err(e) = move_file(&*self.store, *number, entries) {
+            // A panic below must not drop the events taken out of `unmoved`.
+            let moved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                move_file(&*self.store, &self.id, *number, entries)
+            }))
+            .unwrap_or_else(|_| {
+                Err(StoreError::Database(
+                    "moving the audit journal failed unexpectedly".into(),
+                ))
+            });
+            if let Err(e) = moved {
                 let mut open = self.open.lock();
                 open.failing = Some(e.to_string());
                 for left in work[i..].iter().rev() {
@@ -240,19 +266,44 @@ impl Journal {
                 tracing::warn!(error = %e, "a moved audit journal file could not be removed");
             }
         }
-        self.open.lock().failing = None;
+        let mut open = self.open.lock();
+        if !open.broken {
+            open.failing = None;
+        }
         Ok(())
     }
 }
 
-/// Appends one journal file's events to the trail with its number as the marker, in one
-/// synced transaction.
-fn move_file(store: &dyn Store, number: u64, entries: &[AuditEntry]) -> Result<(), StoreError> {
+/// This journal's id, made at its first opening and kept in the directory.
+fn journal_id(dir: &Path) -> Result<String, StoreError> {
+    let path = dir.join("id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            let id = uuid::Uuid::new_v4().to_string();
+            std::fs::write(&path, &id).map_err(|e| failed("id cannot be written", e))?;
+            Ok(id)
+        }
+    }
+}
+
+/// The number of the last file of journal `id` moved into the trail (0: none).
+fn marker(tx: &mut dyn sijill_store::StoreTx, id: &str) -> Result<u64, StoreError> {
+    Ok(tx.state_get(MARKER_KIND, id)?.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// Appends one journal file's events to the trail with its number as journal `id`'s marker,
+/// in one synced transaction — unless the marker says it was moved already (a commit whose
+/// outcome was unclear, tried again).
+fn move_file(store: &dyn Store, id: &str, number: u64, entries: &[AuditEntry]) -> Result<(), StoreError> {
     store.write(&mut |tx| {
+        if marker(tx, id)? >= number {
+            return Ok(());
+        }
         if !entries.is_empty() {
             tx.append_audit(entries)?;
         }
-        tx.state_put(MARKER.0, MARKER.1, &number.to_string())
+        tx.state_put(MARKER_KIND, id, &number.to_string())
     })
 }
 
@@ -326,6 +377,7 @@ mod tests {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".ndjson"))
             .collect();
         names.sort();
         names
@@ -386,5 +438,29 @@ mod tests {
         // The chain the moves built holds.
         let check = sijill_store::audit::verify(&*store, &mut |_| {}).unwrap();
         assert!(check.first_break.is_none(), "{:?}", check.first_break);
+    }
+
+    #[test]
+    fn journals_sharing_a_database_keep_their_own_marks_and_a_directory_has_one_owner() {
+        let data = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(data.path()).unwrap());
+        let (a_dir, b_dir) = (data.path().join("a"), data.path().join("b"));
+        let a = Journal::open(store.clone(), &a_dir, false).unwrap();
+        for n in 0..3 {
+            a.append(vec![event(n)]).unwrap();
+            a.move_pending().unwrap();
+        }
+        {
+            let b = Journal::open(store.clone(), &b_dir, false).unwrap();
+            b.append(vec![event(7)]).unwrap();
+            // Server B dies with its event only in its journal file 1; A's marker is at 3.
+            assert!(
+                Journal::open(store.clone(), &b_dir, false).is_err(),
+                "a second process on B's journal is refused"
+            );
+        }
+        Journal::open(store.clone(), &b_dir, false).unwrap();
+        assert!(trail(&*store).contains(&event(7)), "B's event is moved at its restart");
+        assert_eq!(trail(&*store).len(), 4);
     }
 }

@@ -69,7 +69,7 @@ impl<'e> Names<'e> {
                 return None;
             }
             match self.engine.store.read(t, id).ok()? {
-                Current::Found(s) => name_of(&parsed(&s)),
+                Current::Found(s) => name_of(&parsed(&s)).map(|n| without_bidi_controls(&n)),
                 _ => None,
             }
         });
@@ -95,6 +95,21 @@ fn name_of(resource: &Value) -> Option<String> {
         .collect();
     words.extend(name["family"].as_str());
     (!words.is_empty()).then(|| words.join(" "))
+}
+
+/// A name without the characters that reorder text around it (a name with U+202E could
+/// make the rest of the sentence read backwards).
+fn without_bidi_controls(name: &str) -> String {
+    name.chars()
+        .filter(|c| !matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+        .collect()
+}
+
+/// A value set inside Arabic text in its own direction: first-strong isolated (names), or
+/// left-to-right isolated (dates and times).
+fn isolated(value: &str, left_to_right: bool) -> String {
+    let open = if left_to_right { '\u{2066}' } else { '\u{2068}' };
+    format!("{open}{value}\u{2069}")
 }
 
 /// The role of an agent, in words.
@@ -132,6 +147,8 @@ fn pick(lang: Language, en: &'static str, fr: &'static str, ar: &'static str) ->
 fn deed(action: Option<&str>, operation: bool, items: usize, lang: Language) -> String {
     let n = items;
     let plural = if n == 1 { "" } else { "s" };
+    // French counts 0 and 1 in the singular.
+    let pluriel = if n > 1 { "s" } else { "" };
     match lang {
         Language::En => match (operation, action) {
             (true, _) => "used an operation on your record".into(),
@@ -143,10 +160,10 @@ fn deed(action: Option<&str>, operation: bool, items: usize, lang: Language) -> 
         },
         Language::Fr => match (operation, action) {
             (true, _) => "a effectué une opération sur votre dossier".into(),
-            (_, Some("C")) => format!("a ajouté {n} élément{plural} à votre dossier"),
-            (_, Some("U")) => format!("a modifié {n} élément{plural} de votre dossier"),
-            (_, Some("D")) => format!("a supprimé {n} élément{plural} de votre dossier"),
-            _ if n > 0 => format!("a consulté {n} élément{plural} de votre dossier"),
+            (_, Some("C")) => format!("a ajouté {n} élément{pluriel} à votre dossier"),
+            (_, Some("U")) => format!("a modifié {n} élément{pluriel} de votre dossier"),
+            (_, Some("D")) => format!("a supprimé {n} élément{pluriel} de votre dossier"),
+            _ if n > 0 => format!("a consulté {n} élément{pluriel} de votre dossier"),
             _ => "a consulté votre dossier".into(),
         },
         Language::Ar => {
@@ -251,12 +268,19 @@ pub fn sentence(row: &SealedAudit, lang: Language, names: &mut Names<'_>) -> Str
             format!("On {date} at {time} UTC, {who} ({role}){at} {deed} {why}{grant}.{refused}")
         }
         Language::Fr => {
-            let at = facility.map(|f| format!(" de {f}")).unwrap_or_default();
-            format!("Le {date} à {time} UTC, {who} ({role}){at} {deed} {why}{grant}.{refused}")
+            let at = facility.map(|f| format!(", {f}")).unwrap_or_default();
+            format!("Le {date} à {time} UTC, {who} ({role}{at}) {deed} {why}{grant}.{refused}")
         }
         Language::Ar => {
-            let at = facility.map(|f| format!(" من {f}")).unwrap_or_default();
-            format!("في {date} على الساعة {time} (UTC)، {who} ({role}){at} {deed} {why}{grant}.{refused}")
+            let at = facility
+                .map(|f| format!(" من {}", isolated(&f, false)))
+                .unwrap_or_default();
+            format!(
+                "في {} على الساعة {} (UTC)، {} ({role}){at} {deed} {why}{grant}.{refused}",
+                isolated(date, true),
+                isolated(time, true),
+                isolated(&who, false)
+            )
         }
     }
 }
@@ -285,6 +309,12 @@ mod tests {
             deed(Some("E"), true, 0, Language::En),
             "used an operation on your record"
         );
+    }
+
+    #[test]
+    fn names_cannot_turn_the_sentence_around() {
+        assert_eq!(without_bidi_controls("Dr \u{202E}evil\u{202C} X"), "Dr evil X");
+        assert_eq!(isolated("CHU", false), "\u{2068}CHU\u{2069}");
     }
 
     #[test]

@@ -466,6 +466,10 @@ fn transaction(engine: &Engine, guard: &Guard<'_>, raw: Vec<Value>) -> FhirResul
             return Err(at_entry(i, FhirError::bad_request("POST entry without resource")));
         };
         let rt = e.resource_type.clone().unwrap_or_default();
+        // The same rules as a create on its own, on the body with its references resolved.
+        guard
+            .check_write(sijill_auth::Action::Create, &rt, &resource)
+            .map_err(|x| at_entry(i, x))?;
         let id = new_ids.get(&i).cloned().unwrap_or_default();
         prepared.insert(i, sijill_store::prepare_new(&rt, &id, resource, &last_updated)?);
     }
@@ -500,6 +504,9 @@ fn transaction(engine: &Engine, guard: &Guard<'_>, raw: Vec<Value>) -> FhirResul
                 let rt = e.resource_type.clone().unwrap_or_default();
                 match tx.read(&rt, id)? {
                     sijill_store::Current::Found(s) => {
+                        // A conditional create that matched answers with the match: only if
+                        // the actor may see it.
+                        guard.check_visible(&s).map_err(|x| at_entry(i, x))?;
                         guard.disclose(&s);
                         resource_response(engine, StatusCode::OK, &s)
                     }
