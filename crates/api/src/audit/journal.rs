@@ -126,12 +126,20 @@ fn read_file(path: &Path) -> Result<Vec<AuditEntry>, StoreError> {
     Ok(entries)
 }
 
-fn create(dir: &Path, number: u64) -> Result<File, StoreError> {
-    File::options()
+/// A new journal file; `durable`: its directory entry is on disk before it is used (so
+/// that lines synced into it cannot vanish with the file).
+fn create(dir: &Path, number: u64, durable: bool) -> Result<File, StoreError> {
+    let file = File::options()
         .create(true)
         .append(true)
         .open(file_name(dir, number))
-        .map_err(|e| failed("file cannot be created", e))
+        .map_err(|e| failed("file cannot be created", e))?;
+    if durable {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| failed("directory cannot be synced", e))?;
+    }
+    Ok(file)
 }
 
 impl Journal {
@@ -168,7 +176,7 @@ impl Journal {
         let number = last + 1;
         Ok(Journal {
             open: Mutex::new(Open {
-                file: create(dir, number)?,
+                file: create(dir, number, sync_each)?,
                 number,
                 pending: Vec::new(),
                 unmoved: VecDeque::new(),
@@ -227,7 +235,7 @@ impl Journal {
             let mut open = self.open.lock();
             if !open.pending.is_empty() || open.broken {
                 let next = open.number + 1;
-                match create(&self.dir, next) {
+                match create(&self.dir, next, self.sync_each) {
                     Ok(file) => {
                         let taken = (open.number, std::mem::take(&mut open.pending));
                         open.unmoved.push_back(taken);
