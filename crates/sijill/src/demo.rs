@@ -197,9 +197,26 @@ impl Sink for BundleSink {
 /// store transaction.
 struct StoreSink {
     engine: Engine,
+    /// Citizens' resources waiting for the next transaction.
+    waiting: Vec<PreparedResource>,
 }
 
+/// Resources per store transaction. Large: a bulk load's cost is mostly the pages each
+/// commit writes to the write-ahead log, and a page changed by many inserts of one
+/// transaction is written once.
+const STORE_BATCH: usize = 100_000;
+
 impl StoreSink {
+    /// A sink into `store`.
+    fn new(store: Arc<dyn Store>) -> StoreSink {
+        // The demo loads before anything else writes (an empty store, before serving).
+        store.sole_writer(true);
+        StoreSink {
+            engine: Engine::new(store, "urn:sijill:demo", Limits::default()),
+            waiting: Vec::new(),
+        }
+    }
+
     /// Inserts prepared resources in one store transaction.
     fn insert(&self, prepared: Vec<PreparedResource>) -> Result<(), String> {
         let ctx = RequestContext::local_operator(None);
@@ -251,11 +268,23 @@ impl Sink for StoreSink {
     }
     fn citizens(&mut self, _first: u64, batch: Batch) -> Result<(), String> {
         match batch {
-            Batch::Prepared(prepared) => self.insert(prepared),
+            Batch::Prepared(prepared) => {
+                self.waiting.extend(prepared);
+                if self.waiting.len() >= STORE_BATCH {
+                    let batch = std::mem::take(&mut self.waiting);
+                    self.insert(batch)?;
+                }
+                Ok(())
+            }
             Batch::Records(_) => Err("the store takes prepared resources".into()),
         }
     }
     fn finish(&mut self) -> Result<String, String> {
+        let rest = std::mem::take(&mut self.waiting);
+        if !rest.is_empty() {
+            self.insert(rest)?;
+        }
+        self.engine.store.sole_writer(false);
         self.engine.store.refresh_statistics().map_err(|e| e.to_string())?;
         Ok("written to the store".into())
     }
@@ -360,9 +389,7 @@ fn write_population(settings: Settings, mut sink: Box<dyn Sink>, jobs: usize) ->
 
 /// Loads a demo population into the store of a server about to start (`serve --demo`).
 pub fn load_into(store: Arc<dyn Store>, settings: Settings) -> Result<Population, String> {
-    let sink = Box::new(StoreSink {
-        engine: Engine::new(store, "urn:sijill:demo", Limits::default()),
-    });
+    let sink = Box::new(StoreSink::new(store));
     let (population, summary) = write_population(settings, sink, crate::worker_threads(None))?;
     eprintln!("{summary}");
     Ok(population)
@@ -453,9 +480,7 @@ pub fn run(data_dir: &Path, database: Option<&str>, args: DemoArgs) -> Result<Ex
         }
         None => {
             let store = crate::open_store(data_dir, database)?;
-            Box::new(StoreSink {
-                engine: Engine::new(store, "urn:sijill:demo", Limits::default()),
-            })
+            Box::new(StoreSink::new(store))
         }
     };
     let (_, summary) = write_population(settings, sink, crate::worker_threads(args.jobs))?;

@@ -425,6 +425,10 @@ pub trait Store: Send + Sync {
     /// Brings the database's planner statistics and visibility map up to date after a bulk
     /// load (PostgreSQL's VACUUM ANALYZE; the embedded store plans without statistics).
     fn refresh_statistics(&self) -> Result<()>;
+    /// Declares (or ends) a bulk load that is the store's only writer: its units of work may
+    /// then run without what concurrent writers need (the embedded store's group commit
+    /// savepoints). Nothing else may write meanwhile.
+    fn sole_writer(&self, _on: bool) {}
     /// Appends audit events in a unit of work of their own.
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<()> {
         self.write(&mut |tx| tx.append_audit(entries))

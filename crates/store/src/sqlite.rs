@@ -163,6 +163,9 @@ pub struct SqliteStore {
     writer: Mutex<Writer>,
     /// Units of work waiting for the writer: while one does, the open group goes on.
     queued: AtomicUsize,
+    /// Set while a bulk load is the store's only writer: units run without group commit's
+    /// savepoints ([`Store::sole_writer`]).
+    sole_writer: std::sync::atomic::AtomicBool,
     /// The commits' outcomes, for the units that wait for them.
     outcomes: Outcomes,
     readers: Mutex<Vec<Connection>>,
@@ -283,6 +286,7 @@ impl SqliteStore {
                 group: OpenGroup::default(),
             }),
             queued: AtomicUsize::new(0),
+            sole_writer: std::sync::atomic::AtomicBool::new(false),
             outcomes: Outcomes::default(),
             readers: Mutex::new(Vec::new()),
             reading: Gate::new(MAX_READERS),
@@ -815,6 +819,46 @@ impl SqliteStore {
         outcome
     }
 
+    /// Runs a unit of work in a transaction of its own, without a savepoint: for a bulk
+    /// load that is the only writer (a savepoint makes SQLite keep the first image of every
+    /// page the unit changes, a large cost on big transactions).
+    fn write_alone(&self, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
+        let mut writer = self.writer.lock();
+        let w = &mut *writer;
+        let _ = self.settle(w);
+        w.conn.execute_batch("PRAGMA synchronous = FULL; BEGIN IMMEDIATE")?;
+        let stamp = std::cmp::max(now_instant(), w.last_stamp.clone());
+        let conn = &w.conn;
+        let keys = &self.param_keys;
+        let unit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            work(&mut SqliteTx {
+                conn,
+                keys,
+                stamp: &stamp,
+            })
+        }));
+        let outcome = match unit {
+            Ok(Ok(())) => conn.execute_batch("COMMIT").map_err(StoreError::from),
+            Ok(Err(e)) => Err(e),
+            Err(panic) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                std::panic::resume_unwind(panic);
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                w.last_stamp = stamp;
+                Ok(())
+            }
+            Err(e) => {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Runs a unit of work in the writer's open group (see [`crate::group_commit`]);
     /// `synced`: it returns only once its commit is on disk.
     fn write_unit(&self, synced: bool, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
@@ -881,7 +925,14 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn write(&self, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
+        if self.sole_writer.load(Ordering::SeqCst) {
+            return self.write_alone(work);
+        }
         self.write_unit(true, work)
+    }
+
+    fn sole_writer(&self, on: bool) {
+        self.sole_writer.store(on, Ordering::SeqCst);
     }
 
     fn append_audit_unsynced(&self, entries: &[AuditEntry]) -> Result<()> {
@@ -1240,6 +1291,40 @@ mod tests {
         assert!(result.is_err());
         assert!(matches!(store.read("Patient", "p1").unwrap(), Current::NotFound));
         assert!(store.counts().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_sole_writer_commits_whole_units_and_a_failed_one_leaves_nothing() {
+        let (_dir, store) = store();
+        store.sole_writer(true);
+        let result = store.write(&mut |tx| {
+            tx.create("Patient", json!({"resourceType": "Patient"}), Some("p1"))?;
+            Err(StoreError::Invalid("stop".into()))
+        });
+        assert!(result.is_err());
+        assert!(matches!(store.read("Patient", "p1").unwrap(), Current::NotFound));
+        let mut stamps = Vec::new();
+        for id in ["p2", "p3"] {
+            store
+                .write(&mut |tx| {
+                    stamps.push(
+                        tx.create("Patient", json!({"resourceType": "Patient"}), Some(id))?
+                            .last_updated,
+                    );
+                    Ok(())
+                })
+                .unwrap();
+        }
+        assert!(stamps[0] <= stamps[1], "{stamps:?}");
+        // Back to group commit: units still commit.
+        store.sole_writer(false);
+        store
+            .write(&mut |tx| {
+                tx.create("Patient", json!({"resourceType": "Patient"}), Some("p4"))
+                    .map(|_| ())
+            })
+            .unwrap();
+        assert_eq!(store.counts().unwrap(), vec![("Patient".to_string(), 3)]);
     }
 
     // Plan equivalence and token/string matching: crates/store/tests/both_stores.rs, which
