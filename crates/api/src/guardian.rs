@@ -109,7 +109,7 @@ pub fn dependents(engine: &Engine, guard: &Guard<'_>, patient: &str) -> FhirResu
             continue;
         };
         guard.disclose_patient(&dependent);
-        let name = display_name(&parsed(&record));
+        let name = crate::audit::plain_words::name_of(&parsed(&record)).unwrap_or_else(|| "(no name recorded)".into());
         parameter.push(serde_json::json!({"name": "dependent", "valueReference":
             {"reference": format!("Patient/{dependent}"), "display": name}}));
     }
@@ -117,23 +117,6 @@ pub fn dependents(engine: &Engine, guard: &Guard<'_>, patient: &str) -> FhirResu
         axum::http::StatusCode::OK,
         crate::engine::Payload::Json(serde_json::json!({"resourceType": "Parameters", "parameter": parameter})),
     ))
-}
-
-/// A person's name as one line (given names, then family name).
-fn display_name(patient: &Value) -> String {
-    let name = &patient["name"][0];
-    let mut words: Vec<&str> = name["given"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    words.extend(name["family"].as_str());
-    if words.is_empty() {
-        "(no name recorded)".to_string()
-    } else {
-        words.join(" ")
-    }
 }
 
 fn search(

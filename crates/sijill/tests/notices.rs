@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{every_day, json, Server};
+use common::{every_day, json, practitioner_at, Server};
 use serde_json::{json, Value};
 
 /// What the webhook received: (idempotency key, body, answered 200).
@@ -328,16 +328,7 @@ fn a_break_glass_access_reaches_the_patient_through_the_outbox() {
     let outbox = tempfile::tempdir().unwrap();
     let s = delivering_to(&outbox.path().display().to_string(), &[]);
     let p = s.create(&json!({"resourceType": "Patient", "telecom": [{"system": "phone", "value": "+212600000001"}]}));
-    let facility = s.create(&json!({"resourceType": "Organization", "name": "Urgences"}));
-    let dr = s.create(&json!({"resourceType": "Practitioner"}));
-    let practitioner = s.token(&[
-        "--role",
-        "practitioner",
-        "--practitioner",
-        &dr,
-        "--organization",
-        &facility,
-    ]);
+    let practitioner = practitioner_at(&s, "Urgences", "Test");
     let glass = s.post_as(
         &practitioner,
         &format!("Patient/{p}/$break-glass"),

@@ -6,7 +6,7 @@ mod common;
 #[path = "common/browser.rs"]
 mod browser;
 
-use common::{assert_outcome, json, Server};
+use common::{assert_outcome, json, practitioner_at, Server};
 use serde_json::json;
 
 const NATIONAL_ID_SYSTEM: &str = "https://sijill.health/id/ma/cnie";
@@ -25,16 +25,7 @@ fn a_citizen_signs_in_sees_who_opened_the_record_makes_a_code_and_revokes_a_gran
         &json!({"resourceType": "Observation", "status": "final", "code": {"text": "pulse"},
         "subject": {"reference": format!("Patient/{patient}")}}),
     );
-    let facility = s.create(&json!({"resourceType": "Organization", "name": "Hôpital <b>Ibn</b> Sina"}));
-    let dr = s.create(&json!({"resourceType": "Practitioner", "name": [{"family": "Alaoui"}]}));
-    let practitioner = s.token(&[
-        "--role",
-        "practitioner",
-        "--practitioner",
-        &dr,
-        "--organization",
-        &facility,
-    ]);
+    let practitioner = practitioner_at(&s, "Hôpital <b>Ibn</b> Sina", "Alaoui");
     // A grant through the API, and a practitioner reading under it.
     let citizen = s.token(&["--role", "citizen", "--patient", &patient]);
     let made = json(s.post_as(
@@ -133,16 +124,7 @@ fn a_guardian_makes_a_code_for_a_child_in_the_portal() {
     let made = browser.texts_when(".dependent-out li", |t| t.iter().any(|x| x.contains("Code for")));
     let code = made[0].split(": ").nth(1).unwrap().chars().take(9).collect::<String>();
     // The code works for the child, with the child's national identifier.
-    let facility = s.create(&json!({"resourceType": "Organization", "name": "Centre de santé"}));
-    let dr = s.create(&json!({"resourceType": "Practitioner"}));
-    let practitioner = s.token(&[
-        "--role",
-        "practitioner",
-        "--practitioner",
-        &dr,
-        "--organization",
-        &facility,
-    ]);
+    let practitioner = practitioner_at(&s, "Centre de santé", "Test");
     let redeemed = s.post_as(
         &practitioner,
         "Patient/$grant-access",

@@ -79,7 +79,7 @@ impl<'e> Names<'e> {
 }
 
 /// A resource's name: an Organization's `name`, a person's given names and family name.
-fn name_of(resource: &Value) -> Option<String> {
+pub fn name_of(resource: &Value) -> Option<String> {
     if let Some(n) = resource["name"].as_str() {
         return Some(n.to_string());
     }

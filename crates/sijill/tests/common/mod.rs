@@ -593,3 +593,18 @@ pub fn every_day(minutes: u64, capacity: u64, mode: &str) -> Value {
     ext.push(json!({"url": "mode", "valueCode": mode}));
     json!({"url": AVAILABILITY, "extension": ext})
 }
+
+/// A new facility with this name and a practitioner of it (family name `family`); returns
+/// the practitioner's token.
+pub fn practitioner_at(s: &Server, facility_name: &str, family: &str) -> String {
+    let facility = s.create(&json!({"resourceType": "Organization", "name": facility_name}));
+    let dr = s.create(&json!({"resourceType": "Practitioner", "name": [{"family": family}]}));
+    s.token(&[
+        "--role",
+        "practitioner",
+        "--practitioner",
+        &dr,
+        "--organization",
+        &facility,
+    ])
+}
