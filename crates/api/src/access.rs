@@ -159,8 +159,7 @@ impl<'a> Guard<'a> {
 
     /// Whether the actor is this patient (a citizen acting for their own record).
     pub fn is_the_patient(&self, patient: &str) -> bool {
-        self.actor
-            .is_some_and(|a| a.role == sijill_auth::Role::Citizen && a.patient.as_deref() == Some(patient))
+        self.citizen_patient() == Some(patient)
     }
 
     /// The patient of a citizen actor (their own record), if the actor is a citizen.

@@ -241,8 +241,8 @@ fn new_code() -> String {
 }
 
 /// `POST Patient/{id}/$access-code`: a new one-time code for the citizen's own record, or
-/// a dependent's ([`crate::guardian`]), replacing any earlier one. `includeRestricted=true` lets the grant it becomes open
-/// restricted records too.
+/// a dependent's ([`crate::guardian`]), replacing any earlier one. `includeRestricted=true`
+/// lets the grant it becomes open restricted records too.
 pub fn access_code(engine: &Engine, guard: &Guard<'_>, patient: &str, body: &RequestBody) -> FhirResult<FhirResponse> {
     if !crate::guardian::speaks_for(engine, guard, patient)? {
         return Err(FhirError::forbidden(
@@ -310,6 +310,7 @@ pub fn grant_access(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> F
         parameters::string(&params, "code").ok_or_else(|| FhirError::bad_request("Parameter 'code' is missing"))?;
     let settings = &engine.consent;
     let found = SearchQuery::parse("Patient", &[("identifier".into(), identifier.clone())])?;
+    let facility = facility_reference(engine, org)?;
     let refused = |why: String| Ok(Err(FhirError::new(StatusCode::FORBIDDEN, "security", why)));
     let stored = engine.with_tx_or_refuse(guard, |tx| {
         let practitioner_key = format!("practitioner:{subject}");
@@ -366,8 +367,7 @@ pub fn grant_access(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> F
         tx.state_delete("access-code", &p)?;
         tx.state_delete("code-attempts", &practitioner_key)?;
         let restricted = s["restricted"] == Value::Bool(true);
-        let mut consent = grant_consent(&p, org, &now, &sijill_store::instant_in(settings.grant_seconds), restricted);
-        name_facility(engine, &mut consent, org)?;
+        let consent = grant_consent(&p, &facility, &now, &sijill_store::instant_in(settings.grant_seconds), restricted);
         let stored = tx.create("Consent", consent, None)?;
         guard.disclose(&stored);
         Ok(Ok(stored))
@@ -377,15 +377,25 @@ pub fn grant_access(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> F
 
 /// What every grant's Consent has: an active `patient-privacy` permit, by the facility,
 /// for `actors` (references) from `start` to `end`, tagged with its kind (code, display).
-fn grant_skeleton(kind: (&str, &str), patient: &str, org: &str, start: &str, end: &str, actors: &[String]) -> Value {
-    let actors: Vec<Value> = actors
-        .iter()
-        .map(|r| {
-            json!({
-                "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]},
-                "reference": {"reference": r},
-            })
+/// `people`: actors besides the facility (`facility`, a reference to it), who come first.
+fn grant_skeleton(
+    kind: (&str, &str),
+    patient: &str,
+    facility: &Value,
+    start: &str,
+    end: &str,
+    people: &[String],
+) -> Value {
+    let actor = |reference: Value| {
+        json!({
+            "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]},
+            "reference": reference,
         })
+    };
+    let actors: Vec<Value> = people
+        .iter()
+        .map(|r| actor(json!({"reference": r})))
+        .chain(std::iter::once(actor(facility.clone())))
         .collect();
     json!({
         "resourceType": "Consent",
@@ -395,39 +405,27 @@ fn grant_skeleton(kind: (&str, &str), patient: &str, org: &str, start: &str, end
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0", "display": "Patient Consent"}]}],
         "patient": {"reference": format!("Patient/{patient}")},
         "dateTime": start,
-        "organization": [{"reference": format!("Organization/{org}")}],
+        "organization": [facility],
         "provision": {"type": "permit", "period": {"start": start, "end": end}, "actor": actors},
     })
 }
 
-/// Adds the facility's name (as `display`) to a grant's references to it, so that the
-/// citizen, who does not read the directory, sees whom they let in.
-fn name_facility(engine: &Engine, consent: &mut Value, org: &str) -> FhirResult<()> {
-    let Current::Found(stored) = engine.store.read("Organization", org)? else {
-        return Ok(());
-    };
-    let Some(name) = crate::resource_json::parsed(&stored)["name"]
-        .as_str()
-        .map(str::to_string)
-    else {
-        return Ok(());
-    };
-    let reference = format!("Organization/{org}");
-    if let Some(o) = consent["organization"].get_mut(0) {
-        o["display"] = json!(name);
-    }
-    for actor in consent["provision"]["actor"].as_array_mut().into_iter().flatten() {
-        if actor["reference"]["reference"] == reference.as_str() {
-            actor["reference"]["display"] = json!(name);
+/// A reference to the facility with its name (as `display`), so that the citizen, who does
+/// not read the directory, sees whom they let in.
+fn facility_reference(engine: &Engine, org: &str) -> FhirResult<Value> {
+    let mut reference = json!({"reference": format!("Organization/{org}")});
+    if let Current::Found(stored) = engine.store.read("Organization", org)? {
+        if let Some(name) = crate::resource_json::parsed(&stored)["name"].as_str() {
+            reference["display"] = json!(name);
         }
     }
-    Ok(())
+    Ok(reference)
 }
 
 /// The Consent of a grant from an access code: given by the patient, opted in.
-fn grant_consent(patient: &str, org: &str, start: &str, end: &str, restricted: bool) -> Value {
+fn grant_consent(patient: &str, facility: &Value, start: &str, end: &str, restricted: bool) -> Value {
     let kind = ("access-code", "granted with the patient's code");
-    let mut consent = grant_skeleton(kind, patient, org, start, end, &[format!("Organization/{org}")]);
+    let mut consent = grant_skeleton(kind, patient, facility, start, end, &[]);
     consent["performer"] = json!([{"reference": format!("Patient/{patient}")}]);
     consent["policyRule"] =
         json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]});
@@ -491,8 +489,8 @@ pub fn break_glass(engine: &Engine, guard: &Guard<'_>, patient: &str, body: &Req
     let now = sijill_store::now_instant();
     let end = sijill_store::instant_in(engine.consent.break_glass_seconds);
     let kind = ("break-glass", "emergency access");
-    let mut consent = grant_skeleton(kind, patient, org, &now, &end, &[me, format!("Organization/{org}")]);
-    name_facility(engine, &mut consent, org)?;
+    let facility = facility_reference(engine, org)?;
+    let mut consent = grant_skeleton(kind, patient, &facility, &now, &end, &[me]);
     consent["policyRule"] = json!({"coding": [{"system": GRANT_KIND_SYSTEM, "code": "break-glass"}], "text": reason});
     consent["provision"]["purpose"] =
         json!([{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "ETREAT"}]);

@@ -286,7 +286,7 @@ impl Engine {
     /// A new engine.
     pub fn new(store: Arc<dyn Store>, base_url: impl Into<String>, limits: Limits) -> Self {
         Engine {
-            audit: Arc::new(AuditTrail::new(store.clone(), true, false)),
+            audit: Arc::new(AuditTrail::new(store.clone(), true)),
             store,
             base_url: base_url.into().trim_end_matches('/').to_string(),
             limits,
@@ -301,7 +301,7 @@ impl Engine {
     /// The same engine recording no audit events: for measuring what the audit costs,
     /// never for serving real data.
     pub fn without_audit(mut self) -> Self {
-        self.audit = Arc::new(AuditTrail::new(self.store.clone(), false, false));
+        self.audit = Arc::new(AuditTrail::new(self.store.clone(), false));
         self
     }
 
@@ -387,17 +387,21 @@ impl Engine {
     fn run(&self, guard: &Guard<'_>, exec: Exec<'_>, route: Route, req: FhirRequest) -> FhirResult<FhirResponse> {
         use Method::*;
         let is_audit = |t: &str| t == "AuditEvent";
-        // Reading the trail first moves the audit journal into it, a write of its own: it
-        // cannot run inside another transaction (a Bundle's).
+        // Reading the trail first moves the audit journal into it (so that it shows every
+        // request made before), a write of its own: never inside another transaction (a
+        // Bundle's).
         let reads_trail = match &route {
             Route::Type(t) | Route::TypeSearch(t) | Route::Instance(t, _) | Route::TypeOperation(t, _) => is_audit(t),
             Route::InstanceOperation(t, _, op) => is_audit(t) || (t == "Patient" && op == "$access-log"),
             _ => false,
         };
-        if reads_trail && matches!(exec, Exec::InTx(_)) {
-            return Err(FhirError::bad_request(
-                "The audit trail and the access log are read on their own, not inside a transaction or batch write",
-            ));
+        if reads_trail {
+            if matches!(exec, Exec::InTx(_)) {
+                return Err(FhirError::bad_request(
+                    "The audit trail and the access log are read on their own, not inside a transaction or batch write",
+                ));
+            }
+            self.audit.flush()?;
         }
         match (req.method, route) {
             (Get, Route::Type(t)) | (Post, Route::TypeSearch(t)) if is_audit(&t) => {

@@ -12,7 +12,8 @@
 //! the dependent's record or their own.
 
 use serde_json::Value;
-use sijill_store::{Current, SearchQuery};
+use sijill_store::query::escape_value;
+use sijill_store::Current;
 
 use crate::access::Guard;
 use crate::engine::{Engine, FhirResponse};
@@ -38,7 +39,7 @@ pub fn speaks_for(engine: &Engine, guard: &Guard<'_>, patient: &str) -> FhirResu
 }
 
 /// Whether the patient `guardian` is now the recorded guardian of the patient `dependent`.
-pub fn is_guardian(engine: &Engine, guardian: &str, dependent: &str) -> FhirResult<bool> {
+fn is_guardian(engine: &Engine, guardian: &str, dependent: &str) -> FhirResult<bool> {
     if !sijill_fhir::primitives::is_valid_id(dependent) {
         return Ok(false);
     }
@@ -59,14 +60,16 @@ fn guardianships(engine: &Engine, guardian: &str, only: Option<&str>, limit: usi
         .flatten()
         .filter_map(|i| Some((i["system"].as_str()?, i["value"].as_str()?)))
         .filter(|(system, _)| national.is_none_or(|n| n == *system))
-        .map(|(system, value)| format!("{}|{}", escape(system), escape(value)))
+        .map(|(system, value)| format!("{}|{}", escape_value(system), escape_value(value)))
         .take(MAX_IDENTIFIERS)
         .collect();
     let now = sijill_store::now_instant();
     let mut dependents = Vec::new();
     for identifier in identifiers {
         // The identifier proves who the guardian is only if no other record carries it.
-        let holders = search(engine, "Patient", &[("identifier", identifier.clone())], 2)?;
+        let holders = engine
+            .store
+            .lookup("Patient", &[("identifier", identifier.clone())], 2)?;
         if holders.len() != 1 || holders[0].id != guardian {
             continue;
         }
@@ -77,7 +80,7 @@ fn guardianships(engine: &Engine, guardian: &str, only: Option<&str>, limit: usi
         if let Some(d) = only {
             pairs.push(("patient", format!("Patient/{d}")));
         }
-        for record in search(engine, "RelatedPerson", &pairs, limit)? {
+        for record in engine.store.lookup("RelatedPerson", &pairs, limit)? {
             let record = parsed(&record);
             let dependent = record["patient"]["reference"]
                 .as_str()
@@ -119,31 +122,8 @@ pub fn dependents(engine: &Engine, guard: &Guard<'_>, patient: &str) -> FhirResu
     ))
 }
 
-fn search(
-    engine: &Engine,
-    resource_type: &str,
-    pairs: &[(&str, String)],
-    limit: usize,
-) -> FhirResult<Vec<sijill_store::Stored>> {
-    let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    let query = SearchQuery::parse(resource_type, &pairs)?;
-    Ok(engine.store.search_page(resource_type, &query, None, limit)?)
-}
-
-/// A value as a search token part: the search separators escaped.
-fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        if matches!(c, '\\' | ',' | '|' | '$') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Whether a RelatedPerson names a guardian.
-pub fn names_guardian(resource: &Value) -> bool {
+fn names_guardian(resource: &Value) -> bool {
     resource["relationship"].as_array().into_iter().flatten().any(|r| {
         r["coding"]
             .as_array()
@@ -184,11 +164,6 @@ fn in_force(record: &Value, now: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn search_separators_are_escaped() {
-        assert_eq!(escape(r"a,b|c$d\e"), r"a\,b\|c\$d\\e");
-    }
 
     #[test]
     fn a_record_is_in_force_only_while_active_and_within_its_period() {

@@ -11,6 +11,14 @@ use serde_json::json;
 
 const NATIONAL_ID_SYSTEM: &str = "https://sijill.health/id/ma/cnie";
 
+/// Opens the portal and signs in at the (development) eID page with a national identifier.
+fn sign_in(browser: &browser::Browser, s: &Server, national_id: &str) {
+    browser.open(&format!("{}/portal/", s.root));
+    browser.click("#sign-in");
+    browser.type_into("input[name=national_id]", national_id);
+    browser.click("button[type=submit]");
+}
+
 #[test]
 fn a_citizen_signs_in_sees_who_opened_the_record_makes_a_code_and_revokes_a_grant() {
     let Some(browser) = browser::browser() else {
@@ -46,10 +54,7 @@ fn a_citizen_signs_in_sees_who_opened_the_record_makes_a_code_and_revokes_a_gran
     assert_eq!(s.get_as(&practitioner, &observation).status(), 200);
 
     // The citizen opens the portal and signs in with the eID (here the development page).
-    browser.open(&format!("{}/portal/", s.root));
-    browser.click("#sign-in");
-    browser.type_into("input[name=national_id]", "PX123456");
-    browser.click("button[type=submit]");
+    sign_in(&browser, &s, "PX123456");
     assert_eq!(
         browser.texts_when("#who", |t| t.iter().any(|w| !w.is_empty())),
         vec!["Salma Bennani"]
@@ -114,10 +119,7 @@ fn a_guardian_makes_a_code_for_a_child_in_the_portal() {
     s.create(&json!({"resourceType": "RelatedPerson", "patient": {"reference": format!("Patient/{child}")},
         "identifier": [{"system": NATIONAL_ID_SYSTEM, "value": "GT55555"}],
         "relationship": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "GUARD"}]}]}));
-    browser.open(&format!("{}/portal/", s.root));
-    browser.click("#sign-in");
-    browser.type_into("input[name=national_id]", "GT55555");
-    browser.click("button[type=submit]");
+    sign_in(&browser, &s, "GT55555");
     let care = browser.texts_when("#dependents li.dependent", |t| !t.is_empty());
     assert!(care.len() == 1 && care[0].contains("Yasmine Tazi"), "{care:?}");
     browser.click("#dependents button.dependent-code");

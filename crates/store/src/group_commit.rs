@@ -38,16 +38,11 @@ pub struct OpenGroup {
     pub waiting: usize,
     /// Units of the open group so far.
     pub units: usize,
-    /// Whether the open group's commit waits for the disk, as its first unit asked; a group
-    /// that does not (audit events of reads only, [`crate::Store::append_audit_unsynced`])
-    /// is committed before a unit that needs the disk starts the next one.
-    pub synced: bool,
 }
 
 impl OpenGroup {
-    /// Joins the open group, or opens one (`begin` starts its transaction); `synced`: a
-    /// group opened now waits for the disk at its commit.
-    pub fn join(&mut self, synced: bool, begin: impl FnOnce() -> Result<()>) -> Result<u64> {
+    /// Joins the open group, or opens one (`begin` starts its transaction).
+    pub fn join(&mut self, begin: impl FnOnce() -> Result<()>) -> Result<u64> {
         if let Some(g) = self.group {
             self.units += 1;
             return Ok(g);
@@ -57,7 +52,6 @@ impl OpenGroup {
         self.group = Some(self.last);
         self.units = 1;
         self.waiting = 0;
-        self.synced = synced;
         Ok(self.last)
     }
 }
@@ -108,8 +102,8 @@ mod tests {
     fn a_group_settles_once_for_all_its_waiting_units() {
         let outcomes = std::sync::Arc::new(Outcomes::default());
         let mut open = OpenGroup::default();
-        let g = open.join(true, || Ok(())).unwrap();
-        assert_eq!(open.join(false, || panic!("the group is open")).unwrap(), g);
+        let g = open.join(|| Ok(())).unwrap();
+        assert_eq!(open.join(|| panic!("the group is open")).unwrap(), g);
         open.waiting = 2;
         let waiters: Vec<_> = (0..2)
             .map(|_| {

@@ -387,6 +387,13 @@ pub trait Store: Send + Sync {
         after_id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Stored>>;
+    /// The first `limit` current resources of a type matching search pairs
+    /// (`("identifier", "system|value")`): the server's own lookups, past no access rule.
+    fn lookup(&self, resource_type: &str, pairs: &[(&str, String)], limit: usize) -> Result<Vec<Stored>> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let query = SearchQuery::parse(resource_type, &pairs)?;
+        self.search_page(resource_type, &query, None, limit)
+    }
     /// Calls `sink` with every current resource of a type matching a query, in id order,
     /// a page of 1,000 at a time (no reader is held between pages).
     fn search_each(
@@ -432,16 +439,6 @@ pub trait Store: Send + Sync {
     /// Appends audit events in a unit of work of their own.
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<()> {
         self.write(&mut |tx| tx.append_audit(entries))
-    }
-    /// [`Store::append_audit`] without waiting for the disk: the events are written (an
-    /// error if they cannot be) and sealed in the chain, and reach the disk with the next
-    /// synced commit or checkpoint — within about half a second on the embedded store, and
-    /// as a PostgreSQL asynchronous commit (within three `wal_writer_delay`). A crash of the
-    /// machine (and on PostgreSQL also of the database server, or a failover) can lose that
-    /// last fraction of a second, never a row in the middle of the chain. For the
-    /// command-line tools; a server writes read events to its audit journal instead.
-    fn append_audit_unsynced(&self, entries: &[AuditEntry]) -> Result<()> {
-        self.append_audit(entries)
     }
     /// Audit rows in chain order (chain, then position) after `after` (chain, position),
     /// at most `limit`.

@@ -621,6 +621,19 @@ fn split_unescaped(v: &str, sep: char) -> Option<(&str, &str)> {
     None
 }
 
+/// A value made safe to place in a search parameter: the separators `\`, `,`, `|` and `$`
+/// escaped with `\` (what [`SearchQuery::parse`] undoes).
+pub fn escape_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        if matches!(c, '\\' | ',' | '|' | '$') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Removes the `\` escapes of `|`, `$` and `\`.
 fn unescape(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
@@ -717,6 +730,20 @@ mod tests {
     fn q(rt: &str, pairs: &[(&str, &str)]) -> Result<SearchQuery> {
         let pairs: Vec<(String, String)> = pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         SearchQuery::parse(rt, &pairs)
+    }
+
+    #[test]
+    fn escaped_values_parse_back_to_themselves() {
+        assert_eq!(escape_value(r"a,b|c$d\e"), r"a\,b\|c\$d\\e");
+        let q = SearchQuery::parse(
+            "Patient",
+            &[(
+                "identifier".into(),
+                format!("{}|{}", escape_value("urn:x|y"), escape_value("1,2")),
+            )],
+        )
+        .unwrap();
+        assert_eq!(q.criteria[0].values.len(), 1, "one value, not two: {q:?}");
     }
 
     #[test]

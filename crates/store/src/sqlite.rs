@@ -802,21 +802,14 @@ impl SqliteStore {
     /// Commits the open group, if any, and hands its outcome to its waiting units.
     fn settle(&self, w: &mut Writer) -> Result<()> {
         let conn = &w.conn;
-        let unsynced = w.group.group.is_some() && !w.group.synced;
-        let outcome = self
-            .outcomes
+        self.outcomes
             .settle(&mut w.group, || match conn.execute_batch("COMMIT") {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     let _ = conn.execute_batch("ROLLBACK");
                     Err(e.into())
                 }
-            });
-        if unsynced && conn.is_autocommit() {
-            // Whatever runs on the writer outside a group (rebuilds) is synced again.
-            let _ = conn.execute_batch("PRAGMA synchronous = FULL");
-        }
-        outcome
+            })
     }
 
     /// Runs a unit of work in a transaction of its own, without a savepoint: for a bulk
@@ -826,7 +819,7 @@ impl SqliteStore {
         let mut writer = self.writer.lock();
         let w = &mut *writer;
         let _ = self.settle(w);
-        w.conn.execute_batch("PRAGMA synchronous = FULL; BEGIN IMMEDIATE")?;
+        w.conn.execute_batch("BEGIN IMMEDIATE")?;
         let stamp = std::cmp::max(now_instant(), w.last_stamp.clone());
         let conn = &w.conn;
         let keys = &self.param_keys;
@@ -859,9 +852,8 @@ impl SqliteStore {
         }
     }
 
-    /// Runs a unit of work in the writer's open group (see [`crate::group_commit`]);
-    /// `synced`: it returns only once its commit is on disk.
-    fn write_unit(&self, synced: bool, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
+    /// Runs a unit of work in the writer's open group (see [`crate::group_commit`]).
+    fn write_unit(&self, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
         self.queued.fetch_add(1, Ordering::SeqCst);
         let mut writer = self.writer.lock();
         self.queued.fetch_sub(1, Ordering::SeqCst);
@@ -871,22 +863,10 @@ impl SqliteStore {
             // group fails, and this unit starts a new one.
             let _ = self.settle(w);
         }
-        if synced && w.group.group.is_some() && !w.group.synced {
-            // The open group will not wait for the disk (SQLite fixes that at BEGIN): it
-            // commits as it is, and this unit opens a synced one.
-            let _ = self.settle(w);
-        }
         // IMMEDIATE takes the write lock at once, so the transaction never has to upgrade
-        // a read snapshot that a checkpoint has moved on from. A group of audit events of
-        // reads only commits without an fsync (`synchronous = NORMAL`): the write-ahead log
-        // reaches the disk at the next synced commit or checkpoint (every half second).
+        // a read snapshot that a checkpoint has moved on from.
         let conn = &w.conn;
-        let begin = if synced {
-            "PRAGMA synchronous = FULL; BEGIN IMMEDIATE"
-        } else {
-            "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"
-        };
-        let group = w.group.join(synced, || Ok(conn.execute_batch(begin)?))?;
+        let group = w.group.join(|| Ok(conn.execute_batch("BEGIN IMMEDIATE")?))?;
         // One lastUpdated per unit, taken under the lock and never earlier than the last
         // one: `_since` polling misses nothing (the group commits before any is seen).
         let stamp = std::cmp::max(now_instant(), w.last_stamp.clone());
@@ -928,15 +908,11 @@ impl Store for SqliteStore {
         if self.sole_writer.load(Ordering::SeqCst) {
             return self.write_alone(work);
         }
-        self.write_unit(true, work)
+        self.write_unit(work)
     }
 
     fn sole_writer(&self, on: bool) {
         self.sole_writer.store(on, Ordering::SeqCst);
-    }
-
-    fn append_audit_unsynced(&self, entries: &[AuditEntry]) -> Result<()> {
-        self.write_unit(false, &mut |tx| tx.append_audit(entries))
     }
 
     fn free_slots(&self, query: &crate::agenda::AgendaQuery) -> Result<Vec<crate::agenda::FreeSlot>> {

@@ -251,10 +251,11 @@ impl Journal {
             }
             open.unmoved.drain(..).collect()
         };
-        for (i, (number, entries)) in work.iter().enumerate() {
+        let mut work = work.into_iter();
+        while let Some((number, entries)) = work.next() {
             // A panic below must not drop the events taken out of `unmoved`.
             let moved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                move_file(&*self.store, &self.id, *number, entries)
+                move_file(&*self.store, &self.id, number, &entries)
             }))
             .unwrap_or_else(|_| {
                 Err(StoreError::Database(
@@ -264,12 +265,11 @@ impl Journal {
             if let Err(e) = moved {
                 let mut open = self.open.lock();
                 open.failing = Some(e.to_string());
-                for left in work[i..].iter().rev() {
-                    open.unmoved.push_front(left.clone());
-                }
+                // Only a round (holding `moving`) fills `unmoved`: it is empty now.
+                open.unmoved = std::iter::once((number, entries)).chain(work).collect();
                 return Err(e);
             }
-            if let Err(e) = std::fs::remove_file(file_name(&self.dir, *number)) {
+            if let Err(e) = std::fs::remove_file(file_name(&self.dir, number)) {
                 // Moved and marked: at the next start it is only deleted.
                 tracing::warn!(error = %e, "a moved audit journal file could not be removed");
             }

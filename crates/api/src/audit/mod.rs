@@ -219,7 +219,7 @@ pub fn authentication_failure(
         "requestor": true,
     });
     if let Some(a) = remote {
-        agent["network"] = json!({"address": a.to_string(), "type": "2"});
+        agent["network"] = network(a);
     }
     if let Some(c) = client {
         agent["altId"] = json!(crate::engine::truncate(c));
@@ -233,11 +233,7 @@ pub fn authentication_failure(
         "outcome": "4",
         "outcomeDesc": reason,
         "agent": [agent],
-        "source": {
-            "site": "sijill",
-            "observer": {"display": "Sijill FHIR server"},
-            "type": [coding("http://terminology.hl7.org/CodeSystem/security-source-type", "4", "Application Server")],
-        },
+        "source": source(),
         "entity": [{
             "type": coding("http://terminology.hl7.org/CodeSystem/audit-entity-type", "2", "System Object"),
             "role": coding("http://terminology.hl7.org/CodeSystem/object-role", "24", "Query"),
@@ -273,6 +269,20 @@ pub async fn record_authentication_failure(
     }
 }
 
+/// The event's source: this server.
+fn source() -> Value {
+    json!({
+        "site": "sijill",
+        "observer": {"display": "Sijill FHIR server"},
+        "type": [coding("http://terminology.hl7.org/CodeSystem/security-source-type", "4", "Application Server")],
+    })
+}
+
+/// An agent's network access point: an IP address (type 2, also for IPv6).
+fn network(address: std::net::IpAddr) -> Value {
+    json!({"address": address.to_string(), "type": "2"})
+}
+
 fn coding(system: &str, code: &str, display: &str) -> Value {
     json!({"system": system, "code": code, "display": display})
 }
@@ -303,11 +313,7 @@ fn event_json(
         "outcome": outcome.code,
         "purposeOfEvent": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": purpose}]}],
         "agent": agents(ctx, grant),
-        "source": {
-            "site": "sijill",
-            "observer": {"display": "Sijill FHIR server"},
-            "type": [coding("http://terminology.hl7.org/CodeSystem/security-source-type", "4", "Application Server")],
-        },
+        "source": source(),
     });
     if let Some(d) = &outcome.description {
         event["outcomeDesc"] = json!(d);
@@ -349,7 +355,7 @@ fn event_json(
 
 /// The agents: the user (or client acting on its own), the client app, the facility.
 fn agents(ctx: &RequestContext, grant: Option<&GrantUse>) -> Value {
-    let network = ctx.remote_addr.map(|a| json!({"address": a.to_string(), "type": "2"}));
+    let network = ctx.remote_addr.map(network);
     let mut agents = Vec::new();
     match &ctx.actor {
         Actor::LocalOperator => {

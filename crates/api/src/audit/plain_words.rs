@@ -189,18 +189,13 @@ pub fn narrative(row: &SealedAudit, lang: Language, names: &mut Names<'_>) -> St
     let dir = if lang == Language::Ar { " dir=\"rtl\"" } else { "" };
     format!(
         "<div xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"{code}\" xml:lang=\"{code}\"{dir}>{}</div>",
-        escape(&words),
+        crate::identity::smart::html_escape(&words),
         code = lang.code()
     )
 }
 
-/// Text made safe inside XHTML.
-pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
 /// The sentence of one access, in `lang`.
-pub fn sentence(row: &SealedAudit, lang: Language, names: &mut Names<'_>) -> String {
+fn sentence(row: &SealedAudit, lang: Language, names: &mut Names<'_>) -> String {
     let v: Value = serde_json::from_slice(&row.entry.body).unwrap_or_default();
     let agents = v["agent"].as_array().cloned().unwrap_or_default();
     let first = agents.first().cloned().unwrap_or_default();

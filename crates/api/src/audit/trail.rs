@@ -3,20 +3,15 @@
 //!
 //! A server writes them to its journal ([`crate::audit::journal`]), from which they move
 //! into the trail every tenth of a second. Without a journal (the command-line tools) they
-//! are appended by group commit, so that concurrent requests share one transaction, and
-//! the request waits until its events are committed; that commit does not wait for the
-//! disk ([`Store::append_audit_unsynced`]) unless the trail is `synced`.
+//! are appended to the trail at once, each request's in a unit of work of its own (the
+//! store groups concurrent units into one commit).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use sijill_store::{AuditEntry, Store, StoreError};
 
 use crate::audit::journal::{Journal, Mover};
-
-/// How many failed batches are remembered for the requests waiting on them.
-const REMEMBERED_FAILURES: usize = 64;
 
 /// Refused credentials recorded one by one per second, server-wide; beyond that they are
 /// counted, and the count goes into the next one recorded (the trail is append-only: an
@@ -31,45 +26,21 @@ struct RefusalBudget {
     counted: u64,
 }
 
-/// The group-commit queue of one store.
+/// The audit trail of one store, as requests that write nothing reach it.
 pub struct AuditTrail {
     store: Arc<dyn Store>,
-    queue: Mutex<Queue>,
-    done: Condvar,
     enabled: bool,
-    synced: bool,
     /// A server's journal, when events go there first (see [`crate::audit::journal`]).
     journal: Option<(Arc<Journal>, Mover)>,
     refusals: Mutex<RefusalBudget>,
 }
 
-#[derive(Default)]
-struct Queue {
-    /// Events waiting for the next batch.
-    pending: Vec<AuditEntry>,
-    /// The number of the batch that `pending` will be written in.
-    next_batch: u64,
-    /// Whether a request is writing a batch now.
-    writing: bool,
-    /// Batches up to this one are finished.
-    finished: u64,
-    /// Recent batches that failed, with the reason.
-    failures: VecDeque<(u64, String)>,
-}
-
 impl AuditTrail {
-    /// The trail of `store`; `enabled: false` records nothing (for measurements only);
-    /// `synced`: each batch waits for the disk before its requests are answered.
-    pub fn new(store: Arc<dyn Store>, enabled: bool, synced: bool) -> AuditTrail {
+    /// The trail of `store`; `enabled: false` records nothing (for measurements only).
+    pub fn new(store: Arc<dyn Store>, enabled: bool) -> AuditTrail {
         AuditTrail {
             store,
-            queue: Mutex::new(Queue {
-                next_batch: 1,
-                ..Queue::default()
-            }),
-            done: Condvar::new(),
             enabled,
-            synced,
             journal: None,
             refusals: Mutex::default(),
         }
@@ -96,12 +67,11 @@ impl AuditTrail {
 
     /// The trail of a server: events of requests that write nothing are written to the
     /// journal in `dir` and moved into the trail in batches (after moving what an earlier
-    /// process left there).
-    /// `sync_each`: each request waits until its events are on disk.
+    /// process left there). `sync_each`: each request waits until its events are on disk.
     pub fn journaled(store: Arc<dyn Store>, dir: &std::path::Path, sync_each: bool) -> Result<AuditTrail, StoreError> {
         let journal = Arc::new(Journal::open(store.clone(), dir, sync_each)?);
         let mover = Mover::start(journal.clone())?;
-        let mut trail = AuditTrail::new(store, true, true);
+        let mut trail = AuditTrail::new(store, true);
         trail.journal = Some((journal, mover));
         Ok(trail)
     }
@@ -120,71 +90,16 @@ impl AuditTrail {
         self.enabled
     }
 
-    /// Appends `entries` and returns once they are committed (or failed). The first
-    /// request to find no batch being written writes everything queued so far; the others
-    /// wait for it.
+    /// Records `entries`: in the journal, or appended to the trail; returns once they are
+    /// written (or could not be).
     pub fn record(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
         if !self.enabled || entries.is_empty() {
             return Ok(());
         }
-        if let Some((journal, _)) = &self.journal {
-            return journal.append(entries);
+        match &self.journal {
+            Some((journal, _)) => journal.append(entries),
+            None => self.store.append_audit(&entries),
         }
-        let mut q = self.queue.lock();
-        q.pending.extend(entries);
-        let mine = q.next_batch;
-        loop {
-            if q.finished >= mine {
-                return match q.failures.iter().find(|(b, _)| *b == mine) {
-                    Some((_, why)) => Err(StoreError::Database(why.clone())),
-                    None => Ok(()),
-                };
-            }
-            if !q.writing {
-                q.writing = true;
-                let batch = std::mem::take(&mut q.pending);
-                let number = q.next_batch;
-                q.next_batch += 1;
-                drop(q);
-                // A panic in the append must not leave the batch marked as being written
-                // (every later request would wait for it forever).
-                let writing = WritingFlag(self);
-                let result = if self.synced {
-                    self.store.append_audit(&batch)
-                } else {
-                    self.store.append_audit_unsynced(&batch)
-                };
-                std::mem::forget(writing);
-                q = self.queue.lock();
-                q.writing = false;
-                q.finished = number;
-                if let Err(e) = result {
-                    tracing::error!(error = %e, events = batch.len(), "audit events could not be written");
-                    q.failures.push_back((number, e.to_string()));
-                    if q.failures.len() > REMEMBERED_FAILURES {
-                        q.failures.pop_front();
-                    }
-                }
-                self.done.notify_all();
-                continue;
-            }
-            self.done.wait(&mut q);
-        }
-    }
-}
-
-/// Clears the trail's "writing" mark if the append panics, failing the waiting requests.
-struct WritingFlag<'t>(&'t AuditTrail);
-
-impl Drop for WritingFlag<'_> {
-    fn drop(&mut self) {
-        let mut q = self.0.queue.lock();
-        q.writing = false;
-        let failed = q.next_batch - 1;
-        q.finished = failed;
-        q.failures
-            .push_back((failed, "the audit append failed unexpectedly".into()));
-        self.0.done.notify_all();
     }
 }
 
@@ -196,7 +111,7 @@ mod tests {
     fn refusals_beyond_the_budget_are_counted_into_the_next_recorded_one() {
         let data = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(sijill_store::sqlite::SqliteStore::open(data.path()).unwrap());
-        let trail = AuditTrail::new(store, true, false);
+        let trail = AuditTrail::new(store, true);
         let mut admitted = 0;
         let mut counted = 0;
         // Two budgets at most if a second ends during the loop.

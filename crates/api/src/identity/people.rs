@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
 use sijill_auth::Role;
-use sijill_store::{SearchQuery, Stored};
+use sijill_store::Stored;
 
 use crate::http::AppState;
 
@@ -26,17 +25,11 @@ pub struct Person {
 }
 
 fn find(state: &AppState, resource_type: &str, pairs: &[(&str, String)]) -> Result<Vec<Stored>, String> {
-    let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    let query = SearchQuery::parse(resource_type, &pairs).map_err(|e| e.to_string())?;
     state
         .engine
         .store
-        .search_page(resource_type, &query, None, 2)
+        .lookup(resource_type, pairs, 2)
         .map_err(|e| e.to_string())
-}
-
-fn json(s: &Stored) -> Value {
-    serde_json::from_slice(&s.body).unwrap_or(Value::Null)
 }
 
 /// Maps a national identifier to the person's record. `as_patient`: the app asked for the
@@ -81,7 +74,7 @@ pub fn who_is(state: &Arc<AppState>, national_id: &str, as_patient: bool) -> Res
     )?;
     let role = roles
         .first()
-        .map(json)
+        .map(crate::resource_json::parsed)
         .ok_or("this practitioner holds no active role at a facility")?;
     let platform_role = role["code"]
         .as_array()

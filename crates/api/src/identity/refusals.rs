@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::Value;
 
 use crate::http::AppState;
@@ -21,7 +21,7 @@ use crate::http::AppState;
 const MAX_FORM_BYTES: usize = 64 * 1024;
 
 /// The OAuth `error` (and its description) a redirect carries, if any.
-fn redirect_error(response: &Response) -> Option<String> {
+fn error_in_redirect(response: &Response) -> Option<String> {
     if !response.status().is_redirection() {
         return None;
     }
@@ -37,21 +37,21 @@ pub async fn audit_refusals(State(state): State<Arc<AppState>>, request: Request
     let remote = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let endpoint = format!("{} {}", request.method(), request.uri().path());
     let (parts, body) = request.into_parts();
-    let (response, form) = match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
+    let (response, sent) = match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
         Err(_) => (
             crate::identity::smart::oauth_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request",
                 "the request body is too large",
             ),
-            HashMap::new(),
+            Default::default(),
         ),
-        Ok(bytes) => {
-            let form: HashMap<String, String> = form_urlencoded::parse(&bytes).into_owned().collect();
-            (next.run(Request::from_parts(parts, Body::from(bytes))).await, form)
-        }
+        Ok(bytes) => (
+            next.run(Request::from_parts(parts, Body::from(bytes.clone()))).await,
+            bytes,
+        ),
     };
-    let (response, reason) = if let Some(reason) = redirect_error(&response) {
+    let (response, reason) = if let Some(reason) = error_in_redirect(&response) {
         (response, reason)
     } else if response.status().is_client_error() {
         let (parts, body) = response.into_parts();
@@ -60,10 +60,12 @@ pub async fn audit_refusals(State(state): State<Arc<AppState>>, request: Request
             .ok()
             .and_then(|v| v["error_description"].as_str().map(str::to_string))
             .unwrap_or_else(|| format!("refused with HTTP {}", parts.status.as_u16()));
-        (Response::from_parts(parts, Body::from(bytes)).into_response(), reason)
+        (Response::from_parts(parts, Body::from(bytes)), reason)
     } else {
         return response;
     };
+    // Read only now: an accepted request pays nothing for its audit.
+    let form: HashMap<String, String> = form_urlencoded::parse(&sent).into_owned().collect();
     let request = match form.get("grant_type") {
         Some(grant) => format!("{endpoint} (grant_type {grant})"),
         None => endpoint,

@@ -807,10 +807,8 @@ fn audit_query(runner: &mut impl Runner, sql: &str, args: &[Arg]) -> Result<Vec<
         .collect())
 }
 
-impl PgStore {
-    /// Runs a unit of work in a transaction of its own; `synced`: it returns only once its
-    /// commit is on disk (otherwise an asynchronous commit).
-    fn write_unit(&self, synced: bool, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
+impl Store for PgStore {
+    fn write(&self, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
         // A unit of work may read through a second pooled connection (the access guard's
         // lookups): writers hold at most half of the pool, so those reads always find one.
         let _pass = self.writers.enter();
@@ -822,9 +820,6 @@ impl PgStore {
         tx.batch_execute(&format!(
             "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}"
         ))?;
-        if !synced {
-            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
-        }
         let floor = self.last_stamp.lock().clone();
         let stamp = {
             let mut ptx = PgTx {
@@ -850,16 +845,6 @@ impl PgStore {
             }
         }
         Ok(())
-    }
-}
-
-impl Store for PgStore {
-    fn write(&self, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
-        self.write_unit(true, work)
-    }
-
-    fn append_audit_unsynced(&self, entries: &[AuditEntry]) -> Result<()> {
-        self.write_unit(false, &mut |tx| tx.append_audit(entries))
     }
 
     fn read(&self, resource_type: &str, id: &str) -> Result<Current> {
