@@ -280,6 +280,8 @@ pub struct Engine {
     pub outbox: crate::outbox::OutboxSettings,
     /// The directory facts `$find` filters on.
     pub directory: Arc<DirectoryCache>,
+    /// Bookings of one slot take turns in this server.
+    pub slot_turns: Arc<crate::scheduling::turns::SlotTurns>,
 }
 
 impl Engine {
@@ -295,6 +297,7 @@ impl Engine {
             scheduling: SchedulingSettings::default(),
             outbox: crate::outbox::OutboxSettings::default(),
             directory: Arc::default(),
+            slot_turns: Arc::default(),
         }
     }
 

@@ -128,6 +128,10 @@ fn main() {
     let groups = clients / contenders;
     let wins = Mutex::new(Vec::<(String, String)>::new());
     let (conflicts, errors) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    if let Ok(signal) = std::env::var("STORM_STARTED_FILE") {
+        // For a profiler: the set-up is done, the storm begins.
+        let _ = std::fs::write(signal, "started");
+    }
     let started = Instant::now();
     std::thread::scope(|scope| {
         for k in 0..clients {

@@ -171,6 +171,14 @@ pub trait StoreTx {
     fn delete(&mut self, resource_type: &str, id: &str, if_match: Option<u64>) -> Result<Option<Stored>>;
     /// The current version of a resource, seen from inside the unit of work.
     fn read(&mut self, resource_type: &str, id: &str) -> Result<Current>;
+    /// The current version of a resource the unit of work means to change, locked against
+    /// other writers until it ends: a writer that read it first changes it first, and this
+    /// one then reads the version that writer left (instead of learning of it only at its
+    /// own update, after all its other work). The embedded store has one writer at a time,
+    /// so there it is a plain read.
+    fn read_for_update(&mut self, resource_type: &str, id: &str) -> Result<Current> {
+        self.read(resource_type, id)
+    }
     /// Ids of the current, not deleted resources of a type that match the query.
     fn search_ids(&mut self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>>;
     /// Inserts a new resource prepared outside the transaction (version 1).

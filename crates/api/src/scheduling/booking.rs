@@ -125,9 +125,11 @@ fn facility(facts: &Option<ScheduleFacts>) -> Option<&str> {
     facts.as_ref().and_then(|f| f.organization.as_deref())
 }
 
-/// The current version of a resource, read inside a transaction.
+/// The current version of a resource the unit of work will change, locked until it ends:
+/// of two bookings of one slot, the second waits here and then sees the slot taken, before
+/// any work of its own.
 fn read_in(tx: &mut dyn StoreTx, resource_type: &str, id: &str) -> FhirResult<Stored> {
-    match tx.read(resource_type, id)? {
+    match tx.read_for_update(resource_type, id)? {
         Current::Found(s) => Ok(s),
         _ => Err(FhirError::resource_not_found(resource_type, id)),
     }
@@ -182,6 +184,7 @@ pub fn hold(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
     let params = parameters::read(body)?;
     let slot_id = slot_param(&params)?;
     let patient = patient_param(guard, &params)?;
+    let _turn = engine.slot_turns.take(&slot_id);
     let seen = parse(&read_current(engine, "Slot", &slot_id)?);
     let facts = schedule_facts(engine, &seen)?;
     check_books_for(guard, &patient, facility(&facts))?;
@@ -233,6 +236,7 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
                 .ok_or_else(|| FhirError::bad_request("Parameter 'appointment-reference' must be Appointment/{id}"))
         })
         .transpose()?;
+    let mut turn = None;
     let (slot_id, patient, facts) = match &held {
         // A hold the actor may not book is answered as absent, like any hidden record.
         Some(id) => {
@@ -246,6 +250,7 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
         }
         None => {
             let (slot_id, patient) = (slot_param(&params)?, patient_param(guard, &params)?);
+            turn = Some(engine.slot_turns.take(&slot_id));
             let seen = parse(&read_current(engine, "Slot", &slot_id)?);
             let facts = schedule_facts(engine, &seen)?;
             check_books_for(guard, &patient, facility(&facts))?;
@@ -306,6 +311,7 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
         guard.disclose(&booked);
         Ok((booked, held.is_none()))
     })?;
+    drop(turn);
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(resource_response(engine, status, &stored))
 }
@@ -352,7 +358,7 @@ pub fn own_appointment(engine: &Engine, guard: &Guard<'_>, id: &str) -> FhirResu
 /// Frees a slot if it is still given to this appointment, and offers it to the first
 /// citizen on the waitlist for it.
 fn free_slot(engine: &Engine, tx: &mut dyn StoreTx, slot_id: &str, appointment: &str) -> FhirResult<()> {
-    if let Current::Found(slot) = tx.read("Slot", slot_id)? {
+    if let Current::Found(slot) = tx.read_for_update("Slot", slot_id)? {
         let value = parse(&slot);
         // A slot booked by hand (no appointment noted on it) is freed by its appointment.
         let ours = match (value["status"].as_str(), taken_by(&value)) {

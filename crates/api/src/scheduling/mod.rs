@@ -21,6 +21,7 @@ pub mod generate;
 pub mod notices;
 pub mod rules;
 pub mod staff;
+pub mod turns;
 pub mod waitlist;
 
 use axum::http::StatusCode;

@@ -17,7 +17,7 @@
 //! New resources prepared outside the transaction (imports, transaction Bundles) are
 //! gathered and written in bulk: one multi-row statement per table per batch.
 
-mod index_rows;
+mod batch;
 mod pool;
 pub mod schema;
 
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{ToSql, Type};
-use postgres::{Client, NoTls, Row, Transaction};
+use postgres::{Client, NoTls, Row};
 use serde_json::Value;
 
 use crate::audit::{self, AuditEntry, AuditQuery, SealedAudit};
@@ -44,8 +44,8 @@ use crate::{
     check_id, check_version, prepare_version, Current, HistoryPage, HistoryQuery, PreparedResource, Result, Store,
     StoreError, StoreTx, Stored,
 };
-use index_rows::IndexBatch;
-use pool::{Manager, Runner};
+use batch::{Version, WriteBatch};
+use pool::{Connection, Manager, OpenTx, Runner};
 
 /// Longest a single statement may run (reads and writes; export and reindex have none).
 const STATEMENT_TIMEOUT_MS: u64 = 10_000;
@@ -56,9 +56,23 @@ const POOL_SIZE: u32 = 16;
 /// Longest a writer waits for another writer's row or condition lock.
 const LOCK_TIMEOUT_MS: u64 = 10_000;
 
+/// Makes a resource's row point at its new version and, when it had one before, removes
+/// that version's index rows, in one statement (`$5`: whether it had one).
+static SET_CURRENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let deletes: String = INDEX_TABLES
+        .iter()
+        .enumerate()
+        .map(|(i, table)| format!(", d{i} AS (DELETE FROM {table} WHERE rid = $4 AND $5)"))
+        .collect();
+    format!(
+        "WITH u AS (UPDATE resources SET version = $1, deleted = $2, patient_key = coalesce($3, patient_key) \
+         WHERE rid = $4){deletes} SELECT 1"
+    )
+});
+
 /// The store's clock: the database's, in the stored instant format, so that every server
 /// process stamps versions from one clock.
-const NOW_SQL: &str = "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')";
+const NOW: &str = "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')";
 
 /// The PostgreSQL store.
 pub struct PgStore {
@@ -109,7 +123,7 @@ impl ToSql for Arg {
     ) -> std::result::Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
         match self {
             // Indexed text is cut to MAX_INDEXED_BYTES: a searched value is cut the same way.
-            Arg::Text(t) if t.len() > index_rows::MAX_INDEXED_BYTES => index_rows::fit(t).to_sql(ty, out),
+            Arg::Text(t) if t.len() > batch::MAX_INDEXED_BYTES => batch::fit(t).to_sql(ty, out),
             Arg::Text(t) => t.to_sql(ty, out),
             Arg::Real(r) => r.to_sql(ty, out),
             Arg::Int(i) => i.to_sql(ty, out),
@@ -178,6 +192,10 @@ impl PgStore {
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
+            // No round trip to test a connection at every checkout (a third of a booking's
+            // round trips were these): a closed one is dropped when returned
+            // (`has_broken`), and a request that meets a dead one fails and can be retried.
+            .test_on_check_out(false)
             .connection_timeout(std::time::Duration::from_secs(10))
             .build(manager)?;
         let store = PgStore {
@@ -328,10 +346,9 @@ struct Pending {
 }
 
 /// The writer's view inside one transaction.
-struct PgTx<'a, 'c> {
-    tx: &'a mut Transaction<'c>,
-    /// The connection's prepared statements.
-    statements: &'a mut pool::Statements,
+struct PgTx<'a> {
+    /// The connection, inside the unit of work's transaction.
+    conn: &'a mut Connection,
     keys: &'a ParamKeys,
     /// The lastUpdated of every version this transaction writes: taken from the database
     /// clock at its first write (after the first row lock, so a writer that waited for
@@ -345,19 +362,21 @@ struct PgTx<'a, 'c> {
     chain: i64,
     /// Audit events to seal at the end of the unit of work.
     audit: Vec<AuditEntry>,
+    /// Rows this unit of work locked by reading them for update, until it writes them.
+    locked: HashMap<(String, String), CurrentRow>,
 }
 
-impl PgTx<'_, '_> {
+impl PgTx<'_> {
     /// Runs one of the unit of work's fixed statements, prepared once per connection.
     fn execute(&mut self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<u64> {
-        let statement = pool::prepared_in(self.tx, self.statements, sql)?;
-        Ok(self.tx.execute(&statement, params)?)
+        let statement = self.conn.prepared(sql)?;
+        Ok(self.conn.execute(&statement, params)?)
     }
 
     /// The rows of one of the unit of work's fixed statements, prepared once per connection.
     fn query(&mut self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<Vec<Row>> {
-        let statement = pool::prepared_in(self.tx, self.statements, sql)?;
-        Ok(self.tx.query(&statement, params)?)
+        let statement = self.conn.prepared(sql)?;
+        Ok(self.conn.query(&statement, params)?)
     }
 
     /// The transaction's lastUpdated (taken on first use).
@@ -365,34 +384,56 @@ impl PgTx<'_, '_> {
         if let Some(stamp) = &self.stamp {
             return Ok(stamp.clone());
         }
-        let clock: String = self.tx.query_one(NOW_SQL, &[])?.get(0);
+        let clock: String = self.query(&format!("SELECT {NOW}"), &[])?[0].get(0);
         let stamp = std::cmp::max(clock, self.floor.clone());
         self.stamp = Some(stamp.clone());
         Ok(stamp)
     }
 
-    /// The current version of a resource, its row locked until the transaction ends.
-    fn current_version(&mut self, resource_type: &str, id: &str) -> Result<Option<CurrentRow>> {
-        self.flush()?;
+    /// Locks a resource's row until the transaction ends and returns its row id, version
+    /// and whether that version is a delete.
+    fn lock_row(&mut self, resource_type: &str, id: &str) -> Result<Option<(i64, i64, bool)>> {
         // The row alone: a join here would be re-checked, after waiting for the lock,
         // against versions of the old snapshot, and miss the one just committed.
-        let Some(row) = self.tx.query_typed_opt(
+        let rows = self.query(
             "SELECT rid, version, deleted FROM resources WHERE type = $1 AND id = $2 FOR UPDATE",
-            &[(&resource_type, Type::TEXT), (&id, Type::TEXT)],
-        )?
-        else {
+            &[&resource_type, &id],
+        )?;
+        Ok(rows.first().map(|row| (row.get(0), row.get(1), row.get(2))))
+    }
+
+    /// Writes the pending new resources if this one is among them (a read of any other
+    /// resource cannot see them, so they wait for the next batch).
+    fn flush_if_pending(&mut self, resource_type: &str, id: &str) -> Result<()> {
+        if self
+            .pending
+            .iter()
+            .any(|p| p.resource_type == resource_type && p.id == id)
+        {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The current version of a resource, its row locked until the transaction ends.
+    fn current_version(&mut self, resource_type: &str, id: &str) -> Result<Option<CurrentRow>> {
+        self.flush_if_pending(resource_type, id)?;
+        if let Some(row) = self.locked.remove(&(resource_type.to_string(), id.to_string())) {
+            return Ok(Some(row));
+        }
+        let Some((rid, version, deleted)) = self.lock_row(resource_type, id)? else {
             return Ok(None);
         };
-        let (rid, version): (i64, i64) = (row.get(0), row.get(1));
-        let written = self.tx.query_typed_opt(
+        // A statement of its own: a new snapshot, which sees the version the lock waited for.
+        let written = self.query(
             "SELECT last_updated FROM resource_versions WHERE rid = $1 AND version = $2",
-            &[(&rid, Type::INT8), (&version, Type::INT8)],
+            &[&rid, &version],
         )?;
         Ok(Some(CurrentRow {
             rid,
             version: version as u64,
-            deleted: row.get(2),
-            last_updated: written.map(|w| w.get(0)).unwrap_or_default(),
+            deleted,
+            last_updated: written.first().map(|w| w.get(0)).unwrap_or_default(),
         }))
     }
 
@@ -400,12 +441,12 @@ impl PgTx<'_, '_> {
     /// another transaction created it first (after waiting for that one to end).
     fn claim(&mut self, resource_type: &str, id: &str) -> Result<Option<i64>> {
         Ok(self
-            .tx
-            .query_opt(
+            .query(
                 "INSERT INTO resources (type, id, version, deleted) VALUES ($1, $2, 0, true)
                  ON CONFLICT (type, id) DO NOTHING RETURNING rid",
                 &[&resource_type, &id],
             )?
+            .first()
             .map(|r| r.get(0)))
     }
 
@@ -452,32 +493,21 @@ impl PgTx<'_, '_> {
         let deleted = bytes.is_empty();
         let patient = patient_key(resource_type, id, &rows);
         let rid = existing.rid;
-        self.execute(
-            "UPDATE resources SET version = $1, deleted = $2, patient_key = coalesce($3, patient_key) WHERE rid = $4",
-            &[&(version as i64), &deleted, &patient, &rid],
-        )?;
-        if existing.version > 0 {
-            for table in INDEX_TABLES {
-                self.execute(&format!("DELETE FROM {table} WHERE rid = $1"), &[&rid])?;
-            }
-        }
-        self.execute(
-            "INSERT INTO resource_versions (rid, type, id, version, last_updated, deleted, body, patient_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                &rid,
-                &resource_type,
-                &id,
-                &(version as i64),
-                &stamp,
-                &deleted,
-                &bytes,
-                &patient,
-            ],
-        )?;
-        let mut batch = IndexBatch::default();
+        let had_rows = existing.version > 0;
+        self.execute(&SET_CURRENT, &[&(version as i64), &deleted, &patient, &rid, &had_rows])?;
+        let mut batch = WriteBatch::default();
+        batch.add_version(Version {
+            rid,
+            resource_type,
+            id,
+            version: version as i64,
+            last_updated: &stamp,
+            body: &bytes,
+            patient_key: patient.as_deref(),
+        });
         batch.add(self.keys, resource_type, rid, patient.as_deref(), &rows);
-        batch.insert(self.tx, self.statements)?;
+        let (client, statements) = self.conn.parts();
+        batch.insert(client, statements)?;
         Ok(Some(Stored {
             resource_type: resource_type.to_string(),
             id: id.to_string(),
@@ -498,13 +528,13 @@ impl PgTx<'_, '_> {
         let entries = std::mem::take(&mut self.audit);
         let entries = entries.as_slice();
         self.execute("SELECT pg_advisory_xact_lock($1)", &[&(AUDIT_CHAIN_LOCK + self.chain)])?;
+        let chain = self.chain;
         let head = self
-            .tx
-            .query_opt(&numbered(audit::CHAIN_HEAD), &[&self.chain])?
+            .query(&numbered(audit::CHAIN_HEAD), &[&chain])?
+            .first()
             .map(|r| (r.get::<_, i64>(0), r.get::<_, Vec<u8>>(1)));
         let links = audit::seal_after(head, self.chain, entries);
         let column = |f: fn(&AuditEntry) -> Option<String>| entries.iter().map(f).collect::<Vec<_>>();
-        let chain = self.chain;
         self.execute(
             "INSERT INTO audit_log (chain, position, recorded, patient, agent, flag, body, previous, hash)
              SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
@@ -563,22 +593,25 @@ impl PgTx<'_, '_> {
                 }
             }
         }
-        let bodies: Vec<&[u8]> = pending.iter().map(|p| p.bytes.as_slice()).collect();
-        self.execute(
-            "INSERT INTO resource_versions (rid, type, id, version, last_updated, deleted, body, patient_key)
-             SELECT r, t, i, 1, $4, false, b, p FROM unnest($1::bigint[], $2::text[], $3::text[], $5::bytea[], $6::text[])
-               AS n(r, t, i, b, p)",
-            &[&row_ids, &types, &ids, &stamp, &bodies, &patients],
-        )?;
-        let mut batch = IndexBatch::default();
+        let mut batch = WriteBatch::default();
         for ((p, rid), patient) in pending.iter().zip(&row_ids).zip(&patients) {
+            batch.add_version(Version {
+                rid: *rid,
+                resource_type: &p.resource_type,
+                id: &p.id,
+                version: 1,
+                last_updated: &stamp,
+                body: &p.bytes,
+                patient_key: patient.as_deref(),
+            });
             batch.add(self.keys, &p.resource_type, *rid, patient.as_deref(), &p.rows);
         }
-        batch.insert(self.tx, self.statements)
+        let (client, statements) = self.conn.parts();
+        batch.insert(client, statements)
     }
 }
 
-impl StoreTx for PgTx<'_, '_> {
+impl StoreTx for PgTx<'_> {
     fn create(&mut self, resource_type: &str, body: Value, id: Option<&str>) -> Result<Stored> {
         let id = match id {
             Some(id) => {
@@ -587,9 +620,26 @@ impl StoreTx for PgTx<'_, '_> {
             }
             None => uuid::Uuid::new_v4().to_string(),
         };
-        self.flush()?;
-        self.put_version(resource_type, &id, Some(body), None)?
-            .ok_or_else(|| StoreError::Invalid(format!("{resource_type}/{id} already exists")))
+        // Written with the next batch (before any read, and at commit): a booking's
+        // appointment and notices go in one statement per table, not several each. An id
+        // taken meanwhile is refused then ("already exists"), as it would be now.
+        let stamp = self.stamp()?;
+        let (bytes, rows) = prepare_version(resource_type, &id, 1, body, &stamp)?;
+        let stored = Stored {
+            resource_type: resource_type.to_string(),
+            id: id.clone(),
+            version: 1,
+            last_updated: stamp,
+            deleted: false,
+            body: Arc::from(bytes.as_slice()),
+        };
+        self.pending.push(Pending {
+            resource_type: resource_type.to_string(),
+            id,
+            bytes,
+            rows,
+        });
+        Ok(stored)
     }
 
     fn update(&mut self, resource_type: &str, id: &str, body: Value, if_match: Option<u64>) -> Result<(Stored, bool)> {
@@ -621,13 +671,52 @@ impl StoreTx for PgTx<'_, '_> {
     }
 
     fn read(&mut self, resource_type: &str, id: &str) -> Result<Current> {
-        self.flush()?;
-        read_current(self.tx, resource_type, id)
+        self.flush_if_pending(resource_type, id)?;
+        read_current(self.conn, resource_type, id)
+    }
+
+    fn read_for_update(&mut self, resource_type: &str, id: &str) -> Result<Current> {
+        self.flush_if_pending(resource_type, id)?;
+        let key = (resource_type.to_string(), id.to_string());
+        let (rid, version) = match self.locked.get(&key) {
+            Some(row) => (row.rid, row.version as i64),
+            None => match self.lock_row(resource_type, id)? {
+                Some((rid, version, _)) => (rid, version),
+                None => return Ok(Current::NotFound),
+            },
+        };
+        // A statement of its own: a new snapshot, which sees the version the lock waited
+        // for. It also reads the clock, after the lock: the transaction's stamp if it has none.
+        let rows = self.query(
+            &format!("SELECT {VERSION_COLUMNS}, {NOW} FROM resource_versions v WHERE v.rid = $1 AND v.version = $2"),
+            &[&rid, &version],
+        )?;
+        let Some(row) = rows.first() else {
+            return Ok(Current::NotFound);
+        };
+        let stored = stored_from_row(row);
+        if self.stamp.is_none() {
+            self.stamp = Some(std::cmp::max(row.get(6), self.floor.clone()));
+        }
+        self.locked.insert(
+            key,
+            CurrentRow {
+                rid,
+                version: stored.version,
+                deleted: stored.deleted,
+                last_updated: stored.last_updated.clone(),
+            },
+        );
+        Ok(if stored.deleted {
+            Current::Deleted(stored)
+        } else {
+            Current::Found(stored)
+        })
     }
 
     fn search_ids(&mut self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {
         self.flush()?;
-        search_ids(self.keys, self.tx, resource_type, query, &[], limit)
+        search_ids(self.keys, self.conn, resource_type, query, &[], limit)
     }
 
     fn append_audit(&mut self, entries: &[AuditEntry]) -> Result<()> {
@@ -643,11 +732,11 @@ impl StoreTx for PgTx<'_, '_> {
             &[&kind, &key],
         )?;
         Ok(self
-            .tx
-            .query_opt(
+            .query(
                 "SELECT value FROM store_state WHERE kind = $1 AND key = $2",
                 &[&kind, &key],
             )?
+            .first()
             .map(|r| r.get(0)))
     }
 
@@ -678,7 +767,6 @@ impl StoreTx for PgTx<'_, '_> {
             })
             .collect();
         let mut keys: Vec<i64> = self
-            .tx
             .query(
                 "SELECT DISTINCT hashtextextended(n, 0) FROM unnest($1::text[]) AS n",
                 &[&names],
@@ -771,7 +859,7 @@ impl IndexRebuild for PgStore {
              WHERE NOT r.deleted AND r.rid > $1 AND r.rid <= $2",
             &[&after, &upto],
         )?;
-        let mut batch = IndexBatch::default();
+        let mut batch = WriteBatch::default();
         for row in &rows {
             let (rid, ty, id, body): (i64, String, String, Vec<u8>) = (row.get(0), row.get(1), row.get(2), row.get(3));
             let value: Value = serde_json::from_slice(&body).map_err(|e| StoreError::Database(e.to_string()))?;
@@ -813,24 +901,23 @@ impl Store for PgStore {
         // lookups): writers hold at most half of the pool, so those reads always find one.
         let _pass = self.writers.enter();
         let mut client = self.client()?;
-        let (pg, statements) = client.parts();
-        let mut tx = pg.transaction()?;
         // A write has no statement limit (it is bounded by the request's size), but waits
         // for another writer's row or condition lock at most LOCK_TIMEOUT_MS.
-        tx.batch_execute(&format!(
-            "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}"
-        ))?;
+        let mut tx = OpenTx::begin(
+            &mut client,
+            &format!("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}"),
+        )?;
         let floor = self.last_stamp.lock().clone();
         let stamp = {
             let mut ptx = PgTx {
-                tx: &mut tx,
-                statements,
+                conn: tx.conn(),
                 keys: &self.param_keys,
                 stamp: None,
                 floor,
                 pending: Vec::new(),
                 chain: self.next_chain.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % audit::PG_CHAINS,
                 audit: Vec::new(),
+                locked: HashMap::new(),
             };
             work(&mut ptx)?;
             ptx.flush()?;

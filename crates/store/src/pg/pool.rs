@@ -2,14 +2,13 @@
 //!
 //! A search is the same SQL text for every value (values are bound), so a connection
 //! prepares each text once and reuses it: PostgreSQL then stops planning a statement anew
-//! at every execution (planning was most of a search's time). A unit of work's fixed
-//! statements use the same cache ([`prepared_in`]); its searches run unprepared, in one
-//! round trip each ([`Runner`]).
+//! at every execution (planning was most of a search's time). Units of work run on the
+//! same connections, with the same cache, inside an [`OpenTx`].
 
 use std::collections::HashMap;
 
-use postgres::types::{ToSql, Type};
-use postgres::{Client, NoTls, Row, Statement, Transaction};
+use postgres::types::ToSql;
+use postgres::{Client, GenericClient, NoTls, Row, Statement};
 
 use crate::sql::Arg;
 use crate::Result;
@@ -29,14 +28,14 @@ pub struct Connection {
 /// The statement for `sql` on the transaction's connection, prepared on first use: a
 /// statement prepared once is executed in one round trip and not planned again (a text
 /// statement costs two round trips and a plan every time).
-pub fn prepared_in(tx: &mut Transaction<'_>, statements: &mut Statements, sql: &str) -> Result<Statement> {
+pub fn prepared_in(client: &mut impl GenericClient, statements: &mut Statements, sql: &str) -> Result<Statement> {
     if let Some(statement) = statements.get(sql) {
         return Ok(statement.clone());
     }
     if statements.len() >= MAX_STATEMENTS {
         statements.clear();
     }
-    let statement = tx.prepare(sql)?;
+    let statement = client.prepare(sql)?;
     statements.insert(sql.to_string(), statement.clone());
     Ok(statement)
 }
@@ -48,16 +47,46 @@ impl Connection {
     }
 
     /// The statement for `sql`, prepared on first use.
-    fn prepared(&mut self, sql: &str) -> Result<Statement> {
-        if let Some(statement) = self.statements.get(sql) {
-            return Ok(statement.clone());
+    pub fn prepared(&mut self, sql: &str) -> Result<Statement> {
+        prepared_in(&mut self.client, &mut self.statements, sql)
+    }
+}
+
+/// A transaction on a pooled connection, begun in the same round trip as its settings and
+/// rolled back when dropped without a commit (an error or a panic in the unit of work).
+pub struct OpenTx<'a> {
+    conn: &'a mut Connection,
+    open: bool,
+}
+
+impl<'a> OpenTx<'a> {
+    /// Begins a transaction and applies `settings` (`SET LOCAL …` statements) to it.
+    pub fn begin(conn: &'a mut Connection, settings: &str) -> Result<Self> {
+        let tx = OpenTx { conn, open: true };
+        // Dropped (so rolled back) if the settings fail after BEGIN took effect.
+        tx.conn.client.batch_execute(&format!("BEGIN; {settings}"))?;
+        Ok(tx)
+    }
+
+    /// The connection, inside the transaction.
+    pub fn conn(&mut self) -> &mut Connection {
+        self.conn
+    }
+
+    /// Commits the transaction.
+    pub fn commit(mut self) -> Result<()> {
+        self.open = false;
+        self.conn.client.batch_execute("COMMIT")?;
+        Ok(())
+    }
+}
+
+impl Drop for OpenTx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            // A broken connection is noticed by the pool (`has_broken`) and not reused.
+            let _ = self.conn.client.batch_execute("ROLLBACK");
         }
-        if self.statements.len() >= MAX_STATEMENTS {
-            self.statements.clear();
-        }
-        let statement = self.client.prepare(sql)?;
-        self.statements.insert(sql.to_string(), statement.clone());
-        Ok(statement)
     }
 }
 
@@ -111,22 +140,5 @@ impl Runner for Connection {
         let statement = self.prepared(sql)?;
         let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
         Ok(self.client.query(&statement, &params)?)
-    }
-}
-
-impl Runner for Transaction<'_> {
-    fn rows(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>> {
-        let params: Vec<(&(dyn ToSql + Sync), Type)> = args
-            .iter()
-            .map(|a| {
-                let ty = match a {
-                    Arg::Text(_) => Type::TEXT,
-                    Arg::Real(_) => Type::FLOAT8,
-                    Arg::Int(_) => Type::INT8,
-                };
-                (a as &(dyn ToSql + Sync), ty)
-            })
-            .collect();
-        Ok(self.query_typed(sql, &params)?)
     }
 }
