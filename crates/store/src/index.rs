@@ -326,6 +326,10 @@ pub fn fingerprint() -> String {
 /// dropped; hamza-carrying and wasla alefs fold to bare alef, ta marbuta to ha, alef
 /// maqsura and hamza-on-ya to ya, hamza-on-waw to waw — so أحمد finds احمد.
 pub fn normalize_string(s: &str) -> String {
+    if s.is_ascii() {
+        // Nothing to drop or fold but case (most values: codes, ids, Latin names).
+        return s.to_ascii_lowercase();
+    }
     s.chars()
         .filter(|c| !matches!(c, '\u{0610}'..='\u{061A}' | '\u{064B}'..='\u{065F}' | '\u{0670}' | '\u{06D6}'..='\u{06ED}' | '\u{0640}'))
         .flat_map(char::to_lowercase)

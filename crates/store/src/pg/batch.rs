@@ -3,6 +3,9 @@
 //! `INSERT … SELECT FROM unnest(…)` per table joined with `WITH` (one round trip, whatever
 //! the number of resources and tables).
 
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hash};
+
 use postgres::GenericClient;
 
 use super::pool::{prepared_in, Statements};
@@ -62,15 +65,12 @@ const INSERT_BATCH: &str = "WITH
        SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bool[],
                             $7::bytea[], $8::text[])),
  t AS (INSERT INTO search_index (param, value, system, rid, exact, patient_key)
-       SELECT * FROM unnest($9::int[], $10::text[], $11::text[], $12::bigint[], $13::text[], $14::text[])
-       ON CONFLICT DO NOTHING),
+       SELECT * FROM unnest($9::int[], $10::text[], $11::text[], $12::bigint[], $13::text[], $14::text[])),
  d AS (INSERT INTO search_date (param, low, high, rid, patient_key)
-       SELECT * FROM unnest($15::int[], $16::text[], $17::text[], $18::bigint[], $19::text[])
-       ON CONFLICT DO NOTHING),
+       SELECT * FROM unnest($15::int[], $16::text[], $17::text[], $18::bigint[], $19::text[])),
  n AS (INSERT INTO search_number (param, low, high, system, code, rid, patient_key)
        SELECT * FROM unnest($20::int[], $21::float8[], $22::float8[], $23::text[], $24::text[], $25::bigint[],
-                            $26::text[])
-       ON CONFLICT DO NOTHING),
+                            $26::text[])),
  c AS (INSERT INTO search_composite
          (param, c1_system, c1_value, value, system, code, low, high, low_number, high_number, rid, patient_key)
        SELECT * FROM unnest($27::int[], $28::text[], $29::text[], $30::text[], $31::text[], $32::text[],
@@ -132,6 +132,51 @@ struct CompositeColumns {
     patient_key: Vec<Option<String>>,
 }
 
+/// The rows one resource has added to a table so far: from which column position, and
+/// the hashes of their keys.
+struct SeenRows {
+    from: usize,
+    hashes: HashSet<u64, foldhash::fast::FixedState>,
+}
+
+impl SeenRows {
+    fn new(from: usize) -> Self {
+        SeenRows {
+            from,
+            hashes: HashSet::default(),
+        }
+    }
+
+    /// Whether a row with this key hash is one the resource added already, among the
+    /// column positions before `len` (`same(i)`: the row at position i has the same key);
+    /// remembers the hash otherwise.
+    fn repeats(&mut self, hash: u64, len: usize, same: impl Fn(usize) -> bool) -> bool {
+        !self.hashes.insert(hash) && (self.from..len).any(same)
+    }
+}
+
+/// The rows of the resource being added, per table with a primary key.
+struct Seen {
+    tokens: SeenRows,
+    dates: SeenRows,
+    numbers: SeenRows,
+}
+
+impl Seen {
+    fn new(tokens: usize, dates: usize, numbers: usize) -> Self {
+        Seen {
+            tokens: SeenRows::new(tokens),
+            dates: SeenRows::new(dates),
+            numbers: SeenRows::new(numbers),
+        }
+    }
+}
+
+/// A hash of a row's key.
+fn hash_of(key: &impl Hash) -> u64 {
+    foldhash::fast::FixedState::default().hash_one(key)
+}
+
 /// `s` cut to at most [`MAX_INDEXED_BYTES`].
 pub fn fit(s: &str) -> String {
     if s.len() <= MAX_INDEXED_BYTES {
@@ -173,6 +218,9 @@ impl<'a> WriteBatch<'a> {
             self.free_slots.schedule.push(fit(&schedule));
             self.free_slots.start.push(start);
         }
+        // A resource's rows repeat when its values do, or when two long values are cut to
+        // the same prefix: each is written once, so the inserts need no conflict check.
+        let mut seen = Seen::new(self.tokens.rid.len(), self.dates.rid.len(), self.numbers.rid.len());
         for row in rows {
             let key = param_key(keys, resource_type, row.param) as i32;
             let system = fit(row.system.as_deref().unwrap_or(""));
@@ -197,15 +245,31 @@ impl<'a> WriteBatch<'a> {
                 c.patient_key.push(patient.clone());
             } else if let Some((low, high)) = row.number {
                 let n = &mut self.numbers;
+                let code = fit(&row.value);
+                let same = |i: usize| {
+                    n.param[i] == key
+                        && n.low[i].to_bits() == low.to_bits()
+                        && n.high[i].to_bits() == high.to_bits()
+                        && n.system[i] == system
+                        && n.code[i] == code
+                };
+                let hash = hash_of(&(key, low.to_bits(), high.to_bits(), &system, &code));
+                if seen.numbers.repeats(hash, n.rid.len(), same) {
+                    continue;
+                }
                 n.param.push(key);
                 n.low.push(low);
                 n.high.push(high);
                 n.system.push(system);
-                n.code.push(fit(&row.value));
+                n.code.push(code);
                 n.rid.push(rid);
                 n.patient_key.push(patient.clone());
             } else if let Some((low, high)) = &row.range {
                 let d = &mut self.dates;
+                let same = |i: usize| d.param[i] == key && d.low[i] == *low && d.high[i] == *high;
+                if seen.dates.repeats(hash_of(&(key, low, high)), d.rid.len(), same) {
+                    continue;
+                }
                 d.param.push(key);
                 d.low.push(low.clone());
                 d.high.push(high.clone());
@@ -213,11 +277,20 @@ impl<'a> WriteBatch<'a> {
                 d.patient_key.push(patient.clone());
             } else {
                 let t = &mut self.tokens;
+                let (value, exact) = (fit(&row.value), fit(row.exact.as_deref().unwrap_or("")));
+                let same =
+                    |i: usize| t.param[i] == key && t.value[i] == value && t.system[i] == system && t.exact[i] == exact;
+                if seen
+                    .tokens
+                    .repeats(hash_of(&(key, &value, &system, &exact)), t.rid.len(), same)
+                {
+                    continue;
+                }
                 t.param.push(key);
-                t.value.push(fit(&row.value));
+                t.value.push(value);
                 t.system.push(system);
                 t.rid.push(rid);
-                t.exact.push(fit(row.exact.as_deref().unwrap_or("")));
+                t.exact.push(exact);
                 t.patient_key.push(patient.clone());
             }
         }
@@ -281,5 +354,59 @@ impl<'a> WriteBatch<'a> {
             ],
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_resource_repeating_a_value_or_a_long_prefix_gets_each_row_once() {
+        let long = |tail: &str| format!("{}{tail}", "x".repeat(MAX_INDEXED_BYTES));
+        let patient = json!({
+            "resourceType": "Patient",
+            "identifier": [
+                {"system": "urn:nid", "value": "123"},
+                {"system": "urn:nid", "value": "123"},
+                {"system": "urn:nid", "value": long("a")},
+                {"system": "urn:nid", "value": long("b")}
+            ],
+            "birthDate": "1990-01-01",
+            "name": [{"family": "Amrani"}, {"family": "Amrani"}]
+        });
+        let rows = crate::index::extract("Patient", &patient);
+        let keys = ParamKeys::new();
+        let mut batch = WriteBatch::default();
+        batch.add(&keys, "Patient", 1, None, &rows);
+        // A second resource with the same values keeps its own rows.
+        batch.add(&keys, "Patient", 2, None, &rows);
+        let t = &batch.tokens;
+        let mut seen = HashSet::new();
+        for i in 0..t.rid.len() {
+            let row = (t.param[i], &t.value[i], &t.system[i], t.rid[i], &t.exact[i]);
+            assert!(seen.insert(row), "row written twice: {row:?}");
+        }
+        let identifiers = |rid: i64| {
+            (0..t.rid.len())
+                .filter(|&i| t.rid[i] == rid && t.system[i] == "urn:nid")
+                .count()
+        };
+        // 123 once, and the two long values cut to one prefix once.
+        assert_eq!(identifiers(1), 2);
+        assert_eq!(identifiers(2), 2);
+        assert!(batch.dates.rid.iter().filter(|&&r| r == 1).count() >= 1);
+        let dates: HashSet<_> = (0..batch.dates.rid.len())
+            .map(|i| {
+                (
+                    batch.dates.param[i],
+                    &batch.dates.low[i],
+                    &batch.dates.high[i],
+                    batch.dates.rid[i],
+                )
+            })
+            .collect();
+        assert_eq!(dates.len(), batch.dates.rid.len(), "a date row written twice");
     }
 }

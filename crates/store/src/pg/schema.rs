@@ -143,6 +143,19 @@ CREATE TABLE free_slots (
 CREATE INDEX free_slots_start ON free_slots (start, rid);
 CREATE INDEX free_slots_schedule ON free_slots (schedule, start, rid);
 "#,
+    // Stored bodies over ~2 kB are compressed: LZ4 instead of the default pglz, several
+    // times cheaper to compress (pglz was 3% of the database's time during an import).
+    // Applies to rows written from now on; a server built without LZ4 keeps pglz.
+    r#"
+DO $$
+BEGIN
+    ALTER TABLE resource_versions ALTER COLUMN body SET COMPRESSION lz4;
+    ALTER TABLE audit_log ALTER COLUMN body SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN
+    RAISE NOTICE 'LZ4 is not available on this server: stored bodies stay compressed with pglz';
+END
+$$;
+"#,
 ];
 
 /// Applies the migrations that have not run yet, each in its own transaction, and returns
