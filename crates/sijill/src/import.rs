@@ -223,6 +223,7 @@ pub fn run(data_dir: &Path, database: Option<&str>, args: ImportArgs) -> Result<
     let started = Instant::now();
     let next = AtomicU64::new(0);
     let jobs = crate::worker_threads(args.jobs);
+    engine.store.bulk_load(true).map_err(|e| e.to_string())?;
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| loop {
@@ -240,6 +241,8 @@ pub fn run(data_dir: &Path, database: Option<&str>, args: ImportArgs) -> Result<
         }
     });
     bar.finish_and_clear();
+    // Everything imported is on disk before the import reports it.
+    engine.store.bulk_load(false).map_err(|e| e.to_string())?;
     let seconds = started.elapsed().as_secs_f64();
     engine.store.refresh_statistics().map_err(|e| e.to_string())?;
     let resources = tally.resources.load(Ordering::Relaxed);

@@ -444,6 +444,13 @@ pub trait Store: Send + Sync {
     /// then run without what concurrent writers need (the embedded store's group commit
     /// savepoints). Nothing else may write meanwhile.
     fn sole_writer(&self, _on: bool) {}
+    /// Declares a bulk load (an import): its units of work may then commit without waiting
+    /// for the disk, and ending it (`on` false) waits until everything committed meanwhile
+    /// is on disk. A crash during the load can lose the last few hundred milliseconds of
+    /// it, never a part of a unit of work; the load reports success only after it ends.
+    fn bulk_load(&self, _on: bool) -> Result<()> {
+        Ok(())
+    }
     /// Appends audit events in a unit of work of their own.
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<()> {
         self.write(&mut |tx| tx.append_audit(entries))

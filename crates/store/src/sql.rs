@@ -15,7 +15,7 @@ use crate::query::{Match, Prefix, SearchQuery, SortKey};
 use crate::{HistoryQuery, HistoryScope, Result};
 
 /// Integer keys of the indexed (resource type, parameter) pairs, fixed when a store opens.
-pub type ParamKeys = HashMap<(&'static str, &'static str), i64>;
+pub type ParamKeys = HashMap<(&'static str, &'static str), i64, foldhash::fast::RandomState>;
 
 /// A value bound to a placeholder.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,7 +6,6 @@
 //! versions. One writer connection (WAL mode, so readers never wait for it) and a small
 //! pool of reader connections.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -237,7 +236,7 @@ const MAX_READERS: usize = 8;
 /// Gives every indexed (type, parameter) pair its integer key, adding new pairs.
 fn load_param_keys(conn: &mut Connection) -> Result<ParamKeys> {
     let tx = conn.transaction()?;
-    let mut keys = HashMap::new();
+    let mut keys = ParamKeys::default();
     {
         let mut insert = tx.prepare("INSERT OR IGNORE INTO index_params (type, code) VALUES (?1, ?2)")?;
         let mut select = tx.prepare("SELECT key FROM index_params WHERE type = ?1 AND code = ?2")?;
@@ -1111,6 +1110,7 @@ mod tests {
     use super::*;
     use crate::HistoryScope;
     use serde_json::json;
+    use std::collections::HashMap;
 
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();

@@ -40,7 +40,7 @@ struct Entry {
 /// Processes a batch or transaction Bundle.
 pub fn process(engine: &Engine, guard: &Guard<'_>, req: FhirRequest) -> FhirResult<FhirResponse> {
     let ctx = guard.context();
-    let RequestBody::Resource(bundle) = req.body else {
+    let RequestBody::Resource(mut bundle) = req.body else {
         return Err(FhirError::bad_request(
             "POST to the server base needs a batch or transaction Bundle",
         ));
@@ -50,10 +50,11 @@ pub fn process(engine: &Engine, guard: &Guard<'_>, req: FhirRequest) -> FhirResu
             "POST to the server base needs a Bundle resource",
         ));
     }
-    let kind = bundle.get("type").and_then(Value::as_str).unwrap_or("");
-    let entries = match bundle.get("entry") {
+    let kind = bundle.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+    // Taken out, not copied: a Bundle of a patient's history is megabytes of JSON.
+    let entries = match bundle.get_mut("entry").map(Value::take) {
         None => Vec::new(),
-        Some(Value::Array(items)) => items.clone(),
+        Some(Value::Array(items)) => items,
         Some(_) => return Err(FhirError::bad_request("Bundle.entry must be an array")),
     };
     if entries.len() > engine.limits.max_bundle_entries {
@@ -74,7 +75,7 @@ pub fn process(engine: &Engine, guard: &Guard<'_>, req: FhirRequest) -> FhirResu
             format!("A Bundle may have at most {MAX_GET_ENTRIES} GET entries"),
         ));
     }
-    match kind {
+    match kind.as_str() {
         "transaction" => transaction(engine, guard, entries),
         "batch" => Ok(batch(engine, ctx, entries)),
         other => Err(FhirError::bad_request(format!(

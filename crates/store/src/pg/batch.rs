@@ -10,7 +10,7 @@ use postgres::GenericClient;
 
 use super::pool::{prepared_in, Statements};
 use crate::index::IndexRow;
-use crate::sql::{param_key, ParamKeys};
+use crate::sql::ParamKeys;
 use crate::Result;
 
 /// Longest text of one indexed column: three of them (value, system, exact) must fit in a
@@ -221,8 +221,11 @@ impl<'a> WriteBatch<'a> {
         // A resource's rows repeat when its values do, or when two long values are cut to
         // the same prefix: each is written once, so the inserts need no conflict check.
         let mut seen = Seen::new(self.tokens.rid.len(), self.dates.rid.len(), self.numbers.rid.len());
+        // The type's name as the keys know it, looked up once for all its rows.
+        let type_name = sijill_fhir::definitions::type_def(resource_type).map_or(resource_type, |t| t.name);
         for row in rows {
-            let key = param_key(keys, resource_type, row.param) as i32;
+            // -1, which matches nothing, for a parameter that is not indexed (as `param_key`).
+            let key = keys.get(&(type_name, row.param)).map_or(-1, |k| *k as i32);
             let system = fit(row.system.as_deref().unwrap_or(""));
             if let Some((c1_system, c1_value)) = &row.composite {
                 let c = &mut self.composites;
@@ -377,7 +380,7 @@ mod tests {
             "name": [{"family": "Amrani"}, {"family": "Amrani"}]
         });
         let rows = crate::index::extract("Patient", &patient);
-        let keys = ParamKeys::new();
+        let keys = ParamKeys::default();
         let mut batch = WriteBatch::default();
         batch.add(&keys, "Patient", 1, None, &rows);
         // A second resource with the same values keeps its own rows.

@@ -84,6 +84,8 @@ pub struct PgStore {
     writers: Gate,
     /// Turns over the audit chains: each unit of work appends to the next one.
     next_chain: std::sync::atomic::AtomicI64,
+    /// A bulk load is under way: units of work commit without waiting for the disk.
+    bulk_load: std::sync::atomic::AtomicBool,
 }
 
 /// The advisory lock of audit chain n is this plus n ("SIJILAU" in ASCII).
@@ -204,6 +206,7 @@ impl PgStore {
             last_stamp: Mutex::new(String::new()),
             writers: Gate::new((POOL_SIZE / 2) as usize),
             next_chain: std::sync::atomic::AtomicI64::new(0),
+            bulk_load: std::sync::atomic::AtomicBool::new(false),
         };
         reindex_if_rules_changed(&store)?;
         Ok(store)
@@ -265,7 +268,7 @@ fn load_param_keys(client: &mut Client) -> Result<ParamKeys> {
         .iter()
         .map(|r| ((r.get(0), r.get(1)), r.get(2)))
         .collect();
-    let mut keys = ParamKeys::new();
+    let mut keys = ParamKeys::default();
     for (rt, code) in pairs {
         if let Some(key) = known.get(&(rt.to_string(), code.to_string())) {
             keys.insert((rt, code), i64::from(*key));
@@ -903,9 +906,14 @@ impl Store for PgStore {
         let mut client = self.client()?;
         // A write has no statement limit (it is bounded by the request's size), but waits
         // for another writer's row or condition lock at most LOCK_TIMEOUT_MS.
+        let bulk = if self.bulk_load.load(std::sync::atomic::Ordering::Relaxed) {
+            "; SET LOCAL synchronous_commit = off"
+        } else {
+            ""
+        };
         let mut tx = OpenTx::begin(
             &mut client,
-            &format!("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}"),
+            &format!("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}{bulk}"),
         )?;
         let floor = self.last_stamp.lock().clone();
         let stamp = {
@@ -1068,6 +1076,20 @@ impl Store for PgStore {
 
     fn audit_get(&self, seq: i64) -> Result<Option<SealedAudit>> {
         Ok(audit_query(&mut *self.client()?, &audit::row_statement(), &[Arg::Int(seq)])?.pop())
+    }
+
+    fn bulk_load(&self, on: bool) -> Result<()> {
+        self.bulk_load.store(on, std::sync::atomic::Ordering::Relaxed);
+        if !on {
+            // A commit that waits for the disk waits for every commit before it (the WAL is
+            // written in order): after this one, the whole load is on disk.
+            self.client()?.execute(
+                "INSERT INTO store_meta (key, value) VALUES ('last_bulk_load', now()::text)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[],
+            )?;
+        }
+        Ok(())
     }
 
     fn refresh_statistics(&self) -> Result<()> {

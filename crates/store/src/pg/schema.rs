@@ -156,6 +156,11 @@ EXCEPTION WHEN feature_not_supported THEN
 END
 $$;
 "#,
+    // No statement reads resources by patient key (compartments are searched through the
+    // index rows): the index only cost every write of a resource a B-tree insert.
+    r#"
+DROP INDEX IF EXISTS resources_patient;
+"#,
 ];
 
 /// Applies the migrations that have not run yet, each in its own transaction, and returns
