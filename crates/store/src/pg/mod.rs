@@ -405,6 +405,33 @@ impl PgTx<'_> {
         Ok(rows.first().map(|row| (row.get(0), row.get(1), row.get(2))))
     }
 
+    /// Queues a new resource (version 1, stamped) for the next batch and returns it as it
+    /// will be stored.
+    fn queue_new(
+        &mut self,
+        resource_type: String,
+        id: String,
+        stamp: String,
+        bytes: Vec<u8>,
+        rows: Vec<IndexRow>,
+    ) -> Stored {
+        let stored = Stored {
+            resource_type: resource_type.clone(),
+            id: id.clone(),
+            version: 1,
+            last_updated: stamp,
+            deleted: false,
+            body: Arc::from(bytes.as_slice()),
+        };
+        self.pending.push(Pending {
+            resource_type,
+            id,
+            bytes,
+            rows,
+        });
+        stored
+    }
+
     /// Writes the pending new resources if this one is among them (a read of any other
     /// resource cannot see them, so they wait for the next batch).
     fn flush_if_pending(&mut self, resource_type: &str, id: &str) -> Result<()> {
@@ -623,26 +650,12 @@ impl StoreTx for PgTx<'_> {
             }
             None => uuid::Uuid::new_v4().to_string(),
         };
-        // Written with the next batch (before any read, and at commit): a booking's
-        // appointment and notices go in one statement per table, not several each. An id
-        // taken meanwhile is refused then ("already exists"), as it would be now.
+        // Written with the next batch (at commit, or before a read of it or a search): a
+        // booking's appointment and notices go in one batch. An id taken meanwhile is
+        // refused then ("already exists"), as it would be now.
         let stamp = self.stamp()?;
         let (bytes, rows) = prepare_version(resource_type, &id, 1, body, &stamp)?;
-        let stored = Stored {
-            resource_type: resource_type.to_string(),
-            id: id.clone(),
-            version: 1,
-            last_updated: stamp,
-            deleted: false,
-            body: Arc::from(bytes.as_slice()),
-        };
-        self.pending.push(Pending {
-            resource_type: resource_type.to_string(),
-            id,
-            bytes,
-            rows,
-        });
-        Ok(stored)
+        Ok(self.queue_new(resource_type.to_string(), id, stamp, bytes, rows))
     }
 
     fn update(&mut self, resource_type: &str, id: &str, body: Value, if_match: Option<u64>) -> Result<(Stored, bool)> {
@@ -786,25 +799,10 @@ impl StoreTx for PgTx<'_> {
 
     fn insert_prepared(&mut self, p: PreparedResource) -> Result<Stored> {
         check_id(&p.id)?;
-        let resource_type = p.resource_type.clone();
-        let id = p.id.clone();
+        let (resource_type, id) = (p.resource_type.clone(), p.id.clone());
         let stamp = self.stamp()?;
         let (bytes, rows) = p.stamped(&stamp)?;
-        let stored = Stored {
-            resource_type: resource_type.clone(),
-            id: id.clone(),
-            version: 1,
-            last_updated: stamp,
-            deleted: false,
-            body: Arc::from(bytes.as_slice()),
-        };
-        self.pending.push(Pending {
-            resource_type,
-            id,
-            bytes,
-            rows,
-        });
-        Ok(stored)
+        Ok(self.queue_new(resource_type, id, stamp, bytes, rows))
     }
 }
 
