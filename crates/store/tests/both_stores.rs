@@ -166,3 +166,49 @@ fn tokens_strings_and_long_values_on_every_store() {
         assert_eq!(compartment, vec!["Patient".to_string()], "{n}");
     }
 }
+
+/// PostgreSQL only: after the database ends the pool's sessions while they rest (a restart,
+/// a failover), reads and writes go on without an error — the pool tests a connection that
+/// rested and replaces a dead one.
+#[test]
+fn connections_the_database_closed_while_they_rested_are_replaced() {
+    let Some(server) = std::env::var("SIJILL_TEST_DATABASE").ok().filter(|u| !u.is_empty()) else {
+        eprintln!("PostgreSQL half skipped: SIJILL_TEST_DATABASE is not set");
+        return;
+    };
+    let name = format!("sijill_t_store_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let url = format!("{}/{name}", server.trim_end_matches('/'));
+    let store = PgStore::open(&url).unwrap();
+    let patient = |id: &str| json!({"resourceType": "Patient", "id": id, "name": [{"family": "Rested"}]});
+    store
+        .write(&mut |tx| tx.create("Patient", patient("p1"), Some("p1")).map(|_| ()))
+        .unwrap();
+    assert!(matches!(
+        store.read("Patient", "p1").unwrap(),
+        sijill_store::Current::Found(_)
+    ));
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let ended: Vec<bool> = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(ended.iter().any(|e| *e), "the pool had no session to end");
+    std::thread::sleep(std::time::Duration::from_millis(5_500));
+    assert!(matches!(
+        store.read("Patient", "p1").unwrap(),
+        sijill_store::Current::Found(_)
+    ));
+    store
+        .write(&mut |tx| tx.create("Patient", patient("p2"), Some("p2")).map(|_| ()))
+        .unwrap();
+    assert!(matches!(
+        store.read("Patient", "p2").unwrap(),
+        sijill_store::Current::Found(_)
+    ));
+}

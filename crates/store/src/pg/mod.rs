@@ -194,9 +194,7 @@ impl PgStore {
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
-            // No round trip to test a connection at every checkout (a third of a booking's
-            // round trips were these): a closed one is dropped when returned
-            // (`has_broken`), and a request that meets a dead one fails and can be retried.
+            // Tested at checkout only after resting a while (`PgStore::client`).
             .test_on_check_out(false)
             .connection_timeout(std::time::Duration::from_secs(10))
             .build(manager)?;
@@ -212,9 +210,16 @@ impl PgStore {
         Ok(store)
     }
 
-    /// A pooled connection.
+    /// A pooled connection that answers (see `pool::Connection::usable`); dead ones are
+    /// dropped and replaced, so a database restart costs no request an error.
     fn client(&self) -> Result<r2d2::PooledConnection<Manager>> {
-        Ok(self.pool.get()?)
+        for _ in 0..=POOL_SIZE {
+            let mut conn = self.pool.get()?;
+            if conn.usable() {
+                return Ok(conn);
+            }
+        }
+        Err(StoreError::Database("no database connection answers".into()))
     }
 
     /// The schema version the database is at.
