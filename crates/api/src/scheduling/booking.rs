@@ -273,11 +273,15 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
                 }
             }
         }
+        // A held appointment is locked before its slot, in the order a cancel locks them.
+        let held_current = match &held {
+            Some(id) => Some(read_in(tx, "Appointment", id)?),
+            None => None,
+        };
         let slot = read_in(tx, "Slot", &slot_id)?;
         let value = parse(&slot);
-        let booked = match &held {
-            Some(id) => {
-                let current = read_in(tx, "Appointment", id)?;
+        let booked = match (&held, held_current) {
+            (Some(id), Some(current)) => {
                 let mut a = parse(&current);
                 if a["status"] != "pending" {
                     return Err(conflict(format!(
@@ -293,7 +297,7 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
                 let (stored, _) = tx.update("Appointment", id, a, Some(current.version)).map_err(raced)?;
                 stored
             }
-            None => {
+            _ => {
                 if let Some(why) = unavailable(&value, None) {
                     return Err(conflict(why));
                 }

@@ -247,6 +247,8 @@ impl<'a> WriteBatch<'a> {
                 c.rid.push(rid);
                 c.patient_key.push(patient.clone());
             } else if let Some((low, high)) = row.number {
+                // -0 and 0 are one key to the database: one key here too.
+                let (low, high) = (low + 0.0, high + 0.0);
                 let n = &mut self.numbers;
                 let code = fit(&row.value);
                 let same = |i: usize| {
@@ -411,5 +413,30 @@ mod tests {
             })
             .collect();
         assert_eq!(dates.len(), batch.dates.rid.len(), "a date row written twice");
+    }
+
+    #[test]
+    fn zero_and_minus_zero_are_one_number_row() {
+        // The database's key compares -0 and 0 equal: so must the batch.
+        let row = |v: f64| IndexRow {
+            param: "value-quantity",
+            system: Some("http://unitsofmeasure.org".into()),
+            value: "mV".into(),
+            exact: None,
+            range: None,
+            number: Some((v, v)),
+            composite: None,
+        };
+        let mut batch = WriteBatch::default();
+        batch.add(
+            &ParamKeys::default(),
+            "Observation",
+            1,
+            None,
+            &[row(0.0), row(-0.0), row(1.5)],
+        );
+        let n = &batch.numbers;
+        assert_eq!(n.rid.len(), 2, "rows: {:?}", n.low);
+        assert!(n.low.iter().all(|l| !l.is_sign_negative()), "-0 kept apart from 0");
     }
 }

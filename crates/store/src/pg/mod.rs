@@ -848,22 +848,25 @@ impl IndexRebuild for PgStore {
         let upto = (after + REINDEX_BATCH).min(max);
         // Lock the batch's resources as writers do: a writer of one of them either commits
         // before (and its new rows are rebuilt here) or waits (and then replaces the rows
-        // built here). Two reindexes take turns on a batch.
-        tx.execute(
-            "SELECT 1 FROM resources WHERE rid > $1 AND rid <= $2 FOR UPDATE",
-            &[&after, &upto],
-        )?;
-        for table in INDEX_TABLES {
-            tx.execute(
-                &format!("DELETE FROM {table} WHERE rid > $1 AND rid <= $2"),
+        // built here). Two reindexes take turns on a batch. Only the rows locked are
+        // rebuilt: a resource created meanwhile (not visible to the lock) has the rows its
+        // writer wrote, and rebuilding them too would write them twice.
+        let locked: Vec<i64> = tx
+            .query(
+                "SELECT rid FROM resources WHERE rid > $1 AND rid <= $2 FOR UPDATE",
                 &[&after, &upto],
-            )?;
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for table in INDEX_TABLES {
+            tx.execute(&format!("DELETE FROM {table} WHERE rid = ANY($1)"), &[&locked])?;
         }
         let rows = tx.query(
             "SELECT r.rid, r.type, r.id, v.body FROM resources r
              JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version
-             WHERE NOT r.deleted AND r.rid > $1 AND r.rid <= $2",
-            &[&after, &upto],
+             WHERE NOT r.deleted AND r.rid = ANY($1)",
+            &[&locked],
         )?;
         let mut batch = WriteBatch::default();
         for row in &rows {
