@@ -179,6 +179,23 @@ pub trait StoreTx {
     fn read_for_update(&mut self, resource_type: &str, id: &str) -> Result<Current> {
         self.read(resource_type, id)
     }
+    /// The current version of each of these resources that has one, and whether that
+    /// version is a delete (one look for many; resources never written are absent).
+    fn versions_of(
+        &mut self,
+        resource_type: &str,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, (u64, bool)>> {
+        let mut found = std::collections::HashMap::new();
+        for id in ids {
+            match self.read(resource_type, id)? {
+                Current::Found(s) => found.insert(id.clone(), (s.version, false)),
+                Current::Deleted(s) => found.insert(id.clone(), (s.version, true)),
+                Current::NotFound => None,
+            };
+        }
+        Ok(found)
+    }
     /// Ids of the current, not deleted resources of a type that match the query.
     fn search_ids(&mut self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>>;
     /// Inserts a new resource prepared outside the transaction (version 1).

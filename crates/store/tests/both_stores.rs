@@ -212,3 +212,34 @@ fn connections_the_database_closed_while_they_rested_are_replaced() {
         sijill_store::Current::Found(_)
     ));
 }
+
+/// `versions_of` answers for many resources in one look: the current version of each that
+/// was ever written, marked when it is a delete; nothing for the others.
+#[test]
+fn versions_of_many_resources_on_every_store() {
+    for b in backends() {
+        let slot = |id: &str| json!({"resourceType": "Slot", "id": id, "status": "free"});
+        b.store
+            .write(&mut |tx| {
+                tx.create("Slot", slot("a"), Some("a"))?;
+                tx.create("Slot", slot("b"), Some("b"))?;
+                Ok(())
+            })
+            .unwrap();
+        b.store
+            .write(&mut |tx| {
+                tx.update("Slot", "a", slot("a"), Some(1))?;
+                tx.delete("Slot", "b", Some(1))?;
+                // Created in this unit of work, not written yet: it is seen too.
+                tx.create("Slot", slot("d"), Some("d"))?;
+                let ids: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+                let found = tx.versions_of("Slot", &ids)?;
+                assert_eq!(found.get("a"), Some(&(2, false)), "{}", b.name);
+                assert_eq!(found.get("b"), Some(&(2, true)), "{}", b.name);
+                assert_eq!(found.get("c"), None, "{}", b.name);
+                assert_eq!(found.get("d"), Some(&(1, false)), "{}", b.name);
+                Ok(())
+            })
+            .unwrap();
+    }
+}

@@ -302,12 +302,18 @@ fn earliest(engine: &Engine, c: &Criteria, candidates: &[&ScheduleFacts]) -> Fhi
     }
     let (from, until) = c.window()?;
     let mut picked = Picked::new(c);
+    // The first page is as long as the schedules' share of the agenda suggests it needs
+    // (each row read costs a lookup of its slot's id); the next ones twice as long, up
+    // to AGENDA_PAGE.
+    let all = engine.directory.get(&engine.store)?.schedules.len();
+    let share = (wanted.len() as f64 / all.max(1) as f64).clamp(1e-3, 1.0);
+    let first_page = ((c.count as f64 * 2.0 / share) as usize).clamp(c.count.max(16), AGENDA_PAGE);
     let mut query = AgendaQuery {
         schedule: None,
         from,
         until,
         after: None,
-        limit: AGENDA_PAGE,
+        limit: first_page,
     };
     let mut scanned = 0;
     loop {
@@ -322,7 +328,10 @@ fn earliest(engine: &Engine, c: &Criteria, candidates: &[&ScheduleFacts]) -> Fhi
             }
         }
         match rows.last() {
-            Some(last) if rows.len() == query.limit => query.after = Some((last.start.clone(), last.rid)),
+            Some(last) if rows.len() == query.limit => {
+                query.after = Some((last.start.clone(), last.rid));
+                query.limit = (query.limit * 2).min(AGENDA_PAGE);
+            }
             _ => return Ok(picked.slots),
         }
         if scanned >= MAX_SCANNED {

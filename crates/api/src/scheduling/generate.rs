@@ -222,13 +222,21 @@ fn generate_with(
     // version seen there: a booking that came in between is never overwritten or removed.
     let (created, removed) = engine.with_tx(guard, Exec::Standalone, |tx| {
         let (mut created, mut removed) = (0, 0);
+        // One look for all of them (on PostgreSQL a read per slot was a round trip each).
+        let ids: Vec<String> = new_slots.iter().map(|(id, _)| id.clone()).collect();
+        let known = tx.versions_of("Slot", &ids)?;
         for (slot_id, slot) in new_slots {
-            let seen = match tx.read("Slot", &slot_id)? {
-                Current::NotFound => 0,
-                Current::Deleted(s) => s.version,
-                Current::Found(_) => continue,
-            };
-            tx.update("Slot", &slot_id, slot, Some(seen))?;
+            match known.get(&slot_id) {
+                // Never written: created (another generator creating it meanwhile makes
+                // this transaction fail, and the next round finds it).
+                None => {
+                    tx.create("Slot", slot, Some(&slot_id))?;
+                }
+                Some((version, true)) => {
+                    tx.update("Slot", &slot_id, slot, Some(*version))?;
+                }
+                Some((_, false)) => continue,
+            }
             created += 1;
         }
         for slot_id in &stale {

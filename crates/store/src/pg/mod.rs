@@ -735,6 +735,23 @@ impl StoreTx for PgTx<'_> {
         })
     }
 
+    fn versions_of(&mut self, resource_type: &str, ids: &[String]) -> Result<HashMap<String, (u64, bool)>> {
+        if self.pending.iter().any(|p| p.resource_type == resource_type) {
+            self.flush()?;
+        }
+        let mut found = HashMap::new();
+        for chunk in ids.chunks(10_000) {
+            let rows = self.query(
+                "SELECT id, version, deleted FROM resources WHERE type = $1 AND id = ANY($2) AND version > 0",
+                &[&resource_type, &chunk],
+            )?;
+            for row in rows {
+                found.insert(row.get(0), (row.get::<_, i64>(1) as u64, row.get(2)));
+            }
+        }
+        Ok(found)
+    }
+
     fn search_ids(&mut self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {
         self.flush()?;
         search_ids(self.keys, self.conn, resource_type, query, &[], limit)
