@@ -454,8 +454,8 @@ pub trait Store: Send + Sync {
     /// Rebuilds the whole search index from the current versions, online: in short
     /// transactions, so that writers go on between them. Reports (done, total).
     fn reindex(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<()>;
-    /// Brings the database's planner statistics and visibility map up to date after a bulk
-    /// load (PostgreSQL's VACUUM ANALYZE; the embedded store plans without statistics).
+    /// Brings the database's planner statistics up to date after a bulk load
+    /// (PostgreSQL's ANALYZE; the embedded store plans without statistics).
     fn refresh_statistics(&self) -> Result<()>;
     /// Declares (or ends) a bulk load that is the store's only writer: its units of work may
     /// then run without what concurrent writers need (the embedded store's group commit

@@ -741,8 +741,13 @@ impl StoreTx for PgTx<'_> {
         }
         let mut found = HashMap::new();
         for chunk in ids.chunks(10_000) {
+            // One lookup in the (type, id) key per id, whatever the statistics: `OFFSET 0`
+            // keeps the planner from turning the loop into a join, which it planned as a scan
+            // of the whole table once the table grew without being analysed.
             let rows = self.query(
-                "SELECT id, version, deleted FROM resources WHERE type = $1 AND id = ANY($2) AND version > 0",
+                "SELECT u.id, r.version, r.deleted FROM unnest($2::text[]) AS u(id)
+                 CROSS JOIN LATERAL (SELECT version, deleted FROM resources
+                                     WHERE type = $1 AND id = u.id AND version > 0 OFFSET 0) AS r",
                 &[&resource_type, &chunk],
             )?;
             for row in rows {
@@ -1116,13 +1121,52 @@ impl Store for PgStore {
     }
 
     fn refresh_statistics(&self) -> Result<()> {
-        let mut client = self.client()?;
-        // VACUUM also marks the new pages all-visible, so index-only scans skip the heap.
-        client.batch_execute("SET statement_timeout = 0")?;
-        let vacuumed = client.batch_execute("VACUUM (ANALYZE)");
-        // The pooled connection goes back with its usual limit, whatever VACUUM did.
-        client.batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))?;
-        Ok(vacuumed?)
+        // ANALYZE, as PostgreSQL's manual advises after a bulk load: the planner's
+        // statistics. Marking the new pages all-visible (for index-only scans) is
+        // autovacuum's work, in the background, soon after. One table per connection, as
+        // many at once as there are cores (as `vacuumdb --analyze-only --jobs` does).
+        let tables: Vec<String> = self
+            .client()?
+            .query(
+                "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.relkind = 'r' AND n.nspname = current_schema() ORDER BY pg_relation_size(c.oid) DESC",
+                &[],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let jobs = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(POOL_SIZE as usize / 2);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..jobs)
+                .map(|_| {
+                    scope.spawn(|| -> Result<()> {
+                        let mut client = self.client()?;
+                        client.batch_execute("SET statement_timeout = 0")?;
+                        let mut analysed = Ok(());
+                        while let Some(table) = tables.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                            analysed = client.batch_execute(&format!("ANALYZE \"{}\"", table.replace('"', "\"\"")));
+                            if analysed.is_err() {
+                                break;
+                            }
+                        }
+                        // The pooled connection goes back with its usual limit, whatever ANALYZE did.
+                        client.batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))?;
+                        Ok(analysed?)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|_| Err(StoreError::Database("ANALYZE failed".into())))
+                })
+                .collect::<Result<Vec<()>>>()
+        })?;
+        Ok(())
     }
 
     fn ping(&self) -> Result<()> {
