@@ -8,6 +8,8 @@
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hash};
 
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::Type;
 use postgres::GenericClient;
 
 use super::pool::{prepared_in, Statements};
@@ -60,6 +62,12 @@ pub struct Version<'a> {
     /// The patient compartment it belongs to.
     pub patient_key: Option<&'a str>,
 }
+
+/// From how many versions, token and date rows a batch copies them in (`COPY … FROM
+/// STDIN`, binary) instead of inserting them with the statement below: COPY writes a
+/// page of rows per WAL record and needs no arrays, but takes two round trips per table,
+/// which a single write's few rows would not repay.
+const COPY_FROM_ROWS: usize = 400;
 
 /// The statement that writes a whole batch.
 const INSERT_BATCH: &str = "WITH
@@ -303,13 +311,110 @@ impl<'a> WriteBatch<'a> {
         }
     }
 
-    /// Inserts every gathered row, in one statement.
+    /// Writes every gathered row: in one statement, or — for a bulk batch — the versions,
+    /// token rows and date rows by `COPY` and the rest in one statement.
     pub fn insert(&self, client: &mut impl GenericClient, statements: &mut Statements) -> Result<()> {
+        if self.versions.rid.len() + self.tokens.rid.len() + self.dates.rid.len() < COPY_FROM_ROWS {
+            return self.insert_rows(client, statements, self);
+        }
+        self.copy_versions(client)?;
+        self.copy_tokens(client)?;
+        self.copy_dates(client)?;
+        let (n, c, f) = (&self.numbers, &self.composites, &self.free_slots);
+        if n.rid.is_empty() && c.rid.is_empty() && f.rid.is_empty() {
+            return Ok(());
+        }
+        self.insert_rows(client, statements, &WriteBatch::default())
+    }
+
+    /// Copies the versions in (binary `COPY`).
+    fn copy_versions(&self, client: &mut impl GenericClient) -> Result<()> {
+        let v = &self.versions;
+        let sink = client.copy_in(
+            "COPY resource_versions (rid, type, id, version, last_updated, deleted, body, patient_key)
+             FROM STDIN (FORMAT binary)",
+        )?;
+        let types = [
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+            Type::BOOL,
+            Type::BYTEA,
+            Type::TEXT,
+        ];
+        let mut writer = BinaryCopyInWriter::new(sink, &types);
+        for i in 0..v.rid.len() {
+            writer.write(&[
+                &v.rid[i],
+                &v.resource_type[i],
+                &v.id[i],
+                &v.version[i],
+                &v.last_updated[i],
+                &v.deleted[i],
+                &v.body[i],
+                &v.patient_key[i],
+            ])?;
+        }
+        writer.finish()?;
+        Ok(())
+    }
+
+    /// Copies the token rows in, in key order.
+    fn copy_tokens(&self, client: &mut impl GenericClient) -> Result<()> {
+        let t = &self.tokens;
+        let mut order: Vec<usize> = (0..t.rid.len()).collect();
+        order.sort_unstable_by(|&a, &b| {
+            (t.param[a], &t.value[a], &t.system[a]).cmp(&(t.param[b], &t.value[b], &t.system[b]))
+        });
+        let sink = client
+            .copy_in("COPY search_index (param, value, system, rid, exact, patient_key) FROM STDIN (FORMAT binary)")?;
+        let types = [Type::INT4, Type::TEXT, Type::TEXT, Type::INT8, Type::TEXT, Type::TEXT];
+        let mut writer = BinaryCopyInWriter::new(sink, &types);
+        for i in order {
+            writer.write(&[
+                &t.param[i],
+                &t.value[i],
+                &t.system[i],
+                &t.rid[i],
+                &t.exact[i],
+                &t.patient_key[i],
+            ])?;
+        }
+        writer.finish()?;
+        Ok(())
+    }
+
+    /// Copies the date rows in, in key order.
+    fn copy_dates(&self, client: &mut impl GenericClient) -> Result<()> {
+        let d = &self.dates;
+        let mut order: Vec<usize> = (0..d.rid.len()).collect();
+        order.sort_unstable_by(|&a, &b| (d.param[a], &d.low[a], &d.high[a]).cmp(&(d.param[b], &d.low[b], &d.high[b])));
+        let sink =
+            client.copy_in("COPY search_date (param, low, high, rid, patient_key) FROM STDIN (FORMAT binary)")?;
+        let types = [Type::INT4, Type::TEXT, Type::TEXT, Type::INT8, Type::TEXT];
+        let mut writer = BinaryCopyInWriter::new(sink, &types);
+        for i in order {
+            writer.write(&[&d.param[i], &d.low[i], &d.high[i], &d.rid[i], &d.patient_key[i]])?;
+        }
+        writer.finish()?;
+        Ok(())
+    }
+
+    /// Inserts the gathered rows in one statement, taking the versions, token rows and
+    /// date rows from `big` (this batch, or an empty one when they were copied).
+    fn insert_rows(
+        &self,
+        client: &mut impl GenericClient,
+        statements: &mut Statements,
+        big: &WriteBatch,
+    ) -> Result<()> {
         let statement = prepared_in(client, statements, INSERT_BATCH)?;
         let (v, t, d, n, c, f) = (
-            &self.versions,
-            &self.tokens,
-            &self.dates,
+            &big.versions,
+            &big.tokens,
+            &big.dates,
             &self.numbers,
             &self.composites,
             &self.free_slots,

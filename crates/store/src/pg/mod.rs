@@ -70,6 +70,16 @@ static SET_CURRENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
+/// Locks a resource's row and reads its current version, then the clock (columns: the
+/// version's, the clock, the row id); nothing when the row changed while the lock waited.
+static LOCK_AND_READ: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT l.type, l.id, l.version, l.last_updated, l.deleted, l.body, {NOW}, l.rid
+         FROM (SELECT {VERSION_COLUMNS}, r.rid FROM {CURRENT_VERSIONS}
+               WHERE r.type = $1 AND r.id = $2 FOR UPDATE OF r) AS l"
+    )
+});
+
 /// The store's clock: the database's, in the stored instant format, so that every server
 /// process stamps versions from one clock.
 const NOW: &str = "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')";
@@ -353,6 +363,20 @@ struct Pending {
     rows: Vec<IndexRow>,
 }
 
+/// A new version of an existing resource not written yet: its row already points at it and
+/// the old version's index rows are gone; the version and its index rows go in with the
+/// next batch.
+struct PendingVersion {
+    rid: i64,
+    resource_type: String,
+    id: String,
+    version: i64,
+    stamp: String,
+    bytes: Vec<u8>,
+    rows: Vec<IndexRow>,
+    patient: Option<String>,
+}
+
 /// The writer's view inside one transaction.
 struct PgTx<'a> {
     /// The connection, inside the unit of work's transaction.
@@ -366,6 +390,8 @@ struct PgTx<'a> {
     floor: String,
     /// Prepared resources not written yet (written before any other statement and at commit).
     pending: Vec<Pending>,
+    /// New versions of existing resources not written yet (with the next batch).
+    pending_versions: Vec<PendingVersion>,
     /// The audit chain this unit of work appends to.
     chain: i64,
     /// Audit events to seal at the end of the unit of work.
@@ -440,10 +466,15 @@ impl PgTx<'_> {
     /// Writes the pending new resources if this one is among them (a read of any other
     /// resource cannot see them, so they wait for the next batch).
     fn flush_if_pending(&mut self, resource_type: &str, id: &str) -> Result<()> {
-        if self
+        let new = self
             .pending
             .iter()
-            .any(|p| p.resource_type == resource_type && p.id == id)
+            .any(|p| p.resource_type == resource_type && p.id == id);
+        if new
+            || self
+                .pending_versions
+                .iter()
+                .any(|p| p.resource_type == resource_type && p.id == id)
         {
             self.flush()?;
         }
@@ -530,27 +561,27 @@ impl PgTx<'_> {
         let rid = existing.rid;
         let had_rows = existing.version > 0;
         self.execute(&SET_CURRENT, &[&(version as i64), &deleted, &patient, &rid, &had_rows])?;
-        let mut batch = WriteBatch::default();
-        batch.add_version(Version {
-            rid,
-            resource_type,
-            id,
-            version: version as i64,
-            last_updated: &stamp,
-            body: &bytes,
-            patient_key: patient.as_deref(),
-        });
-        batch.add(self.keys, resource_type, rid, patient.as_deref(), &rows);
-        let (client, statements) = self.conn.parts();
-        batch.insert(client, statements)?;
-        Ok(Some(Stored {
+        let stored = Stored {
             resource_type: resource_type.to_string(),
             id: id.to_string(),
             version,
-            last_updated: stamp,
+            last_updated: stamp.clone(),
             deleted,
-            body: Arc::from(bytes),
-        }))
+            body: Arc::from(bytes.as_slice()),
+        };
+        // Written with the next batch, like a create: a booking's slot, appointment and
+        // notices go in one statement.
+        self.pending_versions.push(PendingVersion {
+            rid,
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
+            version: version as i64,
+            stamp,
+            bytes,
+            rows,
+            patient,
+        });
+        Ok(Some(stored))
     }
 
     /// Appends the unit of work's audit events to its chain, last before commit: the
@@ -589,12 +620,51 @@ impl PgTx<'_> {
         Ok(())
     }
 
-    /// Writes the pending new resources: a row id for each, then one statement per table.
+    /// Writes the pending new resources (a row id for each first) and new versions, in one
+    /// batch.
     fn flush(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.pending_versions.is_empty() {
             return Ok(());
         }
+        let versions = std::mem::take(&mut self.pending_versions);
         let pending = std::mem::take(&mut self.pending);
+        let (row_ids, patients, stamp) = self.claim_rows(&pending)?;
+        let mut batch = WriteBatch::default();
+        for ((p, rid), patient) in pending.iter().zip(&row_ids).zip(&patients) {
+            batch.add_version(Version {
+                rid: *rid,
+                resource_type: &p.resource_type,
+                id: &p.id,
+                version: 1,
+                last_updated: &stamp,
+                body: &p.bytes,
+                patient_key: patient.as_deref(),
+            });
+            batch.add(self.keys, &p.resource_type, *rid, patient.as_deref(), &p.rows);
+        }
+        for v in &versions {
+            batch.add_version(Version {
+                rid: v.rid,
+                resource_type: &v.resource_type,
+                id: &v.id,
+                version: v.version,
+                last_updated: &v.stamp,
+                body: &v.bytes,
+                patient_key: v.patient.as_deref(),
+            });
+            batch.add(self.keys, &v.resource_type, v.rid, v.patient.as_deref(), &v.rows);
+        }
+        let (client, statements) = self.conn.parts();
+        batch.insert(client, statements)
+    }
+
+    /// Claims the rows of new resources (refusing an id taken meanwhile): their row ids,
+    /// compartments and the transaction's stamp.
+    #[allow(clippy::type_complexity)]
+    fn claim_rows(&mut self, pending: &[Pending]) -> Result<(Vec<i64>, Vec<Option<String>>, String)> {
+        if pending.is_empty() {
+            return Ok((Vec::new(), Vec::new(), String::new()));
+        }
         let stamp = self.stamp()?;
         let mut seen = std::collections::HashSet::new();
         if let Some(twice) = pending.iter().find(|p| !seen.insert((&p.resource_type, &p.id))) {
@@ -617,7 +687,7 @@ impl PgTx<'_> {
         )?;
         let rids: HashMap<(String, String), i64> = claimed.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect();
         let mut row_ids = Vec::with_capacity(pending.len());
-        for p in &pending {
+        for p in pending {
             match rids.get(&(p.resource_type.clone(), p.id.clone())) {
                 Some(rid) => row_ids.push(*rid),
                 None => {
@@ -628,21 +698,7 @@ impl PgTx<'_> {
                 }
             }
         }
-        let mut batch = WriteBatch::default();
-        for ((p, rid), patient) in pending.iter().zip(&row_ids).zip(&patients) {
-            batch.add_version(Version {
-                rid: *rid,
-                resource_type: &p.resource_type,
-                id: &p.id,
-                version: 1,
-                last_updated: &stamp,
-                body: &p.bytes,
-                patient_key: patient.as_deref(),
-            });
-            batch.add(self.keys, &p.resource_type, *rid, patient.as_deref(), &p.rows);
-        }
-        let (client, statements) = self.conn.parts();
-        batch.insert(client, statements)
+        Ok((row_ids, patients, stamp))
     }
 }
 
@@ -699,22 +755,42 @@ impl StoreTx for PgTx<'_> {
     fn read_for_update(&mut self, resource_type: &str, id: &str) -> Result<Current> {
         self.flush_if_pending(resource_type, id)?;
         let key = (resource_type.to_string(), id.to_string());
-        let (rid, version) = match self.locked.get(&key) {
-            Some(row) => (row.rid, row.version as i64),
-            None => match self.lock_row(resource_type, id)? {
-                Some((rid, version, _)) => (rid, version),
-                None => return Ok(Current::NotFound),
-            },
+        // Mostly one statement: the row locked and its current version read at once, the
+        // clock read after the lock. When the row changed while this waited for its lock,
+        // PostgreSQL re-checks the join against the version of the statement's snapshot,
+        // which no longer matches, and returns nothing: then the lock is taken again (held
+        // already) and the version read in a statement of its own, whose new snapshot sees
+        // the version the lock waited for.
+        let locked_and_read = match self.locked.get(&key) {
+            Some(_) => Vec::new(),
+            None => self.query(&LOCK_AND_READ, &[&resource_type, &id])?,
         };
-        // A statement of its own: a new snapshot, which sees the version the lock waited
-        // for. It also reads the clock, after the lock: the transaction's stamp if it has none.
-        let rows = self.query(
-            &format!("SELECT {VERSION_COLUMNS}, {NOW} FROM resource_versions v WHERE v.rid = $1 AND v.version = $2"),
-            &[&rid, &version],
-        )?;
-        let Some(row) = rows.first() else {
-            return Ok(Current::NotFound);
+        let (row, rid) = match locked_and_read.into_iter().next() {
+            Some(row) => {
+                let rid: i64 = row.get(7);
+                (row, rid)
+            }
+            None => {
+                let (rid, version) = match self.locked.get(&key) {
+                    Some(row) => (row.rid, row.version as i64),
+                    None => match self.lock_row(resource_type, id)? {
+                        Some((rid, version, _)) => (rid, version),
+                        None => return Ok(Current::NotFound),
+                    },
+                };
+                let rows = self.query(
+                    &format!(
+                        "SELECT {VERSION_COLUMNS}, {NOW} FROM resource_versions v WHERE v.rid = $1 AND v.version = $2"
+                    ),
+                    &[&rid, &version],
+                )?;
+                match rows.into_iter().next() {
+                    Some(row) => (row, rid),
+                    None => return Ok(Current::NotFound),
+                }
+            }
         };
+        let row = &row;
         let stored = stored_from_row(row);
         if self.stamp.is_none() {
             self.stamp = Some(std::cmp::max(row.get(6), self.floor.clone()));
@@ -951,6 +1027,7 @@ impl Store for PgStore {
                 stamp: None,
                 floor,
                 pending: Vec::new(),
+                pending_versions: Vec::new(),
                 chain: self.next_chain.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % audit::PG_CHAINS,
                 audit: Vec::new(),
                 locked: HashMap::new(),
