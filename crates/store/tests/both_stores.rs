@@ -179,14 +179,15 @@ fn connections_the_database_closed_while_they_rested_are_replaced() {
     let name = format!("sijill_t_store_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let url = format!("{}/{name}", server.trim_end_matches('/'));
     let store = PgStore::open(&url).unwrap();
-    let patient = |id: &str| json!({"resourceType": "Patient", "id": id, "name": [{"family": "Rested"}]});
-    store
-        .write(&mut |tx| tx.create("Patient", patient("p1"), Some("p1")).map(|_| ()))
-        .unwrap();
-    assert!(matches!(
-        store.read("Patient", "p1").unwrap(),
-        sijill_store::Current::Found(_)
-    ));
+    let found = |id: &str| matches!(store.read("Patient", id).unwrap(), sijill_store::Current::Found(_));
+    let create = |id: &str| {
+        let patient = json!({"resourceType": "Patient", "id": id, "name": [{"family": "Rested"}]});
+        store
+            .write(&mut |tx| tx.create("Patient", patient.clone(), Some(id)).map(|_| ()))
+            .unwrap();
+    };
+    create("p1");
+    assert!(found("p1"));
     let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let ended: Vec<bool> = admin
         .query(
@@ -200,17 +201,9 @@ fn connections_the_database_closed_while_they_rested_are_replaced() {
         .collect();
     assert!(ended.iter().any(|e| *e), "the pool had no session to end");
     std::thread::sleep(std::time::Duration::from_millis(5_500));
-    assert!(matches!(
-        store.read("Patient", "p1").unwrap(),
-        sijill_store::Current::Found(_)
-    ));
-    store
-        .write(&mut |tx| tx.create("Patient", patient("p2"), Some("p2")).map(|_| ()))
-        .unwrap();
-    assert!(matches!(
-        store.read("Patient", "p2").unwrap(),
-        sijill_store::Current::Found(_)
-    ));
+    assert!(found("p1"));
+    create("p2");
+    assert!(found("p2"));
 }
 
 /// `versions_of` answers for many resources in one look: the current version of each that

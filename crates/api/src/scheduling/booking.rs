@@ -280,8 +280,8 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
         };
         let slot = read_in(tx, "Slot", &slot_id)?;
         let value = parse(&slot);
-        let booked = match (&held, held_current) {
-            (Some(id), Some(current)) => {
+        let booked = match held.as_deref().zip(held_current) {
+            Some((id, current)) => {
                 let mut a = parse(&current);
                 if a["status"] != "pending" {
                     return Err(conflict(format!(
@@ -297,7 +297,7 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
                 let (stored, _) = tx.update("Appointment", id, a, Some(current.version)).map_err(raced)?;
                 stored
             }
-            _ => {
+            None => {
                 if let Some(why) = unavailable(&value, None) {
                     return Err(conflict(why));
                 }

@@ -199,6 +199,34 @@ pub fn fit(s: &str) -> String {
     s[..end].to_string()
 }
 
+/// Positions `0..len` in the order of `key`.
+fn key_order<K: Ord>(len: usize, key: impl Fn(usize) -> K) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    order.sort_unstable_by_key(|&i| key(i));
+    order
+}
+
+/// Copies rows into a table with binary `COPY` (`statement`, columns of `types`), in
+/// `order`, `row` writing the row at a position; sends nothing when there are none.
+fn copy_rows(
+    client: &mut impl GenericClient,
+    statement: &str,
+    types: &[Type],
+    order: impl IntoIterator<Item = usize>,
+    mut row: impl FnMut(&mut BinaryCopyInWriter<'_>, usize) -> std::result::Result<(), postgres::Error>,
+) -> Result<()> {
+    let mut order = order.into_iter().peekable();
+    if order.peek().is_none() {
+        return Ok(());
+    }
+    let mut writer = BinaryCopyInWriter::new(client.copy_in(statement)?, types);
+    for i in order {
+        row(&mut writer, i)?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
 impl<'a> WriteBatch<'a> {
     /// Adds a version of a resource (its index rows are added with [`WriteBatch::add`]).
     pub fn add_version(&mut self, version: Version<'a>) {
@@ -330,76 +358,67 @@ impl<'a> WriteBatch<'a> {
     /// Copies the versions in (binary `COPY`).
     fn copy_versions(&self, client: &mut impl GenericClient) -> Result<()> {
         let v = &self.versions;
-        let sink = client.copy_in(
+        copy_rows(
+            client,
             "COPY resource_versions (rid, type, id, version, last_updated, deleted, body, patient_key)
              FROM STDIN (FORMAT binary)",
-        )?;
-        let types = [
-            Type::INT8,
-            Type::TEXT,
-            Type::TEXT,
-            Type::INT8,
-            Type::TEXT,
-            Type::BOOL,
-            Type::BYTEA,
-            Type::TEXT,
-        ];
-        let mut writer = BinaryCopyInWriter::new(sink, &types);
-        for i in 0..v.rid.len() {
-            writer.write(&[
-                &v.rid[i],
-                &v.resource_type[i],
-                &v.id[i],
-                &v.version[i],
-                &v.last_updated[i],
-                &v.deleted[i],
-                &v.body[i],
-                &v.patient_key[i],
-            ])?;
-        }
-        writer.finish()?;
-        Ok(())
+            &[
+                Type::INT8,
+                Type::TEXT,
+                Type::TEXT,
+                Type::INT8,
+                Type::TEXT,
+                Type::BOOL,
+                Type::BYTEA,
+                Type::TEXT,
+            ],
+            0..v.rid.len(),
+            |w, i| {
+                w.write(&[
+                    &v.rid[i],
+                    &v.resource_type[i],
+                    &v.id[i],
+                    &v.version[i],
+                    &v.last_updated[i],
+                    &v.deleted[i],
+                    &v.body[i],
+                    &v.patient_key[i],
+                ])
+            },
+        )
     }
 
     /// Copies the token rows in, in key order.
     fn copy_tokens(&self, client: &mut impl GenericClient) -> Result<()> {
         let t = &self.tokens;
-        let mut order: Vec<usize> = (0..t.rid.len()).collect();
-        order.sort_unstable_by(|&a, &b| {
-            (t.param[a], &t.value[a], &t.system[a]).cmp(&(t.param[b], &t.value[b], &t.system[b]))
-        });
-        let sink = client
-            .copy_in("COPY search_index (param, value, system, rid, exact, patient_key) FROM STDIN (FORMAT binary)")?;
-        let types = [Type::INT4, Type::TEXT, Type::TEXT, Type::INT8, Type::TEXT, Type::TEXT];
-        let mut writer = BinaryCopyInWriter::new(sink, &types);
-        for i in order {
-            writer.write(&[
-                &t.param[i],
-                &t.value[i],
-                &t.system[i],
-                &t.rid[i],
-                &t.exact[i],
-                &t.patient_key[i],
-            ])?;
-        }
-        writer.finish()?;
-        Ok(())
+        copy_rows(
+            client,
+            "COPY search_index (param, value, system, rid, exact, patient_key) FROM STDIN (FORMAT binary)",
+            &[Type::INT4, Type::TEXT, Type::TEXT, Type::INT8, Type::TEXT, Type::TEXT],
+            key_order(t.rid.len(), |i| (t.param[i], &t.value[i], &t.system[i])),
+            |w, i| {
+                w.write(&[
+                    &t.param[i],
+                    &t.value[i],
+                    &t.system[i],
+                    &t.rid[i],
+                    &t.exact[i],
+                    &t.patient_key[i],
+                ])
+            },
+        )
     }
 
     /// Copies the date rows in, in key order.
     fn copy_dates(&self, client: &mut impl GenericClient) -> Result<()> {
         let d = &self.dates;
-        let mut order: Vec<usize> = (0..d.rid.len()).collect();
-        order.sort_unstable_by(|&a, &b| (d.param[a], &d.low[a], &d.high[a]).cmp(&(d.param[b], &d.low[b], &d.high[b])));
-        let sink =
-            client.copy_in("COPY search_date (param, low, high, rid, patient_key) FROM STDIN (FORMAT binary)")?;
-        let types = [Type::INT4, Type::TEXT, Type::TEXT, Type::INT8, Type::TEXT];
-        let mut writer = BinaryCopyInWriter::new(sink, &types);
-        for i in order {
-            writer.write(&[&d.param[i], &d.low[i], &d.high[i], &d.rid[i], &d.patient_key[i]])?;
-        }
-        writer.finish()?;
-        Ok(())
+        copy_rows(
+            client,
+            "COPY search_date (param, low, high, rid, patient_key) FROM STDIN (FORMAT binary)",
+            &[Type::INT4, Type::TEXT, Type::TEXT, Type::INT8, Type::TEXT],
+            key_order(d.rid.len(), |i| (d.param[i], &d.low[i], &d.high[i])),
+            |w, i| w.write(&[&d.param[i], &d.low[i], &d.high[i], &d.rid[i], &d.patient_key[i]]),
+        )
     }
 
     /// Inserts the gathered rows in one statement, taking the versions, token rows and

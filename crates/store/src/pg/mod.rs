@@ -80,6 +80,11 @@ static LOCK_AND_READ: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
     )
 });
 
+/// Reads the version of a row already locked (the columns of [`LOCK_AND_READ`]).
+static READ_LOCKED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("SELECT {VERSION_COLUMNS}, {NOW}, v.rid FROM resource_versions v WHERE v.rid = $1 AND v.version = $2")
+});
+
 /// The store's clock: the database's, in the stored instant format, so that every server
 /// process stamps versions from one clock.
 const NOW: &str = "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')";
@@ -361,20 +366,10 @@ struct Pending {
     id: String,
     bytes: Vec<u8>,
     rows: Vec<IndexRow>,
-}
-
-/// A new version of an existing resource not written yet: its row already points at it and
-/// the old version's index rows are gone; the version and its index rows go in with the
-/// next batch.
-struct PendingVersion {
-    rid: i64,
-    resource_type: String,
-    id: String,
-    version: i64,
-    stamp: String,
-    bytes: Vec<u8>,
-    rows: Vec<IndexRow>,
-    patient: Option<String>,
+    /// For a new version of an existing resource, its row id and version number: the row
+    /// already points at it and the old version's index rows are gone. None for a new
+    /// resource, whose row is claimed with the batch.
+    existing: Option<(i64, i64)>,
 }
 
 /// The writer's view inside one transaction.
@@ -388,10 +383,9 @@ struct PgTx<'a> {
     stamp: Option<String>,
     /// The newest stamp this process committed before the transaction began.
     floor: String,
-    /// Prepared resources not written yet (written before any other statement and at commit).
+    /// Versions not written yet — of new resources and of changed ones — written with the
+    /// next batch: at commit, or before a read of one of them or a search.
     pending: Vec<Pending>,
-    /// New versions of existing resources not written yet (with the next batch).
-    pending_versions: Vec<PendingVersion>,
     /// The audit chain this unit of work appends to.
     chain: i64,
     /// Audit events to seal at the end of the unit of work.
@@ -436,6 +430,29 @@ impl PgTx<'_> {
         Ok(rows.first().map(|row| (row.get(0), row.get(1), row.get(2))))
     }
 
+    /// The version a row read for update holds (the version's columns, the clock, the row
+    /// id), kept as locked; the transaction's stamp, if it has none, from that clock.
+    fn keep_locked(&mut self, key: (String, String), row: &Row) -> Current {
+        let stored = stored_from_row(row);
+        if self.stamp.is_none() {
+            self.stamp = Some(std::cmp::max(row.get(6), self.floor.clone()));
+        }
+        self.locked.insert(
+            key,
+            CurrentRow {
+                rid: row.get(7),
+                version: stored.version,
+                deleted: stored.deleted,
+                last_updated: stored.last_updated.clone(),
+            },
+        );
+        if stored.deleted {
+            Current::Deleted(stored)
+        } else {
+            Current::Found(stored)
+        }
+    }
+
     /// Queues a new resource (version 1, stamped) for the next batch and returns it as it
     /// will be stored.
     fn queue_new(
@@ -459,22 +476,18 @@ impl PgTx<'_> {
             id,
             bytes,
             rows,
+            existing: None,
         });
         stored
     }
 
-    /// Writes the pending new resources if this one is among them (a read of any other
-    /// resource cannot see them, so they wait for the next batch).
+    /// Writes the pending versions if one of this resource is among them (a read of any
+    /// other resource cannot see them, so they wait for the next batch).
     fn flush_if_pending(&mut self, resource_type: &str, id: &str) -> Result<()> {
-        let new = self
+        if self
             .pending
             .iter()
-            .any(|p| p.resource_type == resource_type && p.id == id);
-        if new
-            || self
-                .pending_versions
-                .iter()
-                .any(|p| p.resource_type == resource_type && p.id == id)
+            .any(|p| p.resource_type == resource_type && p.id == id)
         {
             self.flush()?;
         }
@@ -565,21 +578,18 @@ impl PgTx<'_> {
             resource_type: resource_type.to_string(),
             id: id.to_string(),
             version,
-            last_updated: stamp.clone(),
+            last_updated: stamp,
             deleted,
             body: Arc::from(bytes.as_slice()),
         };
         // Written with the next batch, like a create: a booking's slot, appointment and
         // notices go in one statement.
-        self.pending_versions.push(PendingVersion {
-            rid,
+        self.pending.push(Pending {
             resource_type: resource_type.to_string(),
             id: id.to_string(),
-            version: version as i64,
-            stamp,
             bytes,
             rows,
-            patient,
+            existing: Some((rid, version as i64)),
         });
         Ok(Some(stored))
     }
@@ -620,65 +630,66 @@ impl PgTx<'_> {
         Ok(())
     }
 
-    /// Writes the pending new resources (a row id for each first) and new versions, in one
-    /// batch.
+    /// Writes the pending versions in one batch, after claiming the rows of the new
+    /// resources among them.
     fn flush(&mut self) -> Result<()> {
-        if self.pending.is_empty() && self.pending_versions.is_empty() {
+        if self.pending.is_empty() {
             return Ok(());
         }
-        let versions = std::mem::take(&mut self.pending_versions);
         let pending = std::mem::take(&mut self.pending);
-        let (row_ids, patients, stamp) = self.claim_rows(&pending)?;
+        let stamp = self.stamp()?;
+        let patients: Vec<Option<String>> = pending
+            .iter()
+            .map(|p| patient_key(&p.resource_type, &p.id, &p.rows))
+            .collect();
+        let mut claimed = self.claim_rows(&pending, &patients)?.into_iter();
         let mut batch = WriteBatch::default();
-        for ((p, rid), patient) in pending.iter().zip(&row_ids).zip(&patients) {
+        for (p, patient) in pending.iter().zip(&patients) {
+            let (rid, version) = match p.existing {
+                Some(existing) => existing,
+                None => (
+                    claimed
+                        .next()
+                        .ok_or_else(|| StoreError::Database("a new resource's row was not claimed".into()))?,
+                    1,
+                ),
+            };
             batch.add_version(Version {
-                rid: *rid,
+                rid,
                 resource_type: &p.resource_type,
                 id: &p.id,
-                version: 1,
+                version,
                 last_updated: &stamp,
                 body: &p.bytes,
                 patient_key: patient.as_deref(),
             });
-            batch.add(self.keys, &p.resource_type, *rid, patient.as_deref(), &p.rows);
-        }
-        for v in &versions {
-            batch.add_version(Version {
-                rid: v.rid,
-                resource_type: &v.resource_type,
-                id: &v.id,
-                version: v.version,
-                last_updated: &v.stamp,
-                body: &v.bytes,
-                patient_key: v.patient.as_deref(),
-            });
-            batch.add(self.keys, &v.resource_type, v.rid, v.patient.as_deref(), &v.rows);
+            batch.add(self.keys, &p.resource_type, rid, patient.as_deref(), &p.rows);
         }
         let (client, statements) = self.conn.parts();
         batch.insert(client, statements)
     }
 
-    /// Claims the rows of new resources (refusing an id taken meanwhile): their row ids,
-    /// compartments and the transaction's stamp.
-    #[allow(clippy::type_complexity)]
-    fn claim_rows(&mut self, pending: &[Pending]) -> Result<(Vec<i64>, Vec<Option<String>>, String)> {
-        if pending.is_empty() {
-            return Ok((Vec::new(), Vec::new(), String::new()));
+    /// Claims the rows of the new resources among `pending` (of compartments `patients`),
+    /// refusing an id taken meanwhile; their row ids, in order.
+    fn claim_rows(&mut self, pending: &[Pending], patients: &[Option<String>]) -> Result<Vec<i64>> {
+        let new: Vec<(&Pending, &Option<String>)> = pending
+            .iter()
+            .zip(patients)
+            .filter(|(p, _)| p.existing.is_none())
+            .collect();
+        if new.is_empty() {
+            return Ok(Vec::new());
         }
-        let stamp = self.stamp()?;
         let mut seen = std::collections::HashSet::new();
-        if let Some(twice) = pending.iter().find(|p| !seen.insert((&p.resource_type, &p.id))) {
+        if let Some((twice, _)) = new.iter().find(|(p, _)| !seen.insert((&p.resource_type, &p.id))) {
             return Err(StoreError::Invalid(format!(
                 "{}/{} already exists",
                 twice.resource_type, twice.id
             )));
         }
-        let types: Vec<&str> = pending.iter().map(|p| p.resource_type.as_str()).collect();
-        let ids: Vec<&str> = pending.iter().map(|p| p.id.as_str()).collect();
-        let patients: Vec<Option<String>> = pending
-            .iter()
-            .map(|p| patient_key(&p.resource_type, &p.id, &p.rows))
-            .collect();
+        let types: Vec<&str> = new.iter().map(|(p, _)| p.resource_type.as_str()).collect();
+        let ids: Vec<&str> = new.iter().map(|(p, _)| p.id.as_str()).collect();
+        let patients: Vec<&Option<String>> = new.iter().map(|(_, k)| *k).collect();
         let claimed = self.query(
             "INSERT INTO resources (type, id, version, deleted, patient_key)
              SELECT t, i, 1, false, p FROM unnest($1::text[], $2::text[], $3::text[]) AS n(t, i, p)
@@ -686,8 +697,8 @@ impl PgTx<'_> {
             &[&types, &ids, &patients],
         )?;
         let rids: HashMap<(String, String), i64> = claimed.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect();
-        let mut row_ids = Vec::with_capacity(pending.len());
-        for p in pending {
+        let mut row_ids = Vec::with_capacity(new.len());
+        for (p, _) in &new {
             match rids.get(&(p.resource_type.clone(), p.id.clone())) {
                 Some(rid) => row_ids.push(*rid),
                 None => {
@@ -698,7 +709,7 @@ impl PgTx<'_> {
                 }
             }
         }
-        Ok((row_ids, patients, stamp))
+        Ok(row_ids)
     }
 }
 
@@ -761,54 +772,22 @@ impl StoreTx for PgTx<'_> {
         // which no longer matches, and returns nothing: then the lock is taken again (held
         // already) and the version read in a statement of its own, whose new snapshot sees
         // the version the lock waited for.
-        let locked_and_read = match self.locked.get(&key) {
-            Some(_) => Vec::new(),
-            None => self.query(&LOCK_AND_READ, &[&resource_type, &id])?,
-        };
-        let (row, rid) = match locked_and_read.into_iter().next() {
-            Some(row) => {
-                let rid: i64 = row.get(7);
-                (row, rid)
-            }
-            None => {
-                let (rid, version) = match self.locked.get(&key) {
-                    Some(row) => (row.rid, row.version as i64),
-                    None => match self.lock_row(resource_type, id)? {
-                        Some((rid, version, _)) => (rid, version),
-                        None => return Ok(Current::NotFound),
-                    },
-                };
-                let rows = self.query(
-                    &format!(
-                        "SELECT {VERSION_COLUMNS}, {NOW} FROM resource_versions v WHERE v.rid = $1 AND v.version = $2"
-                    ),
-                    &[&rid, &version],
-                )?;
-                match rows.into_iter().next() {
-                    Some(row) => (row, rid),
-                    None => return Ok(Current::NotFound),
-                }
-            }
-        };
-        let row = &row;
-        let stored = stored_from_row(row);
-        if self.stamp.is_none() {
-            self.stamp = Some(std::cmp::max(row.get(6), self.floor.clone()));
-        }
-        self.locked.insert(
-            key,
-            CurrentRow {
-                rid,
-                version: stored.version,
-                deleted: stored.deleted,
-                last_updated: stored.last_updated.clone(),
+        let locked = match self.locked.get(&key) {
+            Some(row) => Some((row.rid, row.version as i64)),
+            None => match self.query(&LOCK_AND_READ, &[&resource_type, &id])?.into_iter().next() {
+                Some(row) => return Ok(self.keep_locked(key, &row)),
+                None => self
+                    .lock_row(resource_type, id)?
+                    .map(|(rid, version, _)| (rid, version)),
             },
-        );
-        Ok(if stored.deleted {
-            Current::Deleted(stored)
-        } else {
-            Current::Found(stored)
-        })
+        };
+        let Some((rid, version)) = locked else {
+            return Ok(Current::NotFound);
+        };
+        match self.query(&READ_LOCKED, &[&rid, &version])?.into_iter().next() {
+            Some(row) => Ok(self.keep_locked(key, &row)),
+            None => Ok(Current::NotFound),
+        }
     }
 
     fn versions_of(&mut self, resource_type: &str, ids: &[String]) -> Result<HashMap<String, (u64, bool)>> {
@@ -1027,7 +1006,6 @@ impl Store for PgStore {
                 stamp: None,
                 floor,
                 pending: Vec::new(),
-                pending_versions: Vec::new(),
                 chain: self.next_chain.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % audit::PG_CHAINS,
                 audit: Vec::new(),
                 locked: HashMap::new(),
