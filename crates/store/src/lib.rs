@@ -390,7 +390,8 @@ pub trait Store: Send + Sync {
         self.search_sorted_ids(resource_type, query, &[], limit)
     }
     /// The current, not deleted resources of a type matching a query, in id order after
-    /// `after_id`, at most `limit`. Also returns the total count of matches.
+    /// `after_id`, at most `limit`. Also returns the total count of matches: a first page
+    /// with room left holds them all, so only a full or later page costs a count.
     fn search(
         &self,
         resource_type: &str,
@@ -398,8 +399,12 @@ pub trait Store: Send + Sync {
         after_id: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Stored>, u64)> {
-        let total = self.count(resource_type, query)?;
-        Ok((self.search_page(resource_type, query, after_id, limit)?, total))
+        let page = self.search_page(resource_type, query, after_id, limit)?;
+        let total = match after_id {
+            None if page.len() < limit => page.len() as u64,
+            _ => self.count(resource_type, query)?,
+        };
+        Ok((page, total))
     }
     /// How many current, not deleted resources of a type match a query.
     fn count(&self, resource_type: &str, query: &SearchQuery) -> Result<u64>;

@@ -264,10 +264,10 @@ impl SqlBuilder<'_> {
             args.push(after.to_string().into());
         }
         for (i, c) in query.criteria.iter().enumerate() {
-            let form = if driver == Driver::Criterion(i) {
-                Form::Member
-            } else {
-                Form::Exists
+            let form = match driver {
+                Driver::Criterion(d) if d == i => Form::Member,
+                Driver::Criterion(_) => Form::Check,
+                _ => Form::Exists,
             };
             self.criterion_sql(resource_type, c, "r", 1, form, &mut sql, &mut args);
         }
@@ -403,10 +403,20 @@ impl SqlBuilder<'_> {
             return;
         }
         let alternatives = self.alternatives_sql(c, args);
+        // One exact (value, system) pair names a whole prefix of the primary key, so `rid`
+        // is the next column: one descent to the very row, where the `rid` index would
+        // read and filter every index row of the candidate.
+        // Only beside a driving list (the candidates are few) and on PostgreSQL, where
+        // `OFFSET 0` keeps the check a per-candidate subplan: unfenced, its planner may
+        // turn the check into the query's driver over all of the value's rows.
+        let (param, fence) = if form == Form::Check && self.dialect == Dialect::Postgres && is_keyed_exactly(c) {
+            ("s.param".to_string(), " OFFSET 0")
+        } else {
+            (self.unindexed("s.param"), "")
+        };
         sql.push_str(&format!(
-            " AND {} (SELECT 1 FROM {table} s WHERE s.rid = {alias}.rid AND {} = {key} AND ({alternatives}))",
+            " AND {} (SELECT 1 FROM {table} s WHERE s.rid = {alias}.rid AND {param} = {key} AND ({alternatives}){fence})",
             if c.negated { "NOT EXISTS" } else { "EXISTS" },
-            self.unindexed("s.param")
         ));
     }
 
@@ -650,6 +660,9 @@ enum Form {
     Member,
     /// `EXISTS (a matching row of this resource)`: checked per candidate.
     Exists,
+    /// [`Form::Exists`] for the candidates of another criterion's list, which may look
+    /// the very row up in the primary key (see `is_keyed_exactly`).
+    Check,
 }
 
 /// Whether a criterion can be written as a list of the rows it matches found through an
@@ -669,6 +682,25 @@ fn can_drive(c: &crate::query::Criterion) -> bool {
 }
 
 /// The index table that holds a parameter type's rows.
+/// Whether a criterion is one token or reference with both its value and its system
+/// (or target type) given: a key prefix `(param, value, system)` of `search_index`.
+fn is_keyed_exactly(c: &crate::query::Criterion) -> bool {
+    let [only] = c.values.as_slice() else {
+        return false;
+    };
+    index_table(c.kind) == "search_index"
+        && match only {
+            Match::Token {
+                system: Some(s),
+                code: Some(_),
+            } => s != crate::index::TOKEN_TEXT,
+            Match::Reference {
+                resource_type: Some(_), ..
+            } => true,
+            _ => false,
+        }
+}
+
 fn index_table(kind: SearchParamType) -> &'static str {
     match kind {
         SearchParamType::Date => "search_date",
@@ -720,5 +752,66 @@ fn number_clause(prefix: Prefix) -> (&'static str, &'static [NumberBound]) {
         Prefix::Sa => ("s.low > ?", &[Value]),
         Prefix::Eb => ("s.high < ?", &[Value]),
         Prefix::Ap => ("s.high >= ? AND s.low <= ?", &[ApproxLow, ApproxHigh]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The statement a search writes, with `probe` as the count each criterion's probe finds
+    /// (in the query's order).
+    fn written(dialect: Dialect, query: &[(&str, &str)], probes: &[i64]) -> String {
+        let mut keys = ParamKeys::default();
+        for (code, key) in [("subject", 10), ("code", 20), ("date", 30)] {
+            let (t, c) = crate::index::params_for("Observation")
+                .and_then(|p| p.get_key_value(code))
+                .map(|(c, _)| ("Observation", *c))
+                .expect("an Observation parameter");
+            keys.insert((t, c), key);
+        }
+        let pairs: Vec<(String, String)> = query.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        let query = SearchQuery::parse("Observation", &pairs).expect("a valid query");
+        let mut probes = probes.iter();
+        let mut probe = |_: &str, _: Vec<Arg>| Ok(*probes.next().expect("one probe per criterion"));
+        let builder = SqlBuilder { dialect, keys: &keys };
+        builder
+            .search_sql(&mut probe, "Observation", &query, None)
+            .expect("a statement")
+            .0
+    }
+
+    const QUERY: [(&str, &str); 2] = [("subject", "Patient/p1"), ("code", "http://loinc.org|4548-4")];
+
+    #[test]
+    fn an_exact_code_beside_a_driving_list_is_looked_up_in_the_primary_key_on_postgres() {
+        let sql = written(Dialect::Postgres, &QUERY, &[20, PROBE_LIMIT as i64]);
+        assert!(
+            sql.contains("r.rid IN (SELECT s.rid FROM search_index s WHERE s.param = 10"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("s.rid = r.rid AND s.param = 20 AND ((s.value = ? AND s.system = ?)) OFFSET 0)"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn without_a_driving_list_every_check_goes_through_the_rid_index() {
+        let sql = written(Dialect::Postgres, &QUERY, &[PROBE_LIMIT as i64, PROBE_LIMIT as i64]);
+        assert!(!sql.contains("OFFSET 0"), "{sql}");
+        assert!(
+            sql.contains("(s.param + 0) = 10") && sql.contains("(s.param + 0) = 20"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn a_code_without_its_system_and_the_embedded_store_keep_the_rid_index() {
+        let any_system = [("subject", "Patient/p1"), ("code", "4548-4")];
+        let sql = written(Dialect::Postgres, &any_system, &[20, PROBE_LIMIT as i64]);
+        assert!(sql.contains("(s.param + 0) = 20") && !sql.contains("OFFSET 0"), "{sql}");
+        let sql = written(Dialect::Sqlite, &QUERY, &[20, PROBE_LIMIT as i64]);
+        assert!(sql.contains("+s.param = 20") && !sql.contains("OFFSET 0"), "{sql}");
     }
 }

@@ -83,6 +83,15 @@ fn every_plan_finds_the_same_resources_on_every_store() {
         assert_eq!(total(&[("code:not", "A"), ("status", "final")]), 3, "{n}");
         assert_eq!(total(&[("status", "final"), ("subject:missing", "true")]), 0, "{n}");
         assert_eq!(total(&[("subject:Patient._id", "p1"), ("code", "A")]), 11, "{n}");
+        // The subject drives; the code, with its system, is looked up per candidate in the
+        // primary key on PostgreSQL.
+        assert_eq!(total(&[("subject", "Patient/p1"), ("code", "urn:x|A")]), 11, "{n}");
+        assert_eq!(total(&[("subject", "Patient/p1"), ("code", "urn:y|A")]), 0, "{n}");
+        // A later page counts all the matches, not only those after its cursor.
+        let b_query = query("Observation", &[("code", "urn:x|B")]);
+        let (first, all) = b.store.search("Observation", &b_query, None, 1).unwrap();
+        let (rest, counted) = b.store.search("Observation", &b_query, Some(&first[0].id), 5).unwrap();
+        assert_eq!((all, rest.len(), counted), (3, 2, 3), "{n}");
         let page = b
             .store
             .search(
