@@ -404,11 +404,11 @@ impl SqlBuilder<'_> {
         }
         let alternatives = self.alternatives_sql(c, args);
         // One exact (value, system) pair names a whole prefix of the primary key, so `rid`
-        // is the next column: one descent to the very row, where the `rid` index would
-        // read and filter every index row of the candidate.
-        // Only beside a driving list (the candidates are few) and on PostgreSQL, where
-        // `OFFSET 0` keeps the check a per-candidate subplan: unfenced, its planner may
-        // turn the check into the query's driver over all of the value's rows.
+        // is the next column: one descent to the very row, where the `rid` index reads and
+        // filters every index row of the candidate. Only beside a driving list (the
+        // candidates are few) and on PostgreSQL, where `OFFSET 0` keeps the check a
+        // per-candidate subplan: unfenced, its planner may make the check the query's
+        // driver over all of the value's rows.
         let (param, fence) = if form == Form::Check && self.dialect == Dialect::Postgres && is_keyed_exactly(c) {
             ("s.param".to_string(), " OFFSET 0")
         } else {
@@ -681,7 +681,6 @@ fn can_drive(c: &crate::query::Criterion) -> bool {
     plain && indexed && c.chain.as_ref().is_none_or(|(_, inner)| can_drive(inner))
 }
 
-/// The index table that holds a parameter type's rows.
 /// Whether a criterion is one token or reference with both its value and its system
 /// (or target type) given: a key prefix `(param, value, system)` of `search_index`.
 fn is_keyed_exactly(c: &crate::query::Criterion) -> bool {
@@ -701,6 +700,7 @@ fn is_keyed_exactly(c: &crate::query::Criterion) -> bool {
         }
 }
 
+/// The index table that holds a parameter type's rows.
 fn index_table(kind: SearchParamType) -> &'static str {
     match kind {
         SearchParamType::Date => "search_date",

@@ -225,6 +225,23 @@ impl PgStore {
         Ok(store)
     }
 
+    /// Analyses `tables` on one connection, taking the next one not yet taken (`next`)
+    /// until none is left or one fails.
+    fn analyse(&self, tables: &[String], next: &std::sync::atomic::AtomicUsize) -> Result<()> {
+        let mut client = self.client()?;
+        client.batch_execute("SET statement_timeout = 0")?;
+        let mut analysed = Ok(());
+        while let Some(table) = tables.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+            analysed = client.batch_execute(&format!("ANALYZE \"{}\"", table.replace('"', "\"\"")));
+            if analysed.is_err() {
+                break;
+            }
+        }
+        // The pooled connection goes back with its usual limit, whatever ANALYZE did.
+        client.batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))?;
+        Ok(analysed?)
+    }
+
     /// A pooled connection that answers (see `pool::Connection::usable`); dead ones are
     /// dropped and replaced, so a database restart costs no request an error.
     fn client(&self) -> Result<r2d2::PooledConnection<Manager>> {
@@ -1196,22 +1213,7 @@ impl Store for PgStore {
             .min(POOL_SIZE as usize / 2);
         std::thread::scope(|scope| {
             let workers: Vec<_> = (0..jobs)
-                .map(|_| {
-                    scope.spawn(|| -> Result<()> {
-                        let mut client = self.client()?;
-                        client.batch_execute("SET statement_timeout = 0")?;
-                        let mut analysed = Ok(());
-                        while let Some(table) = tables.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
-                            analysed = client.batch_execute(&format!("ANALYZE \"{}\"", table.replace('"', "\"\"")));
-                            if analysed.is_err() {
-                                break;
-                            }
-                        }
-                        // The pooled connection goes back with its usual limit, whatever ANALYZE did.
-                        client.batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))?;
-                        Ok(analysed?)
-                    })
-                })
+                .map(|_| scope.spawn(|| self.analyse(&tables, &next)))
                 .collect();
             workers
                 .into_iter()
