@@ -20,6 +20,7 @@ use sijill_store::{Current, SearchQuery, StoreError, StoreTx, Stored};
 
 use super::availability::parse_moment;
 use super::directory::ScheduleFacts;
+use super::turns::Turn;
 use super::{check_books_for, conflict, patient_param, HOLD_EXPIRES_URL, SLOT_APPOINTMENT_URL};
 use crate::access::Guard;
 use crate::engine::{Engine, Exec, FhirResponse, RequestBody};
@@ -57,10 +58,28 @@ fn unavailable(slot: &Value, holder: Option<&str>) -> Option<String> {
         Some("free") => None,
         Some("busy-tentative") if holder.is_some() && taken_by(slot) == holder => None,
         Some("busy-tentative") if hold_expires(slot).is_none_or(has_passed) => None,
-        Some("busy-tentative") => {
-            Some("This slot is held for someone else for a few minutes; choose another or try again later".into())
+        Some("busy-tentative") => Some(HELD_FOR_SOMEONE.into()),
+        _ => Some(BOOKED_BY_SOMEONE.into()),
+    }
+}
+
+/// Why a slot held by another citizen cannot be taken.
+const HELD_FOR_SOMEONE: &str =
+    "This slot is held for someone else for a few minutes; choose another or try again later";
+
+/// Why a slot booked by another citizen cannot be taken.
+const BOOKED_BY_SOMEONE: &str = "This slot was just booked by someone else; choose another";
+
+/// Refuses a booking whose slot another booking took while this one waited for its turn
+/// (see [`super::turns`]), without reading the slot: after the same check of the actor's
+/// right to book there as a read slot would get.
+fn refuse_taken_meanwhile(guard: &Guard<'_>, turn: &Turn<'_>, patient: &str) -> FhirResult<()> {
+    match turn.taken_meanwhile() {
+        Some(taken) => {
+            check_books_for(guard, patient, taken.organization.as_deref())?;
+            Err(conflict(taken.why))
         }
-        _ => Some("This slot was just booked by someone else; choose another".into()),
+        None => Ok(()),
     }
 }
 
@@ -184,7 +203,8 @@ pub fn hold(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
     let params = parameters::read(body)?;
     let slot_id = slot_param(&params)?;
     let patient = patient_param(guard, &params)?;
-    let _turn = engine.slot_turns.take(&slot_id);
+    let mut turn = engine.slot_turns.take(&slot_id);
+    refuse_taken_meanwhile(guard, &turn, &patient)?;
     let seen = parse(&read_current(engine, "Slot", &slot_id)?);
     let facts = schedule_facts(engine, &seen)?;
     check_books_for(guard, &patient, facility(&facts))?;
@@ -211,6 +231,7 @@ pub fn hold(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
         guard.disclose(&created);
         Ok(created)
     })?;
+    turn.leave_taken(HELD_FOR_SOMEONE, facility(&facts).map(str::to_string));
     Ok(resource_response(engine, StatusCode::CREATED, &stored))
 }
 
@@ -250,12 +271,17 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
         }
         None => {
             let (slot_id, patient) = (slot_param(&params)?, patient_param(guard, &params)?);
-            turn = Some(engine.slot_turns.take(&slot_id));
+            let taken_turn = engine.slot_turns.take(&slot_id);
+            // A retry with the same request id must reach its earlier booking, not 409.
+            let may_refuse_early = request_key(guard).is_none();
+            if may_refuse_early {
+                refuse_taken_meanwhile(guard, &taken_turn, &patient)?;
+            }
+            turn = Some(taken_turn);
             let seen = parse(&read_current(engine, "Slot", &slot_id)?);
             let facts = schedule_facts(engine, &seen)?;
             check_books_for(guard, &patient, facility(&facts))?;
-            // A retry with the same request id must reach its earlier booking, not 409.
-            if request_key(guard).is_none() {
+            if may_refuse_early {
                 refuse_early(&seen)?;
             }
             guard.disclose_patient(&patient);
@@ -315,6 +341,9 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
         guard.disclose(&booked);
         Ok((booked, held.is_none()))
     })?;
+    if let Some(turn) = turn.as_mut().filter(|_| created) {
+        turn.leave_taken(BOOKED_BY_SOMEONE, facility(&facts).map(str::to_string));
+    }
     drop(turn);
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(resource_response(engine, status, &stored))

@@ -4,6 +4,11 @@
 //! transaction that waits on the slot's row lock and fails after it. Only work is spared:
 //! across servers, and whenever a turn is not taken, the database's row lock and the
 //! version check still decide who gets the slot.
+//!
+//! A turn-holder whose booking or hold committed leaves a [`Taken`] mark for the bookings
+//! that were already waiting: they are refused without reading the slot at all. Only those
+//! that arrived before the mark was made see it, so each refusal is true of a moment while
+//! its request was in flight; a booking that arrives later reads the slot as before.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,18 +35,37 @@ struct Turns {
     waiting: usize,
     /// Wakes one of them when it is given back.
     given_back: Arc<Condvar>,
+    /// The last mark left by a holder whose booking or hold committed.
+    taken: Option<Taken>,
+}
+
+/// What a turn-holder left behind when the slot became someone's: kept for the bookings
+/// that were waiting then.
+#[derive(Clone, Debug)]
+pub struct Taken {
+    /// When the slot's booking or hold committed.
+    at: Instant,
+    /// Why the slot can no longer be taken, for the refusal.
+    pub why: &'static str,
+    /// The facility of the slot's schedule (the refused actor's rights are checked against it).
+    pub organization: Option<String>,
 }
 
 /// A slot's turn, held until dropped.
 pub struct Turn<'a> {
     turns: &'a SlotTurns,
     slot: Option<String>,
+    /// The mark seen on taking the turn, when it was made after this booking arrived.
+    seen: Option<Taken>,
+    /// The mark this holder leaves when it gives the turn back.
+    leaves: Option<Taken>,
 }
 
 impl SlotTurns {
     /// Waits for the slot's turn (at most [`LONGEST_WAIT`]) and takes it.
     pub fn take(&self, slot: &str) -> Turn<'_> {
-        let deadline = Instant::now() + LONGEST_WAIT;
+        let arrived = Instant::now();
+        let deadline = arrived + LONGEST_WAIT;
         let mut slots = self.slots.lock();
         loop {
             let turns = slots.entry(slot.to_string()).or_default();
@@ -50,6 +74,8 @@ impl SlotTurns {
                 return Turn {
                     turns: self,
                     slot: Some(slot.to_string()),
+                    seen: turns.taken.clone().filter(|t| t.at >= arrived),
+                    leaves: None,
                 };
             }
             turns.waiting += 1;
@@ -63,6 +89,8 @@ impl SlotTurns {
                 return Turn {
                     turns: self,
                     slot: None,
+                    seen: None,
+                    leaves: None,
                 };
             }
         }
@@ -75,6 +103,24 @@ impl SlotTurns {
     }
 }
 
+impl Turn<'_> {
+    /// The slot became someone's while this booking waited for its turn: it can be
+    /// refused at once.
+    pub fn taken_meanwhile(&self) -> Option<&Taken> {
+        self.seen.as_ref()
+    }
+
+    /// Notes that this holder's booking or hold of the slot committed: the bookings waiting
+    /// now are refused with `why` when their turn comes.
+    pub fn leave_taken(&mut self, why: &'static str, organization: Option<String>) {
+        self.leaves = Some(Taken {
+            at: Instant::now(),
+            why,
+            organization,
+        });
+    }
+}
+
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
         let Some(slot) = self.slot.take() else {
@@ -83,6 +129,9 @@ impl Drop for Turn<'_> {
         let mut slots = self.turns.slots.lock();
         if let Some(turns) = slots.get_mut(&slot) {
             turns.held = false;
+            if let Some(mark) = self.leaves.take() {
+                turns.taken = Some(mark);
+            }
             if turns.waiting == 0 {
                 slots.remove(&slot);
             } else {
@@ -117,6 +166,58 @@ mod tests {
         });
         assert_eq!(most.load(Ordering::SeqCst), 1, "two bookings of one slot at once");
         assert_eq!(turns.busy(), 0, "a turn left taken");
+    }
+
+    /// Waits (bounded) until `n` bookings wait for the slot's turn.
+    fn until_waiting(turns: &SlotTurns, slot: &str, n: usize) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while turns.slots.lock().get(slot).map_or(0, |t| t.waiting) < n {
+            assert!(Instant::now() < until, "nobody came to wait");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_taken_mark_reaches_only_the_bookings_that_were_waiting_when_it_was_made() {
+        let turns = SlotTurns::default();
+        let mut winner = turns.take("slot-1");
+        assert!(winner.taken_meanwhile().is_none(), "the first booking reads the slot");
+        let turns = &turns;
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let early = scope.spawn(move || {
+                let turn = turns.take("slot-1");
+                let seen = turn.taken_meanwhile().map(|t| (t.why, t.organization.clone()));
+                // Keep the turn until a later booking waits behind it.
+                rx.recv().unwrap();
+                seen
+            });
+            until_waiting(turns, "slot-1", 1);
+            winner.leave_taken("booked", Some("org-1".into()));
+            drop(winner);
+            // The early booking now holds the turn; a late one arrives after the mark.
+            let late = scope.spawn(move || turns.take("slot-1").taken_meanwhile().is_some());
+            until_waiting(turns, "slot-1", 1);
+            tx.send(()).unwrap();
+            assert_eq!(early.join().unwrap(), Some(("booked", Some("org-1".into()))));
+            assert!(
+                !late.join().unwrap(),
+                "a booking that came after the mark must read the slot"
+            );
+        });
+        assert_eq!(turns.busy(), 0, "a turn left taken");
+    }
+
+    #[test]
+    fn a_holder_that_leaves_no_mark_lets_the_next_read_the_slot() {
+        let turns = SlotTurns::default();
+        let loser = turns.take("slot-1");
+        std::thread::scope(|scope| {
+            let next = scope.spawn(|| turns.take("slot-1").taken_meanwhile().is_some());
+            until_waiting(&turns, "slot-1", 1);
+            drop(loser);
+            assert!(!next.join().unwrap());
+        });
     }
 
     #[test]
