@@ -355,16 +355,16 @@ fn outbox_settings(args: &ServeArgs, data_dir: &std::path::Path) -> Result<sijil
         Some(spec) => sijill_api::outbox::sink::Sink::parse(spec, &args.notify_from),
         None => sijill_api::outbox::sink::Sink::Directory(data_dir.join("outbox")),
     };
-    let reminder_hours = args
+    let reminder_seconds = args
         .reminders
         .split(',')
         .map(str::trim)
         .filter(|r| !r.is_empty())
-        .map(|r| parse_duration(r).map(|s| s / 3600))
+        .map(parse_duration)
         .collect::<Result<Vec<i64>, String>>()?;
     Ok(sijill_api::outbox::OutboxSettings {
         sink,
-        reminder_hours,
+        reminder_seconds,
         backoff_seconds: args.notify_backoff,
         ..sijill_api::outbox::OutboxSettings::default()
     })

@@ -94,6 +94,23 @@ fn open_clinic(s: &Server) -> String {
         .to_string()
 }
 
+/// A free slot like `slot` (same schedule and specialty) starting `after` from now:
+/// reminder times then fall where a test wants them.
+fn soon_on_the_clinic_of(s: &Server, slot: &str, after: time::Duration) -> String {
+    let mut like = json(s.get(&format!("Slot/{slot}")));
+    let at = |d: time::Duration| {
+        (time::OffsetDateTime::now_utc() + d)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let fields = like.as_object_mut().unwrap();
+    fields.remove("id");
+    fields.remove("meta");
+    fields.insert("start".into(), json!(at(after)));
+    fields.insert("end".into(), json!(at(after + time::Duration::minutes(30))));
+    s.create(&like)
+}
+
 fn book(s: &Server, token: &str, slot: &str) -> Value {
     let r = s.post_as(
         token,
@@ -127,15 +144,16 @@ fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn a_booking_confirms_reminds_and_cancels_through_a_webhook_that_fails_twice_first() {
     let (url, received) = webhook(2);
-    let s = delivering_to(&url, &["--notify-backoff", "1s", "--reminders", "1000h,1s"]);
-    let slot = open_clinic(&s);
+    let s = delivering_to(&url, &["--notify-backoff", "1s", "--reminders", "1000h,1h"]);
+    let slot = soon_on_the_clinic_of(&s, &open_clinic(&s), time::Duration::minutes(62));
     let p = s.create(&json!({"resourceType": "Patient", "telecom": [{"system": "phone", "value": "+212600000000"}]}));
     let t = s.token(&["--role", "citizen", "--patient", &p]);
     let appointment = book(&s, &t, &slot);
     let id = appointment["id"].as_str().unwrap();
 
-    // Written with the booking: the confirmation, and the reminder still ahead (the one
-    // 1000 hours before is already past and is not written).
+    // Written with the booking: the confirmation, and the one-hour reminder, due two
+    // minutes from now (near enough to be the booking's own; the one 1000 hours before is
+    // already past and is not written).
     assert_eq!(notices(&s, &p, "confirmation").len(), 1);
     let reminders = notices(&s, &p, "reminder");
     assert_eq!(reminders.len(), 1);

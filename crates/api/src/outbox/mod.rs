@@ -55,8 +55,8 @@ pub struct OutboxSettings {
     /// The wait after the first failure, in seconds; doubled after each further one (at
     /// most an hour).
     pub backoff_seconds: i64,
-    /// Reminders before an appointment, in hours (e.g. 48 and 2).
-    pub reminder_hours: Vec<i64>,
+    /// Reminders before an appointment, in seconds (e.g. 48 and 2 hours).
+    pub reminder_seconds: Vec<i64>,
 }
 
 impl Default for OutboxSettings {
@@ -65,7 +65,7 @@ impl Default for OutboxSettings {
             sink: sink::Sink::None,
             max_attempts: 8,
             backoff_seconds: 30,
-            reminder_hours: vec![48, 2],
+            reminder_seconds: vec![48 * 3600, 2 * 3600],
         }
     }
 }

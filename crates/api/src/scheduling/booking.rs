@@ -178,11 +178,14 @@ fn appointment_for(
         a["basedOn"] = json!([{"reference": format!("ServiceRequest/{r}")}]);
     }
     super::with_meeting_link(&mut a, &engine.scheduling);
+    if status == "booked" {
+        super::notices::hand_reminders_over(&mut a);
+    }
     a
 }
 
 /// The patient an Appointment is for.
-fn patient_of(appointment: &Value) -> Option<String> {
+pub(super) fn patient_of(appointment: &Value) -> Option<String> {
     appointment["participant"]
         .as_array()?
         .iter()
@@ -320,6 +323,7 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
                 }
                 a["status"] = json!("booked");
                 set_extension(&mut a, HOLD_EXPIRES_URL, None);
+                super::notices::hand_reminders_over(&mut a);
                 let (stored, _) = tx.update("Appointment", id, a, Some(current.version)).map_err(raced)?;
                 stored
             }

@@ -119,6 +119,17 @@ pub async fn background(engine: crate::Engine, every: std::time::Duration) {
                     tracing::warn!(error = ?e.issues.first().map(|i| &i.diagnostics), "releasing expired holds failed")
                 }
             }
+            let reminded = {
+                let guard = Guard::new(&engine, &ctx, crate::audit::Interaction::chore("write-reminders"));
+                notices::remind_due(&engine, &guard, time::OffsetDateTime::now_utc())
+            };
+            match reminded {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(reminders = n, "reminders written"),
+                Err(e) => {
+                    tracing::warn!(error = ?e.issues.first().map(|i| &i.diagnostics), "writing reminders failed")
+                }
+            }
             let delivered = {
                 let guard = Guard::new(&engine, &ctx, crate::audit::Interaction::chore("deliver-notices"));
                 crate::outbox::deliver_due(&engine, &guard)
