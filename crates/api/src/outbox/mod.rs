@@ -205,8 +205,10 @@ pub fn deliver_due(engine: &Engine, guard: &Guard<'_>) -> FhirResult<Delivered> 
     }
     let query = SearchQuery::parse("Communication", &[("status".into(), "preparation,in-progress".into())])?;
     let now = OffsetDateTime::now_utc();
-    // Every waiting notice is looked at (reminders wait for days and must not hide the
-    // due ones behind them); at most ROUND due ones are sent per round.
+    // Every waiting notice is looked at (a reminder written ahead, or a retry waiting out
+    // its backoff, must not hide the due ones behind it); reminders are written only
+    // minutes before they are due (scheduling::notices), so few wait. At most ROUND due
+    // ones are sent per round.
     let mut due = Vec::new();
     engine.store.search_each("Communication", &query, &mut |s| {
         if due.len() < ROUND && is_due(&parsed(s), now) {

@@ -177,10 +177,11 @@ pub fn remind_due(engine: &Engine, guard: &Guard<'_>, now: OffsetDateTime) -> Fh
                 remind(engine, tx, id, a, patient, *at)?;
             }
             tx.state_put(THROUGH.0, THROUGH.1, &format_moment(until))?;
-            Ok(Some(due.len()))
+            Ok(Some((due.len(), until >= target)))
         })?;
         match round {
-            Some(n) => written += n,
+            Some((n, false)) => written += n,
+            Some((n, true)) => return Ok(written + n),
             None => return Ok(written),
         }
     }
