@@ -108,62 +108,59 @@ pub async fn background(engine: crate::Engine, every: std::time::Duration) {
         let engine = engine.clone();
         let chores = tokio::task::spawn_blocking(move || {
             let ctx = crate::context::RequestContext::local_operator(None);
-            let released = {
-                let guard = Guard::new(&engine, &ctx, crate::audit::Interaction::chore("release-holds"));
-                booking::release_expired_holds(&engine, &guard)
-            };
-            match released {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(released = n, "expired holds released"),
-                Err(e) => {
-                    tracing::warn!(error = ?e.issues.first().map(|i| &i.diagnostics), "releasing expired holds failed")
+            if let Some(n) = run_chore(&engine, &ctx, "release-holds", booking::release_expired_holds) {
+                if n > 0 {
+                    tracing::info!(released = n, "expired holds released");
                 }
             }
-            let reminded = {
-                let guard = Guard::new(&engine, &ctx, crate::audit::Interaction::chore("write-reminders"));
-                notices::remind_due(&engine, &guard, time::OffsetDateTime::now_utc())
-            };
-            match reminded {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(reminders = n, "reminders written"),
-                Err(e) => {
-                    tracing::warn!(error = ?e.issues.first().map(|i| &i.diagnostics), "writing reminders failed")
+            let remind = |e: &crate::Engine, g: &Guard<'_>| notices::remind_due(e, g, time::OffsetDateTime::now_utc());
+            if let Some(n) = run_chore(&engine, &ctx, "write-reminders", remind) {
+                if n > 0 {
+                    tracing::info!(reminders = n, "reminders written");
                 }
             }
-            let delivered = {
-                let guard = Guard::new(&engine, &ctx, crate::audit::Interaction::chore("deliver-notices"));
-                crate::outbox::deliver_due(&engine, &guard)
-            };
-            match delivered {
-                Ok(d) if d == crate::outbox::Delivered::default() => {}
-                Ok(d) => tracing::info!(
-                    sent = d.sent,
-                    retried = d.retried,
-                    given_up = d.given_up,
-                    "notices delivered"
-                ),
-                Err(e) => {
-                    tracing::warn!(error = ?e.issues.first().map(|i| &i.diagnostics), "delivering notices failed")
+            if let Some(d) = run_chore(&engine, &ctx, "deliver-notices", crate::outbox::deliver_due) {
+                if d != crate::outbox::Delivered::default() {
+                    tracing::info!(
+                        sent = d.sent,
+                        retried = d.retried,
+                        given_up = d.given_up,
+                        "notices delivered"
+                    );
                 }
             }
             if generate_now {
-                let guard = Guard::new(&engine, &ctx, crate::audit::Interaction::chore("generate-slots"));
-                match generate::generate_all(&engine, &guard) {
-                    Ok(g) => tracing::info!(
+                if let Some(g) = run_chore(&engine, &ctx, "generate-slots", generate::generate_all) {
+                    tracing::info!(
                         schedules = g.schedules,
                         created = g.created,
                         removed = g.removed,
                         kept = g.kept,
                         "slots generated"
-                    ),
-                    Err(e) => {
-                        tracing::warn!(error = ?e.issues.first().map(|i| &i.diagnostics), "slot generation failed")
-                    }
+                    );
                 }
             }
         });
         if let Err(e) = chores.await {
             tracing::error!(error = %e, "a scheduling chore panicked");
+        }
+    }
+}
+
+/// Runs one chore, audited under its name; a failure is logged, and the next round tries
+/// again.
+fn run_chore<T>(
+    engine: &crate::Engine,
+    ctx: &crate::context::RequestContext,
+    name: &str,
+    work: impl FnOnce(&crate::Engine, &Guard<'_>) -> FhirResult<T>,
+) -> Option<T> {
+    let guard = Guard::new(engine, ctx, crate::audit::Interaction::chore(name));
+    match work(engine, &guard) {
+        Ok(done) => Some(done),
+        Err(e) => {
+            tracing::warn!(chore = name, error = ?e.issues.first().map(|i| &i.diagnostics), "a scheduling chore failed");
+            None
         }
     }
 }

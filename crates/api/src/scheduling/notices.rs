@@ -87,23 +87,15 @@ fn reminders_from(a: &Value) -> Option<OffsetDateTime> {
         .and_then(parse_moment)
 }
 
-/// A reminder notice of an appointment, due at `at`.
-fn remind(
-    engine: &Engine,
-    tx: &mut dyn StoreTx,
-    id: &str,
-    a: &Value,
-    patient: &str,
-    at: OffsetDateTime,
-) -> FhirResult<()> {
-    let about = format!("Appointment/{id}");
+/// A reminder notice about `about` (`Appointment/{id}`, described by `text`), due at `at`.
+fn remind(tx: &mut dyn StoreTx, about: &str, text: &str, patient: &str, at: OffsetDateTime) -> FhirResult<()> {
     enqueue(
         tx,
         Notice {
             patient,
             topic: Topic::Reminder,
-            about: &about,
-            text: format!("Reminder: {}", describe(engine, a)),
+            about,
+            text: format!("Reminder: {text}"),
             deliver_after: Some(format_moment(at)),
         },
     )?;
@@ -133,7 +125,7 @@ pub fn booked(engine: &Engine, tx: &mut dyn StoreTx, id: &str, a: &Value, patien
     for lead in &engine.outbox.reminder_seconds {
         let at = start - Duration::seconds(*lead);
         if at > now && at <= handed_over {
-            remind(engine, tx, id, a, patient, at)?;
+            remind(tx, &about, &text, patient, at)?;
         }
     }
     Ok(())
@@ -163,18 +155,9 @@ pub fn remind_due(engine: &Engine, guard: &Guard<'_>, now: OffsetDateTime) -> Fh
             if through >= target {
                 return Ok(None);
             }
-            let mut until = std::cmp::min(target, through + WINDOW);
-            let due = loop {
-                // A window of a second or less is taken whole, however full (slots start
-                // on the hour: many reminders share their second).
-                let limit = (until - through > Duration::SECOND).then_some(MOST_PER_WINDOW);
-                match due_between(tx, &leads, through, until, now, limit)? {
-                    Some(due) => break due,
-                    None => until = through + (until - through) / 2,
-                }
-            };
+            let (until, due) = next_window(tx, &leads, through, std::cmp::min(target, through + WINDOW), now)?;
             for (id, a, patient, at) in &due {
-                remind(engine, tx, id, a, patient, *at)?;
+                remind(tx, &format!("Appointment/{id}"), &describe(engine, a), patient, *at)?;
             }
             tx.state_put(THROUGH.0, THROUGH.1, &format_moment(until))?;
             Ok(Some((due.len(), until >= target)))
@@ -183,6 +166,26 @@ pub fn remind_due(engine: &Engine, guard: &Guard<'_>, now: OffsetDateTime) -> Fh
             Some((n, false)) => written += n,
             Some((n, true)) => return Ok(written + n),
             None => return Ok(written),
+        }
+    }
+}
+
+/// The window of reminder time after `through`, up to `until` or halved until it holds
+/// at most [`MOST_PER_WINDOW`] appointments per lead (a window of a second or less is
+/// taken whole, however full: slots start on the hour, so many reminders share their
+/// second); returns its end and its reminders.
+fn next_window(
+    tx: &mut dyn StoreTx,
+    leads: &[Duration],
+    through: OffsetDateTime,
+    mut until: OffsetDateTime,
+    now: OffsetDateTime,
+) -> FhirResult<(OffsetDateTime, Vec<DueReminder>)> {
+    loop {
+        let limit = (until - through > Duration::SECOND).then_some(MOST_PER_WINDOW);
+        match due_between(tx, leads, through, until, now, limit)? {
+            Some(due) => return Ok((until, due)),
+            None => until = through + (until - through) / 2,
         }
     }
 }
