@@ -114,7 +114,8 @@ pub struct ServeArgs {
     /// How long after a failed delivery it is tried again (doubled each time, at most an hour).
     #[arg(long, env = "SIJILL_NOTIFY_BACKOFF", default_value = "30s", value_parser = parse_duration)]
     pub notify_backoff: i64,
-    /// How often the server releases expired holds (slots are generated every hour).
+    /// How often the server releases expired holds, writes the reminders that come near and
+    /// delivers due notices (slots are generated every hour).
     #[arg(long, env = "SIJILL_CHORES_EVERY", default_value = "30s", value_parser = parse_duration)]
     pub chores_every: i64,
     /// Log format: text or json.
