@@ -63,7 +63,9 @@ impl Outcomes {
         let Some(group) = open.group.take() else {
             return Ok(());
         };
-        let outcome = commit();
+        // A panic in the commit fails the group rather than leave its units waiting.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(commit))
+            .unwrap_or_else(|_| Err(StoreError::Database("the commit panicked".into())));
         if open.waiting > 0 {
             let error = outcome.as_ref().err().map(|e| e.to_string());
             self.settled.lock().insert(group, (error, open.waiting));

@@ -94,8 +94,8 @@ pub fn check_resource(resource_type: &str, resource: &Value) -> FhirResult<()> {
 }
 
 /// The server's scheduling chores, forever: expired holds released, reminders that come
-/// near written and due notices delivered `every` (half a minute by default), slots generated for every schedule at
-/// start and every hour.
+/// near written and due notices delivered `every` (half a minute by default), slots
+/// generated for every schedule at start and every hour.
 pub async fn background(engine: crate::Engine, every: std::time::Duration) {
     let mut ticks = tokio::time::interval(every);
     let mut last_generation: Option<std::time::Instant> = None;

@@ -71,11 +71,15 @@ pub fn describe(engine: &Engine, a: &Value) -> String {
 /// Marks an appointment about to be booked (or moved) now: reminders due after
 /// [`NEAR`] from now are [`remind_due`]'s to write.
 pub fn hand_reminders_over(a: &mut Value) {
-    let from = format_moment(OffsetDateTime::now_utc() + NEAR);
+    mark_reminders_from(a, OffsetDateTime::now_utc() + NEAR);
+}
+
+/// Marks an appointment: its reminders due after `from` are [`remind_due`]'s to write.
+fn mark_reminders_from(a: &mut Value, from: OffsetDateTime) {
     set_extension(
         a,
         REMINDERS_FROM_URL,
-        Some(json!({"url": REMINDERS_FROM_URL, "valueInstant": from})),
+        Some(json!({"url": REMINDERS_FROM_URL, "valueInstant": format_moment(from)})),
     );
 }
 
@@ -304,11 +308,7 @@ mod tests {
             "start": format_moment(start), "end": format_moment(start + Duration::minutes(30)),
             "participant": [{"actor": {"reference": format!("Patient/{patient}")}, "status": "accepted"}]});
         if let Some(from) = from {
-            set_extension(
-                &mut a,
-                REMINDERS_FROM_URL,
-                Some(json!({"url": REMINDERS_FROM_URL, "valueInstant": format_moment(from)})),
-            );
+            mark_reminders_from(&mut a, from);
         }
         let mut id = String::new();
         engine
@@ -428,10 +428,10 @@ mod tests {
                     } else {
                         Duration::minutes(5)
                     };
-                    let a = json!({"resourceType": "Appointment", "status": "booked",
+                    let mut a = json!({"resourceType": "Appointment", "status": "booked",
                         "start": format_moment(start + offset),
-                        "participant": [{"actor": {"reference": "Patient/p"}, "status": "accepted"}],
-                        "extension": [{"url": REMINDERS_FROM_URL, "valueInstant": format_moment(t0 + NEAR)}]});
+                        "participant": [{"actor": {"reference": "Patient/p"}, "status": "accepted"}]});
+                    mark_reminders_from(&mut a, t0 + NEAR);
                     tx.create("Appointment", a, None)?;
                 }
                 Ok(())

@@ -18,6 +18,7 @@
 //! gathered and written in bulk: one multi-row statement per table per batch.
 
 mod batch;
+mod group;
 mod pool;
 pub mod schema;
 
@@ -31,7 +32,7 @@ use postgres::{Client, NoTls, Row};
 use serde_json::Value;
 
 use crate::audit::{self, AuditEntry, AuditQuery, SealedAudit};
-use crate::gate::Gate;
+use crate::group_commit::Outcomes;
 use crate::index::IndexRow;
 use crate::query::{SearchQuery, SortKey};
 use crate::reindex::{reindex, reindex_if_rules_changed, IndexRebuild, REINDEX_BATCH};
@@ -45,7 +46,7 @@ use crate::{
     StoreError, StoreTx, Stored,
 };
 use batch::{Version, WriteBatch};
-use pool::{Connection, Manager, OpenTx, Runner};
+use pool::{Connection, Manager, Runner};
 
 /// Longest a single statement may run (reads and writes; export and reindex have none).
 const STATEMENT_TIMEOUT_MS: u64 = 10_000;
@@ -56,17 +57,20 @@ const POOL_SIZE: u32 = 16;
 /// Longest a writer waits for another writer's row or condition lock.
 const LOCK_TIMEOUT_MS: u64 = 10_000;
 
-/// Makes a resource's row point at its new version and, when it had one before, removes
-/// that version's index rows, in one statement (`$5`: whether it had one).
+/// Makes resources' rows (`$1`) point at their new versions (`$2`, deleted `$3`, compartment
+/// `$4`) and removes the index rows of the old versions of those that had one (`$5`), in
+/// one statement.
 static SET_CURRENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let deletes: String = INDEX_TABLES
         .iter()
         .enumerate()
-        .map(|(i, table)| format!(", d{i} AS (DELETE FROM {table} WHERE rid = $4 AND $5)"))
+        .map(|(i, table)| format!(", d{i} AS (DELETE FROM {table} WHERE rid = ANY($5::bigint[]))"))
         .collect();
     format!(
-        "WITH u AS (UPDATE resources SET version = $1, deleted = $2, patient_key = coalesce($3, patient_key) \
-         WHERE rid = $4){deletes} SELECT 1"
+        "WITH u AS (UPDATE resources r SET version = n.version, deleted = n.deleted, \
+         patient_key = coalesce(n.patient_key, r.patient_key) \
+         FROM unnest($1::bigint[], $2::bigint[], $3::bool[], $4::text[]) AS n(rid, version, deleted, patient_key) \
+         WHERE r.rid = n.rid){deletes} SELECT 1"
     )
 });
 
@@ -80,10 +84,22 @@ static LOCK_AND_READ: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
     )
 });
 
+/// [`LOCK_AND_READ`], or nothing when another transaction holds the row.
+static LOCK_AND_READ_SKIPPING: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{} SKIP LOCKED) AS l", LOCK_AND_READ.trim_end_matches(") AS l")));
+
 /// Reads the version of a row already locked (the columns of [`LOCK_AND_READ`]).
 static READ_LOCKED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("SELECT {VERSION_COLUMNS}, {NOW}, v.rid FROM resource_versions v WHERE v.rid = $1 AND v.version = $2")
 });
+
+/// Raises the newest lastUpdated a process committed to `stamp`, if that is newer.
+fn raise_stamp(last: &Mutex<String>, stamp: &str) {
+    let mut last = last.lock();
+    if last.as_str() < stamp {
+        *last = stamp.to_string();
+    }
+}
 
 /// The store's clock: the database's, in the stored instant format, so that every server
 /// process stamps versions from one clock.
@@ -95,8 +111,9 @@ pub struct PgStore {
     param_keys: ParamKeys,
     /// The newest lastUpdated this process committed (its stamps never go back).
     last_stamp: Mutex<String>,
-    /// Units of work in progress, at most half the pool.
-    writers: Gate,
+    /// The group transactions units of work run in ([`group`]): fewer than half the pool,
+    /// so that reads inside a unit (the access guard's lookups) always find a connection.
+    lanes: group::Lanes,
     /// Turns over the audit chains: each unit of work appends to the next one.
     next_chain: std::sync::atomic::AtomicI64,
     /// A bulk load is under way: units of work commit without waiting for the disk.
@@ -217,12 +234,19 @@ impl PgStore {
             pool,
             param_keys,
             last_stamp: Mutex::new(String::new()),
-            writers: Gate::new((POOL_SIZE / 2) as usize),
+            lanes: group::Lanes::new(group::LANES),
             next_chain: std::sync::atomic::AtomicI64::new(0),
             bulk_load: std::sync::atomic::AtomicBool::new(false),
         };
         reindex_if_rules_changed(&store)?;
         Ok(store)
+    }
+
+    /// The store with `lanes` group transactions open at once at most (default 2, at most
+    /// half the pool): fewer lanes make larger groups. Tests use one, to make units share.
+    pub fn with_lanes(mut self, lanes: usize) -> Self {
+        self.lanes = group::Lanes::new(lanes.min(POOL_SIZE as usize / 2));
+        self
     }
 
     /// Analyses `tables` on one connection, taking the next one not yet taken (`next`)
@@ -368,6 +392,17 @@ fn search_ids(
     Ok(runner.rows(&sql, &args)?.iter().map(|r| r.get(0)).collect())
 }
 
+/// How a unit sharing its transaction fared locking a row without waiting
+/// ([`PgTx::lock_without_waiting`]).
+enum Sharing {
+    /// Locked: the statement's row.
+    Locked(Row),
+    /// No such row.
+    Missing,
+    /// Not sharing (any more): the unit may wait for the row.
+    Alone,
+}
+
 /// The current version of a resource as a writer sees it.
 struct CurrentRow {
     rid: i64,
@@ -383,32 +418,42 @@ struct Pending {
     id: String,
     bytes: Vec<u8>,
     rows: Vec<IndexRow>,
-    /// For a new version of an existing resource, its row id and version number: the row
-    /// already points at it and the old version's index rows are gone. None for a new
-    /// resource, whose row is claimed with the batch.
+    /// For a new version of an existing resource, its row id and version number (the row
+    /// is pointed at it, and the old version's index rows removed, with the batch). None
+    /// for a new resource, whose row is claimed with the batch.
     existing: Option<(i64, i64)>,
+    /// Its lastUpdated.
+    stamp: String,
 }
 
-/// The writer's view inside one transaction.
+/// The writer's view of one unit of work, inside the transaction of its group (see
+/// [`group`]).
 struct PgTx<'a> {
-    /// The connection, inside the unit of work's transaction.
+    /// The connection, inside the group's transaction.
     conn: &'a mut Connection,
     keys: &'a ParamKeys,
-    /// The lastUpdated of every version this transaction writes: taken from the database
-    /// clock at its first write (after the first row lock, so a writer that waited for
-    /// another stamps after it), never earlier than `floor`.
+    /// The lastUpdated of every version this unit writes: taken from the database clock at
+    /// its first write (after its first row lock, so a writer that waited for another
+    /// stamps after it), never earlier than `floor`.
     stamp: Option<String>,
-    /// The newest stamp this process committed before the transaction began.
+    /// The newest stamp this process committed before the group began, or that an earlier
+    /// unit of the group took.
     floor: String,
     /// Versions not written yet — of new resources and of changed ones — written with the
     /// next batch: at commit, or before a read of one of them or a search.
     pending: Vec<Pending>,
-    /// The audit chain this unit of work appends to.
+    /// The audit chain the group appends to.
     chain: i64,
-    /// Audit events to seal at the end of the unit of work.
+    /// Audit events to seal at the end of the group.
     audit: Vec<AuditEntry>,
-    /// Rows this unit of work locked by reading them for update, until it writes them.
+    /// Rows the group locked by reading them for update, until it writes them.
     locked: HashMap<(String, String), CurrentRow>,
+    /// What this unit did so far, to undo it or carry it into a new group.
+    unit: group::UnitMarks,
+    /// Set while earlier units share the transaction: this unit then never waits for a
+    /// lock another transaction holds (it commits the earlier units first), and writes
+    /// directly only under a savepoint.
+    shared: Option<group::Shared<'a>>,
 }
 
 impl PgTx<'_> {
@@ -438,19 +483,67 @@ impl PgTx<'_> {
     /// Locks a resource's row until the transaction ends and returns its row id, version
     /// and whether that version is a delete.
     fn lock_row(&mut self, resource_type: &str, id: &str) -> Result<Option<(i64, i64, bool)>> {
+        const SKIPPING: &str =
+            "SELECT rid, version, deleted FROM resources WHERE type = $1 AND id = $2 FOR UPDATE SKIP LOCKED";
+        match self.lock_without_waiting(SKIPPING, resource_type, id)? {
+            Sharing::Locked(row) => {
+                return Ok(Some(self.note_lock(
+                    resource_type,
+                    id,
+                    (row.get(0), row.get(1), row.get(2)),
+                )));
+            }
+            Sharing::Missing => return Ok(None),
+            Sharing::Alone => {}
+        }
         // The row alone: a join here would be re-checked, after waiting for the lock,
         // against versions of the old snapshot, and miss the one just committed.
         let rows = self.query(
             "SELECT rid, version, deleted FROM resources WHERE type = $1 AND id = $2 FOR UPDATE",
             &[&resource_type, &id],
         )?;
-        Ok(rows.first().map(|row| (row.get(0), row.get(1), row.get(2))))
+        Ok(rows
+            .first()
+            .map(|row| self.note_lock(resource_type, id, (row.get(0), row.get(1), row.get(2)))))
+    }
+
+    /// Notes a row this unit locked (to lock it again should the unit move to a new group).
+    fn note_lock(&mut self, resource_type: &str, id: &str, row: (i64, i64, bool)) -> (i64, i64, bool) {
+        self.unit.locks.push((resource_type.to_string(), id.to_string(), row.1));
+        row
+    }
+
+    /// While earlier units share the transaction: locks a resource's row with `skipping` (a
+    /// `… FOR UPDATE SKIP LOCKED` statement on type `$1` and id `$2`) if nobody else holds
+    /// it; when another transaction does, commits the earlier units first
+    /// ([`PgTx::settle_early`]), and the caller then waits for the row alone.
+    fn lock_without_waiting(&mut self, skipping: &str, resource_type: &str, id: &str) -> Result<Sharing> {
+        if self.shared.is_none() {
+            return Ok(Sharing::Alone);
+        }
+        if let Some(row) = self.query(skipping, &[&resource_type, &id])?.into_iter().next() {
+            return Ok(Sharing::Locked(row));
+        }
+        let exists = !self
+            .query(
+                "SELECT 1 FROM resources WHERE type = $1 AND id = $2",
+                &[&resource_type, &id],
+            )?
+            .is_empty();
+        if !exists {
+            return Ok(Sharing::Missing);
+        }
+        self.settle_early()?;
+        Ok(Sharing::Alone)
     }
 
     /// The version a row read for update holds (the version's columns, the clock, the row
     /// id), kept as locked; the transaction's stamp, if it has none, from that clock.
     fn keep_locked(&mut self, key: (String, String), row: &Row) -> Current {
         let stored = stored_from_row(row);
+        self.unit
+            .locks
+            .push((key.0.clone(), key.1.clone(), stored.version as i64));
         if self.stamp.is_none() {
             self.stamp = Some(std::cmp::max(row.get(6), self.floor.clone()));
         }
@@ -494,6 +587,7 @@ impl PgTx<'_> {
             bytes,
             rows,
             existing: None,
+            stamp: stored.last_updated.clone(),
         });
         stored
     }
@@ -515,6 +609,8 @@ impl PgTx<'_> {
     fn current_version(&mut self, resource_type: &str, id: &str) -> Result<Option<CurrentRow>> {
         self.flush_if_pending(resource_type, id)?;
         if let Some(row) = self.locked.remove(&(resource_type.to_string(), id.to_string())) {
+            // Perhaps locked by an earlier unit of the group: now this unit's to keep.
+            self.note_lock(resource_type, id, (row.rid, row.version as i64, row.deleted));
             return Ok(Some(row));
         }
         let Some((rid, version, deleted)) = self.lock_row(resource_type, id)? else {
@@ -536,14 +632,24 @@ impl PgTx<'_> {
     /// Claims a new resource row (version 0 until its first version is written); None when
     /// another transaction created it first (after waiting for that one to end).
     fn claim(&mut self, resource_type: &str, id: &str) -> Result<Option<i64>> {
-        Ok(self
+        let opened = self.shared.is_some() && !self.unit.savepoint;
+        self.ensure_savepoint()?;
+        let rid = self
             .query(
                 "INSERT INTO resources (type, id, version, deleted) VALUES ($1, $2, 0, true)
                  ON CONFLICT (type, id) DO NOTHING RETURNING rid",
                 &[&resource_type, &id],
             )?
             .first()
-            .map(|r| r.get(0)))
+            .map(|r| r.get(0));
+        if rid.is_none() && opened {
+            // Nothing was written under the savepoint opened for the claim: without it the
+            // unit can still move to a new group, should it next meet a row another
+            // transaction holds (the resource's new writer, typically).
+            self.conn.batch_execute("RELEASE SAVEPOINT unit")?;
+            self.unit.savepoint = false;
+        }
+        Ok(rid)
     }
 
     /// Writes one version of an existing or new resource (the body None records a delete).
@@ -587,15 +693,12 @@ impl PgTx<'_> {
             None => (Vec::new(), Vec::new()),
         };
         let deleted = bytes.is_empty();
-        let patient = patient_key(resource_type, id, &rows);
         let rid = existing.rid;
-        let had_rows = existing.version > 0;
-        self.execute(&SET_CURRENT, &[&(version as i64), &deleted, &patient, &rid, &had_rows])?;
         let stored = Stored {
             resource_type: resource_type.to_string(),
             id: id.to_string(),
             version,
-            last_updated: stamp,
+            last_updated: stamp.clone(),
             deleted,
             body: Arc::from(bytes.as_slice()),
         };
@@ -607,8 +710,110 @@ impl PgTx<'_> {
             bytes,
             rows,
             existing: Some((rid, version as i64)),
+            stamp,
         });
         Ok(Some(stored))
+    }
+
+    /// Takes transaction-scoped advisory locks, in the order given: one per parameter
+    /// list in `each`, its key the SQL expression `key` of those parameters. Sharing the
+    /// transaction, the unit takes them only if nobody holds them; else it commits the
+    /// earlier units and waits for them alone.
+    fn advisory_locks(&mut self, key: &str, each: &[&[&(dyn ToSql + Sync)]]) -> Result<()> {
+        if self.shared.is_some() {
+            let try_sql = format!("SELECT pg_try_advisory_xact_lock({key})");
+            let mut all = true;
+            for params in each {
+                if !self.query(&try_sql, params)?[0].get::<_, bool>(0) {
+                    all = false;
+                    break;
+                }
+            }
+            if all {
+                self.unit.advisory = true;
+                return Ok(());
+            }
+            // The ones taken go with the early commit, and are taken again below.
+            self.settle_early()?;
+        }
+        let wait_sql = format!("SELECT pg_advisory_xact_lock({key})");
+        for params in each {
+            self.execute(&wait_sql, params)?;
+        }
+        self.unit.advisory = true;
+        Ok(())
+    }
+
+    /// Before this unit writes anything directly while earlier units share the
+    /// transaction: writes their pending versions, then opens a savepoint, so that a
+    /// failure of this unit undoes its own writes and nothing of theirs.
+    fn ensure_savepoint(&mut self) -> Result<()> {
+        if self.shared.is_none() || self.unit.savepoint {
+            return Ok(());
+        }
+        let own = self.pending.split_off(self.unit.pending_from);
+        let earlier = self.flush_all();
+        self.pending = own;
+        self.unit.pending_from = 0;
+        earlier?;
+        self.conn.batch_execute("SAVEPOINT unit")?;
+        self.unit.savepoint = true;
+        Ok(())
+    }
+
+    /// Writes the pending versions and the audit events, and commits.
+    fn commit_all(&mut self) -> Result<()> {
+        self.flush_all()?;
+        self.seal_audit()?;
+        self.conn.batch_execute("COMMIT")?;
+        Ok(())
+    }
+
+    /// Makes this unit, which must wait for a lock another transaction holds, the first of
+    /// a new group: the earlier units of its group are committed (and told so) first, so
+    /// that no group waits for another while holding locks the other waits for. What the
+    /// unit read under lock is locked again and must not have changed meanwhile; a unit
+    /// that already wrote directly or took advisory locks cannot be carried over and fails
+    /// as contention (send again).
+    fn settle_early(&mut self) -> Result<()> {
+        if self.shared.is_some() && (self.unit.savepoint || self.unit.advisory) {
+            // Refused as a unit of the group, which the earlier units outlive.
+            return Err(StoreError::Contention(
+                "another transaction holds what this one needs; send again".into(),
+            ));
+        }
+        let Some(shared) = self.shared.take() else {
+            return Ok(());
+        };
+        let own_pending = self.pending.split_off(self.unit.pending_from);
+        let own_audit = self.audit.split_off(self.unit.audit_from);
+        shared.outcomes.settle(shared.open, || self.commit_all())?;
+        raise_stamp(shared.last_stamp, &self.floor);
+        shared
+            .open
+            .join(|| Ok(self.conn.batch_execute(&format!("BEGIN; {}", shared.begin))?))?;
+        self.pending = own_pending;
+        self.audit = own_audit;
+        self.unit.pending_from = 0;
+        self.unit.audit_from = 0;
+        if self.pending.is_empty() {
+            // Stamped again after the wait, as a unit that waited alone would be.
+            self.stamp = None;
+        }
+        let mine: std::collections::HashSet<(String, String)> =
+            self.unit.locks.iter().map(|(t, i, _)| (t.clone(), i.clone())).collect();
+        self.locked.retain(|key, _| mine.contains(key));
+        for (resource_type, id, version) in std::mem::take(&mut self.unit.locks) {
+            match self.lock_row(&resource_type, &id)? {
+                Some((_, now, _)) if now == version => {}
+                _ => {
+                    return Err(StoreError::Contention(format!(
+                        "{resource_type}/{id} was written meanwhile; send again"
+                    )))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Appends the unit of work's audit events to its chain, last before commit: the
@@ -647,18 +852,37 @@ impl PgTx<'_> {
         Ok(())
     }
 
-    /// Writes the pending versions in one batch, after claiming the rows of the new
-    /// resources among them.
+    /// Writes the pending versions (under a savepoint when some are this unit's and
+    /// earlier units share the transaction).
     fn flush(&mut self) -> Result<()> {
+        if self.pending.len() > self.unit.pending_from {
+            self.ensure_savepoint()?;
+        }
+        self.flush_all()
+    }
+
+    /// Writes the pending versions in one batch, after pointing the rows of changed
+    /// resources at their new versions and claiming the rows of new ones.
+    fn flush_all(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
-        let stamp = self.stamp()?;
+        self.unit.pending_from = 0;
+        let written = self.write_batch(pending);
+        // The versions are gone from `pending` whatever happened: if they were not all
+        // written, the transaction cannot commit any of its units.
+        self.unit.poisoned |= written.is_err();
+        written
+    }
+
+    /// Writes `pending` (see [`PgTx::flush_all`]).
+    fn write_batch(&mut self, pending: Vec<Pending>) -> Result<()> {
         let patients: Vec<Option<String>> = pending
             .iter()
             .map(|p| patient_key(&p.resource_type, &p.id, &p.rows))
             .collect();
+        self.set_current(&pending, &patients)?;
         let mut claimed = self.claim_rows(&pending, &patients)?.into_iter();
         let mut batch = WriteBatch::default();
         for (p, patient) in pending.iter().zip(&patients) {
@@ -676,7 +900,7 @@ impl PgTx<'_> {
                 resource_type: &p.resource_type,
                 id: &p.id,
                 version,
-                last_updated: &stamp,
+                last_updated: &p.stamp,
                 body: &p.bytes,
                 patient_key: patient.as_deref(),
             });
@@ -684,6 +908,29 @@ impl PgTx<'_> {
         }
         let (client, statements) = self.conn.parts();
         batch.insert(client, statements)
+    }
+
+    /// Points the rows of the changed resources among `pending` (of compartments
+    /// `patients`) at their new versions and removes their old versions' index rows, in
+    /// one statement.
+    fn set_current(&mut self, pending: &[Pending], patients: &[Option<String>]) -> Result<()> {
+        let (mut rids, mut versions, mut deleted, mut keys, mut reindexed) = (vec![], vec![], vec![], vec![], vec![]);
+        for (p, patient) in pending.iter().zip(patients) {
+            if let Some((rid, version)) = p.existing {
+                rids.push(rid);
+                versions.push(version);
+                deleted.push(p.bytes.is_empty());
+                keys.push(patient.as_deref());
+                if version > 1 {
+                    reindexed.push(rid);
+                }
+            }
+        }
+        if rids.is_empty() {
+            return Ok(());
+        }
+        self.execute(&SET_CURRENT, &[&rids, &versions, &deleted, &keys, &reindexed])?;
+        Ok(())
     }
 
     /// Claims the rows of the new resources among `pending` (of compartments `patients`),
@@ -789,6 +1036,13 @@ impl StoreTx for PgTx<'_> {
         // which no longer matches, and returns nothing: then the lock is taken again (held
         // already) and the version read in a statement of its own, whose new snapshot sees
         // the version the lock waited for.
+        if !self.locked.contains_key(&key) {
+            match self.lock_without_waiting(&LOCK_AND_READ_SKIPPING, resource_type, id)? {
+                Sharing::Locked(row) => return Ok(self.keep_locked(key, &row)),
+                Sharing::Missing => return Ok(Current::NotFound),
+                Sharing::Alone => {}
+            }
+        }
         let locked = match self.locked.get(&key) {
             Some(row) => Some((row.rid, row.version as i64)),
             None => match self.query(&LOCK_AND_READ, &[&resource_type, &id])?.into_iter().next() {
@@ -842,10 +1096,7 @@ impl StoreTx for PgTx<'_> {
 
     fn state_get(&mut self, kind: &str, key: &str) -> Result<Option<String>> {
         // Writers of one key take turns, also while it does not exist yet.
-        self.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('state/' || $1 || '/' || $2, 0))",
-            &[&kind, &key],
-        )?;
+        self.advisory_locks("hashtextextended('state/' || $1 || '/' || $2, 0)", &[&[&kind, &key]])?;
         Ok(self
             .query(
                 "SELECT value FROM store_state WHERE kind = $1 AND key = $2",
@@ -856,6 +1107,7 @@ impl StoreTx for PgTx<'_> {
     }
 
     fn state_put(&mut self, kind: &str, key: &str, value: &str) -> Result<()> {
+        self.ensure_savepoint()?;
         self.execute(
             "INSERT INTO store_state (kind, key, value) VALUES ($1, $2, $3)
              ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
@@ -865,6 +1117,7 @@ impl StoreTx for PgTx<'_> {
     }
 
     fn state_delete(&mut self, kind: &str, key: &str) -> Result<()> {
+        self.ensure_savepoint()?;
         self.execute("DELETE FROM store_state WHERE kind = $1 AND key = $2", &[&kind, &key])?;
         Ok(())
     }
@@ -890,10 +1143,9 @@ impl StoreTx for PgTx<'_> {
             .map(|r| r.get(0))
             .collect();
         keys.sort_unstable();
-        for key in keys {
-            self.execute("SELECT pg_advisory_xact_lock($1)", &[&key])?;
-        }
-        Ok(())
+        let params: Vec<&(dyn ToSql + Sync)> = keys.iter().map(|k| k as &(dyn ToSql + Sync)).collect();
+        let each: Vec<&[&(dyn ToSql + Sync)]> = params.iter().map(std::slice::from_ref).collect();
+        self.advisory_locks("$1::bigint", &each)
     }
 
     fn insert_prepared(&mut self, p: PreparedResource) -> Result<Stored> {
@@ -902,6 +1154,80 @@ impl StoreTx for PgTx<'_> {
         let stamp = self.stamp()?;
         let (bytes, rows) = p.stamped(&stamp)?;
         Ok(self.queue_new(resource_type, id, stamp, bytes, rows))
+    }
+}
+
+impl group::TxParts {
+    /// The writer's view of the next unit of work in this transaction (on `conn`), the
+    /// group's state moved into it; `shared` while earlier units share the transaction.
+    fn unit<'a>(
+        &mut self,
+        conn: &'a mut Connection,
+        keys: &'a ParamKeys,
+        shared: Option<group::Shared<'a>>,
+    ) -> PgTx<'a> {
+        PgTx {
+            conn,
+            keys,
+            stamp: None,
+            floor: self.floor.clone(),
+            unit: group::UnitMarks {
+                pending_from: self.pending.len(),
+                audit_from: self.audit.len(),
+                ..Default::default()
+            },
+            pending: std::mem::take(&mut self.pending),
+            chain: self.chain,
+            audit: std::mem::take(&mut self.audit),
+            locked: std::mem::take(&mut self.locked),
+            shared,
+        }
+    }
+
+    /// Takes the group's state back from a unit that ended; returns what the unit did and
+    /// whether it still shared the transaction with earlier units.
+    fn take_back(&mut self, mut ptx: PgTx<'_>) -> (group::UnitMarks, bool) {
+        self.pending = std::mem::take(&mut ptx.pending);
+        self.audit = std::mem::take(&mut ptx.audit);
+        self.locked = std::mem::take(&mut ptx.locked);
+        self.floor = std::cmp::max(std::mem::take(&mut ptx.floor), ptx.stamp.take().unwrap_or_default());
+        (std::mem::take(&mut ptx.unit), ptx.shared.is_some())
+    }
+}
+
+impl PgStore {
+    /// The settings a group transaction begins with: writes wait for another writer's row
+    /// or condition lock at most LOCK_TIMEOUT_MS, and have no statement limit (they are
+    /// bounded by the request's size); during a bulk load they do not wait for the disk.
+    fn tx_settings(&self) -> String {
+        let bulk = if self.bulk_load.load(std::sync::atomic::Ordering::Relaxed) {
+            "; SET LOCAL synchronous_commit = off"
+        } else {
+            ""
+        };
+        format!("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}{bulk}")
+    }
+
+    /// Writes a lane's group and commits it, and tells its waiting units the outcome.
+    fn commit_group(&self, st: &mut group::LaneState, outcomes: &Outcomes) -> Result<()> {
+        let Some(mut tx) = st.tx.take() else {
+            return outcomes.settle(&mut st.open, || Err(group::abandoned("the lane lost its transaction")));
+        };
+        let group::GroupTx { conn, parts, open, .. } = &mut tx;
+        let mut ptx = parts.unit(conn, &self.param_keys, None);
+        let committed = outcomes.settle(&mut st.open, || ptx.commit_all());
+        if committed.is_ok() {
+            // Committed; else dropping it rolls back whatever is left open.
+            *open = false;
+            raise_stamp(&self.last_stamp, &parts.floor);
+        }
+        committed
+    }
+
+    /// Rolls a lane's group back and tells its waiting units why.
+    fn abandon(&self, st: &mut group::LaneState, outcomes: &Outcomes, why: &str) {
+        st.tx = None;
+        let _ = outcomes.settle(&mut st.open, || Err(group::abandoned(why)));
     }
 }
 
@@ -1000,46 +1326,99 @@ fn audit_query(runner: &mut impl Runner, sql: &str, args: &[Arg]) -> Result<Vec<
 
 impl Store for PgStore {
     fn write(&self, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
-        // A unit of work may read through a second pooled connection (the access guard's
-        // lookups): writers hold at most half of the pool, so those reads always find one.
-        let _pass = self.writers.enter();
-        let mut client = self.client()?;
-        // A write has no statement limit (it is bounded by the request's size), but waits
-        // for another writer's row or condition lock at most LOCK_TIMEOUT_MS.
-        let bulk = if self.bulk_load.load(std::sync::atomic::Ordering::Relaxed) {
-            "; SET LOCAL synchronous_commit = off"
-        } else {
-            ""
-        };
-        let mut tx = OpenTx::begin(
-            &mut client,
-            &format!("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}{bulk}"),
-        )?;
-        let floor = self.last_stamp.lock().clone();
-        let stamp = {
-            let mut ptx = PgTx {
-                conn: tx.conn(),
-                keys: &self.param_keys,
-                stamp: None,
-                floor,
-                pending: Vec::new(),
-                chain: self.next_chain.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % audit::PG_CHAINS,
-                audit: Vec::new(),
-                locked: HashMap::new(),
+        let (lane, mut state) = self.lanes.enter();
+        if state.open.group.is_none() {
+            state.tx = None;
+            let mut tx = group::GroupTx {
+                begin: self.tx_settings(),
+                conn: self.client()?,
+                parts: group::TxParts {
+                    floor: self.last_stamp.lock().clone(),
+                    pending: Vec::new(),
+                    chain: self.next_chain.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % audit::PG_CHAINS,
+                    audit: Vec::new(),
+                    locked: HashMap::new(),
+                },
+                // Rolled back when dropped, also should BEGIN succeed and a setting fail.
+                open: true,
             };
-            work(&mut ptx)?;
-            ptx.flush()?;
-            ptx.seal_audit()?;
-            ptx.stamp
+            state
+                .open
+                .join(|| Ok(tx.conn.batch_execute(&format!("BEGIN; {}", tx.begin))?))?;
+            state.tx = Some(tx);
+        } else {
+            state.open.join(|| Ok(()))?;
+        }
+        let st = &mut *state;
+        let Some(tx) = st.tx.as_mut() else {
+            return Err(group::abandoned("the lane lost its transaction"));
         };
-        tx.commit()?;
-        if let Some(stamp) = stamp {
-            let mut last = self.last_stamp.lock();
-            if *last < stamp {
-                *last = stamp;
+        let group::GroupTx { conn, parts, begin, .. } = tx;
+        let shared = (st.open.units > 1).then_some(group::Shared {
+            outcomes: &lane.outcomes,
+            open: &mut st.open,
+            begin,
+            last_stamp: &self.last_stamp,
+        });
+        let mut ptx = parts.unit(conn, &self.param_keys, shared);
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut ptx)));
+        let (unit, was_shared) = parts.take_back(ptx);
+        match ran {
+            Err(panic) => {
+                self.abandon(st, &lane.outcomes, "a unit of work panicked");
+                std::panic::resume_unwind(panic)
+            }
+            Ok(ran) if unit.poisoned => {
+                const WHY: &str = "versions of its units could not be written";
+                self.abandon(st, &lane.outcomes, WHY);
+                Err(ran.err().unwrap_or_else(|| group::abandoned(WHY)))
+            }
+            Ok(Ok(())) => {
+                if unit.savepoint {
+                    if let Err(e) = tx.conn.batch_execute("RELEASE SAVEPOINT unit") {
+                        self.abandon(st, &lane.outcomes, "its savepoint could not be released");
+                        return Err(e.into());
+                    }
+                }
+                if lane.ends_group(st) {
+                    return self.commit_group(st, &lane.outcomes);
+                }
+                st.open.waiting += 1;
+                let group = st.open.group;
+                drop(state);
+                match group {
+                    Some(group) => lane.outcomes.wait(group),
+                    None => Err(group::abandoned("the group ended before its commit")),
+                }
+            }
+            Ok(Err(e)) if !was_shared => {
+                // The first unit of its group: nothing else is in the transaction.
+                self.abandon(st, &lane.outcomes, "its first unit failed");
+                Err(e)
+            }
+            Ok(Err(e)) => {
+                // Undo this unit alone; the earlier ones stay, and commit with the group.
+                let undone = if unit.savepoint {
+                    tx.parts.locked.clear();
+                    tx.conn
+                        .batch_execute("ROLLBACK TO SAVEPOINT unit; RELEASE SAVEPOINT unit")
+                } else {
+                    // Nothing written directly; a statement that failed in the database
+                    // would have aborted the transaction, which this finds out.
+                    tx.conn.batch_execute("SELECT 1")
+                };
+                tx.parts.pending.truncate(unit.pending_from);
+                tx.parts.audit.truncate(unit.audit_from);
+                st.open.units -= 1;
+                if undone.is_err() {
+                    self.abandon(st, &lane.outcomes, "a unit of work failed in the database");
+                } else if lane.ends_group(st) {
+                    // The earlier units' outcome is theirs to learn.
+                    let _ = self.commit_group(st, &lane.outcomes);
+                }
+                Err(e)
             }
         }
-        Ok(())
     }
 
     fn read(&self, resource_type: &str, id: &str) -> Result<Current> {

@@ -3,7 +3,7 @@
 //! A search is the same SQL text for every value (values are bound), so a connection
 //! prepares each text once and reuses it: PostgreSQL then stops planning a statement anew
 //! at every execution (planning was most of a search's time). Units of work run on the
-//! same connections, with the same cache, inside an [`OpenTx`].
+//! same connections, with the same cache, in group transactions (`super::group`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -69,44 +69,6 @@ impl Connection {
             && (self.returned.elapsed() < TEST_AFTER_REST || self.client.simple_query("").is_ok());
         self.broken = !alive;
         alive
-    }
-}
-
-/// A transaction on a pooled connection, begun in the same round trip as its settings and
-/// rolled back when dropped without a commit (an error or a panic in the unit of work).
-pub struct OpenTx<'a> {
-    conn: &'a mut Connection,
-    open: bool,
-}
-
-impl<'a> OpenTx<'a> {
-    /// Begins a transaction and applies `settings` (`SET LOCAL …` statements) to it.
-    pub fn begin(conn: &'a mut Connection, settings: &str) -> Result<Self> {
-        let tx = OpenTx { conn, open: true };
-        // Dropped (so rolled back) if the settings fail after BEGIN took effect.
-        tx.conn.client.batch_execute(&format!("BEGIN; {settings}"))?;
-        Ok(tx)
-    }
-
-    /// The connection, inside the transaction.
-    pub fn conn(&mut self) -> &mut Connection {
-        self.conn
-    }
-
-    /// Commits the transaction.
-    pub fn commit(mut self) -> Result<()> {
-        self.open = false;
-        self.conn.client.batch_execute("COMMIT")?;
-        Ok(())
-    }
-}
-
-impl Drop for OpenTx<'_> {
-    fn drop(&mut self) {
-        if self.open {
-            // A broken connection is noticed by the pool (`has_broken`) and not reused.
-            let _ = self.conn.client.batch_execute("ROLLBACK");
-        }
     }
 }
 
