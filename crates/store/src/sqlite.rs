@@ -439,31 +439,79 @@ fn insert_index_rows(
     Ok(())
 }
 
-/// Runs one unit of work in a savepoint of the open transaction: released when it
-/// succeeds, rolled back to when it fails (the group's other units keep their work). A
-/// unit during which SQLite rolled the whole transaction back fails.
+/// How a unit of work in a group ended ([`run_unit`]).
+enum Ran {
+    /// Its writes are in the group's transaction.
+    Done,
+    /// It failed and left nothing; the group goes on.
+    Failed(StoreError),
+    /// Its writes could not all be applied and no savepoint can take back those that
+    /// were: the group's transaction must be rolled back.
+    Broken(StoreError),
+    /// It panicked and left nothing; the panic goes on once the group is seen to.
+    Panicked(Box<dyn std::any::Any + Send>),
+}
+
+/// Runs one unit of work in the open transaction. Its writes are held back and applied
+/// when it succeeds, so a unit that fails leaves nothing without the cost of a savepoint
+/// (with one, SQLite copies every page the unit changes first, to restore it). A unit that
+/// must read what it wrote applies its writes early, under a savepoint, which is rolled
+/// back if it then fails. A unit during which SQLite rolled the whole transaction back
+/// fails.
 fn run_unit(
     conn: &Connection,
     keys: &ParamKeys,
     stamp: &str,
     work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>,
-) -> Result<()> {
-    conn.execute_batch("SAVEPOINT unit")?;
-    let result = work(&mut SqliteTx { conn, keys, stamp });
+) -> Ran {
+    let mut tx = SqliteTx {
+        conn,
+        keys,
+        stamp,
+        held: Some(Held::default()),
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut tx)));
+    let savepoint = tx.held.as_ref().is_some_and(|h| h.savepoint);
+    // Takes back what the unit applied early; Broken if that cannot be done.
+    let undo = |e: StoreError| {
+        if !savepoint {
+            return Ran::Failed(e);
+        }
+        match conn.execute_batch("ROLLBACK TO unit; RELEASE unit") {
+            Ok(()) => Ran::Failed(e),
+            Err(undone) => Ran::Broken(StoreError::Database(format!(
+                "{e}; and it could not be undone: {undone}"
+            ))),
+        }
+    };
+    let result = match result {
+        Ok(result) => result,
+        Err(panic) => {
+            if let Ran::Broken(_) = undo(StoreError::Database("panicked".into())) {
+                // Whatever it applied early must not commit with the group.
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            return Ran::Panicked(panic);
+        }
+    };
     if conn.is_autocommit() {
-        return Err(result
-            .err()
-            .unwrap_or_else(|| StoreError::Database("the transaction was rolled back by the database".into())));
+        return Ran::Failed(
+            result
+                .err()
+                .unwrap_or_else(|| StoreError::Database("the transaction was rolled back by the database".into())),
+        );
     }
-    match result {
-        Ok(()) => {
-            conn.execute_batch("RELEASE unit")?;
-            Ok(())
-        }
-        Err(e) => {
-            conn.execute_batch("ROLLBACK TO unit; RELEASE unit")?;
-            Err(e)
-        }
+    if let Err(e) = result {
+        return undo(e);
+    }
+    match tx.apply_held() {
+        Ok(()) if savepoint => match conn.execute_batch("RELEASE unit") {
+            Ok(()) => Ran::Done,
+            Err(e) => Ran::Broken(e.into()),
+        },
+        Ok(()) => Ran::Done,
+        Err(e) if savepoint => undo(e),
+        Err(e) => Ran::Broken(e),
     }
 }
 
@@ -506,9 +554,62 @@ struct SqliteTx<'c> {
     keys: &'c ParamKeys,
     /// The lastUpdated of every version this transaction writes.
     stamp: &'c str,
+    /// The writes held back until the unit of work ends (None: written at once, for a
+    /// unit alone in its transaction).
+    held: Option<Held>,
+}
+
+/// A write of a unit of work in a group, held back until the unit ends ([`run_unit`]).
+enum Write {
+    Version {
+        resource_type: String,
+        id: String,
+        version: u64,
+        last_updated: String,
+        body: Arc<[u8]>,
+        rows: Vec<IndexRow>,
+        existing: Option<CurrentRow>,
+    },
+    Audit(Vec<AuditEntry>),
+    StatePut {
+        kind: String,
+        key: String,
+        value: String,
+    },
+    StateDelete {
+        kind: String,
+        key: String,
+    },
+}
+
+impl Write {
+    /// Whether reading the resource `resource_type/id` (any resource: None) must see it.
+    fn touches_resource(&self, resource: Option<(&str, &str)>) -> bool {
+        match (self, resource) {
+            (Write::Version { .. }, None) => true,
+            (Write::Version { resource_type, id, .. }, Some((t, i))) => resource_type == t && id == i,
+            _ => false,
+        }
+    }
+
+    /// Whether reading the state record `kind/key` must see it.
+    fn touches_state(&self, kind: &str, key: &str) -> bool {
+        match self {
+            Write::StatePut { kind: k, key: n, .. } | Write::StateDelete { kind: k, key: n } => k == kind && n == key,
+            _ => false,
+        }
+    }
+}
+
+/// The writes a unit of work holds back, and whether it opened its savepoint.
+#[derive(Default)]
+struct Held {
+    writes: Vec<Write>,
+    savepoint: bool,
 }
 
 /// The current version of a resource: its row id, version and whether it is deleted.
+#[derive(Clone)]
 struct CurrentRow {
     rid: i64,
     version: u64,
@@ -534,7 +635,8 @@ impl SqliteTx<'_> {
         self.write_version(resource_type, id, version, last_updated, bytes, rows, existing)
     }
 
-    /// Writes a prepared version: the current pointer, the version row and the index rows.
+    /// Writes a prepared version (or holds it back, in a group): the current pointer, the
+    /// version row and the index rows.
     #[allow(clippy::too_many_arguments)]
     fn write_version(
         &mut self,
@@ -546,6 +648,113 @@ impl SqliteTx<'_> {
         rows: Vec<IndexRow>,
         existing: Option<&CurrentRow>,
     ) -> Result<Stored> {
+        let stored = Stored {
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
+            version,
+            deleted: bytes.is_empty(),
+            last_updated,
+            body: Arc::from(bytes),
+        };
+        let write = Write::Version {
+            resource_type: stored.resource_type.clone(),
+            id: stored.id.clone(),
+            version,
+            last_updated: stored.last_updated.clone(),
+            body: stored.body.clone(),
+            rows,
+            existing: existing.cloned(),
+        };
+        self.hold_or_apply(write)?;
+        Ok(stored)
+    }
+
+    /// Holds a write back until the unit ends, or applies it now outside a group.
+    fn hold_or_apply(&mut self, write: Write) -> Result<()> {
+        match &mut self.held {
+            Some(held) => {
+                held.writes.push(write);
+                Ok(())
+            }
+            None => self.apply(write),
+        }
+    }
+
+    /// Applies the held writes a read is about to need (`needs` picks them): all of them,
+    /// after opening the unit's savepoint, so that a failure later in the unit still
+    /// undoes them.
+    fn apply_early(&mut self, needs: impl Fn(&Write) -> bool) -> Result<()> {
+        let Some(held) = &mut self.held else {
+            return Ok(());
+        };
+        if !held.writes.iter().any(needs) {
+            return Ok(());
+        }
+        if !held.savepoint {
+            self.conn.execute_batch("SAVEPOINT unit")?;
+            held.savepoint = true;
+        }
+        self.apply_held()
+    }
+
+    /// Applies every held write, in order.
+    fn apply_held(&mut self) -> Result<()> {
+        let writes = self
+            .held
+            .as_mut()
+            .map(|h| std::mem::take(&mut h.writes))
+            .unwrap_or_default();
+        writes.into_iter().try_for_each(|w| self.apply(w))
+    }
+
+    /// Applies one write to the database.
+    fn apply(&mut self, write: Write) -> Result<()> {
+        match write {
+            Write::Version {
+                resource_type,
+                id,
+                version,
+                last_updated,
+                body,
+                rows,
+                existing,
+            } => self.apply_version(
+                &resource_type,
+                &id,
+                version,
+                &last_updated,
+                &body,
+                &rows,
+                existing.as_ref(),
+            ),
+            Write::Audit(entries) => self.apply_audit(&entries),
+            Write::StatePut { kind, key, value } => {
+                self.conn
+                    .prepare_cached("INSERT OR REPLACE INTO store_state (kind, key, value) VALUES (?1, ?2, ?3)")?
+                    .execute(params![kind, key, value])?;
+                Ok(())
+            }
+            Write::StateDelete { kind, key } => {
+                self.conn
+                    .prepare_cached("DELETE FROM store_state WHERE kind = ?1 AND key = ?2")?
+                    .execute(params![kind, key])?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes one version's rows: the current pointer, the version row and the index rows.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_version(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        version: u64,
+        last_updated: &str,
+        bytes: &[u8],
+        rows: &[IndexRow],
+        existing: Option<&CurrentRow>,
+    ) -> Result<()> {
         let deleted = bytes.is_empty();
         let rid = match existing {
             Some(current) => {
@@ -576,15 +785,27 @@ impl SqliteTx<'_> {
                 deleted as i64,
                 bytes
             ])?;
-        insert_index_rows(self.conn, self.keys, resource_type, rid, &rows)?;
-        Ok(Stored {
-            resource_type: resource_type.to_string(),
-            id: id.to_string(),
-            version,
-            last_updated,
-            deleted,
-            body: Arc::from(bytes),
-        })
+        insert_index_rows(self.conn, self.keys, resource_type, rid, rows)
+    }
+
+    /// Appends audit events to the trail's one chain.
+    fn apply_audit(&mut self, entries: &[AuditEntry]) -> Result<()> {
+        // One writer: the chain's head cannot move under this unit of work.
+        let head = self
+            .conn
+            .prepare_cached(audit::CHAIN_HEAD)?
+            .query_row(params![0i64], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let mut insert = self.conn.prepare_cached(
+            "INSERT INTO audit_log (chain, position, recorded, patient, agent, flag, body, previous, hash)
+             VALUES (0, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        for (e, (position, previous, hash)) in entries.iter().zip(audit::seal_after(head, 0, entries)) {
+            insert.execute(params![
+                position, e.recorded, e.patient, e.agent, e.flag, e.body, previous, hash
+            ])?;
+        }
+        Ok(())
     }
 
     /// Removes every index row of a resource (by its row id).
@@ -598,6 +819,7 @@ impl SqliteTx<'_> {
     }
 
     fn current_version(&mut self, resource_type: &str, id: &str) -> Result<Option<CurrentRow>> {
+        self.apply_early(|w| w.touches_resource(Some((resource_type, id))))?;
         let mut stmt = self
             .conn
             .prepare_cached("SELECT rid, version, deleted FROM resources WHERE type = ?1 AND id = ?2")?;
@@ -656,10 +878,13 @@ impl StoreTx for SqliteTx<'_> {
     }
 
     fn read(&mut self, resource_type: &str, id: &str) -> Result<Current> {
+        self.apply_early(|w| w.touches_resource(Some((resource_type, id))))?;
         read_current(self.conn, resource_type, id)
     }
 
     fn search_ids(&mut self, resource_type: &str, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {
+        // A search may reach any resource (chains, _has): it sees every write held.
+        self.apply_early(|w| w.touches_resource(None))?;
         search_ids(self.conn, self.keys, resource_type, query, &[], limit)
     }
 
@@ -669,25 +894,11 @@ impl StoreTx for SqliteTx<'_> {
     }
 
     fn append_audit(&mut self, entries: &[AuditEntry]) -> Result<()> {
-        // One writer: the chain's head cannot move under this unit of work.
-        let head = self
-            .conn
-            .prepare_cached(audit::CHAIN_HEAD)?
-            .query_row(params![0i64], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let mut insert = self.conn.prepare_cached(
-            "INSERT INTO audit_log (chain, position, recorded, patient, agent, flag, body, previous, hash)
-             VALUES (0, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?;
-        for (e, (position, previous, hash)) in entries.iter().zip(audit::seal_after(head, 0, entries)) {
-            insert.execute(params![
-                position, e.recorded, e.patient, e.agent, e.flag, e.body, previous, hash
-            ])?;
-        }
-        Ok(())
+        self.hold_or_apply(Write::Audit(entries.to_vec()))
     }
 
     fn state_get(&mut self, kind: &str, key: &str) -> Result<Option<String>> {
+        self.apply_early(|w| w.touches_state(kind, key))?;
         Ok(self
             .conn
             .prepare_cached("SELECT value FROM store_state WHERE kind = ?1 AND key = ?2")?
@@ -696,17 +907,18 @@ impl StoreTx for SqliteTx<'_> {
     }
 
     fn state_put(&mut self, kind: &str, key: &str, value: &str) -> Result<()> {
-        self.conn
-            .prepare_cached("INSERT OR REPLACE INTO store_state (kind, key, value) VALUES (?1, ?2, ?3)")?
-            .execute(params![kind, key, value])?;
-        Ok(())
+        self.hold_or_apply(Write::StatePut {
+            kind: kind.to_string(),
+            key: key.to_string(),
+            value: value.to_string(),
+        })
     }
 
     fn state_delete(&mut self, kind: &str, key: &str) -> Result<()> {
-        self.conn
-            .prepare_cached("DELETE FROM store_state WHERE kind = ?1 AND key = ?2")?
-            .execute(params![kind, key])?;
-        Ok(())
+        self.hold_or_apply(Write::StateDelete {
+            kind: kind.to_string(),
+            key: key.to_string(),
+        })
     }
 
     fn insert_prepared(&mut self, p: PreparedResource) -> Result<Stored> {
@@ -827,6 +1039,7 @@ impl SqliteStore {
                 conn,
                 keys,
                 stamp: &stamp,
+                held: None,
             })
         }));
         let outcome = match unit {
@@ -869,17 +1082,23 @@ impl SqliteStore {
         // One lastUpdated per unit, taken under the lock and never earlier than the last
         // one: `_since` polling misses nothing (the group commits before any is seen).
         let stamp = std::cmp::max(now_instant(), w.last_stamp.clone());
-        let unit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_unit(&w.conn, &self.param_keys, &stamp, work)
-        }));
-        let unit = match unit {
-            Ok(result) => result,
-            Err(panic) => {
-                let _ = w.conn.execute_batch("ROLLBACK TO unit; RELEASE unit");
+        let ran = run_unit(&w.conn, &self.param_keys, &stamp, work);
+        let unit = match ran {
+            Ran::Done => Ok(()),
+            Ran::Failed(e) => Err(e),
+            Ran::Panicked(panic) => {
                 if self.queued.load(Ordering::SeqCst) == 0 {
                     let _ = self.settle(w);
                 }
                 std::panic::resume_unwind(panic);
+            }
+            Ran::Broken(e) => {
+                // Part of this unit's writes are in the transaction: none of the group's
+                // may commit.
+                let _ = w.conn.execute_batch("ROLLBACK");
+                let why = format!("a unit of its group could not be written: {e}");
+                let _ = self.outcomes.settle(&mut w.group, || Err(StoreError::Database(why)));
+                return Err(e);
             }
         };
         if unit.is_ok() {
@@ -1138,6 +1357,12 @@ mod tests {
                                 "code": {"text": "x"}, "subject": {"reference": format!("Patient/{id}")}}),
                                 None,
                             )?;
+                            if i % 2 == 0 {
+                                // Reading its own writes applies them early, under its savepoint.
+                                assert!(matches!(tx.read("Patient", &id)?, Current::Found(_)));
+                                tx.state_put("test", &id, "written")?;
+                                assert_eq!(tx.state_get("test", &id)?.as_deref(), Some("written"));
+                            }
                             if fails {
                                 return Err(StoreError::Invalid("refused after writing".into()));
                             }
@@ -1255,6 +1480,54 @@ mod tests {
             page.entries.iter().map(|s| s.version).collect::<Vec<_>>(),
             vec![3, 2, 1]
         );
+    }
+
+    /// A unit whose held writes fail half-way, with no savepoint to take back the half
+    /// applied, fails its whole group: the earlier unit that waited is told, and nothing
+    /// of either is committed.
+    #[test]
+    fn a_unit_whose_writes_fail_half_way_fails_its_group() {
+        let (dir, store) = store();
+        let poisoner = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        poisoner
+            .execute_batch(
+                "CREATE TRIGGER poison BEFORE INSERT ON resource_versions WHEN NEW.id = 'poison'
+                 BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
+            )
+            .unwrap();
+        let store = Arc::new(store);
+        let earlier = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                store.write(&mut |tx| {
+                    tx.create("Patient", json!({"resourceType": "Patient"}), Some("first"))?;
+                    // Holds the writer while the next unit queues behind it.
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    Ok(())
+                })
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let poisoned = store.write(&mut |tx| {
+            // Its first write (the version row of `poison`) fails after the current
+            // pointer was written.
+            tx.create("Patient", json!({"resourceType": "Patient"}), Some("poison"))?;
+            Ok(())
+        });
+        assert!(poisoned.unwrap_err().to_string().contains("poisoned"));
+        let earlier = earlier.join().unwrap();
+        assert!(earlier.unwrap_err().to_string().contains("could not be written"));
+        for id in ["first", "poison"] {
+            assert!(matches!(store.read("Patient", id).unwrap(), Current::NotFound), "{id}");
+        }
+        // The store goes on.
+        store
+            .write(&mut |tx| {
+                tx.create("Patient", json!({"resourceType": "Patient"}), Some("after"))
+                    .map(|_| ())
+            })
+            .unwrap();
+        assert!(matches!(store.read("Patient", "after").unwrap(), Current::Found(_)));
     }
 
     #[test]
