@@ -5,8 +5,8 @@
 //! SQLite has one writer, and with `synchronous = FULL` each commit waits for the disk;
 //! under many concurrent writers (a booking rush) that wait, not the work, bounds
 //! throughput. So the writer lock is passed on with the transaction still open: each unit
-//! runs in a SAVEPOINT of the open transaction (a unit that fails is rolled back to its
-//! savepoint and leaves the others untouched), and the unit that finds nobody waiting
+//! runs in the open transaction (a unit that fails leaves nothing and the others
+//! untouched: see `sqlite::run_unit`), and the unit that finds nobody waiting
 //! behind it (or the [`MAX_UNITS`]th) commits for all. Every unit returns only after the
 //! commit that holds it, with that commit's outcome: nothing is reported written before
 //! it is durable, and a failed commit fails every unit of its group.

@@ -463,8 +463,9 @@ pub trait Store: Send + Sync {
     /// (PostgreSQL's ANALYZE; the embedded store plans without statistics).
     fn refresh_statistics(&self) -> Result<()>;
     /// Declares (or ends) a bulk load that is the store's only writer: its units of work may
-    /// then run without what concurrent writers need (the embedded store's group commit
-    /// savepoints). Nothing else may write meanwhile.
+    /// then run without what concurrent writers need (the embedded store writes each one
+    /// directly, in a transaction of its own, instead of joining a group). Nothing else
+    /// may write meanwhile.
     fn sole_writer(&self, _on: bool) {}
     /// Declares a bulk load (an import): its units of work may then commit without waiting
     /// for the disk, and ending it (`on` false) waits until everything committed meanwhile

@@ -504,7 +504,15 @@ fn run_unit(
     if let Err(e) = result {
         return undo(e);
     }
-    match tx.apply_held() {
+    let applied = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tx.apply_held())) {
+        Ok(applied) => applied,
+        Err(panic) => {
+            // Half applied, perhaps with no savepoint: none of the group may commit.
+            let _ = conn.execute_batch("ROLLBACK");
+            return Ran::Panicked(panic);
+        }
+    };
+    match applied {
         Ok(()) if savepoint => match conn.execute_batch("RELEASE unit") {
             Ok(()) => Ran::Done,
             Err(e) => Ran::Broken(e.into()),
@@ -1372,6 +1380,14 @@ mod tests {
                         // A unit that returned is committed: visible to every reader at once.
                         let seen = matches!(store.read("Patient", &id).unwrap(), Current::Found(_));
                         assert_eq!(seen, !fails, "{id}");
+                        let mut state = None;
+                        store
+                            .write(&mut |tx| {
+                                state = tx.state_get("test", &id)?;
+                                Ok(())
+                            })
+                            .unwrap();
+                        assert_eq!(state.is_some(), !fails && i % 2 == 0, "{id}'s state record");
                         if !fails {
                             kept.push(id);
                         }
@@ -1496,18 +1512,20 @@ mod tests {
             )
             .unwrap();
         let store = Arc::new(store);
+        let (holding, held) = std::sync::mpsc::channel();
         let earlier = {
             let store = store.clone();
             std::thread::spawn(move || {
                 store.write(&mut |tx| {
                     tx.create("Patient", json!({"resourceType": "Patient"}), Some("first"))?;
                     // Holds the writer while the next unit queues behind it.
+                    let _ = holding.send(());
                     std::thread::sleep(std::time::Duration::from_millis(300));
                     Ok(())
                 })
             })
         };
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        held.recv().unwrap();
         let poisoned = store.write(&mut |tx| {
             // Its first write (the version row of `poison`) fails after the current
             // pointer was written.
@@ -1517,9 +1535,10 @@ mod tests {
         assert!(poisoned.unwrap_err().to_string().contains("poisoned"));
         let earlier = earlier.join().unwrap();
         assert!(earlier.unwrap_err().to_string().contains("could not be written"));
-        for id in ["first", "poison"] {
-            assert!(matches!(store.read("Patient", id).unwrap(), Current::NotFound), "{id}");
-        }
+        let rows: i64 = poisoner
+            .query_row("SELECT count(*) FROM resources", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0, "a row of the failed group was committed");
         // The store goes on.
         store
             .write(&mut |tx| {
