@@ -572,7 +572,7 @@ impl Engine {
     /// Appends the request's events (with `outcome`) to a running transaction.
     fn append_events(&self, guard: &Guard<'_>, tx: &mut dyn StoreTx, outcome: &Outcome) -> FhirResult<()> {
         if self.audit.enabled() {
-            tx.append_audit(&guard.audit_events(outcome))?;
+            tx.append_audit(guard.audit_events(outcome))?;
         }
         Ok(())
     }

@@ -205,8 +205,8 @@ pub trait StoreTx {
     /// one's search sees what the earlier one wrote. Call before searching for them.
     fn lock_conditions(&mut self, conditions: &[(&str, &SearchQuery)]) -> Result<()>;
     /// Appends audit events to the trail, sealed in a chain, committed with this unit of
-    /// work.
-    fn append_audit(&mut self, entries: &[AuditEntry]) -> Result<()>;
+    /// work (taken over: a unit holds them until it ends).
+    fn append_audit(&mut self, entries: Vec<AuditEntry>) -> Result<()>;
     /// A piece of server state (access codes, attempt counters) by kind and key; writers
     /// of the same key take turns until this unit of work ends.
     fn state_get(&mut self, kind: &str, key: &str) -> Result<Option<String>>;
@@ -476,7 +476,7 @@ pub trait Store: Send + Sync {
     }
     /// Appends audit events in a unit of work of their own.
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<()> {
-        self.write(&mut |tx| tx.append_audit(entries))
+        self.write(&mut |tx| tx.append_audit(entries.to_vec()))
     }
     /// Audit rows in chain order (chain, then position) after `after` (chain, position),
     /// at most `limit`.

@@ -472,22 +472,19 @@ fn run_unit(
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut tx)));
     let savepoint = tx.held.as_ref().is_some_and(|h| h.savepoint);
-    // Takes back what the unit applied early; Broken if that cannot be done.
-    let undo = |e: StoreError| {
-        if !savepoint {
-            return Ran::Failed(e);
-        }
-        match conn.execute_batch("ROLLBACK TO unit; RELEASE unit") {
-            Ok(()) => Ran::Failed(e),
-            Err(undone) => Ran::Broken(StoreError::Database(format!(
-                "{e}; and it could not be undone: {undone}"
-            ))),
-        }
+    // Takes back what the unit applied early, if it did.
+    let undo = || match savepoint {
+        true => conn.execute_batch("ROLLBACK TO unit; RELEASE unit"),
+        false => Ok(()),
+    };
+    let fail = |e: StoreError| match undo() {
+        Ok(()) => Ran::Failed(e),
+        Err(u) => Ran::Broken(StoreError::Database(format!("{e}; and it could not be undone: {u}"))),
     };
     let result = match result {
         Ok(result) => result,
         Err(panic) => {
-            if let Ran::Broken(_) = undo(StoreError::Database("panicked".into())) {
+            if undo().is_err() {
                 // Whatever it applied early must not commit with the group.
                 let _ = conn.execute_batch("ROLLBACK");
             }
@@ -502,7 +499,7 @@ fn run_unit(
         );
     }
     if let Err(e) = result {
-        return undo(e);
+        return fail(e);
     }
     let applied = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tx.apply_held())) {
         Ok(applied) => applied,
@@ -518,7 +515,7 @@ fn run_unit(
             Err(e) => Ran::Broken(e.into()),
         },
         Ok(()) => Ran::Done,
-        Err(e) if savepoint => undo(e),
+        Err(e) if savepoint => fail(e),
         Err(e) => Ran::Broken(e),
     }
 }
@@ -569,12 +566,10 @@ struct SqliteTx<'c> {
 
 /// A write of a unit of work in a group, held back until the unit ends ([`run_unit`]).
 enum Write {
+    /// A version as returned to the unit, its index rows, and the row it follows (None
+    /// for a new resource).
     Version {
-        resource_type: String,
-        id: String,
-        version: u64,
-        last_updated: String,
-        body: Arc<[u8]>,
+        stored: Stored,
         rows: Vec<IndexRow>,
         existing: Option<CurrentRow>,
     },
@@ -595,7 +590,7 @@ impl Write {
     fn touches_resource(&self, resource: Option<(&str, &str)>) -> bool {
         match (self, resource) {
             (Write::Version { .. }, None) => true,
-            (Write::Version { resource_type, id, .. }, Some((t, i))) => resource_type == t && id == i,
+            (Write::Version { stored, .. }, Some((t, i))) => stored.resource_type == t && stored.id == i,
             _ => false,
         }
     }
@@ -664,16 +659,11 @@ impl SqliteTx<'_> {
             last_updated,
             body: Arc::from(bytes),
         };
-        let write = Write::Version {
-            resource_type: stored.resource_type.clone(),
-            id: stored.id.clone(),
-            version,
-            last_updated: stored.last_updated.clone(),
-            body: stored.body.clone(),
+        self.hold_or_apply(Write::Version {
+            stored: stored.clone(),
             rows,
             existing: existing.cloned(),
-        };
-        self.hold_or_apply(write)?;
+        })?;
         Ok(stored)
     }
 
@@ -718,23 +708,7 @@ impl SqliteTx<'_> {
     /// Applies one write to the database.
     fn apply(&mut self, write: Write) -> Result<()> {
         match write {
-            Write::Version {
-                resource_type,
-                id,
-                version,
-                last_updated,
-                body,
-                rows,
-                existing,
-            } => self.apply_version(
-                &resource_type,
-                &id,
-                version,
-                &last_updated,
-                &body,
-                &rows,
-                existing.as_ref(),
-            ),
+            Write::Version { stored, rows, existing } => self.apply_version(&stored, &rows, existing.as_ref()),
             Write::Audit(entries) => self.apply_audit(&entries),
             Write::StatePut { kind, key, value } => {
                 self.conn
@@ -752,30 +726,28 @@ impl SqliteTx<'_> {
     }
 
     /// Writes one version's rows: the current pointer, the version row and the index rows.
-    #[allow(clippy::too_many_arguments)]
-    fn apply_version(
-        &mut self,
-        resource_type: &str,
-        id: &str,
-        version: u64,
-        last_updated: &str,
-        bytes: &[u8],
-        rows: &[IndexRow],
-        existing: Option<&CurrentRow>,
-    ) -> Result<()> {
-        let deleted = bytes.is_empty();
+    fn apply_version(&mut self, stored: &Stored, rows: &[IndexRow], existing: Option<&CurrentRow>) -> Result<()> {
+        let Stored {
+            resource_type,
+            id,
+            version,
+            last_updated,
+            deleted,
+            body,
+        } = stored;
+        let (version, deleted) = (*version as i64, *deleted as i64);
         let rid = match existing {
             Some(current) => {
                 self.conn
                     .prepare_cached("UPDATE resources SET version = ?1, deleted = ?2 WHERE rid = ?3")?
-                    .execute(params![version as i64, deleted as i64, current.rid])?;
+                    .execute(params![version, deleted, current.rid])?;
                 self.remove_index_rows(current)?;
                 current.rid
             }
             None => {
                 self.conn
                     .prepare_cached("INSERT INTO resources (type, id, version, deleted) VALUES (?1, ?2, ?3, ?4)")?
-                    .execute(params![resource_type, id, version as i64, deleted as i64])?;
+                    .execute(params![resource_type, id, version, deleted])?;
                 self.conn.last_insert_rowid()
             }
         };
@@ -788,10 +760,10 @@ impl SqliteTx<'_> {
                 rid,
                 resource_type,
                 id,
-                version as i64,
+                version,
                 last_updated,
-                deleted as i64,
-                bytes
+                deleted,
+                &body[..]
             ])?;
         insert_index_rows(self.conn, self.keys, resource_type, rid, rows)
     }
@@ -901,8 +873,8 @@ impl StoreTx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn append_audit(&mut self, entries: &[AuditEntry]) -> Result<()> {
-        self.hold_or_apply(Write::Audit(entries.to_vec()))
+    fn append_audit(&mut self, entries: Vec<AuditEntry>) -> Result<()> {
+        self.hold_or_apply(Write::Audit(entries))
     }
 
     fn state_get(&mut self, kind: &str, key: &str) -> Result<Option<String>> {

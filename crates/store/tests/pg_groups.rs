@@ -36,6 +36,14 @@ fn create(store: &PgStore, id: &str) {
         .unwrap();
 }
 
+/// The current version number of a patient that must exist.
+fn version_of(store: &dyn Store, id: &str) -> u64 {
+    match store.read("Patient", id).unwrap() {
+        Current::Found(now) => now.version,
+        _ => panic!("{id} is missing"),
+    }
+}
+
 fn exists(store: &dyn Store, id: &str) -> bool {
     matches!(store.read("Patient", id).unwrap(), Current::Found(_))
 }
@@ -154,10 +162,7 @@ fn groups_that_need_each_others_rows_commit_early_instead_of_deadlocking() {
         unit.join().unwrap().unwrap();
     }
     for id in ["x", "y"] {
-        let Current::Found(now) = one.read("Patient", id).unwrap() else {
-            panic!("{id} is missing");
-        };
-        assert_eq!(now.version, 3, "{id} was not written by both of its units");
+        assert_eq!(version_of(&*one, id), 3, "{id} was not written by both of its units");
     }
 }
 
@@ -238,9 +243,10 @@ fn writers_racing_to_create_one_id_in_groups_all_land() {
         for unit in openers.into_iter().chain(writers) {
             unit.join().unwrap().unwrap();
         }
-        let Current::Found(now) = stores[0].read("Patient", &id).unwrap() else {
-            panic!("{id} is missing");
-        };
-        assert_eq!(now.version as usize, stores.len() * WRITERS, "a write of {id} was lost");
+        assert_eq!(
+            version_of(&*stores[0], &id) as usize,
+            stores.len() * WRITERS,
+            "a write of {id} was lost"
+        );
     }
 }

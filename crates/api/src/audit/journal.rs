@@ -309,7 +309,7 @@ fn move_file(store: &dyn Store, id: &str, number: u64, entries: &[AuditEntry]) -
             return Ok(());
         }
         if !entries.is_empty() {
-            tx.append_audit(entries)?;
+            tx.append_audit(entries.to_vec())?;
         }
         tx.state_put(MARKER_KIND, id, &number.to_string())
     })

@@ -487,11 +487,8 @@ impl PgTx<'_> {
             "SELECT rid, version, deleted FROM resources WHERE type = $1 AND id = $2 FOR UPDATE SKIP LOCKED";
         match self.lock_without_waiting(SKIPPING, resource_type, id)? {
             Sharing::Locked(row) => {
-                return Ok(Some(self.note_lock(
-                    resource_type,
-                    id,
-                    (row.get(0), row.get(1), row.get(2)),
-                )));
+                self.note_lock(resource_type, id, row.get(1));
+                return Ok(Some((row.get(0), row.get(1), row.get(2))));
             }
             Sharing::Missing => return Ok(None),
             Sharing::Alone => {}
@@ -502,15 +499,19 @@ impl PgTx<'_> {
             "SELECT rid, version, deleted FROM resources WHERE type = $1 AND id = $2 FOR UPDATE",
             &[&resource_type, &id],
         )?;
-        Ok(rows
-            .first()
-            .map(|row| self.note_lock(resource_type, id, (row.get(0), row.get(1), row.get(2)))))
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        self.note_lock(resource_type, id, row.get(1));
+        Ok(Some((row.get(0), row.get(1), row.get(2))))
     }
 
-    /// Notes a row this unit locked (to lock it again should the unit move to a new group).
-    fn note_lock(&mut self, resource_type: &str, id: &str, row: (i64, i64, bool)) -> (i64, i64, bool) {
-        self.unit.locks.push((resource_type.to_string(), id.to_string(), row.1));
-        row
+    /// Notes a row this unit locked and the version it saw (to lock it again should the
+    /// unit move to a new group).
+    fn note_lock(&mut self, resource_type: &str, id: &str, version: i64) {
+        self.unit
+            .locks
+            .push((resource_type.to_string(), id.to_string(), version));
     }
 
     /// While earlier units share the transaction: locks a resource's row with `skipping` (a
@@ -541,9 +542,7 @@ impl PgTx<'_> {
     /// id), kept as locked; the transaction's stamp, if it has none, from that clock.
     fn keep_locked(&mut self, key: (String, String), row: &Row) -> Current {
         let stored = stored_from_row(row);
-        self.unit
-            .locks
-            .push((key.0.clone(), key.1.clone(), stored.version as i64));
+        self.note_lock(&key.0, &key.1, stored.version as i64);
         if self.stamp.is_none() {
             self.stamp = Some(std::cmp::max(row.get(6), self.floor.clone()));
         }
@@ -610,7 +609,7 @@ impl PgTx<'_> {
         self.flush_if_pending(resource_type, id)?;
         if let Some(row) = self.locked.remove(&(resource_type.to_string(), id.to_string())) {
             // Perhaps locked by an earlier unit of the group: now this unit's to keep.
-            self.note_lock(resource_type, id, (row.rid, row.version as i64, row.deleted));
+            self.note_lock(resource_type, id, row.version as i64);
             return Ok(Some(row));
         }
         let Some((rid, version, deleted)) = self.lock_row(resource_type, id)? else {
@@ -632,8 +631,7 @@ impl PgTx<'_> {
     /// Claims a new resource row (version 0 until its first version is written); None when
     /// another transaction created it first (after waiting for that one to end).
     fn claim(&mut self, resource_type: &str, id: &str) -> Result<Option<i64>> {
-        let opened = self.shared.is_some() && !self.unit.savepoint;
-        self.ensure_savepoint()?;
+        let opened = self.ensure_savepoint()?;
         let rid = self
             .query(
                 "INSERT INTO resources (type, id, version, deleted) VALUES ($1, $2, 0, true)
@@ -746,10 +744,11 @@ impl PgTx<'_> {
 
     /// Before this unit writes anything directly while earlier units share the
     /// transaction: writes their pending versions, then opens a savepoint, so that a
-    /// failure of this unit undoes its own writes and nothing of theirs.
-    fn ensure_savepoint(&mut self) -> Result<()> {
+    /// failure of this unit undoes its own writes and nothing of theirs. Whether it opened
+    /// one now.
+    fn ensure_savepoint(&mut self) -> Result<bool> {
         if self.shared.is_none() || self.unit.savepoint {
-            return Ok(());
+            return Ok(false);
         }
         let own = self.pending.split_off(self.unit.pending_from);
         let earlier = self.flush_all();
@@ -758,7 +757,7 @@ impl PgTx<'_> {
         earlier?;
         self.conn.batch_execute("SAVEPOINT unit")?;
         self.unit.savepoint = true;
-        Ok(())
+        Ok(true)
     }
 
     /// Writes the pending versions and the audit events, and commits.
@@ -1088,9 +1087,9 @@ impl StoreTx for PgTx<'_> {
         search_ids(self.keys, self.conn, resource_type, query, &[], limit)
     }
 
-    fn append_audit(&mut self, entries: &[AuditEntry]) -> Result<()> {
+    fn append_audit(&mut self, entries: Vec<AuditEntry>) -> Result<()> {
         // Sealed at the end of the unit of work, in one statement (see `seal_audit`).
-        self.audit.extend_from_slice(entries);
+        self.audit.extend(entries);
         Ok(())
     }
 
