@@ -1191,3 +1191,25 @@ fn an_absence_cancels_its_appointments_and_holds_the_earliest_equivalent_for_eac
     let schedule = read(&s, &format!("Schedule/{}", a.schedule));
     assert!(schedule.to_string().contains("conference"), "{schedule}");
 }
+
+#[test]
+fn booking_or_holding_for_a_patient_or_slot_that_does_not_exist_is_404_and_changes_nothing() {
+    let s = Server::start_with(&["--booking-horizon", "2d", "--booking-rules", "none"]);
+    let c = rabat(&s);
+    generate(&s, &c.schedule);
+    let slot = found(&s, &s.admin_token, "_count=1")[0].clone();
+    let known = patient(&s);
+    let ask = |slot: &str, patient: &str| {
+        json!({"resourceType": "Parameters", "parameter": [
+            {"name": "slot", "valueReference": {"reference": format!("Slot/{slot}")}},
+            {"name": "patient", "valueReference": {"reference": format!("Patient/{patient}")}}]})
+    };
+    for operation in ["Appointment/$book", "Appointment/$hold"] {
+        assert_outcome(s.post(operation, &ask(&slot, "ghost-patient")), 404, "ghost-patient");
+        assert_outcome(s.post(operation, &ask("ghost-slot", &known)), 404, "ghost-slot");
+    }
+    assert_eq!(count(&s, "Appointment?_count=10"), 0);
+    assert_eq!(read(&s, &format!("Slot/{slot}"))["status"], "free");
+    // The same slot and a patient who exists: booked.
+    assert_eq!(s.post("Appointment/$book", &ask(&slot, &known)).status(), 201);
+}

@@ -370,6 +370,11 @@ pub trait Store: Send + Sync {
     fn write(&self, work: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()>;
     /// The current version of a resource.
     fn read(&self, resource_type: &str, id: &str) -> Result<Current>;
+    /// The current versions of several resources (type, id), in the order asked: what
+    /// [`Store::read`] would give for each, in one round trip where the store has them.
+    fn read_each(&self, wanted: &[(&str, &str)]) -> Result<Vec<Current>> {
+        wanted.iter().map(|(t, id)| self.read(t, id)).collect()
+    }
     /// One version of a resource.
     fn vread(&self, resource_type: &str, id: &str, version: u64) -> Result<Option<Stored>>;
     /// A page of history.

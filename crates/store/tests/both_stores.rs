@@ -6,7 +6,7 @@
 use serde_json::json;
 use sijill_store::pg::PgStore;
 use sijill_store::sqlite::SqliteStore;
-use sijill_store::{SearchQuery, Store};
+use sijill_store::{Current, SearchQuery, Store};
 
 /// A store to test, with what keeps it alive.
 struct Backend {
@@ -243,5 +243,56 @@ fn versions_of_many_resources_on_every_store() {
                 Ok(())
             })
             .unwrap();
+    }
+}
+
+/// `read_each` answers several reads at once, in the order asked: what `read` gives for
+/// each (found, deleted, never written), the same resource asked twice answered twice.
+#[test]
+fn several_reads_at_once_on_every_store() {
+    for b in backends() {
+        let slot = |id: &str, status: &str| json!({"resourceType": "Slot", "id": id, "status": status});
+        b.store
+            .write(&mut |tx| {
+                tx.create("Slot", slot("a", "free"), Some("a"))?;
+                tx.create("Slot", slot("b", "free"), Some("b"))?;
+                tx.create("Patient", json!({"resourceType": "Patient", "id": "a"}), Some("a"))?;
+                Ok(())
+            })
+            .unwrap();
+        b.store
+            .write(&mut |tx| {
+                tx.update("Slot", "a", slot("a", "busy"), Some(1))?;
+                tx.delete("Slot", "b", Some(1))?;
+                Ok(())
+            })
+            .unwrap();
+        let asked = [
+            ("Patient", "a"),
+            ("Slot", "c"),
+            ("Slot", "b"),
+            ("Slot", "a"),
+            ("Patient", "a"),
+        ];
+        let read = b.store.read_each(&asked).unwrap();
+        assert_eq!(read.len(), asked.len(), "{}", b.name);
+        for ((resource_type, id), got) in asked.iter().zip(&read) {
+            let alone = b.store.read(resource_type, id).unwrap();
+            assert_eq!(describe(got), describe(&alone), "{} {resource_type}/{id}", b.name);
+        }
+        assert!(matches!(&read[3], Current::Found(s) if s.version == 2 && s.resource_type == "Slot"));
+        assert!(matches!(&read[2], Current::Deleted(_)), "{}", b.name);
+        assert!(matches!(&read[1], Current::NotFound), "{}", b.name);
+        assert!(matches!(&read[0], Current::Found(s) if s.resource_type == "Patient"));
+        assert!(b.store.read_each(&[]).unwrap().is_empty(), "{}", b.name);
+    }
+}
+
+/// A read's outcome as comparable text: which kind, and the version's type, id and number.
+fn describe(c: &Current) -> String {
+    match c {
+        Current::Found(s) => format!("found {}/{}/{}", s.resource_type, s.id, s.version),
+        Current::Deleted(s) => format!("deleted {}/{}/{}", s.resource_type, s.id, s.version),
+        Current::NotFound => "not found".into(),
     }
 }

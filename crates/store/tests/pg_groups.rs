@@ -250,3 +250,38 @@ fn writers_racing_to_create_one_id_in_groups_all_land() {
         );
     }
 }
+
+/// Two servers (two stores on one database) appending audit events at once, to the same
+/// chains: each group reads its chain's head only once it holds the chain's lock, so no
+/// two events take one position and every chain verifies from its first event to its last.
+#[test]
+fn two_stores_appending_to_the_same_audit_chains_keep_them_whole() {
+    let Some(url) = database("two_stores_appending_to_the_same_audit_chains_keep_them_whole") else {
+        return;
+    };
+    let stores = [one_lane(&url), one_lane(&url)];
+    const WRITERS: usize = 6;
+    const ROUNDS: usize = 15;
+    std::thread::scope(|scope| {
+        for w in 0..WRITERS {
+            let store = stores[w % 2].clone();
+            scope.spawn(move || {
+                for r in 0..ROUNDS {
+                    let event = |n: usize| sijill_store::audit::AuditEntry {
+                        recorded: "2026-11-25T10:00:00.000Z".into(),
+                        patient: None,
+                        agent: format!("writer-{w}"),
+                        flag: None,
+                        body: format!("{{\"resourceType\":\"AuditEvent\",\"round\":{r},\"n\":{n}}}").into_bytes(),
+                    };
+                    store
+                        .write(&mut |tx| tx.append_audit(vec![event(0), event(1)]))
+                        .unwrap_or_else(|e| panic!("writer {w}, round {r}: {e}"));
+                }
+            });
+        }
+    });
+    let verified = sijill_store::audit::verify(stores[0].as_ref(), &mut |_| {}).unwrap();
+    assert_eq!(verified.first_break, None);
+    assert_eq!(verified.checked, (WRITERS * ROUNDS * 2) as u64);
+}

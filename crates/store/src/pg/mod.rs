@@ -58,9 +58,11 @@ const POOL_SIZE: u32 = 16;
 const LOCK_TIMEOUT_MS: u64 = 10_000;
 
 /// Makes resources' rows (`$1`) point at their new versions (`$2`, deleted `$3`, compartment
-/// `$4`) and removes the index rows of the old versions of those that had one (`$5`), in
-/// one statement.
-static SET_CURRENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// `$4`), removes the index rows of the old versions of those that had one (`$5`), and
+/// claims the rows of new resources (types `$6`, ids `$7`, compartments `$8`), returning
+/// the type, id and row id of each new row claimed — an id taken meanwhile returns none —
+/// in one statement (the rows it updates and those it inserts are never the same).
+static POINT_AND_CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let deletes: String = INDEX_TABLES
         .iter()
         .enumerate()
@@ -70,9 +72,30 @@ static SET_CURRENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         "WITH u AS (UPDATE resources r SET version = n.version, deleted = n.deleted, \
          patient_key = coalesce(n.patient_key, r.patient_key) \
          FROM unnest($1::bigint[], $2::bigint[], $3::bool[], $4::text[]) AS n(rid, version, deleted, patient_key) \
-         WHERE r.rid = n.rid){deletes} SELECT 1"
+         WHERE r.rid = n.rid){deletes} \
+         INSERT INTO resources (type, id, version, deleted, patient_key) \
+         SELECT t, i, 1, false, p FROM unnest($6::text[], $7::text[], $8::text[]) AS n(t, i, p) \
+         ON CONFLICT (type, id) DO NOTHING RETURNING type, id, rid"
     )
 });
+
+/// The current versions of `n` resources, each asked for by type and id (`$1`, `$2`, then
+/// `$3`, `$4`, …) and returned with its place in the question (column 7, from 1): one
+/// lookup per resource, joined with `UNION ALL`, so that the plan is the one of a single
+/// read and is kept from call to call.
+fn read_each_statement(n: usize) -> String {
+    (0..n)
+        .map(|k| {
+            format!(
+                "SELECT {VERSION_COLUMNS}, {place}::bigint FROM {CURRENT_VERSIONS} WHERE r.type = ${t} AND r.id = ${i}",
+                place = k + 1,
+                t = 2 * k + 1,
+                i = 2 * k + 2
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+}
 
 /// Locks a resource's row and reads its current version, then the clock (columns: the
 /// version's, the clock, the row id); nothing when the row changed while the lock waited.
@@ -824,10 +847,12 @@ impl PgTx<'_> {
         }
         let entries = std::mem::take(&mut self.audit);
         let entries = entries.as_slice();
-        self.execute("SELECT pg_advisory_xact_lock($1)", &[&(AUDIT_CHAIN_LOCK + self.chain)])?;
         let chain = self.chain;
         let head = self
-            .query(&numbered(audit::CHAIN_HEAD), &[&chain])?
+            .query(
+                "SELECT head_position, head_hash FROM audit_chain_head($1, $2)",
+                &[&chain, &(AUDIT_CHAIN_LOCK + chain)],
+            )?
             .first()
             .map(|r| (r.get::<_, i64>(0), r.get::<_, Vec<u8>>(1)));
         let links = audit::seal_after(head, self.chain, entries);
@@ -881,8 +906,7 @@ impl PgTx<'_> {
             .iter()
             .map(|p| patient_key(&p.resource_type, &p.id, &p.rows))
             .collect();
-        self.set_current(&pending, &patients)?;
-        let mut claimed = self.claim_rows(&pending, &patients)?.into_iter();
+        let mut claimed = self.point_and_claim(&pending, &patients)?.into_iter();
         let mut batch = WriteBatch::default();
         for (p, patient) in pending.iter().zip(&patients) {
             let (rid, version) = match p.existing {
@@ -910,70 +934,54 @@ impl PgTx<'_> {
     }
 
     /// Points the rows of the changed resources among `pending` (of compartments
-    /// `patients`) at their new versions and removes their old versions' index rows, in
-    /// one statement.
-    fn set_current(&mut self, pending: &[Pending], patients: &[Option<String>]) -> Result<()> {
+    /// `patients`) at their new versions, removes their old versions' index rows, and
+    /// claims the rows of the new ones, refusing an id taken meanwhile: in one statement.
+    /// The new rows' ids, in order.
+    fn point_and_claim(&mut self, pending: &[Pending], patients: &[Option<String>]) -> Result<Vec<i64>> {
         let (mut rids, mut versions, mut deleted, mut keys, mut reindexed) = (vec![], vec![], vec![], vec![], vec![]);
+        let mut new: Vec<(&Pending, &Option<String>)> = Vec::new();
         for (p, patient) in pending.iter().zip(patients) {
-            if let Some((rid, version)) = p.existing {
-                rids.push(rid);
-                versions.push(version);
-                deleted.push(p.bytes.is_empty());
-                keys.push(patient.as_deref());
-                if version > 1 {
-                    reindexed.push(rid);
+            match p.existing {
+                Some((rid, version)) => {
+                    rids.push(rid);
+                    versions.push(version);
+                    deleted.push(p.bytes.is_empty());
+                    keys.push(patient.as_deref());
+                    if version > 1 {
+                        reindexed.push(rid);
+                    }
                 }
+                None => new.push((p, patient)),
             }
         }
-        if rids.is_empty() {
-            return Ok(());
-        }
-        self.execute(&SET_CURRENT, &[&rids, &versions, &deleted, &keys, &reindexed])?;
-        Ok(())
-    }
-
-    /// Claims the rows of the new resources among `pending` (of compartments `patients`),
-    /// refusing an id taken meanwhile; their row ids, in order.
-    fn claim_rows(&mut self, pending: &[Pending], patients: &[Option<String>]) -> Result<Vec<i64>> {
-        let new: Vec<(&Pending, &Option<String>)> = pending
-            .iter()
-            .zip(patients)
-            .filter(|(p, _)| p.existing.is_none())
-            .collect();
-        if new.is_empty() {
+        if rids.is_empty() && new.is_empty() {
             return Ok(Vec::new());
         }
         let mut seen = std::collections::HashSet::new();
         if let Some((twice, _)) = new.iter().find(|(p, _)| !seen.insert((&p.resource_type, &p.id))) {
-            return Err(StoreError::Invalid(format!(
-                "{}/{} already exists",
-                twice.resource_type, twice.id
-            )));
+            return Err(already_exists(twice));
         }
         let types: Vec<&str> = new.iter().map(|(p, _)| p.resource_type.as_str()).collect();
         let ids: Vec<&str> = new.iter().map(|(p, _)| p.id.as_str()).collect();
-        let patients: Vec<&Option<String>> = new.iter().map(|(_, k)| *k).collect();
+        let new_keys: Vec<&Option<String>> = new.iter().map(|(_, k)| *k).collect();
         let claimed = self.query(
-            "INSERT INTO resources (type, id, version, deleted, patient_key)
-             SELECT t, i, 1, false, p FROM unnest($1::text[], $2::text[], $3::text[]) AS n(t, i, p)
-             ON CONFLICT (type, id) DO NOTHING RETURNING type, id, rid",
-            &[&types, &ids, &patients],
+            &POINT_AND_CLAIM,
+            &[&rids, &versions, &deleted, &keys, &reindexed, &types, &ids, &new_keys],
         )?;
         let rids: HashMap<(String, String), i64> = claimed.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect();
-        let mut row_ids = Vec::with_capacity(new.len());
-        for (p, _) in &new {
-            match rids.get(&(p.resource_type.clone(), p.id.clone())) {
-                Some(rid) => row_ids.push(*rid),
-                None => {
-                    return Err(StoreError::Invalid(format!(
-                        "{}/{} already exists",
-                        p.resource_type, p.id
-                    )));
-                }
-            }
-        }
-        Ok(row_ids)
+        new.iter()
+            .map(|(p, _)| {
+                rids.get(&(p.resource_type.clone(), p.id.clone()))
+                    .copied()
+                    .ok_or_else(|| already_exists(p))
+            })
+            .collect()
     }
+}
+
+/// The refusal of a new resource whose id is taken.
+fn already_exists(p: &Pending) -> StoreError {
+    StoreError::Invalid(format!("{}/{} already exists", p.resource_type, p.id))
 }
 
 impl StoreTx for PgTx<'_> {
@@ -1223,7 +1231,6 @@ impl PgStore {
         committed
     }
 
-    /// Rolls a lane's group back and tells its waiting units why.
     fn abandon(&self, st: &mut group::LaneState, outcomes: &Outcomes, why: &str) {
         st.tx = None;
         let _ = outcomes.settle(&mut st.open, || Err(group::abandoned(why)));
@@ -1422,6 +1429,30 @@ impl Store for PgStore {
 
     fn read(&self, resource_type: &str, id: &str) -> Result<Current> {
         read_current(&mut *self.client()?, resource_type, id)
+    }
+
+    fn read_each(&self, wanted: &[(&str, &str)]) -> Result<Vec<Current>> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let args: Vec<Arg> = wanted
+            .iter()
+            .flat_map(|(t, id)| [Arg::Text(t.to_string()), Arg::Text(id.to_string())])
+            .collect();
+        let rows = self.client()?.rows(&read_each_statement(wanted.len()), &args)?;
+        let mut found: Vec<Current> = wanted.iter().map(|_| Current::NotFound).collect();
+        for row in &rows {
+            let place = row.get::<_, i64>(6) as usize;
+            let stored = stored_from_row(row);
+            if let Some(slot) = place.checked_sub(1).and_then(|at| found.get_mut(at)) {
+                *slot = if stored.deleted {
+                    Current::Deleted(stored)
+                } else {
+                    Current::Found(stored)
+                };
+            }
+        }
+        Ok(found)
     }
 
     fn vread(&self, resource_type: &str, id: &str, version: u64) -> Result<Option<Stored>> {

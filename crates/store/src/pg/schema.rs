@@ -161,6 +161,19 @@ $$;
     r#"
 DROP INDEX IF EXISTS resources_patient;
 "#,
+    // An audit chain's lock and head in one round trip. Volatile, so the head is read in a
+    // snapshot of its own taken after the lock is granted: it sees the events of the
+    // writer the lock waited for.
+    r#"
+CREATE FUNCTION audit_chain_head(wanted bigint, lock_key bigint)
+    RETURNS TABLE (head_position bigint, head_hash bytea) LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(lock_key);
+    RETURN QUERY SELECT a.position, a.hash FROM audit_log a
+        WHERE a.chain = wanted ORDER BY a.position DESC LIMIT 1;
+END
+$$;
+"#,
 ];
 
 /// Applies the migrations that have not run yet, each in its own transaction, and returns
