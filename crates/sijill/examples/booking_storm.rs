@@ -132,67 +132,35 @@ fn main() {
         // For a profiler: the set-up is done, the storm begins.
         let _ = std::fs::write(signal, "started");
     }
-    // The storm itself runs on one thread with an asynchronous client, so that the load
-    // generator takes as little as it can of the processor the servers share with it.
-    let storm_client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(clients)
-        .build()
-        .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let started = Instant::now();
-    runtime.block_on(async {
-        let mut tasks = tokio::task::JoinSet::new();
+    std::thread::scope(|scope| {
         for k in 0..clients {
-            let base = bases[k % bases.len()].clone();
-            let group = k % groups;
-            let mine: Vec<String> = slot_ids
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| i % groups == group)
-                .map(|(_, s)| s.clone())
-                .collect();
-            let (client, token, patient) = (storm_client.clone(), api.token.clone(), patients[k].clone());
-            tasks.spawn(async move {
-                let mut outcome = Vec::new();
-                for slot in mine {
+            let (api, slot_ids, patients, bases) = (&api, &slot_ids, &patients, &bases);
+            let (wins, conflicts, errors) = (&wins, &conflicts, &errors);
+            scope.spawn(move || {
+                let base = &bases[k % bases.len()];
+                let group = k % groups;
+                for (_, slot) in slot_ids.iter().enumerate().filter(|(i, _)| i % groups == group) {
                     let body = json!({"resourceType": "Parameters", "parameter": [
                         {"name": "slot", "valueReference": {"reference": format!("Slot/{slot}")}},
-                        {"name": "patient", "valueReference": {"reference": format!("Patient/{patient}")}}]});
-                    let r = client
-                        .post(format!("{base}/Appointment/$book"))
-                        .bearer_auth(&token)
-                        .header("content-type", "application/fhir+json")
-                        .body(body.to_string())
-                        .send()
-                        .await
-                        .expect("the server answers");
-                    let status = r.status().as_u16();
-                    let v: Value = r.json().await.unwrap_or(Value::Null);
-                    outcome.push((slot, status, v));
+                        {"name": "patient", "valueReference": {"reference": format!("Patient/{}", patients[k])}}]});
+                    let (status, v) =
+                        api.send(reqwest::Method::POST, &format!("{base}/Appointment/$book"), Some(&body));
+                    match status {
+                        201 => wins
+                            .lock()
+                            .unwrap()
+                            .push((slot.clone(), v["id"].as_str().unwrap_or("").to_string())),
+                        409 => {
+                            conflicts.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("unexpected {status}: {v}");
+                        }
+                    }
                 }
-                outcome
             });
-        }
-        while let Some(done) = tasks.join_next().await {
-            for (slot, status, v) in done.expect("a client ran to its end") {
-                match status {
-                    201 => wins
-                        .lock()
-                        .unwrap()
-                        .push((slot, v["id"].as_str().unwrap_or("").to_string())),
-                    409 => {
-                        conflicts.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("unexpected {status}: {v}");
-                    }
-                }
-            }
         }
     });
     let seconds = started.elapsed().as_secs_f64();
