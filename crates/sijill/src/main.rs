@@ -86,8 +86,22 @@ fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
 /// Opens the store: PostgreSQL at `database` when given, else the embedded database of
 /// the data directory. Pending migrations are applied.
 fn open_store(data_dir: &std::path::Path, database: Option<&str>) -> Result<Arc<dyn Store>, String> {
+    open_store_with_lanes(data_dir, database, None)
+}
+
+/// Opens the store as [`open_store`] does, with `lanes` group-commit lanes on PostgreSQL
+/// (its default when None; the embedded store has one writer and no lanes).
+fn open_store_with_lanes(
+    data_dir: &std::path::Path,
+    database: Option<&str>,
+    lanes: Option<usize>,
+) -> Result<Arc<dyn Store>, String> {
     match database {
         Some(url) => PgStore::open(url)
+            .map(|s| match lanes {
+                Some(n) => s.with_lanes(n),
+                None => s,
+            })
             .map(|s| Arc::new(s) as Arc<dyn Store>)
             .map_err(|e| format!("cannot open the PostgreSQL store: {e}")),
         None => SqliteStore::open(data_dir)

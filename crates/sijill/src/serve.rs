@@ -46,6 +46,13 @@ pub struct ServeArgs {
     /// The ID-token claim with the national identifier (default: the country profile's).
     #[arg(long, env = "SIJILL_EID_CLAIM")]
     eid_claim: Option<String>,
+    /// On PostgreSQL: write transactions this server keeps open at once, each shared by
+    /// the units of work that arrive while it runs (group commit). Fewer make larger
+    /// groups; with several servers on one database, about two in all did best in the
+    /// booking storm (BENCHMARKS.md, session 17): give each of two servers 1.
+    #[arg(long, env = "SIJILL_WRITE_LANES", default_value_t = sijill_store::pg::DEFAULT_LANES as u8,
+          value_parser = clap::value_parser!(u8).range(1..=8))]
+    write_lanes: u8,
     /// Requests per second per user (the token's FHIR user, else its subject); 0: no limit.
     #[arg(long, env = "SIJILL_RATE_LIMIT_USER", default_value_t = 100)]
     rate_limit_user: u32,
@@ -203,7 +210,7 @@ pub fn run(data_dir: &Path, database: Option<&str>, args: ServeArgs) -> Result<E
     )?;
     let scheme = if edge.tls.is_some() { "https" } else { "http" };
     let scheduling = scheduling_settings(&profile, &args)?;
-    let store = crate::open_store(data_dir, database)?;
+    let store = crate::open_store_with_lanes(data_dir, database, Some(usize::from(args.write_lanes)))?;
     let demo = if args.demo { load_demo(&store, &args)? } else { None };
     // Opened outside the runtime: it moves what an earlier process left in the journal,
     // and the PostgreSQL driver blocks.

@@ -20,7 +20,9 @@ fn two_servers(name: &str) -> Option<(Arc<Server>, Arc<Server>)> {
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let url = format!("{}/sijill_t_shared_{}", postgres.trim_end_matches('/'), &suffix[..12]);
     let a = Server::start_on_database(&url);
-    let b = Server::start_on_database(&url);
+    // The second with one write lane, as two servers would share a database (the first
+    // keeps the default two): units of work share its group transactions.
+    let b = Server::start_on_database_with(&url, &["--write-lanes", "1"]);
     Some((Arc::new(a), Arc::new(b)))
 }
 
@@ -213,5 +215,18 @@ fn paging_through_one_server_while_the_other_writes() {
     assert_eq!(unique.len(), seen.len(), "a resource came twice");
     for id in &originals {
         assert!(seen.contains(id), "Observation/{id} was skipped");
+    }
+}
+
+/// `--write-lanes` takes 1 to 8 (the pool keeps as many connections again for reads) and
+/// refuses anything else before the server starts.
+#[test]
+fn write_lanes_out_of_range_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for lanes in ["0", "9", "two"] {
+        let out = common::sijill(dir.path(), &["serve", "--write-lanes", lanes]);
+        assert!(!out.status.success(), "--write-lanes {lanes} was accepted");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("--write-lanes"), "{said}");
     }
 }

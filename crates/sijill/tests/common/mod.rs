@@ -239,8 +239,13 @@ impl Server {
     /// Starts a server with a data directory of its own on the PostgreSQL database `url`
     /// (several servers may share one).
     pub fn start_on_database(url: &str) -> Server {
+        Self::start_on_database_with(url, &[])
+    }
+
+    /// Starts a server on the PostgreSQL database `url` with extra `serve` arguments.
+    pub fn start_on_database_with(url: &str, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
-        Self::launch(dir, &[], &[("SIJILL_DATABASE", url.to_string())])
+        Self::launch(dir, extra, &[("SIJILL_DATABASE", url.to_string())])
     }
 
     /// Starts a server on an existing data directory (on a free loopback port unless

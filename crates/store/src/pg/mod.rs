@@ -51,6 +51,9 @@ use pool::{Connection, Manager, Runner};
 /// Longest a single statement may run (reads and writes; export and reindex have none).
 const STATEMENT_TIMEOUT_MS: u64 = 10_000;
 
+/// Group-commit lanes a store has unless told otherwise ([`PgStore::with_lanes`]).
+pub const DEFAULT_LANES: usize = group::LANES;
+
 /// Connections per server process.
 const POOL_SIZE: u32 = 16;
 
