@@ -3,7 +3,8 @@
 in argv[1]), the PostgreSQL backends and the storm client. Waits for the storm client to
 write "started" into the file argv[2] (STORM_STARTED_FILE), reads every process's user +
 system time from /proc, waits for "ended", reads again, removes the file (which lets the
-client go on to its check) and prints the differences in milliseconds."""
+client go on to its check) and prints the differences in milliseconds. Every process named
+postgres counts (a second cluster on the machine would too)."""
 import os
 import sys
 import time

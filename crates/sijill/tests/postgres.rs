@@ -219,14 +219,34 @@ fn paging_through_one_server_while_the_other_writes() {
 }
 
 /// `--write-lanes` takes 1 to 8 (the pool keeps as many connections again for reads) and
-/// refuses anything else before the server starts.
+/// refuses anything else before the server starts (one that started anyway is stopped after
+/// ten seconds, and the test fails).
 #[test]
 fn write_lanes_out_of_range_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     for lanes in ["0", "9", "two"] {
-        let out = common::sijill(dir.path(), &["serve", "--write-lanes", lanes]);
-        assert!(!out.status.success(), "--write-lanes {lanes} was accepted");
-        let said = String::from_utf8_lossy(&out.stderr);
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sijill"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0", "--write-lanes", lanes])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > until {
+                let _ = child.kill();
+                panic!("--write-lanes {lanes} was accepted: the server started");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(!status.success(), "--write-lanes {lanes} was accepted");
+        let mut said = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said).unwrap();
         assert!(said.contains("--write-lanes"), "{said}");
     }
 }

@@ -1207,6 +1207,12 @@ fn booking_or_holding_for_a_patient_or_slot_that_does_not_exist_is_404_and_chang
     for operation in ["Appointment/$book", "Appointment/$hold"] {
         assert_outcome(s.post(operation, &ask(&slot, "ghost-patient")), 404, "ghost-patient");
         assert_outcome(s.post(operation, &ask("ghost-slot", &known)), 404, "ghost-slot");
+        // Both missing: the slot is answered first, as before the two were read together.
+        assert_outcome(
+            s.post(operation, &ask("ghost-slot", "ghost-patient")),
+            404,
+            "ghost-slot",
+        );
     }
     assert_eq!(count(&s, "Appointment?_count=10"), 0);
     assert_eq!(read(&s, &format!("Slot/{slot}"))["status"], "free");

@@ -1234,6 +1234,7 @@ impl PgStore {
         committed
     }
 
+    /// Rolls a lane's group back and tells its waiting units why.
     fn abandon(&self, st: &mut group::LaneState, outcomes: &Outcomes, why: &str) {
         st.tx = None;
         let _ = outcomes.settle(&mut st.open, || Err(group::abandoned(why)));
