@@ -553,12 +553,18 @@ fn hold_book_cancel_and_reschedule_keep_one_person_per_slot() {
     assert_outcome(r, 400, "appointment-reference");
 }
 
-#[test]
-fn two_citizens_racing_for_the_last_slot_one_wins_the_others_get_409() {
+/// A server without booking rules and with Rabat's slots generated, and the first of them.
+fn server_with_a_free_slot() -> (Server, String) {
     let s = Server::start_with(&["--booking-horizon", "2d", "--booking-rules", "none"]);
     let c = rabat(&s);
     generate(&s, &c.schedule);
     let slot = found(&s, &s.admin_token, "_count=1")[0].clone();
+    (s, slot)
+}
+
+#[test]
+fn two_citizens_racing_for_the_last_slot_one_wins_the_others_get_409() {
+    let (s, slot) = server_with_a_free_slot();
     let tokens: Vec<String> = (0..12).map(|_| citizen(&s, &patient(&s))).collect();
     let barrier = std::sync::Barrier::new(tokens.len());
     let statuses: Vec<u16> = std::thread::scope(|scope| {
@@ -1194,10 +1200,7 @@ fn an_absence_cancels_its_appointments_and_holds_the_earliest_equivalent_for_eac
 
 #[test]
 fn booking_or_holding_for_a_patient_or_slot_that_does_not_exist_is_404_and_changes_nothing() {
-    let s = Server::start_with(&["--booking-horizon", "2d", "--booking-rules", "none"]);
-    let c = rabat(&s);
-    generate(&s, &c.schedule);
-    let slot = found(&s, &s.admin_token, "_count=1")[0].clone();
+    let (s, slot) = server_with_a_free_slot();
     let known = patient(&s);
     let ask = |slot: &str, patient: &str| {
         json!({"resourceType": "Parameters", "parameter": [

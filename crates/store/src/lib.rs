@@ -55,6 +55,17 @@ pub enum Current {
     NotFound,
 }
 
+impl Current {
+    /// The outcome of a read that found `newest`, the resource's newest version, or nothing.
+    pub fn of(newest: Option<Stored>) -> Current {
+        match newest {
+            Some(s) if s.deleted => Current::Deleted(s),
+            Some(s) => Current::Found(s),
+            None => Current::NotFound,
+        }
+    }
+}
+
 /// Errors of the store. None of them leaves a partial write behind.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

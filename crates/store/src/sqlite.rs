@@ -366,11 +366,7 @@ fn read_current(conn: &Connection, resource_type: &str, id: &str) -> Result<Curr
          WHERE r.type = ?1 AND r.id = ?2"
     ))?;
     let found = stmt.query_row(params![resource_type, id], stored_from_row).optional()?;
-    Ok(match found {
-        Some(s) if s.deleted => Current::Deleted(s),
-        Some(s) => Current::Found(s),
-        None => Current::NotFound,
-    })
+    Ok(Current::of(found))
 }
 
 /// Inserts the index rows of one resource.

@@ -201,10 +201,11 @@ fn patient_exists(engine: &Engine, patient: &str) -> FhirResult<()> {
     read_current(engine, "Patient", patient).map(|_| ())
 }
 
-/// The slot a citizen asks for, read before any transaction, and whether the patient
-/// exists: both in one round trip. The slot's absence is answered at once; the patient's
-/// is the caller's to answer, after its rights check, where it always was.
-fn slot_and_patient(engine: &Engine, slot_id: &str, patient: &str) -> FhirResult<(Stored, bool)> {
+/// The slot a citizen asks for, read before any transaction, and the verdict on the
+/// patient (as [`patient_exists`] gives it): both in one round trip. The slot's absence is
+/// answered at once; the patient's verdict is the caller's to answer, after its rights
+/// check, where it always was.
+fn slot_and_patient(engine: &Engine, slot_id: &str, patient: &str) -> FhirResult<(Stored, FhirResult<()>)> {
     let mut read = engine
         .store
         .read_each(&[("Slot", slot_id), ("Patient", patient)])?
@@ -212,16 +213,11 @@ fn slot_and_patient(engine: &Engine, slot_id: &str, patient: &str) -> FhirResult
     let Some(Current::Found(slot)) = read.next() else {
         return Err(FhirError::resource_not_found("Slot", slot_id));
     };
-    Ok((slot, matches!(read.next(), Some(Current::Found(_)))))
-}
-
-/// Refuses a booking for a patient found not to exist.
-fn patient_found(found: bool, patient: &str) -> FhirResult<()> {
-    if found {
-        Ok(())
-    } else {
-        Err(FhirError::resource_not_found("Patient", patient))
-    }
+    let verdict = match read.next() {
+        Some(Current::Found(_)) => Ok(()),
+        _ => Err(FhirError::resource_not_found("Patient", patient)),
+    };
+    Ok((slot, verdict))
 }
 
 /// `POST Appointment/$hold`.
@@ -231,12 +227,12 @@ pub fn hold(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
     let patient = patient_param(guard, &params)?;
     let mut turn = engine.slot_turns.take(&slot_id);
     refuse_taken_meanwhile(guard, &turn, &patient)?;
-    let (slot, found) = slot_and_patient(engine, &slot_id, &patient)?;
+    let (slot, patient_verdict) = slot_and_patient(engine, &slot_id, &patient)?;
     let seen = parse(&slot);
     let facts = schedule_facts(engine, &seen)?;
     check_books_for(guard, &patient, facility(&facts))?;
     refuse_early(&seen)?;
-    patient_found(found, &patient)?;
+    patient_verdict?;
     guard.disclose_patient(&patient);
     let expires = sijill_store::instant_in(engine.scheduling.hold_seconds);
     let stored = engine.with_tx(guard, Exec::Standalone, |tx| {
@@ -285,7 +281,7 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
         })
         .transpose()?;
     let mut turn = None;
-    let (slot_id, patient, facts, found) = match &held {
+    let (slot_id, patient, facts, patient_verdict) = match &held {
         // A hold the actor may not book is answered as absent, like any hidden record.
         Some(id) => {
             let o = own_appointment(engine, guard, id)?;
@@ -305,7 +301,7 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
                 refuse_taken_meanwhile(guard, &taken_turn, &patient)?;
             }
             turn = Some(taken_turn);
-            let (slot, found) = slot_and_patient(engine, &slot_id, &patient)?;
+            let (slot, verdict) = slot_and_patient(engine, &slot_id, &patient)?;
             let seen = parse(&slot);
             let facts = schedule_facts(engine, &seen)?;
             check_books_for(guard, &patient, facility(&facts))?;
@@ -313,13 +309,10 @@ pub fn book(engine: &Engine, guard: &Guard<'_>, body: &RequestBody) -> FhirResul
                 refuse_early(&seen)?;
             }
             guard.disclose_patient(&patient);
-            (slot_id, patient, facts, Some(found))
+            (slot_id, patient, facts, Some(verdict))
         }
     };
-    match found {
-        Some(found) => patient_found(found, &patient)?,
-        None => patient_exists(engine, &patient)?,
-    }
+    patient_verdict.unwrap_or_else(|| patient_exists(engine, &patient))?;
     let key = request_key(guard);
     let (stored, created) = engine.with_tx(guard, Exec::Standalone, |tx| {
         if let Some(key) = &key {

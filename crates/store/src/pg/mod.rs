@@ -396,11 +396,7 @@ fn read_current(runner: &mut dyn Runner, resource_type: &str, id: &str) -> Resul
         ),
         &[Arg::Text(resource_type.to_string()), Arg::Text(id.to_string())],
     )?;
-    Ok(match rows.first().map(stored_from_row) {
-        Some(s) if s.deleted => Current::Deleted(s),
-        Some(s) => Current::Found(s),
-        None => Current::NotFound,
-    })
+    Ok(Current::of(rows.first().map(stored_from_row)))
 }
 
 /// Ids of the matches in `sort` order (ties, and an empty sort, by id).
@@ -581,11 +577,7 @@ impl PgTx<'_> {
                 last_updated: stored.last_updated.clone(),
             },
         );
-        if stored.deleted {
-            Current::Deleted(stored)
-        } else {
-            Current::Found(stored)
-        }
+        Current::of(Some(stored))
     }
 
     /// Queues a new resource (version 1, stamped) for the next batch and returns it as it
@@ -1447,13 +1439,8 @@ impl Store for PgStore {
         let mut found: Vec<Current> = wanted.iter().map(|_| Current::NotFound).collect();
         for row in &rows {
             let place = row.get::<_, i64>(6) as usize;
-            let stored = stored_from_row(row);
             if let Some(slot) = place.checked_sub(1).and_then(|at| found.get_mut(at)) {
-                *slot = if stored.deleted {
-                    Current::Deleted(stored)
-                } else {
-                    Current::Found(stored)
-                };
+                *slot = Current::of(Some(stored_from_row(row)));
             }
         }
         Ok(found)
